@@ -1,0 +1,69 @@
+"""Qlik Cloud REST client: JSON helpers and the one pagination helper on top of TenantHttp."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from client.http import Params, TenantHttp
+from client.paging import Page, check_same_origin, cursor_params, next_cursor
+from client.ratelimit import Tier, TierLimiter
+
+
+class QlikClient(TenantHttp):
+    def __init__(
+        self,
+        tenant_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: TierLimiter | None = None,
+    ) -> None:
+        super().__init__(
+            tenant_url, api_key, service="Qlik Cloud", timeout=timeout, transport=transport, limiter=limiter
+        )
+
+    async def json(
+        self,
+        method: str,
+        path: str,
+        *,
+        tier: Tier,
+        params: Params = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        response = await self.send(method, path, tier=tier, params=params, json=body, headers=headers)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def page(self, path: str, *, tier: Tier, params: Params = None, cursor: str | None = None) -> Page:
+        """One page of a list endpoint. A cursor replaces the params: it carries the filters it was made with."""
+        query = cursor_params(cursor) if cursor else params
+        body = await self.json("GET", path, tier=tier, params=query)
+        items = body.get("data") or [] if isinstance(body, dict) else []
+        return Page(items=items, next_cursor=next_cursor(self.base_url, path, body) if isinstance(body, dict) else None)
+
+    async def iterate(
+        self, path: str, *, tier: Tier, params: Params = None, max_items: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a list endpoint, following next links on the tenant only."""
+        cursor: str | None = None
+        seen = 0
+        while True:
+            page = await self.page(path, tier=tier, params=params, cursor=cursor)
+            for item in page.items:
+                yield item
+                seen += 1
+                if max_items is not None and seen >= max_items:
+                    return
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def same_origin(self, href: str) -> httpx.URL:
+        return check_same_origin(self.base_url, href)

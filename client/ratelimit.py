@@ -1,0 +1,72 @@
+"""Client-side pacing to the tiers the specs declare (`x-qlik-tier`), so a busy tenant sees no 429s."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+import anyio
+
+
+class Tier(Enum):
+    """Rate-limit tiers from the specs: requests per minute."""
+
+    T1 = ("1", 1000)
+    T2 = ("2", 100)
+    SPECIAL = ("special", 600)
+    QALYPTUS = ("qalyptus", 300)
+
+    @property
+    def label(self) -> str:
+        return self.value[0]
+
+    @property
+    def per_minute(self) -> int:
+        return self.value[1]
+
+
+class TierLimiter:
+    """Sliding-window log per tier: never more than `limit` requests in any 60 s window.
+
+    A token bucket of the same size allows nearly twice the limit across a window boundary,
+    which a sliding-window server answers with 429; a log of send times does not.
+    """
+
+    def __init__(
+        self,
+        limits: dict[Tier, int] | None = None,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = limits or {tier: tier.per_minute for tier in Tier}
+        self._window = window
+        self._clock = clock
+        self._sent: dict[Tier, deque[float]] = {tier: deque() for tier in Tier}
+        self._locks: dict[Tier, anyio.Lock] = {}
+        self.waited_seconds = 0.0
+
+    async def acquire(self, tier: Tier) -> None:
+        lock = self._locks.setdefault(tier, anyio.Lock())
+        async with lock:
+            sent = self._sent[tier]
+            limit = self._limits[tier]
+            while True:
+                now = self._clock()
+                while sent and now - sent[0] >= self._window:
+                    sent.popleft()
+                if len(sent) < limit:
+                    sent.append(now)
+                    return
+                wait = self._window - (now - sent[0])
+                self.waited_seconds += wait
+                await anyio.sleep(wait)
+
+    def pause(self, tier: Tier, seconds: float) -> None:
+        """After a 429, hold the whole tier back: fill the window so the next send waits."""
+        now = self._clock()
+        sent = self._sent[tier]
+        stamp = now - self._window + seconds
+        sent.clear()
+        sent.extend([stamp] * self._limits[tier])

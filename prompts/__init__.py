@@ -1,0 +1,1 @@
+"""MCP prompts for common operations conversations."""

@@ -1,0 +1,1 @@
+"""Builds the MCP server: settings, guard-rails, lifespan, transports, command line."""

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.server import MCPServer
+from mcp.types import CallToolResult, ElicitResult
+from pydantic import SecretStr
+
+from sandbox import Sandbox, build_sandbox
+from server.app import Backend, build_server
+from server.settings import Settings
+from tests.spec_check import SpecRecorder, ValidatingTransport
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Harness:
+    mcp: MCPServer
+    backend: Backend
+    sandbox: Sandbox
+    recorder: SpecRecorder
+    audit: io.StringIO
+    settings: Settings
+    elicit_answers: list[ElicitResult] = field(default_factory=list)
+    elicit_messages: list[str] = field(default_factory=list)
+
+    def client(self, *, elicitation: bool = False, **kwargs: Any) -> Client:
+        if elicitation:
+
+            async def answer(_ctx: Any, params: Any) -> ElicitResult:
+                self.elicit_messages.append(params.message)
+                return self.elicit_answers.pop(0)
+
+            kwargs["elicitation_callback"] = answer
+        return Client(self.mcp, **kwargs)
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit.getvalue().splitlines() if line.strip()]
+
+
+def make_harness(**settings: Any) -> Harness:
+    sandbox, app = build_sandbox()
+    recorder = SpecRecorder()
+    transport = ValidatingTransport(httpx.ASGITransport(app=app), recorder)
+    config = Settings(sandbox=True, confirm_secret=SecretStr("test-secret-0123456789abcdef"), **settings)
+    mcp, backend = build_server(config, transport=transport)
+    audit = io.StringIO()
+    backend.audit.redirect(audit)
+    return Harness(mcp, backend, sandbox, recorder, audit, config)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = make_harness()
+    yield h
+    await h.backend.aclose()
+    assert not h.recorder.problems, "\n".join(h.recorder.problems)
+
+
+def data(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result.structured_content
+    return " ".join(getattr(c, "text", "") for c in result.content)

@@ -1,0 +1,224 @@
+"""Reload tasks (`/api/v1/reload-tasks`): list, get, create, update, delete."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from pydantic import BaseModel, Field
+
+from client.errors import InvalidInput
+from client.reload_tasks import ReloadTasksApi
+from client.schedule import local_datetime, rrule_lines, time_zone
+from tools.common import ConfirmToken, Cursor, Limit, Registrar
+from tools.gate import Consent, Gated, Plan
+from tools.model import Compact
+
+TOOLSET = "reload"
+NOTE = "Qlik deprecated /api/v1/reload-tasks in favour of /api/scheduling/tasks; it is still served."
+
+TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Reload task id.")]
+AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id.")]
+
+
+class Schedule(BaseModel):
+    """A reload schedule as Qlik takes it: RRULE lines expanded in an IANA time zone from start to end."""
+
+    recurrence: list[str] = Field(
+        min_length=1,
+        max_length=20,
+        description="RFC 5545 lines, e.g. RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0 (no DTSTART).",
+    )
+    time_zone: str = Field(max_length=64, description="IANA zone, e.g. Europe/Zurich.")
+    start: str | None = Field(None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now.")
+    end: str | None = Field(None, max_length=40, description="Local end, YYYY-MM-DDTHH:MM:SS; default never.")
+
+    def to_api(self) -> dict[str, Any]:
+        """Validate everything the API would, and say what to fix, before a request is sent."""
+        zone = time_zone(self.time_zone)
+        lines = rrule_lines(self.recurrence)
+        start = local_datetime(self.start, "start") if self.start else datetime.now(zone).replace(tzinfo=None)
+        body: dict[str, Any] = {
+            "recurrence": lines,
+            "timeZone": self.time_zone,
+            "startDateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
+            "endDateTime": "",
+        }
+        if self.end:
+            end = local_datetime(self.end, "end")
+            if end <= start:
+                raise InvalidInput(f"end {self.end} must be after start {body['startDateTime']}")
+            body["endDateTime"] = end.strftime("%Y-%m-%dT%H:%M:%S")
+        return body
+
+
+class ReloadTask(Compact):
+    id: str
+    app_id: str
+    state: Literal["Enabled", "Disabled", "Completed"] | str
+    disabled_code: str | None = None
+    disabled_reason: str | None = None
+    partial: bool = False
+    recurrence: list[str] = []
+    time_zone: str | None = None
+    start: str | None = None
+    end: str | None = None
+    next_run: str | None = None
+    last_run: str | None = None
+    owner_id: str | None = None
+    auto_reload: bool = False
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "ReloadTask":
+        return cls(
+            id=raw["id"],
+            app_id=raw.get("appId", ""),
+            state=raw.get("state", ""),
+            disabled_code=raw.get("disabledCode") if raw.get("state") != "Enabled" else None,
+            disabled_reason=raw.get("log") if raw.get("state") != "Enabled" else None,
+            partial=bool(raw.get("partial")),
+            recurrence=raw.get("recurrence") or [],
+            time_zone=raw.get("timeZone") or None,
+            start=raw.get("startDateTime") or None,
+            end=raw.get("endDateTime") or None,
+            next_run=raw.get("nextExecutionTime") or None,
+            last_run=raw.get("lastExecutionTime") or None,
+            owner_id=raw.get("userId") or None,
+            auto_reload=bool(raw.get("autoReload")),
+        )
+
+
+class ReloadTaskPage(Compact):
+    tasks: list[ReloadTask]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
+    note: str = NOTE
+
+
+class ReloadTaskResult(Compact):
+    task: ReloadTask
+    note: str = NOTE
+
+
+class Deleted(Compact):
+    id: str
+    deleted: bool
+
+
+def describe(task: dict[str, Any]) -> str:
+    schedule = "; ".join(task.get("recurrence") or []) or "no schedule"
+    zone = task.get("timeZone", "")
+    return f"reload task {task['id']} of app {task.get('appId')} ({task.get('state')}, {schedule} {zone})"
+
+
+def register(reg: Registrar, api: ReloadTasksApi) -> None:
+    @reg.tool(TOOLSET, "read", title="List reload tasks")
+    async def list_reload_tasks(
+        app_id: Annotated[str | None, Field(max_length=128, description="Only this app's tasks.")] = None,
+        partial: Annotated[bool | None, Field(description="Only partial (true) or full (false) reloads.")] = None,
+        limit: Limit = 20,
+        cursor: Cursor = None,
+    ) -> ReloadTaskPage:
+        """List scheduled app reloads (state, schedule, next/last run, why disabled)."""
+        page = await api.list(app_id=app_id, partial=partial, limit=limit, cursor=cursor)
+        return ReloadTaskPage(tasks=[ReloadTask.of(t) for t in page.items], next_cursor=page.next_cursor)
+
+    @reg.tool(TOOLSET, "read", title="Get reload task")
+    async def get_reload_task(task_id: TaskId) -> ReloadTaskResult:
+        """One reload task: state, schedule, next/last run, why disabled."""
+        return ReloadTaskResult(task=ReloadTask.of(await api.get(task_id)))
+
+    @reg.tool(TOOLSET, "write", title="Create reload task")
+    async def create_reload_task(
+        app_id: AppId,
+        schedule: Schedule,
+        partial: Annotated[bool, Field(description="Partial reload instead of full.")] = False,
+    ) -> ReloadTaskResult:
+        """Schedule reloads of an app. The schedule is validated before anything is sent."""
+        body = {"appId": app_id, "partial": partial, **schedule.to_api()}
+        return ReloadTaskResult(task=ReloadTask.of(await api.create(body)))
+
+    async def plan_update(
+        task_id: str, enabled: bool | None, schedule: Schedule | None, partial: bool | None
+    ) -> tuple[Plan, dict[str, Any]]:
+        current = await api.get(task_id)
+        body: dict[str, Any] = {
+            k: current[k]
+            for k in (
+                "appId",
+                "partial",
+                "timeZone",
+                "autoReload",
+                "recurrence",
+                "endDateTime",
+                "startDateTime",
+                "autoReloadPartial",
+            )
+            if k in current
+        }
+        if enabled is not None:
+            body["state"] = "Enabled" if enabled else "Disabled"
+        if schedule is not None:
+            body.update(schedule.to_api())
+        if partial is not None:
+            body["partial"] = partial
+        changes = [
+            f"{key}: {current.get(key)!r} -> {value!r}"
+            for key, value in body.items()
+            if current.get(key, "" if key.endswith("DateTime") else None) != value
+        ]
+        if not changes:
+            raise InvalidInput("the task already has these values; nothing to change")
+        return Plan(action=f"Update {describe(current)}", changes=changes, state=current), body
+
+    @reg.resolver
+    async def ask_update(
+        ctx: Context, task_id: str, enabled: bool | None, schedule: Schedule | None, partial: bool | None
+    ) -> Elicit[Consent] | None:
+        async def plan() -> Plan:
+            return (await plan_update(task_id, enabled, schedule, partial))[0]
+
+        return await reg.gate.ask(ctx, plan)
+
+    @reg.tool(TOOLSET, "destructive", title="Update reload task", idempotent=True)
+    async def update_reload_task(
+        task_id: TaskId,
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_update)],
+        enabled: Annotated[bool | None, Field(description="false disables, true (re-)enables.")] = None,
+        schedule: Annotated[Schedule | None, Field(description="Replaces the whole schedule.")] = None,
+        partial: bool | None = None,
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[ReloadTask]:
+        """Change only the given fields (enable/disable, schedule, partial). Needs the user's confirmation."""
+        plan, body = await plan_update(task_id, enabled, schedule, partial)
+
+        async def act() -> ReloadTask:
+            return ReloadTask.of(await api.replace(task_id, body))
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+
+    async def plan_delete(task_id: str) -> Plan:
+        current = await api.get(task_id)
+        return Plan(
+            action=f"Delete {describe(current)}",
+            changes=["the task and its schedule are removed"],
+            state=current,
+            notes=["This cannot be undone."],
+        )
+
+    @reg.resolver
+    async def ask_delete(ctx: Context, task_id: str) -> Elicit[Consent] | None:
+        return await reg.gate.ask(ctx, lambda: plan_delete(task_id))
+
+    @reg.tool(TOOLSET, "destructive", title="Delete reload task", idempotent=True)
+    async def delete_reload_task(
+        task_id: TaskId,
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[Deleted]:
+        """Delete a reload task. Needs the user's confirmation."""
+        plan = await plan_delete(task_id)
+
+        async def act() -> Deleted:
+            await api.delete(task_id)
+            return Deleted(id=task_id, deleted=True)
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
