@@ -48,12 +48,17 @@ def seed_people_and_apps(sandbox: Sandbox, app_count: int) -> None:
 def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = True) -> tuple[Sandbox, Starlette]:
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
     seed_people_and_apps(sandbox, app_count)
+    # One seed call per API family.
     reload_tasks.seed(sandbox)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})
 
-    routes = [Route("/sandbox/health", health, methods=["GET"]), *reload_tasks.routes(sandbox)]
+    # One entry per API family.
+    routes = [
+        Route("/sandbox/health", health, methods=["GET"]),
+        *reload_tasks.routes(sandbox),
+    ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox
     return sandbox, app

@@ -82,6 +82,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     )
     reg = Registrar(mcp=mcp, audit=audit, gate=gate, read_only=settings.read_only)
     selected = settings.selected_toolsets()
+    # One block per toolset.
     if "reload" in selected:
         reload_tasks.register(reg, ReloadTasksApi(qlik))
     backend.tools = reg.registered

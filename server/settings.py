@@ -7,7 +7,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOOLSETS = ("reload",)
+# One line per toolset, in catalogue order.
+TOOLSETS = (
+    "reload",
+)
 
 
 class ConfigError(ValueError):
