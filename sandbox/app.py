@@ -6,9 +6,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from sandbox import reload_tasks
 from sandbox.core import App, Sandbox, User
+from sandbox.faults import FaultInjector
 
 APP_NAMES = [
     "Sales Dashboard",
@@ -45,7 +47,7 @@ def seed_people_and_apps(sandbox: Sandbox, app_count: int) -> None:
         sandbox.apps[app.id] = app
 
 
-def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = True) -> tuple[Sandbox, Starlette]:
+def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = True) -> tuple[Sandbox, ASGIApp]:
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
     seed_people_and_apps(sandbox, app_count)
     # One seed call per API family.
@@ -61,4 +63,4 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox
-    return sandbox, app
+    return sandbox, FaultInjector(app, sandbox.faults)

@@ -16,6 +16,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from sandbox.faults import Faults
+
 SANDBOX_URL = "https://sandbox.qlikcloud.invalid"
 SANDBOX_API_KEY = "sandbox-api-key-not-a-secret-0000"
 TENANT_ID = "SbxTenant0Qx7pLm2Rk9vWz4Nc6Hd1Ty"
@@ -87,6 +89,7 @@ class Sandbox:
     tables: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, SlidingWindow] = field(default_factory=dict)
     throttled: int = 0
+    faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)

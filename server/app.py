@@ -15,6 +15,7 @@ from client.qlik import QlikClient
 from client.redact import register_secret
 from client.reload_tasks import ReloadTasksApi
 from sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
+from sandbox.transport import SandboxTransport
 from server.settings import Settings
 from tools import reload_tasks
 from tools.audit import Audit
@@ -48,7 +49,7 @@ def make_qlik_client(
 ) -> tuple[QlikClient, Sandbox | None]:
     if settings.sandbox and transport is None:
         sandbox, app = build_sandbox()
-        transport = httpx.ASGITransport(app=app)
+        transport = SandboxTransport(app)
         return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport), sandbox
     if settings.sandbox:
         return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport), None

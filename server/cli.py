@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transport", choices=["stdio", "http"], help="stdio (default) or streamable HTTP")
     parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--stateless", action="store_true", default=None, help="HTTP without sessions, for replicas behind a balancer"
+    )
     parser.add_argument("--audit-log", help="append audit lines to this file instead of stderr")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
         settings.check_tenant()
+        settings.check_http()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         print(f"qlik-tasks-mcp: invalid settings: {problems}", file=sys.stderr)

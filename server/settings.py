@@ -13,6 +13,9 @@ TOOLSETS = (
 )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting to fix."""
 
@@ -40,6 +43,10 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("QLIK_MCP_HOST", "host"))
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("QLIK_MCP_PORT", "port"))
+    http_token: SecretStr | None = Field(None, validation_alias=AliasChoices("QLIK_MCP_HTTP_TOKEN", "http_token"))
+    allowed_hosts: str = Field("", validation_alias=AliasChoices("QLIK_MCP_ALLOWED_HOSTS", "allowed_hosts"))
+    allowed_origins: str = Field("", validation_alias=AliasChoices("QLIK_MCP_ALLOWED_ORIGINS", "allowed_origins"))
+    stateless: bool = Field(False, validation_alias=AliasChoices("QLIK_MCP_STATELESS", "stateless"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", validation_alias=AliasChoices("QLIK_MCP_LOG_LEVEL", "log_level")
     )
@@ -55,6 +62,19 @@ class Settings(BaseSettings):
 
     def selected_toolsets(self) -> list[str]:
         return self.toolsets.split(",")
+
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK
+
+    def check_http(self) -> None:
+        """Serving beyond this machine needs a bearer token; on loopback one is optional."""
+        if self.transport != "http" or self.loopback():
+            return
+        if self.http_token is None or len(self.http_token.get_secret_value()) < 16:
+            raise ConfigError(
+                f"binding HTTP to {self.host} exposes the server beyond this machine: set QLIK_MCP_HTTP_TOKEN "
+                "(at least 16 characters; clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1"
+            )
 
     def check_tenant(self) -> None:
         """Refuse to start against no tenant, or one reached without TLS; never fall back to the sandbox."""

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 from mcp import Client
 from mcp.server import MCPServer
@@ -14,6 +13,7 @@ from mcp.types import CallToolResult, ElicitResult
 from pydantic import SecretStr
 
 from sandbox import Sandbox, build_sandbox
+from sandbox.transport import SandboxTransport
 from server.app import Backend, build_server
 from server.settings import Settings
 from tests.spec_check import SpecRecorder, ValidatingTransport
@@ -32,6 +32,7 @@ class Harness:
     recorder: SpecRecorder
     audit: io.StringIO
     settings: Settings
+    transport: ValidatingTransport
     elicit_answers: list[ElicitResult] = field(default_factory=list)
     elicit_messages: list[str] = field(default_factory=list)
 
@@ -49,15 +50,19 @@ class Harness:
         return [json.loads(line) for line in self.audit.getvalue().splitlines() if line.strip()]
 
 
-def make_harness(**settings: Any) -> Harness:
-    sandbox, app = build_sandbox()
-    recorder = SpecRecorder()
-    transport = ValidatingTransport(httpx.ASGITransport(app=app), recorder)
+def make_harness(*, share_with: Harness | None = None, **settings: Any) -> Harness:
+    """A server on a fresh sandbox tenant, or another replica on the same tenant as `share_with`."""
+    if share_with is None:
+        sandbox, app = build_sandbox()
+        recorder = SpecRecorder()
+        transport = ValidatingTransport(SandboxTransport(app), recorder)
+    else:
+        sandbox, recorder, transport = share_with.sandbox, share_with.recorder, share_with.transport
     config = Settings(sandbox=True, confirm_secret=SecretStr("test-secret-0123456789abcdef"), **settings)
     mcp, backend = build_server(config, transport=transport)
     audit = io.StringIO()
     backend.audit.redirect(audit)
-    return Harness(mcp, backend, sandbox, recorder, audit, config)
+    return Harness(mcp, backend, sandbox, recorder, audit, config, transport)
 
 
 @pytest.fixture

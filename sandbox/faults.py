@@ -1,0 +1,124 @@
+"""Fault injection for the sandbox tenant: the misbehaviour a real tenant and network can show.
+
+Switches are counters: each matching request consumes one, so a test says exactly how many answers go
+wrong. `match` narrows them to paths containing a string and/or one method.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class ConnectionDropped(Exception):
+    """The server acted, then the connection broke before the answer was sent."""
+
+
+@dataclass
+class Faults:
+    status_429: int = 0
+    retry_after: int = 1
+    status_503: int = 0
+    slow: int = 0
+    slow_seconds: float = 5.0
+    drop_after_action: int = 0
+    malformed_json: int = 0
+    foreign_next_link: int = 0
+    match_path: str | None = None
+    match_method: str | None = None
+    injected: int = 0
+
+    def applies(self, scope: Scope) -> bool:
+        if self.match_path and self.match_path not in scope.get("path", ""):
+            return False
+        return not (self.match_method and scope.get("method") != self.match_method)
+
+    def take(self, name: str) -> bool:
+        left = getattr(self, name)
+        if left <= 0:
+            return False
+        setattr(self, name, left - 1)
+        self.injected += 1
+        return True
+
+
+def _error_body(path: str, status: int, title: str) -> bytes:
+    # The tasks API uses integer codes; the other Qlik families use strings.
+    code: int | str = status if path.startswith("/api/v1/tasks") else f"SANDBOX-{status}"
+    return json.dumps({"errors": [{"code": code, "title": title}], "traceId": "fault0000000000"}).encode()
+
+
+class FaultInjector:
+    def __init__(self, app: ASGIApp, faults: Faults) -> None:
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        faults = self.faults
+        if scope["type"] != "http" or not faults.applies(scope):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if faults.take("status_429"):
+            await _answer(
+                send,
+                429,
+                _error_body(path, 429, "Too Many Requests"),
+                [(b"retry-after", str(faults.retry_after).encode())],
+            )
+            return
+        if faults.take("status_503"):
+            await _answer(send, 503, _error_body(path, 503, "Service Unavailable"))
+            return
+        if faults.take("slow"):
+            await anyio.sleep(faults.slow_seconds)
+        if faults.take("drop_after_action"):
+            await self.app(scope, receive, _discard)
+            raise ConnectionDropped(f"{scope.get('method')} {path}")
+        if faults.take("malformed_json"):
+            await self._rewrite(scope, receive, send, lambda body: body[: max(1, len(body) // 2)])
+            return
+        if faults.take("foreign_next_link"):
+            await self._rewrite(scope, receive, send, _foreign_links)
+            return
+        await self.app(scope, receive, send)
+
+    async def _rewrite(self, scope: Scope, receive: Receive, send: Send, change: object) -> None:
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = change(b"".join(chunks))  # type: ignore[operator]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await _answer(send, start.get("status", 200), body, headers)
+
+
+def _foreign_links(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    links = data.get("links") if isinstance(data, dict) else None
+    if isinstance(links, dict):
+        links["next"] = {"href": "https://attacker.example.com/api/v1/steal?next=1"}
+    return json.dumps(data).encode()
+
+
+async def _discard(message: Message) -> None:
+    return None
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
