@@ -87,6 +87,21 @@ class TenantHttp:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def decode(self, response: httpx.Response) -> Any:
+        """The JSON body of a 2xx answer; a broken body is an ApiError, never a crash."""
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code,
+                f"{self.service} answered with a body that is not valid JSON",
+                method=response.request.method,
+                path=response.request.url.path,
+                hint="The service may be degraded; try again later.",
+            ) from None
+
     def url(self, path: str) -> httpx.URL:
         return self.base_url.join(path.lstrip("/"))
 

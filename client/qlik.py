@@ -37,9 +37,7 @@ class QlikClient(TenantHttp):
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         response = await self.send(method, path, tier=tier, params=params, json=body, headers=headers)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return self.decode(response)
 
     async def page(self, path: str, *, tier: Tier, params: Params = None, cursor: str | None = None) -> Page:
         """One page of a list endpoint. A cursor replaces the params: it carries the filters it was made with."""

@@ -7,7 +7,7 @@ wrong. `match` narrows them to paths containing a string and/or one method.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +30,8 @@ class Faults:
     match_path: str | None = None
     match_method: str | None = None
     injected: int = 0
+    # Every request that reached the tenant, faulted or not: what tests count sends by.
+    arrived: list[tuple[str, str]] = field(default_factory=list)
 
     def applies(self, scope: Scope) -> bool:
         if self.match_path and self.match_path not in scope.get("path", ""):
@@ -58,6 +60,8 @@ class FaultInjector:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         faults = self.faults
+        if scope["type"] == "http":
+            faults.arrived.append((scope.get("method", ""), scope.get("path", "")))
         if scope["type"] != "http" or not faults.applies(scope):
             await self.app(scope, receive, send)
             return
@@ -99,7 +103,7 @@ class FaultInjector:
 
         await self.app(scope, receive, capture)
         body = change(b"".join(chunks))  # type: ignore[operator]
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
         await _answer(send, start.get("status", 200), body, headers)
 
 
@@ -119,6 +123,11 @@ async def _discard(message: Message) -> None:
 
 
 async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    # Marked, so the spec recorder in the tests knows this answer is a deliberate fault, not the sandbox's.
+    base = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-sandbox-fault", b"1"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})
