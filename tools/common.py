@@ -57,6 +57,12 @@ class Registrar:
                 open_world_hint=True,
             )
             self.mcp.add_tool(self._wrap(fn, name, kind), name=name, title=title, annotations=annotations)
+            # The advertised input schema is what every conversation pays for; arguments are still validated
+            # by the full pydantic model, so slimming what is shown loosens nothing.
+            # The SDK has no public hook for this.
+            tool = self.mcp._tool_manager.get_tool(name)
+            if tool is not None:
+                tool.parameters = slim_schema(tool.parameters)
             self.registered.append(ToolInfo(name, toolset, kind))
             return fn
 
@@ -95,6 +101,30 @@ class Registrar:
                 raise ToolError(str(exc)) from None
 
         return resolve  # type: ignore[return-value]
+
+
+def slim_schema(schema: Any) -> Any:
+    """Drop generated titles and the `null` arm of optional parameters (absent already means null)."""
+    if isinstance(schema, list):
+        return [slim_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: slim_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = slim_schema(value)
+    arms = out.get("anyOf")
+    if isinstance(arms, list) and out.get("default", ...) is None:
+        kept = [arm for arm in arms if arm != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(arms):
+            del out["anyOf"]
+            out.pop("default")
+            out = kept[0] | out
+    return out
 
 
 def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,270 @@
+"""Run every benchmark and write bench/results.md (and the README's results section).
+
+    .venv/bin/pip install -e '.[bench]' && .venv/bin/python -m bench.run
+
+Numbers are machine-dependent; the ratios (measured side by side in the same run) are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import bpe_openai
+import httpx
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.server import MCPServer
+
+from sandbox import reload_tasks as sandbox_reload_tasks
+from sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from server.app import build_server
+from server.settings import TOOLSETS, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.md"
+ENCODING = bpe_openai.get_encoding("cl100k_base")
+Row = tuple[str, ...]
+
+
+def tokens(value: Any) -> int:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return len(ENCODING.encode(text))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def sandbox_server(**settings: Any) -> tuple[MCPServer, Any]:
+    return build_server(Settings(sandbox=True, **settings))
+
+
+def model_facing(tool: dict[str, Any]) -> dict[str, Any]:
+    """What hosts typically put in front of the model: name, description and input schema."""
+    return {k: tool[k] for k in ("name", "description", "inputSchema") if k in tool}
+
+
+async def catalogue_tokens() -> list[Row]:
+    rows: list[Row] = []
+    for toolset in (*TOOLSETS, None):
+        mcp, backend = sandbox_server(**({"toolsets": toolset} if toolset else {}))
+        async with Client(mcp) as client:
+            listed = (await client.list_tools()).tools
+        await backend.aclose()
+        wire = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]
+        facing = tokens([model_facing(t) for t in wire])
+        count = max(1, len(listed))
+        rows.append((toolset or "all", str(len(listed)), str(facing), str(facing // count), str(tokens(wire))))
+    return rows
+
+
+async def result_tokens() -> list[Row]:
+    """Tokens a model reads per typical result, next to the raw API payload it was made from."""
+    mcp, backend = sandbox_server()
+    rows: list[Row] = []
+    raw = httpx.AsyncClient(
+        transport=backend.qlik._http._transport,  # the same in-process tenant
+        base_url=SANDBOX_URL,
+        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
+    )
+    async with Client(mcp) as client:
+        listed = await client.call_tool("list_reload_tasks", {"limit": 20})
+        first = listed.structured_content["tasks"][0]["id"]  # type: ignore[index]
+        got = await client.call_tool("get_reload_task", {"task_id": first})
+        preview = await client.call_tool("delete_reload_task", {"task_id": first})
+    raw_list = (await raw.get("/api/v1/reload-tasks", params={"limit": 20})).json()
+    raw_one = (await raw.get(f"/api/v1/reload-tasks/{first}")).json()
+    for name, result, payload in (
+        ("list_reload_tasks (20)", listed, raw_list),
+        ("get_reload_task", got, raw_one),
+        ("delete_reload_task preview", preview, None),
+    ):
+        structured = tokens(result.structured_content)
+        text = tokens(" ".join(getattr(c, "text", "") for c in result.content))
+        raw_tokens = tokens(payload) if payload is not None else None
+        ratio = f"{structured / raw_tokens:.2f}" if raw_tokens else "-"
+        rows.append((name, str(structured), str(text), str(raw_tokens or "-"), ratio))
+    await raw.aclose()
+    await backend.aclose()
+    return rows
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def latency(n: int) -> list[Row]:
+    """One tool call through an in-process MCP client vs the same raw HTTP call to the sandbox."""
+    mcp, backend = sandbox_server()
+    raw = httpx.AsyncClient(
+        transport=backend.qlik._http._transport,
+        base_url=SANDBOX_URL,
+        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
+    )
+    backend.sandbox.rate_limits = False  # measure the stack, not the tier pacing
+    backend.qlik.limiter._limits = dict.fromkeys(backend.qlik.limiter._limits, 10**9)
+    task_id = next(iter(backend.sandbox.tables["reload_tasks"]))
+    async with Client(mcp) as client:
+
+        async def via_mcp() -> None:
+            await client.call_tool("get_reload_task", {"task_id": task_id})
+
+        async def via_http() -> None:
+            (await raw.get(f"/api/v1/reload-tasks/{task_id}")).json()
+
+        await timed(via_mcp, 20)
+        await timed(via_http, 20)
+        mcp_ms, http_ms = [], []
+        for _ in range(n // 50):  # interleaved, so both see the same machine state
+            mcp_ms += await timed(via_mcp, 50)
+            http_ms += await timed(via_http, 50)
+    await raw.aclose()
+    await backend.aclose()
+    rows = []
+    for label, p in (("p50", 50), ("p99", 99)):
+        a, b = percentile(mcp_ms, p), percentile(http_ms, p)
+        rows.append((label, f"{a:.2f}", f"{b:.2f}", f"{a / b:.1f}x"))
+    return rows
+
+
+async def first_tools_list(args: list[str]) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QLIK_")}
+    params = StdioServerParameters(command=args[0], args=args[1:], cwd=str(ROOT), env=env)
+    start = time.perf_counter()
+    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
+        async with Client(stdio_client(params, errlog=devnull)) as client:
+            await client.list_tools()
+            elapsed = time.perf_counter() - start
+    return elapsed * 1000
+
+
+BASELINE = """
+from mcp.server import MCPServer
+mcp = MCPServer("baseline")
+@mcp.tool()
+def ping() -> str:
+    return "pong"
+mcp.run("stdio")
+"""
+
+
+async def cold_start(n: int) -> list[Row]:
+    ours = [sys.executable, "-m", "server.cli", "--sandbox"]
+    baseline = [sys.executable, "-c", BASELINE]
+    a, b = [], []
+    for _ in range(n):
+        a.append(await first_tools_list(ours))
+        b.append(await first_tools_list(baseline))
+    ma, mb = statistics.median(a), statistics.median(b)
+    return [("median ms", f"{ma:.0f}", f"{mb:.0f}", f"{ma / mb:.2f}x")]
+
+
+async def bulk(count: int) -> list[Row]:
+    """List every one of `count` reload tasks through the tool, paced to the tier limits."""
+    mcp, backend = sandbox_server()
+    sandbox = backend.sandbox
+    table = sandbox.tables["reload_tasks"]
+    while len(table) < count:
+        sandbox_reload_tasks.seed(sandbox)
+    for extra in list(table)[count:]:
+        del table[extra]
+    tracemalloc.start()
+    start = time.perf_counter()
+    seen = 0
+    async with Client(mcp) as client:
+        cursor = None
+        while True:
+            args: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+            page = (await client.call_tool("list_reload_tasks", args)).structured_content or {}
+            seen += len(page.get("tasks", []))
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+    elapsed = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rows = [
+        (
+            f"list all {count} reload tasks",
+            f"{seen}",
+            f"{elapsed:.2f}",
+            f"{peak / 2**20:.1f}",
+            str(backend.qlik.requests_sent),
+            str(sandbox.throttled),
+        )
+    ]
+    await backend.aclose()
+    return rows
+
+
+def table(header: Row, rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+async def main(quick: bool) -> str:
+    sections = [
+        "## Tool catalogue (cl100k tokens)",
+        "`model-facing` counts name, description and inputSchema (what hosts show the model); `tools/list` "
+        "counts everything sent, output schemas and annotations included.",
+        table(("toolset", "tools", "model-facing", "per tool", "tools/list"), await catalogue_tokens()),
+        "## Typical results (cl100k tokens)",
+        "`structured` is the structuredContent, `text` the text block sent beside it, `raw` the Qlik API payload "
+        "the result was made from; `ratio` = structured / raw.",
+        table(("result", "structured", "text", "raw", "ratio"), await result_tokens()),
+        "## Tool-call latency, in-process MCP client vs the same raw HTTP call to the sandbox (ms)",
+        table(("percentile", "MCP tool call", "raw HTTP", "ratio"), await latency(200 if quick else 1000)),
+        "## Cold start to the first tools/list answer over stdio (ms)",
+        "Baseline: a one-tool MCPServer started the same way, measured in the same run.",
+        table(("", "qlik-tasks-mcp --sandbox", "baseline", "ratio"), await cold_start(3 if quick else 7)),
+        "## Bulk (paced to the tier limits; goal: zero 429s)",
+        table(
+            ("operation", "items", "seconds", "peak MiB (tracemalloc)", "requests", "429s"),
+            await bulk(5000),
+        ),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def publish(report: str) -> None:
+    header = (
+        "# Benchmark results\n\nMade by `python -m bench.run` on "
+        f"{time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores, Python {sys.version.split()[0]}).\n\n"
+    )
+    RESULTS.write_text(header + report)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        body = report.replace("## ", "#### ")
+        readme.write_text(f"{before}{start}\n{body}{end}{after}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    options = parser.parse_args()
+    out = anyio.run(main, options.quick)
+    print(out)
+    if not options.no_write:
+        publish(out)
