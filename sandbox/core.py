@@ -159,29 +159,22 @@ def guarded(sandbox: Sandbox, tier: str, error: ErrorWriter, handler: Handler) -
                 response = error(429, "Too Many Requests", f"tier {tier} limit of {TIER_LIMITS[tier]}/min")
                 response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
                 return response
-        try:
-            body_error = await _check_json(request)
-        except _BadJson as exc:
-            return error(400, "Bad Request", str(exc))
-        if body_error:
-            return error(400, "Bad Request", body_error)
+        problem = await _json_problem(request)
+        if problem:
+            return error(400, "Bad Request", problem)
         return await handler(request)
 
     return endpoint
 
 
-class _BadJson(Exception):
-    pass
-
-
-async def _check_json(request: Request) -> str | None:
+async def _json_problem(request: Request) -> str | None:
     if request.method in ("POST", "PUT", "PATCH"):
         raw = await request.body()
         if raw:
             try:
                 json.loads(raw)
             except ValueError as exc:
-                raise _BadJson(f"request body is not JSON: {exc}") from exc
+                return f"request body is not JSON: {exc}"
     return None
 
 
