@@ -9,6 +9,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sandbox import reload_tasks
+from sandbox import tasks as workflow_tasks
 from sandbox.core import App, Sandbox, User
 from sandbox.faults import FaultInjector
 
@@ -52,6 +53,7 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     seed_people_and_apps(sandbox, app_count)
     # One seed call per API family.
     reload_tasks.seed(sandbox)
+    workflow_tasks.seed(sandbox)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})
@@ -60,6 +62,7 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     routes = [
         Route("/sandbox/health", health, methods=["GET"]),
         *reload_tasks.routes(sandbox),
+        *workflow_tasks.routes(sandbox),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

@@ -14,10 +14,12 @@ from mcp.server import MCPServer
 from client.qlik import QlikClient
 from client.redact import register_secret
 from client.reload_tasks import ReloadTasksApi
+from client.tasks import TasksApi
 from sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
 from sandbox.transport import SandboxTransport
 from server.settings import Settings
 from tools import reload_tasks
+from tools import tasks as workflow_tasks
 from tools.audit import Audit
 from tools.common import Registrar, ToolInfo
 from tools.gate import Gate
@@ -86,5 +88,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     # One block per toolset.
     if "reload" in selected:
         reload_tasks.register(reg, ReloadTasksApi(qlik))
+    if "tasks" in selected:
+        workflow_tasks.register(reg, TasksApi(qlik))
     backend.tools = reg.registered
     return mcp, backend

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # One line per toolset, in catalogue order.
 TOOLSETS = (
     "reload",
+    "tasks",
 )
 
 

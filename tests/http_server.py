@@ -24,7 +24,7 @@ async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
     async with anyio.create_task_group() as group:
         group.start_soon(server.serve)
         with anyio.fail_after(10):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
                 await anyio.sleep(0.02)
         try:
             yield f"http://127.0.0.1:{port}"

@@ -56,3 +56,67 @@ async def _update_reload(h: Harness, destructive: bool) -> dict[str, Any]:
 @sample("delete_reload_task")
 async def _delete_reload(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _enabled_reload_task(h)}
+
+
+# Tasks (/api/v1/tasks).
+def _task(h: Harness, *, scheduled: bool = True) -> dict[str, Any]:
+    return next(t for t in h.sandbox.tables["tasks"].tasks.values() if t["enabled"] and ("start" in t) == scheduled)
+
+
+def _run(h: Harness) -> dict[str, Any]:
+    return next(iter(h.sandbox.tables["tasks"].runs.values()))
+
+
+@sample("list_tasks")
+async def _list_tasks(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"resource_id": _task(h)["resourceId"], "limit": 5}
+
+
+@sample("get_task")
+async def _get_task(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _task(h)["id"]}
+
+
+@sample("create_task")
+async def _create_task(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {
+        "name": "Nightly sample",
+        "app_id": next(iter(h.sandbox.apps)),
+        "schedule": {"interval": "R/2026-03-01T02:00:00/P1D", "time_zone": "UTC"},
+    }
+
+
+@sample("update_task")
+async def _update_task(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _task(h)["id"], "enabled": False}
+
+
+@sample("delete_task")
+async def _delete_task(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _task(h)["id"]}
+
+
+@sample("start_task")
+async def _start_task(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _task(h, scheduled=False)["id"]}
+
+
+@sample("list_task_runs")
+async def _list_task_runs(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _run(h)["taskId"], "limit": 5}
+
+
+@sample("list_resource_task_runs")
+async def _list_resource_task_runs(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"resource_id": _run(h)["resourceId"], "limit": 5}
+
+
+@sample("get_last_task_run")
+async def _get_last_task_run(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _run(h)["taskId"]}
+
+
+@sample("get_task_run_log")
+async def _get_task_run_log(h: Harness, destructive: bool) -> dict[str, Any]:
+    run = _run(h)
+    return {"task_id": run["taskId"], "run_id": run["id"], "lines": 10}

@@ -1,0 +1,682 @@
+"""Tasks and task chains (`/api/v1/tasks`): list, get, create, update, delete, start (and wait), runs, logs."""
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from pydantic import BaseModel, Field
+
+from client.errors import ApiError, InvalidInput
+from client.paging import Page
+from client.paths import path_segment
+from client.schedule import local_datetime, time_zone
+from client.tasks import TasksApi
+from client.workflow import (
+    check_workflow,
+    reload_after_task,
+    reload_targets,
+    repeating_interval,
+    schedule_of,
+    scheduled_reload,
+    task_name,
+    triggers,
+)
+from tools.common import ConfirmToken, Cursor, Limit, Registrar, untrusted
+from tools.gate import Consent, Gated, Plan
+from tools.model import Compact
+
+TOOLSET = "tasks"
+log = logging.getLogger("qlik_tasks_mcp.tools.tasks")
+
+# What a PUT may carry: the workflow definition; id, metadata and resourceId are the service's.
+WRITABLE = (
+    "key",
+    "name",
+    "start",
+    "events",
+    "states",
+    "enabled",
+    "version",
+    "keepActive",
+    "annotations",
+    "description",
+    "specVersion",
+)
+# Polling a run: quick at first (most reloads of small apps end in seconds), then backing off.
+POLL_FIRST = 0.5
+POLL_FACTOR = 1.6
+POLL_MAX = 10.0
+FIND_RUN_SECONDS = 3.0
+MAX_WAIT_SECONDS = 600
+FAILED_TAIL = 20
+MAX_SCAN_PAGES = 5
+GREP_MAX = 200
+LINE_MAX = 500
+# A repeated group holding a repetition or alternatives, e.g. (a+)+ or (a|aa)+: catastrophic backtracking's shape.
+_NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
+
+TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Task id.")]
+RunId = Annotated[str, Field(min_length=1, max_length=128, description="Run id.")]
+AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id (the task's resource).")]
+RunSort = Annotated[
+    Literal["-startedAt", "+startedAt", "-endedAt", "+endedAt", "-status", "+status"],
+    Field(description="Sort order."),
+]
+StatusFilter = Annotated[
+    Literal["RUNNING", "SUCCEEDED", "FAILED"] | None,
+    Field(description="Only runs with this status (filtered here: a page may hold fewer rows)."),
+]
+Description = Annotated[str | None, Field(max_length=500, description="Free text shown with the task.")]
+Workflow = Annotated[
+    dict[str, Any] | None,
+    Field(description="Raw Task body (Serverless Workflow), validated against the API schema before sending."),
+]
+
+
+class ScheduleIn(BaseModel):
+    """When a scheduled task runs: an ISO 8601 repeating interval whose start is wall-clock time in a zone."""
+
+    interval: str = Field(
+        max_length=80, description="R[n]/<local start>/<duration>, e.g. R/2026-02-01T06:00:00/P1D (daily 06:00)."
+    )
+    time_zone: str = Field("UTC", max_length=64, description="IANA zone, e.g. Europe/Zurich.")
+    end: str | None = Field(None, max_length=40, description="Local end, YYYY-MM-DDTHH:MM:SS; default never.")
+
+    def to_api(self) -> tuple[Any, str | None]:
+        interval = repeating_interval(self.interval)
+        time_zone(self.time_zone)
+        if self.end:
+            end = local_datetime(self.end, "end")
+            if end <= local_datetime(interval.start, "interval start"):
+                raise InvalidInput(f"end {self.end} must be after the interval start {interval.start}")
+        return interval, self.end
+
+
+class AfterTaskIn(BaseModel):
+    """Start when a run of another task finishes."""
+
+    task_id: str = Field(min_length=1, max_length=128, description="The task whose run finishing starts this one.")
+    status: Literal["SUCCEEDED", "FAILED", "any"] = Field("SUCCEEDED", description="Which outcome starts it.")
+
+
+def _short(value: Any, width: int = 120) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value is not None else "(none)"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def trigger_text(raw: dict[str, Any]) -> str | None:
+    parts: list[str] = []
+    schedule = schedule_of(raw)
+    if schedule:
+        parts.append(f"schedule {schedule}")
+    for trigger in triggers(raw):
+        outcome = {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get(trigger.status or "", "finishes")
+        parts.append(f"when task {trigger.task_id} {outcome}")
+    return "; ".join(parts) or None
+
+
+class TaskRow(Compact):
+    id: str
+    name: str
+    enabled: bool
+    app_id: str | None = None
+    partial: bool | None = None
+    trigger: str | None = None
+    disabled_code: str | None = None
+    owner_id: str | None = None
+    updated_at: str | None = None
+
+    @classmethod
+    def fields_of(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        meta = raw.get("metadata") or {}
+        targets = reload_targets(raw)
+        return {
+            "id": raw.get("id", ""),
+            "name": raw.get("name", ""),
+            "enabled": bool(raw.get("enabled")),
+            "app_id": raw.get("resourceId") or (targets[0][0] if targets else None),
+            "partial": targets[0][1] if targets else None,
+            "trigger": trigger_text(raw),
+            "disabled_code": meta.get("disabledCode") if not raw.get("enabled") else None,
+            "owner_id": meta.get("ownerId"),
+            "updated_at": meta.get("updatedAt"),
+        }
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "TaskRow":
+        return cls(**cls.fields_of(raw))
+
+
+class TaskDetail(TaskRow):
+    description: str | None = None
+    created_at: str | None = None
+    created_by: str | None = None
+    workflow: dict[str, Any] = Field(default_factory=dict, description="start, events, states as the API has them.")
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "TaskDetail":
+        meta = raw.get("metadata") or {}
+        return cls(
+            **cls.fields_of(raw),
+            description=raw.get("description") or None,
+            created_at=meta.get("createdAt"),
+            created_by=meta.get("createdBy"),
+            workflow={k: raw[k] for k in ("start", "events", "states") if k in raw},
+        )
+
+
+class TaskPage(Compact):
+    tasks: list[TaskRow]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
+
+
+class TaskResult(Compact):
+    task: TaskDetail
+
+
+class Deleted(Compact):
+    id: str
+    deleted: bool
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 1)
+    except ValueError:
+        return None
+
+
+class Run(Compact):
+    id: str
+    task_id: str
+    task_name: str | None = None
+    status: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    seconds: float | None = None
+    triggered_by: str | None = None
+    app_id: str | None = None
+
+    @classmethod
+    def fields_of(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": raw.get("id", ""),
+            "task_id": raw.get("taskId", ""),
+            "task_name": raw.get("taskName"),
+            "status": raw.get("status", ""),
+            "started_at": raw.get("startedAt"),
+            "ended_at": raw.get("endedAt"),
+            "seconds": _seconds(raw.get("startedAt"), raw.get("endedAt")),
+            "triggered_by": raw.get("triggeredBy"),
+            "app_id": raw.get("resourceId"),
+        }
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "Run":
+        return cls(**cls.fields_of(raw))
+
+
+class RunDetail(Run):
+    message: str | None = None
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> "RunDetail":
+        text = raw.get("log")
+        return cls(**cls.fields_of(raw), message=untrusted(text, "run message") if text else None)
+
+
+class RunPage(Compact):
+    runs: list[Run]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
+    scanned: int | None = Field(default=None, description="Runs read to find these (status filter).")
+
+
+class LastRun(Compact):
+    run: RunDetail | None = None
+    note: str | None = None
+
+
+class StartResult(Compact):
+    task_id: str
+    started: bool
+    run: RunDetail | None = None
+    waited_seconds: float | None = None
+    wait_ended: Literal["finished", "timeout"] | None = None
+    log_tail: str | None = None
+    note: str | None = None
+
+
+class RunLog(Compact):
+    task_id: str
+    run_id: str
+    total_lines: int
+    returned: str
+    first_line: int | None = None
+    last_line: int | None = None
+    matches: int | None = None
+    next_offset: int | None = Field(None, description="Pass as offset for the next lines.")
+    log: str
+
+
+class Progress:
+    """MCP progress must grow with every notification: elapsed seconds, nudged up when polls come quickly."""
+
+    def __init__(self, ctx: Context, total: float) -> None:
+        self.ctx = ctx
+        self.total = total
+        self.last: float | None = None
+
+    async def report(self, elapsed: float, message: str) -> None:
+        value = round(elapsed, 1) if self.last is None else max(round(elapsed, 1), round(self.last + 0.1, 1))
+        self.last = value
+        await self.ctx.report_progress(value, self.total, message)
+
+
+def compile_grep(pattern: str) -> re.Pattern[str]:
+    if len(pattern) > GREP_MAX:
+        raise InvalidInput(f"grep is {len(pattern)} characters; at most {GREP_MAX} are accepted")
+    if _NESTED_REPEAT.search(pattern):
+        raise InvalidInput(
+            f"grep {pattern[:60]!r} repeats a group that holds a repetition or alternatives (like (a+)+ or (a|b)+), "
+            "which can run for very long; simplify it"
+        )
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(f"grep {pattern[:60]!r} is not a valid regular expression: {exc}") from None
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= LINE_MAX else line[:LINE_MAX] + " [line cut]"
+
+
+def slice_log(task_id: str, run_id: str, text: str, *, lines: int, grep: str | None, offset: int | None) -> RunLog:
+    """The tail (default), `lines` from `offset`, or the lines matching `grep`, saying what was returned."""
+    all_lines = text.splitlines()
+    total = len(all_lines)
+    next_offset: int | None = None
+    if grep:
+        pattern = compile_grep(grep)
+        hits = [i for i, line in enumerate(all_lines) if pattern.search(line[: LINE_MAX * 4])]
+        if offset is None:
+            chosen = hits[-lines:]
+            where = "the last " if len(hits) > lines else ""
+        else:
+            after = [i for i in hits if i >= offset]
+            chosen = after[:lines]
+            next_offset = chosen[-1] + 1 if len(after) > lines else None
+            where = f"from line {offset + 1}: "
+        body = "\n".join(f"{i + 1}: {_clip(all_lines[i])}" for i in chosen)
+        returned = f"{where}{len(chosen)} of {len(hits)} lines matching /{grep}/i (prefixed with their line numbers)"
+        return RunLog(
+            task_id=task_id,
+            run_id=run_id,
+            total_lines=total,
+            returned=returned,
+            first_line=chosen[0] + 1 if chosen else None,
+            last_line=chosen[-1] + 1 if chosen else None,
+            matches=len(hits),
+            next_offset=next_offset,
+            log=untrusted(body, "run log"),
+        )
+    if offset is None:
+        start = max(0, total - lines)
+        end = total
+        how = "tail; pass offset to read from another line" if start > 0 else "whole log"
+    else:
+        start = min(offset, total)
+        end = min(total, start + lines)
+        next_offset = end if end < total else None
+        how = "from offset"
+    body = "\n".join(_clip(line) for line in all_lines[start:end])
+    returned = f"lines {start + 1}-{end} of {total} ({how})" if end > start else f"no lines (the log has {total})"
+    return RunLog(
+        task_id=task_id,
+        run_id=run_id,
+        total_lines=total,
+        returned=returned,
+        first_line=start + 1 if end > start else None,
+        last_line=end if end > start else None,
+        next_offset=next_offset,
+        log=untrusted(body, "run log"),
+    )
+
+
+def describe(task: dict[str, Any]) -> str:
+    targets = reload_targets(task)
+    app = f" reloading app {targets[0][0]}" if targets else ""
+    return f"task {task.get('name')} ({task.get('id')}){app}, {trigger_text(task) or 'no trigger'}"
+
+
+def editable(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: task[k] for k in WRITABLE if k in task}
+
+
+def register(reg: Registrar, api: TasksApi) -> None:
+    async def runs_page(
+        fetch: Callable[[str | None], Awaitable[Page]], status: str | None, limit: int, cursor: str | None
+    ) -> RunPage:
+        page = await fetch(cursor)
+        if not status:
+            return RunPage(runs=[Run.of(r) for r in page.items], next_cursor=page.next_cursor)
+        rows: list[Run] = []
+        scanned = 0
+        for _ in range(MAX_SCAN_PAGES):
+            scanned += len(page.items)
+            rows += [Run.of(r) for r in page.items if r.get("status") == status]
+            if len(rows) >= limit or not page.next_cursor:
+                break
+            page = await fetch(page.next_cursor)
+        return RunPage(runs=rows, next_cursor=page.next_cursor, scanned=scanned)
+
+    @reg.tool(TOOLSET, "read", title="List tasks")
+    async def list_tasks(
+        resource_id: Annotated[str, Field(min_length=1, max_length=128, description="App id (required by the API).")],
+        sort: Annotated[
+            Literal["-updatedAt", "+updatedAt", "-createdAt", "+createdAt"], Field(description="Sort order.")
+        ] = "-updatedAt",
+        limit: Limit = 20,
+        cursor: Cursor = None,
+    ) -> TaskPage:
+        """List the tasks of one app (the API requires resource_id): trigger, enabled, owner."""
+        page = await api.list(resource_id=resource_id, sort=sort, limit=limit, cursor=cursor)
+        return TaskPage(tasks=[TaskRow.of(t) for t in page.items], next_cursor=page.next_cursor)
+
+    @reg.tool(TOOLSET, "read", title="Get task")
+    async def get_task(task_id: TaskId) -> TaskResult:
+        """One task: trigger (schedule or task it follows), target app, owner, workflow."""
+        return TaskResult(task=TaskDetail.of(await api.get(task_id)))
+
+    @reg.tool(TOOLSET, "write", title="Create task")
+    async def create_task(
+        name: Annotated[
+            str | None, Field(max_length=100, description="Title; stored as lowercase-hyphen name.")
+        ] = None,
+        app_id: Annotated[str | None, Field(max_length=128, description="App to reload.")] = None,
+        schedule: Annotated[ScheduleIn | None, Field(description="Reload on this schedule.")] = None,
+        after_task: Annotated[AfterTaskIn | None, Field(description="Reload when this task's run ends.")] = None,
+        partial: Annotated[bool, Field(description="Partial reload instead of full.")] = False,
+        enabled: bool = True,
+        description: Description = None,
+        workflow: Workflow = None,
+    ) -> TaskResult:
+        """Create a reload task: app_id + name + schedule or after_task; or a raw workflow for anything else."""
+        if workflow is not None:
+            if any(v is not None for v in (name, app_id, schedule, after_task, description)):
+                raise InvalidInput("give either workflow alone, or name + app_id + schedule/after_task, not both")
+            return TaskResult(task=TaskDetail.of(await api.create(check_workflow(workflow))))
+        if not name or not app_id or (schedule is None) == (after_task is None):
+            raise InvalidInput("give name, app_id and exactly one of schedule or after_task (or a raw workflow)")
+        path_segment(app_id, "app_id")
+        slug = task_name(name)
+        if schedule is not None:
+            interval, end = schedule.to_api()
+            body = scheduled_reload(
+                name=slug,
+                app_id=app_id,
+                partial=partial,
+                interval=interval,
+                time_zone=schedule.time_zone,
+                end=end,
+                enabled=enabled,
+                description=description,
+            )
+        else:
+            assert after_task is not None
+            # A trigger that does not exist would never fire: say so now rather than create a dead task.
+            await api.get(after_task.task_id)
+            body = reload_after_task(
+                name=slug,
+                app_id=app_id,
+                partial=partial,
+                task_id=after_task.task_id,
+                status=None if after_task.status == "any" else after_task.status,
+                enabled=enabled,
+                description=description,
+            )
+        return TaskResult(task=TaskDetail.of(await api.create(check_workflow(body))))
+
+    async def plan_update(
+        task_id: str,
+        enabled: bool | None,
+        description: str | None,
+        schedule: ScheduleIn | None,
+        workflow: dict[str, Any] | None,
+    ) -> tuple[Plan, dict[str, Any]]:
+        if workflow is not None and any(v is not None for v in (enabled, description, schedule)):
+            raise InvalidInput("give either workflow alone (it replaces the whole task), or the fields to change")
+        current = await api.get(task_id)
+        before = editable(current)
+        body = dict(workflow) if workflow is not None else dict(before)
+        if enabled is not None:
+            body["enabled"] = enabled
+        if description is not None:
+            body["description"] = description
+        if schedule is not None:
+            start = body.get("start")
+            if not isinstance(start, dict) or "schedule" not in start:
+                raise InvalidInput(
+                    "this task starts when another task finishes, not on a schedule; pass workflow to redefine it"
+                )
+            interval, end = schedule.to_api()
+            new: dict[str, Any] = {"interval": interval.text, "timezone": schedule.time_zone}
+            if end:
+                new["endDateTime"] = end
+            body["start"] = {**start, "schedule": new}
+        check_workflow(body)
+        changes = [
+            f"{key}: {_short(before.get(key))} -> {_short(body.get(key))}"
+            for key in WRITABLE
+            if before.get(key) != body.get(key)
+        ]
+        if not changes:
+            raise InvalidInput("the task already has these values; nothing to change")
+        owner = (current.get("metadata") or {}).get("ownerId") or "unknown"
+        notes = [
+            f"Qlik makes the caller (this API key's user) the owner of the task; it is now owned by {owner}, and "
+            "after the update it runs as the caller."
+        ]
+        return Plan(action=f"Update {describe(current)}", changes=changes, state=current, notes=notes), body
+
+    @reg.resolver
+    async def ask_update(
+        ctx: Context,
+        task_id: str,
+        enabled: bool | None,
+        description: str | None,
+        schedule: ScheduleIn | None,
+        workflow: dict[str, Any] | None,
+    ) -> Elicit[Consent] | None:
+        async def plan() -> Plan:
+            return (await plan_update(task_id, enabled, description, schedule, workflow))[0]
+
+        return await reg.gate.ask(ctx, plan)
+
+    @reg.tool(TOOLSET, "destructive", title="Update task", idempotent=True)
+    async def update_task(
+        task_id: TaskId,
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_update)],
+        enabled: Annotated[bool | None, Field(description="false disables, true enables.")] = None,
+        description: Description = None,
+        schedule: Annotated[ScheduleIn | None, Field(description="New schedule (scheduled tasks only).")] = None,
+        workflow: Workflow = None,
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[TaskDetail]:
+        """Change a task (PUT; makes the caller its owner). Needs the user's confirmation."""
+        plan, body = await plan_update(task_id, enabled, description, schedule, workflow)
+
+        async def act() -> TaskDetail:
+            return TaskDetail.of(await api.replace(task_id, body))
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+
+    async def plan_delete(task_id: str) -> Plan:
+        current = await api.get(task_id)
+        return Plan(
+            action=f"Delete {describe(current)}",
+            changes=["the task and its trigger are removed"],
+            state=current,
+            notes=["This cannot be undone. Tasks chained after this one are no longer started by it."],
+        )
+
+    @reg.resolver
+    async def ask_delete(ctx: Context, task_id: str) -> Elicit[Consent] | None:
+        return await reg.gate.ask(ctx, lambda: plan_delete(task_id))
+
+    @reg.tool(TOOLSET, "destructive", title="Delete task", idempotent=True)
+    async def delete_task(
+        task_id: TaskId,
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[Deleted]:
+        """Delete a task. Needs the user's confirmation."""
+        plan = await plan_delete(task_id)
+
+        async def act() -> Deleted:
+            await api.delete(task_id)
+            return Deleted(id=task_id, deleted=True)
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+
+    async def new_run(task_id: str, before_id: str | None) -> dict[str, Any] | None:
+        run = await api.last_run(task_id)
+        return run if run is not None and run.get("id") != before_id else None
+
+    async def wait_for_run(
+        progress: Progress, task_id: str, before_id: str | None, limit: float, began: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Poll the last run with backoff until it ends or `limit` seconds pass; (run, finished)."""
+        delay = POLL_FIRST
+        while True:
+            run = await new_run(task_id, before_id)
+            elapsed = time.monotonic() - began
+            if run is not None and run.get("status") != "RUNNING":
+                return run, True
+            if elapsed >= limit:
+                return run, False
+            what = f"run {run['id']} RUNNING" if run else "waiting for the run to appear"
+            await progress.report(elapsed, f"{what} ({elapsed:.0f} s)")
+            await anyio.sleep(min(delay, max(0.0, limit - elapsed)))
+            delay = min(delay * POLL_FACTOR, POLL_MAX)
+
+    @reg.tool(TOOLSET, "write", title="Start task")
+    async def start_task(
+        ctx: Context,
+        task_id: TaskId,
+        source: Annotated[
+            str | None, Field(max_length=100, description="Origin recorded on the run; default manual.")
+        ] = None,
+        wait: Annotated[bool, Field(description="Wait for the run to end, with progress.")] = False,
+        timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait (1-600).")] = 60,
+    ) -> StartResult:
+        """Start a task now; wait=true follows its run to the end. Ending the wait never cancels the run."""
+        before = await api.last_run(task_id)
+        before_id = before.get("id") if before else None
+        await api.start(task_id, source)
+        # From here on the task has started: no error may suggest starting it again.
+        began = time.monotonic()
+        result = StartResult(task_id=task_id, started=True)
+        try:
+            if not wait:
+                run = await new_run(task_id, before_id)
+                delay = POLL_FIRST / 2
+                while run is None and time.monotonic() - began < FIND_RUN_SECONDS:
+                    await anyio.sleep(delay)
+                    delay *= POLL_FACTOR
+                    run = await new_run(task_id, before_id)
+                result.run = RunDetail.of(run) if run else None
+                result.note = None if run else "The run is not visible yet; check it with get_last_task_run."
+                return result
+            progress = Progress(ctx, timeout_seconds)
+            await progress.report(0, "task started; waiting for its run")
+            try:
+                run, finished = await wait_for_run(progress, task_id, before_id, timeout_seconds, began)
+            except anyio.get_cancelled_exc_class():
+                log.info("wait for task %s cancelled; its run continues on the tenant", task_id)
+                raise
+            waited = round(time.monotonic() - began, 1)
+            result.run = RunDetail.of(run) if run else None
+            result.waited_seconds = waited
+            result.wait_ended = "finished" if finished else "timeout"
+            status = run.get("status") if run else "not visible yet"
+            await progress.report(waited, f"run {status}")
+            if not finished:
+                result.note = (
+                    f"Stopped waiting after {timeout_seconds} s. The run was NOT cancelled and continues on the "
+                    "tenant; follow it with get_last_task_run."
+                )
+            elif run is not None and run.get("status") == "FAILED":
+                text = await api.run_log(task_id, run["id"])
+                tail = slice_log(task_id, run["id"], text, lines=FAILED_TAIL, grep=None, offset=None)
+                result.log_tail = tail.log
+                result.note = f"{tail.returned}; get_task_run_log reads more."
+        except ApiError as exc:
+            result.note = (
+                f"The task was started, but reading its run failed ({exc}). Do not start it again; "
+                "check it with get_last_task_run."
+            )
+        return result
+
+    @reg.tool(TOOLSET, "read", title="List task runs")
+    async def list_task_runs(
+        task_id: TaskId,
+        sort: RunSort = "-startedAt",
+        status: StatusFilter = None,
+        limit: Limit = 20,
+        cursor: Cursor = None,
+    ) -> RunPage:
+        """Runs of a task: status, start/end, duration, what triggered it."""
+
+        async def fetch(page_cursor: str | None) -> Page:
+            return await api.runs(task_id, sort=sort, limit=limit, cursor=page_cursor)
+
+        return await runs_page(fetch, status, limit, cursor)
+
+    @reg.tool(TOOLSET, "read", title="List an app's task runs")
+    async def list_resource_task_runs(
+        resource_id: AppId,
+        sort: RunSort = "-startedAt",
+        status: StatusFilter = None,
+        limit: Limit = 20,
+        cursor: Cursor = None,
+    ) -> RunPage:
+        """Runs of every task that targets one app."""
+
+        async def fetch(page_cursor: str | None) -> Page:
+            return await api.resource_runs(resource_id, sort=sort, limit=limit, cursor=page_cursor)
+
+        return await runs_page(fetch, status, limit, cursor)
+
+    @reg.tool(TOOLSET, "read", title="Get last task run")
+    async def get_last_task_run(task_id: TaskId) -> LastRun:
+        """A task's latest run: status, times, error message if it failed."""
+        run = await api.last_run(task_id)
+        if run is None:
+            return LastRun(note="The task has not run yet.")
+        return LastRun(run=RunDetail.of(run))
+
+    @reg.tool(TOOLSET, "read", title="Get task run log")
+    async def get_task_run_log(
+        task_id: TaskId,
+        run_id: RunId,
+        lines: Annotated[int, Field(ge=1, le=500, description="Lines to return (1-500).")] = 40,
+        grep: Annotated[
+            str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex; only matching lines.")
+        ] = None,
+        offset: Annotated[
+            int | None, Field(ge=0, description="Skip this many log lines and read forward; default: the tail.")
+        ] = None,
+    ) -> RunLog:
+        """A run's reload log: the tail by default, or from offset, or only lines matching grep."""
+        if grep:
+            compile_grep(grep)
+        text = await api.run_log(task_id, run_id)
+        return slice_log(task_id, run_id, text, lines=lines, grep=grep, offset=offset)
