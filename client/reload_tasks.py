@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from client.paging import Page
@@ -10,6 +11,24 @@ from client.qlik import QlikClient
 from client.ratelimit import Tier
 
 BASE = "/api/v1/reload-tasks"
+# What a PUT carries besides `state`: the TaskBase fields; the rest is the service's.
+BASE_FIELDS = (
+    "appId",
+    "partial",
+    "timeZone",
+    "autoReload",
+    "recurrence",
+    "endDateTime",
+    "startDateTime",
+    "autoReloadPartial",
+)
+
+
+def put_body(current: dict[str, Any]) -> dict[str, Any]:
+    """A PUT body that keeps everything `current` has, so a change of one field loses no other."""
+    body = {k: current[k] for k in BASE_FIELDS if k in current}
+    body["state"] = current.get("state", "Enabled")
+    return body
 
 
 class ReloadTasksApi:
@@ -28,6 +47,10 @@ class ReloadTasksApi:
         if partial is not None:
             params["partial"] = "true" if partial else "false"
         return await self.qlik.page(BASE, tier=Tier.T1, params=params, cursor=cursor)
+
+    def all(self, *, app_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 100} | ({"appId": app_id} if app_id else {})
+        return self.qlik.iterate(BASE, tier=Tier.T1, params=params)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self.qlik.json("GET", self._one(task_id), tier=Tier.T1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from client.errors import ApiError
@@ -12,6 +13,24 @@ from client.ratelimit import Tier
 
 BASE = "/api/v1/tasks"
 TIER = Tier.SPECIAL
+# What a PUT may carry: the workflow definition; id, metadata and resourceId are the service's.
+WRITABLE = (
+    "key",
+    "name",
+    "start",
+    "events",
+    "states",
+    "enabled",
+    "version",
+    "keepActive",
+    "annotations",
+    "description",
+    "specVersion",
+)
+
+
+def put_body(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: task[k] for k in WRITABLE if k in task}
 
 
 class TasksApi:
@@ -24,6 +43,11 @@ class TasksApi:
     async def list(self, *, resource_id: str, sort: str, limit: int, cursor: str | None = None) -> Page:
         params = {"resourceId": resource_id, "sort": sort, "limit": limit}
         return await self.qlik.page(BASE, tier=TIER, params=params, cursor=cursor)
+
+    def all(self, *, resource_id: str) -> AsyncIterator[dict[str, Any]]:
+        return self.qlik.iterate(
+            BASE, tier=TIER, params={"resourceId": resource_id, "sort": "+createdAt", "limit": 100}
+        )
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self.qlik.json("GET", self._one(task_id), tier=TIER)

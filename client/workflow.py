@@ -159,6 +159,26 @@ def repeating_interval(value: str) -> Interval:
     return Interval(value.strip(), int(count) if count else None, start, every, seconds)
 
 
+_FREQ = {"Y": "YEARLY", "M": "MONTHLY", "W": "WEEKLY", "D": "DAILY", "h": "HOURLY", "m": "MINUTELY", "s": "SECONDLY"}
+
+
+def interval_rrule(interval: Interval) -> str:
+    """The RRULE that repeats like `interval` in wall-clock time, so dateutil can expand it across DST."""
+    match = _DURATION.match(interval.every)
+    assert match is not None  # checked by repeating_interval
+    parts = {unit: int(n) for unit, n in match.groupdict().items() if n}
+    if len(parts) == 1:
+        unit, count = next(iter(parts.items()))
+        rule = f"RRULE:FREQ={_FREQ[unit]};INTERVAL={count}"
+    elif "Y" in parts or "M" in parts:
+        raise InvalidInput(f"interval {interval.every} mixes months or years with other units: it has no fixed length")
+    elif interval.seconds % 60 == 0:
+        rule = f"RRULE:FREQ=MINUTELY;INTERVAL={interval.seconds // 60}"
+    else:
+        rule = f"RRULE:FREQ=SECONDLY;INTERVAL={interval.seconds}"
+    return rule + (f";COUNT={interval.repetitions}" if interval.repetitions else "")
+
+
 def reload_action(app_id: str, partial: bool) -> dict[str, Any]:
     return {
         "name": "reload-app",

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from client.errors import InvalidInput
+from client.reload_tasks import BASE_FIELDS
 from client.schedule import local_datetime, occurrences, rrule_lines, time_zone, utc_z
 from sandbox.core import (
     TENANT_ID,
@@ -26,16 +27,6 @@ from sandbox.core import (
 
 BASE = "/api/v1/reload-tasks"
 TABLE = "reload_tasks"
-BASE_FIELDS = (
-    "appId",
-    "partial",
-    "timeZone",
-    "autoReload",
-    "recurrence",
-    "endDateTime",
-    "startDateTime",
-    "autoReloadPartial",
-)
 
 SCHEDULES = [
     ("Europe/Zurich", ["RRULE:FREQ=DAILY;INTERVAL=1;BYHOUR=6;BYMINUTE=0;BYSECOND=0"]),

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from client.tasks import WRITABLE
 from client.workflow import meaning_problems, reload_targets, schema_problems, triggers
 from sandbox.core import (
     TENANT_ID,
@@ -32,19 +33,6 @@ from sandbox.core import (
 
 BASE = "/api/v1/tasks"
 TABLE = "tasks"
-WRITABLE = (
-    "key",
-    "name",
-    "start",
-    "events",
-    "states",
-    "enabled",
-    "version",
-    "keepActive",
-    "annotations",
-    "description",
-    "specVersion",
-)
 TASK_SORTS = {"+createdAt", "-createdAt", "+updatedAt", "-updatedAt"}
 RUN_SORTS = {f"{sign}{key}" for sign in "+-" for key in ("startedAt", "endedAt", "status", "taskId", "actionId")}
 MAX_CHAIN = 10

@@ -15,14 +15,16 @@ from client.qlik import QlikClient
 from client.redact import register_secret
 from client.reload_tasks import ReloadTasksApi
 from client.tasks import TasksApi
+from prompts import ops as ops_prompts
 from sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
 from sandbox.transport import SandboxTransport
 from server.settings import Settings
-from tools import reload_tasks
+from tools import ops, reload_tasks
 from tools import tasks as workflow_tasks
 from tools.audit import Audit
 from tools.common import Registrar, ToolInfo
 from tools.gate import Gate
+from tools.kinds import ReloadKind, TaskKind
 
 INSTRUCTIONS = (
     "Tools for the scheduled work of a Qlik Cloud tenant. Destructive tools never act on the first call "
@@ -41,6 +43,7 @@ class Backend:
     audit: Audit
     sandbox: Sandbox | None = None
     tools: list[ToolInfo] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await self.qlik.aclose()
@@ -90,5 +93,9 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         reload_tasks.register(reg, ReloadTasksApi(qlik))
     if "tasks" in selected:
         workflow_tasks.register(reg, TasksApi(qlik))
+    if "ops" in selected:
+        # The ops tools read every kind the tenant has, whichever family toolsets are listed.
+        ops.register(reg, {"reload": ReloadKind(ReloadTasksApi(qlik)), "task": TaskKind(TasksApi(qlik))})
     backend.tools = reg.registered
+    backend.prompts = ops_prompts.register(mcp, [t.name for t in reg.registered])
     return mcp, backend

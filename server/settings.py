@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 TOOLSETS = (
     "reload",
     "tasks",
+    "ops",
 )
 
 

@@ -50,10 +50,12 @@ class Harness:
         return [json.loads(line) for line in self.audit.getvalue().splitlines() if line.strip()]
 
 
-def make_harness(*, share_with: Harness | None = None, **settings: Any) -> Harness:
+def make_harness(
+    *, share_with: Harness | None = None, sandbox_options: dict[str, Any] | None = None, **settings: Any
+) -> Harness:
     """A server on a fresh sandbox tenant, or another replica on the same tenant as `share_with`."""
     if share_with is None:
-        sandbox, app = build_sandbox()
+        sandbox, app = build_sandbox(**(sandbox_options or {}))
         recorder = SpecRecorder()
         transport = ValidatingTransport(SandboxTransport(app), recorder)
     else:

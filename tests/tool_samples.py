@@ -120,3 +120,24 @@ async def _get_last_task_run(h: Harness, destructive: bool) -> dict[str, Any]:
 async def _get_task_run_log(h: Harness, destructive: bool) -> dict[str, Any]:
     run = _run(h)
     return {"task_id": run["taskId"], "run_id": run["id"], "lines": 10}
+
+
+# Ops, across kinds.
+@sample("explain_schedule")
+async def _explain(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"kind": "reload", "task_id": _enabled_reload_task(h), "count": 2}
+
+
+@sample("find_failures")
+async def _find_failures(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"hours": 24}
+
+
+@sample("set_tasks_enabled")
+async def _set_enabled(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"enabled": False, "tasks": [{"kind": "reload", "id": _enabled_reload_task(h)}]}
+
+
+@sample("get_app_schedule_overview")
+async def _overview(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"app_id": next(iter(h.sandbox.apps)), "runs": 1}

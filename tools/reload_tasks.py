@@ -7,7 +7,7 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from pydantic import BaseModel, Field
 
 from client.errors import InvalidInput
-from client.reload_tasks import ReloadTasksApi
+from client.reload_tasks import ReloadTasksApi, put_body
 from client.schedule import local_datetime, rrule_lines, time_zone
 from tools.common import ConfirmToken, Cursor, Limit, Registrar
 from tools.gate import Consent, Gated, Plan
@@ -140,20 +140,7 @@ def register(reg: Registrar, api: ReloadTasksApi) -> None:
         task_id: str, enabled: bool | None, schedule: Schedule | None, partial: bool | None
     ) -> tuple[Plan, dict[str, Any]]:
         current = await api.get(task_id)
-        body: dict[str, Any] = {
-            k: current[k]
-            for k in (
-                "appId",
-                "partial",
-                "timeZone",
-                "autoReload",
-                "recurrence",
-                "endDateTime",
-                "startDateTime",
-                "autoReloadPartial",
-            )
-            if k in current
-        }
+        body = put_body(current)
         if enabled is not None:
             body["state"] = "Enabled" if enabled else "Disabled"
         if schedule is not None:

@@ -16,7 +16,7 @@ from client.errors import ApiError, InvalidInput
 from client.paging import Page
 from client.paths import path_segment
 from client.schedule import local_datetime, time_zone
-from client.tasks import TasksApi
+from client.tasks import WRITABLE, TasksApi, put_body
 from client.workflow import (
     check_workflow,
     reload_after_task,
@@ -34,20 +34,6 @@ from tools.model import Compact
 TOOLSET = "tasks"
 log = logging.getLogger("qlik_tasks_mcp.tools.tasks")
 
-# What a PUT may carry: the workflow definition; id, metadata and resourceId are the service's.
-WRITABLE = (
-    "key",
-    "name",
-    "start",
-    "events",
-    "states",
-    "enabled",
-    "version",
-    "keepActive",
-    "annotations",
-    "description",
-    "specVersion",
-)
 # Polling a run: quick at first (most reloads of small apps end in seconds), then backing off.
 POLL_FIRST = 0.5
 POLL_FACTOR = 1.6
@@ -356,10 +342,6 @@ def describe(task: dict[str, Any]) -> str:
     return f"task {task.get('name')} ({task.get('id')}){app}, {trigger_text(task) or 'no trigger'}"
 
 
-def editable(task: dict[str, Any]) -> dict[str, Any]:
-    return {k: task[k] for k in WRITABLE if k in task}
-
-
 def register(reg: Registrar, api: TasksApi) -> None:
     async def runs_page(
         fetch: Callable[[str | None], Awaitable[Page]], status: str | None, limit: int, cursor: str | None
@@ -454,7 +436,7 @@ def register(reg: Registrar, api: TasksApi) -> None:
         if workflow is not None and any(v is not None for v in (enabled, description, schedule)):
             raise InvalidInput("give either workflow alone (it replaces the whole task), or the fields to change")
         current = await api.get(task_id)
-        before = editable(current)
+        before = put_body(current)
         body = dict(workflow) if workflow is not None else dict(before)
         if enabled is not None:
             body["enabled"] = enabled

@@ -1,0 +1,354 @@
+"""Ops tools across every kind, on a sandbox with hundreds of tasks and some failures; prompts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from mcp.types import ElicitResult, GetPromptResult, TextContent
+
+import tools.ops
+from client.workflow import repeating_interval, scheduled_reload
+from sandbox import tasks as sandbox_tasks
+from tests.conftest import Harness, data, error_text, make_harness
+
+pytestmark = pytest.mark.anyio
+APPS = 150
+
+
+def scale_up(h: Harness) -> None:
+    """A Qlik task per app besides the seeded ones, and a failed run on every tenth of them."""
+    st = sandbox_tasks.tables(h.sandbox)
+    now = h.sandbox.clock.now()
+    for index, app in enumerate(list(h.sandbox.apps.values())[8:]):
+        body = scheduled_reload(
+            name=f"nightly-{index}",
+            app_id=app.id,
+            partial=False,
+            interval=repeating_interval("R/2026-01-01T03:00:00/P1D"),
+            time_zone="Europe/Zurich",
+            end=None,
+            enabled=index % 9 != 4,
+            description=None,
+        )
+        task = sandbox_tasks.build_task(h.sandbox, body, h.sandbox.hex_id(), app.owner_id, "2026-01-01T00:00:00Z")
+        st.tasks[task["id"]] = task
+        if index % 10 == 0:
+            st.failing_apps.add(app.id)
+            sandbox_tasks.start_run(
+                h.sandbox, task, at=now - timedelta(hours=3), triggered_by="time-schedule", seconds=60
+            )
+
+
+@pytest.fixture
+async def big() -> AsyncIterator[Harness]:
+    h = make_harness(sandbox_options={"app_count": APPS})
+    scale_up(h)
+    yield h
+    await h.backend.aclose()
+    assert not h.recorder.problems, "\n".join(h.recorder.problems)
+
+
+def prompt_text(result: GetPromptResult) -> str:
+    content = result.messages[0].content
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+def failing_reloads(h: Harness) -> set[str]:
+    return {
+        t["id"] for t in h.sandbox.tables["reload_tasks"].values() if t.get("disabledCode") == "CONSECUTIVE-FAILURES"
+    }
+
+
+async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
+    assert len(big.sandbox.tables["reload_tasks"]) == APPS
+    assert len(sandbox_tasks.tables(big.sandbox).tasks) > APPS
+    async with big.client() as client:
+        report = data(await client.call_tool("find_failures", {"hours": 24}))
+    assert report["stopped_early"] is False
+    assert report["checked"]["reload"] == APPS and report["checked"]["task apps"] == APPS
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for group in report["groups"]:
+        by_kind.setdefault(group["kind"], []).append(group)
+    since = (big.sandbox.clock.now() - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent = {
+        t["id"]
+        for t in big.sandbox.tables["reload_tasks"].values()
+        if t.get("disabledCode") == "CONSECUTIVE-FAILURES" and t["lastExecutionTime"] >= since
+    }
+    assert recent and len(recent) < len(failing_reloads(big))
+    assert {g["task_id"] for g in by_kind["reload"]} == recent
+    failed_tasks = by_kind["task"]
+    assert len(failed_tasks) >= 14
+    for group in failed_tasks:
+        assert group["ref"]
+        assert "UNTRUSTED" in group["first_error"] and "error" in group["first_error"].lower()
+    # Newest first.
+    stamps = [g.get("last_failed_at") or "" for g in report["groups"]]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+async def test_find_failures_says_when_it_stopped_early(big: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tools.ops, "SCAN_REQUESTS", 10)
+    async with big.client() as client:
+        report = data(await client.call_tool("find_failures", {}))
+    assert report["stopped_early"] is True
+    assert report["not_checked"] and "narrow" in report["note"]
+    task_requests = [x for x in big.recorder.exchanges if x.path.startswith("/api/v1/tasks")]
+    assert len(task_requests) <= 10
+
+
+async def test_find_failures_checks_extra_apps_and_stays_bounded(harness: Harness) -> None:
+    async with harness.client() as client:
+        report = data(await client.call_tool("find_failures", {"hours": 1, "app_ids": ["not-an-app"]}))
+    assert report["checked"]["task apps"] == len(harness.sandbox.apps) + 1
+    assert all(g["kind"] != "task" for g in report["groups"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_utc"),
+    [
+        # Europe/Zurich springs forward on 2027-03-28: 02:30 does not exist that day and is skipped.
+        (
+            {
+                "recurrence": ["RRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=30;BYSECOND=0"],
+                "time_zone_name": "Europe/Zurich",
+                "start": "2027-03-26T02:30:00",
+                "count": 4,
+            },
+            ["2027-03-26T01:30:00Z", "2027-03-27T01:30:00Z", "2027-03-29T00:30:00Z", "2027-03-30T00:30:00Z"],
+        ),
+        # ... and falls back on 2027-10-31: 02:30 happens twice, the task runs once.
+        (
+            {
+                "recurrence": ["RRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=30;BYSECOND=0"],
+                "time_zone_name": "Europe/Zurich",
+                "start": "2027-10-30T02:30:00",
+                "count": 3,
+            },
+            ["2027-10-30T00:30:00Z", "2027-10-31T00:30:00Z", "2027-11-01T01:30:00Z"],
+        ),
+        # An ISO 8601 daily interval keeps its wall-clock time across New York's change on 2027-03-14.
+        (
+            {"interval": "R/2027-03-13T06:00:00/P1D", "time_zone_name": "America/New_York", "count": 3},
+            ["2027-03-13T11:00:00Z", "2027-03-14T10:00:00Z", "2027-03-15T10:00:00Z"],
+        ),
+        (
+            {
+                "recurrence": ["RRULE:FREQ=MONTHLY;BYMONTHDAY=31;BYHOUR=23;BYMINUTE=0"],
+                "time_zone_name": "Asia/Tokyo",
+                "start": "2027-01-01T00:00:00",
+                "count": 3,
+            },
+            ["2027-01-31T14:00:00Z", "2027-03-31T14:00:00Z", "2027-05-31T14:00:00Z"],
+        ),
+    ],
+)
+async def test_explain_schedule_known_cases(harness: Harness, args: dict[str, Any], expected_utc: list[str]) -> None:
+    async with harness.client() as client:
+        explained = data(await client.call_tool("explain_schedule", args))
+    assert [r["utc"] for r in explained["next_runs"]] == expected_utc
+    assert explained["time_zone"] == args["time_zone_name"]
+
+
+async def test_explain_schedule_describes_in_one_line(harness: Harness) -> None:
+    args = {
+        "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;BYHOUR=6;BYMINUTE=0;BYSECOND=0"],
+        "time_zone_name": "Europe/Zurich",
+        "end": "2027-12-31T00:00:00",
+        "count": 2,
+    }
+    async with harness.client() as client:
+        explained = data(await client.call_tool("explain_schedule", args))
+        assert explained["description"] == "every weekday at 06:00 Europe/Zurich, until 2027-12-31"
+        assert explained["next_runs"][0]["local"].endswith(("(Mon)", "(Tue)", "(Wed)", "(Thu)", "(Fri)"))
+        for bad, message in (
+            ({"recurrence": ["RRULE:FREQ=NEVER"]}, "not a valid RRULE"),
+            ({"interval": "every day"}, "ISO 8601 repeating interval"),
+            ({"interval": "R/2027-01-01T00:00:00/P1D", "time_zone_name": "Moon/Base"}, "IANA"),
+            ({"recurrence": args["recurrence"], "interval": "R/2027-01-01T00:00:00/P1D"}, "not both"),
+            ({}, "give task_id with kind"),
+            ({"task_id": "abc"}, "give the kind"),
+            (
+                {"recurrence": args["recurrence"], "start": "2027-02-01T00:00:00", "end": "2027-01-01T00:00:00"},
+                "must be after start",
+            ),
+        ):
+            assert message in error_text(await client.call_tool("explain_schedule", bad))
+
+
+async def test_explain_schedule_of_existing_tasks(harness: Harness) -> None:
+    reload_task = next(t for t in harness.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled")
+    disabled = next(t for t in harness.sandbox.tables["reload_tasks"].values() if t["state"] == "Disabled")
+    scheduled = next(t for t in sandbox_tasks.tables(harness.sandbox).tasks.values() if "start" in t)
+    chained = next(t for t in sandbox_tasks.tables(harness.sandbox).tasks.values() if t.get("events"))
+    async with harness.client() as client:
+        one = data(await client.call_tool("explain_schedule", {"kind": "reload", "task_id": reload_task["id"]}))
+        assert one["time_zone"] == reload_task["timeZone"] and len(one["next_runs"]) == 5
+        off = data(await client.call_tool("explain_schedule", {"kind": "reload", "task_id": disabled["id"]}))
+        assert "disabled" in off["note"]
+        two = data(await client.call_tool("explain_schedule", {"kind": "task", "task_id": scheduled["id"], "count": 2}))
+        assert two["description"].startswith("every day at ") and len(two["next_runs"]) == 2
+        three = data(await client.call_tool("explain_schedule", {"kind": "task", "task_id": chained["id"]}))
+        assert three["next_runs"] == [] and "another task ends" in three["description"]
+
+
+async def test_set_tasks_enabled_previews_every_task_then_changes_them(harness: Harness) -> None:
+    app_id = next(iter(harness.sandbox.apps))
+    reload_ids = [t["id"] for t in harness.sandbox.tables["reload_tasks"].values() if t["appId"] == app_id]
+    task_ids = [t["id"] for t in sandbox_tasks.tables(harness.sandbox).tasks.values() if t["resourceId"] == app_id]
+    assert reload_ids and task_ids
+    before = copy.deepcopy(harness.sandbox.tables)
+    async with harness.client() as client:
+        preview = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "app_id": app_id}))
+        assert preview["status"] == "confirmation_required"
+        listed = " ".join(preview["changes"])
+        assert all(i in listed for i in reload_ids + task_ids)
+        assert harness.sandbox.tables == before
+        done = data(
+            await client.call_tool(
+                "set_tasks_enabled", {"enabled": False, "app_id": app_id, "confirm_token": preview["confirm_token"]}
+            )
+        )
+    assert done["status"] == "done"
+    assert done["result"]["changed"] == len(reload_ids) + len(task_ids)
+    assert all(harness.sandbox.tables["reload_tasks"][i]["state"] == "Disabled" for i in reload_ids)
+    assert all(not sandbox_tasks.tables(harness.sandbox).tasks[i]["enabled"] for i in task_ids)
+    # Schedules survive the toggle.
+    assert all(
+        harness.sandbox.tables["reload_tasks"][i]["recurrence"] == before["reload_tasks"][i]["recurrence"]
+        for i in reload_ids
+    )
+
+
+async def test_set_tasks_enabled_reports_partial_failure(harness: Harness) -> None:
+    targets = [t for t in harness.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled"][:3]
+    refs = [{"kind": "reload", "id": t["id"]} for t in targets]
+    harness.backend.qlik.retry.base_delay = 0.001
+    async with harness.client() as client:
+        preview = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+        faults = harness.sandbox.faults
+        faults.match_path, faults.match_method, faults.status_503 = targets[1]["id"], "PUT", 10
+        done = data(
+            await client.call_tool(
+                "set_tasks_enabled", {"enabled": False, "tasks": refs, "confirm_token": preview["confirm_token"]}
+            )
+        )
+    result = done["result"]
+    assert result["changed"] == 2
+    assert [f["id"] for f in result["failed"]] == [targets[1]["id"]] and "503" in result["failed"][0]["error"]
+    states = [harness.sandbox.tables["reload_tasks"][t["id"]]["state"] for t in targets]
+    assert states == ["Disabled", "Enabled", "Disabled"]
+
+
+async def test_set_tasks_enabled_refuses_unknown_ids_and_no_ops(harness: Harness) -> None:
+    enabled = next(t for t in harness.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled")
+    before = copy.deepcopy(harness.sandbox.tables)
+    async with harness.client() as client:
+        unknown = await client.call_tool(
+            "set_tasks_enabled",
+            {"enabled": False, "tasks": [{"kind": "reload", "id": enabled["id"]}, {"kind": "reload", "id": "ffff"}]},
+        )
+        assert "HTTP 404" in error_text(unknown)
+        same = await client.call_tool(
+            "set_tasks_enabled", {"enabled": True, "tasks": [{"kind": "reload", "id": enabled["id"]}]}
+        )
+        assert "already enabled" in error_text(same)
+        both = await client.call_tool("set_tasks_enabled", {"enabled": True})
+        assert "either tasks" in error_text(both)
+    assert harness.sandbox.tables == before
+
+
+async def test_set_tasks_enabled_in_bulk_reads_lists_not_one_get_per_task(big: Harness) -> None:
+    refs = [{"kind": "reload", "id": t["id"]} for t in big.sandbox.tables["reload_tasks"].values()]
+    async with big.client() as client:
+        preview = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+    gets = [x for x in big.recorder.exchanges if x.method == "GET"]
+    assert len(gets) == 2  # two pages of 100: not 150 single reads
+    enabled = sum(1 for t in big.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled")
+    assert preview["action"].startswith(f"Disable {enabled} tasks")
+    assert len(preview["changes"]) == min(enabled, 100) + (1 if enabled > 100 else 0)
+
+
+async def test_set_tasks_enabled_with_elicitation(harness: Harness) -> None:
+    app_id = next(iter(harness.sandbox.apps))
+    harness.elicit_answers.append(ElicitResult(action="accept", content={"confirm": True}))
+    async with harness.client(elicitation=True) as client:
+        done = data(
+            await client.call_tool(
+                "set_tasks_enabled", {"enabled": False, "app_id": app_id, "kinds_filter": ["reload"]}
+            )
+        )
+    assert done["status"] == "done" and done["result"]["changed"] == 1
+    assert "Disable 1 tasks" in harness.elicit_messages[0]
+
+
+async def test_app_overview_shows_schedules_chains_and_disabled(harness: Harness) -> None:
+    st = sandbox_tasks.tables(harness.sandbox)
+    chained = next(t for t in st.tasks.values() if t.get("events"))
+    trigger_id = chained["events"][0]["correlation"][0]["contextAttributeValue"]
+    trigger_app = st.tasks[trigger_id]["resourceId"]
+    async with harness.client() as client:
+        first = data(await client.call_tool("get_app_schedule_overview", {"app_id": trigger_app}))
+        follower = data(await client.call_tool("get_app_schedule_overview", {"app_id": chained["resourceId"]}))
+        empty = data(await client.call_tool("get_app_schedule_overview", {"app_id": "no-such-app"}))
+    kinds = {i["kind"] for i in first["items"]}
+    assert kinds == {"reload", "task"}
+    trigger_item = next(i for i in first["items"] if i["id"] == trigger_id)
+    assert any(chained["id"] in s and "succeeds" in s for s in trigger_item["starts"])
+    assert all(len(i["next_runs"]) == 3 for i in first["items"] if i["enabled"] and i.get("schedule"))
+    follower_item = next(i for i in follower["items"] if i["id"] == chained["id"])
+    assert follower_item["after"] == [f"task {trigger_id} succeeds"]
+    assert empty["items"] == [] and "Nothing is scheduled" in empty["note"]
+
+
+async def test_prompts_render_with_their_arguments(harness: Harness) -> None:
+    async with harness.client() as client:
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert set(prompts) == {
+            "diagnose_failed_reload",
+            "setup_report_distribution",
+            "maintenance_window",
+            "daily_ops_review",
+        }
+        tool_names = {t.name for t in (await client.list_tools()).tools}
+        cases = {
+            "diagnose_failed_reload": {"target": "app-123"},
+            "setup_report_distribution": {
+                "app_id": "app-9",
+                "recipients": "a@example.com",
+                "schedule": "weekdays 07:00",
+            },
+            "maintenance_window": {
+                "app_id": "app-7",
+                "start": "2027-01-05 20:00 Europe/Zurich",
+                "end": "2027-01-06 02:00 Europe/Zurich",
+            },
+            "daily_ops_review": {"hours": "12"},
+        }
+        for name, args in cases.items():
+            text = prompt_text(await client.get_prompt(name, args))
+            for value in args.values():
+                assert value in text
+            named = {word.strip("[],.") for word in text.split() if word.strip("[],.") in tool_names}
+            assert named, name
+            mentioned = {w.strip("[],.") for w in text.replace(",", " ").split() if "_" in w and w.islower()}
+            assert {m for m in mentioned if m.endswith(("_task", "_tasks", "_log", "_failures", "_overview"))} <= (
+                tool_names | {"confirm_token", "disabled_code"}
+            )
+        assert "confirm" in prompt_text(await client.get_prompt("maintenance_window", cases["maintenance_window"]))
+
+
+async def test_read_only_prompts_name_no_writing_tool() -> None:
+    h = make_harness(read_only=True)
+    try:
+        async with h.client() as client:
+            text = await client.get_prompt("maintenance_window", {"app_id": "a", "start": "s", "end": "e"})
+            body = prompt_text(text)
+        assert "set_tasks_enabled" not in body
+    finally:
+        await h.backend.aclose()
