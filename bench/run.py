@@ -196,21 +196,46 @@ async def bulk(count: int) -> list[Row]:
             cursor = page.get("next_cursor")
             if not cursor:
                 break
-    elapsed = time.perf_counter() - start
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rows = [
-        (
-            f"list all {count} reload tasks",
-            f"{seen}",
-            f"{elapsed:.2f}",
-            f"{peak / 2**20:.1f}",
-            str(backend.qlik.requests_sent),
-            str(sandbox.throttled),
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        rows = [row(f"list all {count} reload tasks", seen, elapsed, peak, backend, sandbox)]
+
+        tracemalloc.reset_peak()
+        sent_before, throttled_before = backend.qlik.requests_sent, sandbox.throttled
+        refs = [{"kind": "reload", "id": task_id} for task_id in table]
+        start = time.perf_counter()
+        preview = (await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs})).structured_content
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        assert preview and preview["status"] == "confirmation_required", preview
+        rows.append(
+            row(
+                f"set_tasks_enabled preview of {count}",
+                len(refs),
+                elapsed,
+                peak,
+                backend,
+                sandbox,
+                sent_before,
+                throttled_before,
+            )
         )
-    ]
+    tracemalloc.stop()
     await backend.aclose()
     return rows
+
+
+def row(
+    label: str, items: int, seconds: float, peak: int, backend: Any, sandbox: Any, sent: int = 0, throttled: int = 0
+) -> Row:
+    return (
+        label,
+        str(items),
+        f"{seconds:.2f}",
+        f"{peak / 2**20:.1f}",
+        str(backend.qlik.requests_sent - sent),
+        str(sandbox.throttled - throttled),
+    )
 
 
 def table(header: Row, rows: list[Row]) -> str:
