@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from sandbox import reload_tasks
+from sandbox import qalyptus, qalyptus_seed, reload_tasks
 from sandbox import tasks as workflow_tasks
 from sandbox.core import App, Sandbox, User
 from sandbox.faults import FaultInjector
@@ -54,12 +54,15 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     # One seed call per API family.
     reload_tasks.seed(sandbox)
     workflow_tasks.seed(sandbox)
+    qalyptus_seed.seed(sandbox)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})
 
     # One entry per API family.
     routes = [
+        # Qalyptus organizations first: they are told apart by host, and their paths collide with Qlik's.
+        *qalyptus.hosts(sandbox),
         Route("/sandbox/health", health, methods=["GET"]),
         *reload_tasks.routes(sandbox),
         *workflow_tasks.routes(sandbox),

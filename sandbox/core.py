@@ -145,12 +145,17 @@ def _iso_now() -> str:
 ErrorWriter = Callable[[int, str, str], Response]
 
 
-def guarded(sandbox: Sandbox, tier: str, error: ErrorWriter, handler: Handler) -> Handler:
-    """Auth and tier limit in front of a handler, answering with the family's error shape."""
+def guarded(
+    sandbox: Sandbox, tier: str, error: ErrorWriter, handler: Handler, *, api_key: str | None = None
+) -> Handler:
+    """Auth and tier limit in front of a handler, answering with the family's error shape.
+
+    `api_key`: the key this endpoint accepts when it is not the tenant's (a Qalyptus organization has its own).
+    """
 
     async def endpoint(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {sandbox.api_key}":
+        if auth != f"Bearer {api_key or sandbox.api_key}":
             return error(401, "Unauthorized", "missing or invalid bearer token")
         if sandbox.rate_limits:
             wait = sandbox.windows[tier].admit()

@@ -10,16 +10,21 @@ from dataclasses import dataclass, field
 
 import httpx
 from mcp.server import MCPServer
+from pydantic import SecretStr
 
+from client.qalyptus import QalyptusClient
+from client.qalyptus_orgs import Organizations, QalyptusOrg
+from client.qalyptus_paths import PathTable
 from client.qlik import QlikClient
 from client.redact import register_secret
 from client.reload_tasks import ReloadTasksApi
 from client.tasks import TasksApi
 from prompts import ops as ops_prompts
 from sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
+from sandbox.qalyptus import QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL
 from sandbox.transport import SandboxTransport
 from server.settings import Settings
-from tools import ops, reload_tasks
+from tools import ops, qalyptus, reload_tasks
 from tools import tasks as workflow_tasks
 from tools.audit import Audit
 from tools.common import Registrar, ToolInfo
@@ -44,35 +49,61 @@ class Backend:
     sandbox: Sandbox | None = None
     tools: list[ToolInfo] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         await self.qlik.aclose()
+        for client in self.qalyptus.values():
+            await client.aclose()
 
 
-def make_qlik_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-) -> tuple[QlikClient, Sandbox | None]:
-    if settings.sandbox and transport is None:
-        sandbox, app = build_sandbox()
-        transport = SandboxTransport(app)
-        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport), sandbox
+def make_qlik_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> QlikClient:
     if settings.sandbox:
-        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport), None
+        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport)
     settings.check_tenant()
     assert settings.tenant_url is not None and settings.api_key is not None
     key = settings.api_key.get_secret_value()
-    return QlikClient(settings.tenant_url, key, timeout=settings.timeout_seconds, transport=transport), None
+    return QlikClient(settings.tenant_url, key, timeout=settings.timeout_seconds, transport=transport)
+
+
+def make_qalyptus_clients(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, QalyptusClient]:
+    """One client per Qalyptus organization (its own key), all sharing the one path table."""
+    paths = PathTable(settings.qalyptus_paths)
+    orgs = (
+        [QalyptusOrg("sandbox", QALYPTUS_SANDBOX_URL, SecretStr(QALYPTUS_SANDBOX_KEY))]
+        if settings.sandbox
+        else settings.qalyptus_organizations()
+    )
+    return {
+        org.name: QalyptusClient(
+            org.name,
+            org.url,
+            org.api_key.get_secret_value(),
+            paths=paths,
+            timeout=settings.timeout_seconds,
+            transport=transport,
+        )
+        for org in orgs
+    }
 
 
 def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> tuple[MCPServer, Backend]:
     """The server and its backend. `transport` lets tests and the sandbox route HTTP in-process."""
-    qlik, sandbox = make_qlik_client(settings, transport)
+    sandbox: Sandbox | None = None
+    if settings.sandbox and transport is None:
+        # One in-process tenant plays Qlik Cloud and Qalyptus: every client goes over its transport.
+        sandbox, app = build_sandbox()
+        transport = SandboxTransport(app)
+    qlik = make_qlik_client(settings, transport)
     # Without a shared secret, tokens are good on this process only; replicas need QLIK_MCP_CONFIRM_SECRET.
     secret = settings.confirm_secret.get_secret_value() if settings.confirm_secret else secrets.token_hex(32)
     register_secret(secret)
     gate = Gate(secret.encode(), ttl_seconds=settings.confirm_ttl_minutes * 60)
     audit = Audit(settings.audit_log, stream=sys.stderr)
     backend = Backend(settings=settings, qlik=qlik, gate=gate, audit=audit, sandbox=sandbox)
+    backend.qalyptus = make_qalyptus_clients(settings, transport)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Backend]:
@@ -96,6 +127,9 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     if "ops" in selected:
         # The ops tools read every kind the tenant has, whichever family toolsets are listed.
         ops.register(reg, {"reload": ReloadKind(ReloadTasksApi(qlik)), "task": TaskKind(TasksApi(qlik))})
+    if "qalyptus" in selected and backend.qalyptus:
+        # Without a configured organization (and outside the sandbox) the toolset is left out; the CLI says so.
+        qalyptus.register(reg, Organizations(backend.qalyptus))
     backend.tools = reg.registered
     backend.prompts = ops_prompts.register(mcp, [t.name for t in reg.registered])
     return mcp, backend

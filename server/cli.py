@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     names = ", ".join(t.name for t in backend.tools)
     mode = "read-only" if settings.read_only else "read-write"
     print(f"qlik-tasks-mcp: {len(backend.tools)} tools ({mode}): {names}", file=sys.stderr, flush=True)
+    if "qalyptus" in settings.selected_toolsets() and not backend.qalyptus:
+        print(
+            "qlik-tasks-mcp: no Qalyptus organization configured, so the qalyptus tools are off (set QALYPTUS_URL "
+            "and QALYPTUS_API_KEY, or QALYPTUS_ORGS)",
+            file=sys.stderr,
+            flush=True,
+        )
     if settings.transport == "http":
         from server.transport import run_http
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from client.qalyptus_orgs import QalyptusOrg, parse_orgs
+from client.qalyptus_paths import parse_overrides
 
 # One line per toolset, in catalogue order.
 TOOLSETS = (
     "reload",
     "tasks",
     "ops",
+    "qalyptus",
 )
 
 
@@ -52,6 +56,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", validation_alias=AliasChoices("QLIK_MCP_LOG_LEVEL", "log_level")
     )
+    # Qalyptus Cloud: one organization (URL + key) and/or named ones (QALYPTUS_ORGS, JSON), and path overrides.
+    qalyptus_url: str | None = Field(None, validation_alias=AliasChoices("QALYPTUS_URL", "qalyptus_url"))
+    qalyptus_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("QALYPTUS_API_KEY", "qalyptus_api_key")
+    )
+    qalyptus_orgs: SecretStr | None = Field(None, validation_alias=AliasChoices("QALYPTUS_ORGS", "qalyptus_orgs"))
+    qalyptus_paths: str | None = Field(None, validation_alias=AliasChoices("QALYPTUS_PATHS", "qalyptus_paths"))
 
     @field_validator("toolsets")
     @classmethod
@@ -61,6 +72,16 @@ class Settings(BaseSettings):
         if unknown or not names:
             raise ValueError(f"unknown toolsets {unknown or value!r}; choose from {', '.join(TOOLSETS)}")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _qalyptus_settings(self) -> Settings:
+        # Checked at startup, so a wrong organization or path override is named before any tool runs.
+        self.qalyptus_organizations()
+        parse_overrides(self.qalyptus_paths)
+        return self
+
+    def qalyptus_organizations(self) -> list[QalyptusOrg]:
+        return parse_orgs(self.qalyptus_url, self.qalyptus_api_key, self.qalyptus_orgs)
 
     def selected_toolsets(self) -> list[str]:
         return self.toolsets.split(",")

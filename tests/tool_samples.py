@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sandbox import qalyptus
+from sandbox.qalyptus import Org
 from tests.conftest import Harness
 
 Sample = Callable[[Harness, bool], Awaitable[dict[str, Any]]]
@@ -141,3 +143,93 @@ async def _set_enabled(h: Harness, destructive: bool) -> dict[str, Any]:
 @sample("get_app_schedule_overview")
 async def _overview(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"app_id": next(iter(h.sandbox.apps)), "runs": 1}
+
+
+# Qalyptus (the sandbox organization).
+def _qorg(h: Harness) -> Org:
+    return qalyptus.tables(h.sandbox).org()
+
+
+def _qtask(h: Harness, name: str = "Monthly Sales Distribution") -> dict[str, Any]:
+    return next(t for t in _qorg(h).tasks.values() if t["name"] == name)
+
+
+def _qrunning(h: Harness) -> dict[str, Any]:
+    """A task with a run going on (started here, an hour long), so stop has something to stop."""
+    org, task = _qorg(h), _qtask(h, "HR Headcount Yearly")
+    last = qalyptus.latest_run(org, task["id"])
+    now = h.sandbox.clock.now()
+    if last is None or qalyptus.run_status(last, now) not in qalyptus.ACTIVE:
+        qalyptus.start_run(h.sandbox, org, task, at=now, by="Manual", seconds=3600)
+    return task
+
+
+@sample("list_qalyptus_tasks")
+async def _list_qtasks(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"limit": 5}
+
+
+@sample("get_qalyptus_task")
+async def _get_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("update_qalyptus_task")
+async def _update_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "is_active": False}
+
+
+@sample("duplicate_qalyptus_task")
+async def _duplicate_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("delete_qalyptus_task")
+async def _delete_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("list_qalyptus_reports")
+async def _list_qreports(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"limit": 5}
+
+
+@sample("list_qalyptus_task_schedules")
+async def _list_qschedules(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("set_qalyptus_task_schedule")
+async def _set_qschedule(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "schedule": {"frequency": "daily", "time_zone": "UTC", "at": "05:00"}}
+
+
+@sample("delete_qalyptus_task_schedules")
+async def _delete_qschedules(h: Harness, destructive: bool) -> dict[str, Any]:
+    task = _qtask(h)
+    return {"task_id": task["id"], "schedule_ids": [_qorg(h).triggers[task["id"]][0]["id"]]}
+
+
+@sample("run_qalyptus_task")
+async def _run_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h, "Daily Finance Pack")["id"]}
+
+
+@sample("stop_qalyptus_task")
+async def _stop_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qrunning(h)["id"]}
+
+
+@sample("get_qalyptus_task_status")
+async def _get_qstatus(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("list_qalyptus_task_statuses")
+async def _list_qstatuses(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"limit": 5}
+
+
+@sample("get_qalyptus_task_log")
+async def _get_qlog(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "lines": 10}

@@ -284,8 +284,19 @@ def _clip(line: str) -> str:
     return line if len(line) <= LINE_MAX else line[:LINE_MAX] + " [line cut]"
 
 
-def slice_log(task_id: str, run_id: str, text: str, *, lines: int, grep: str | None, offset: int | None) -> RunLog:
-    """The tail (default), `lines` from `offset`, or the lines matching `grep`, saying what was returned."""
+def slice_log(
+    task_id: str,
+    run_id: str,
+    text: str,
+    *,
+    lines: int,
+    grep: str | None,
+    offset: int | None,
+    source: str = "run log",
+) -> RunLog:
+    """The tail (default), `lines` from `offset`, or the lines matching `grep`, saying what was returned.
+
+    `source` names the log in its untrusted-content frame."""
     all_lines = text.splitlines()
     total = len(all_lines)
     next_offset: int | None = None
@@ -311,7 +322,7 @@ def slice_log(task_id: str, run_id: str, text: str, *, lines: int, grep: str | N
             last_line=chosen[-1] + 1 if chosen else None,
             matches=len(hits),
             next_offset=next_offset,
-            log=untrusted(body, "run log"),
+            log=untrusted(body, source),
         )
     if offset is None:
         start = max(0, total - lines)
@@ -332,7 +343,7 @@ def slice_log(task_id: str, run_id: str, text: str, *, lines: int, grep: str | N
         first_line=start + 1 if end > start else None,
         last_line=end if end > start else None,
         next_offset=next_offset,
-        log=untrusted(body, "run log"),
+        log=untrusted(body, source),
     )
 
 
