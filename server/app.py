@@ -29,7 +29,8 @@ from tools import tasks as workflow_tasks
 from tools.audit import Audit
 from tools.common import Registrar, ToolInfo
 from tools.gate import Gate
-from tools.kinds import ReloadKind, TaskKind
+from tools.kinds import Kind, ReloadKind, TaskKind
+from tools.kinds_qalyptus import QalyptusKind
 
 INSTRUCTIONS = (
     "Tools for the scheduled work of a Qlik Cloud tenant. Destructive tools never act on the first call "
@@ -126,7 +127,10 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         workflow_tasks.register(reg, TasksApi(qlik))
     if "ops" in selected:
         # The ops tools read every kind the tenant has, whichever family toolsets are listed.
-        ops.register(reg, {"reload": ReloadKind(ReloadTasksApi(qlik)), "task": TaskKind(TasksApi(qlik))})
+        kinds: dict[str, Kind] = {"reload": ReloadKind(ReloadTasksApi(qlik)), "task": TaskKind(TasksApi(qlik))}
+        if backend.qalyptus:
+            kinds["qalyptus"] = QalyptusKind(Organizations(backend.qalyptus))
+        ops.register(reg, kinds)
     if "qalyptus" in selected and backend.qalyptus:
         # Without a configured organization (and outside the sandbox) the toolset is left out; the CLI says so.
         qalyptus.register(reg, Organizations(backend.qalyptus))

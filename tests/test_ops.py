@@ -352,3 +352,37 @@ async def test_read_only_prompts_name_no_writing_tool() -> None:
         assert "set_tasks_enabled" not in body
     finally:
         await h.backend.aclose()
+
+
+async def test_ops_cover_qalyptus_tasks(harness: Harness) -> None:
+    since = (harness.sandbox.clock.now() - timedelta(hours=72)).strftime("%Y-%m-%dT%H:%M:%S")
+    async with harness.client() as client:
+        statuses = data(await client.call_tool("list_qalyptus_task_statuses", {"limit": 100}))["statuses"]
+        failed = {s["task_id"] for s in statuses if s["status"] == "Failed" and s["ended_at"] >= since}
+        assert failed
+        report = data(await client.call_tool("find_failures", {"hours": 72}))
+        groups = [g for g in report["groups"] if g["kind"] == "qalyptus"]
+        assert {g["task_id"] for g in groups} == failed
+        assert report["checked"]["qalyptus"] >= len(statuses)
+        assert all("UNTRUSTED" in g["first_error"] for g in groups)
+        task_id = groups[0]["task_id"]
+        explained = data(await client.call_tool("explain_schedule", {"kind": "qalyptus", "task_id": task_id}))
+        assert explained["task"].startswith("qalyptus ")
+        preview = data(
+            await client.call_tool(
+                "set_tasks_enabled", {"enabled": False, "tasks": [{"kind": "qalyptus", "id": task_id}]}
+            )
+        )
+        done = data(
+            await client.call_tool(
+                "set_tasks_enabled",
+                {
+                    "enabled": False,
+                    "tasks": [{"kind": "qalyptus", "id": task_id}],
+                    "confirm_token": preview["confirm_token"],
+                },
+            )
+        )
+        assert done["result"]["changed"] == 1
+        task = data(await client.call_tool("get_qalyptus_task", {"task_id": task_id}))
+    assert task["task"]["active"] is False

@@ -7,7 +7,7 @@ or disable one, and find its failures in a time window.
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from client.errors import ApiError, InvalidInput
 from client.reload_tasks import ReloadTasksApi
@@ -73,6 +73,15 @@ class Kind(Protocol):
     async def of_app(self, app_id: str) -> list[TaskInfo]: ...
 
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None: ...
+
+
+@runtime_checkable
+class ScansFailures(Protocol):
+    """A kind that can list its own failures tenant-wide (Qlik tasks need app ids instead)."""
+
+    async def failures(self, since: datetime, budget: Budget, clock: Any) -> tuple[list[Failure], int]:
+        """The failures, and how many runs/executions were read to find them."""
+        ...
 
 
 def first_error_line(text: str) -> str | None:

@@ -16,7 +16,7 @@ from client.schedule_text import describe_schedule
 from client.workflow import interval_rrule, repeating_interval
 from tools.common import ConfirmToken, Registrar, untrusted
 from tools.gate import Consent, Gated, Plan
-from tools.kinds import Budget, Failure, Kind, ReloadKind, TaskInfo, TaskKind, parse_time
+from tools.kinds import Budget, Failure, Kind, ReloadKind, ScansFailures, TaskInfo, TaskKind, parse_time
 from tools.model import Compact
 
 TOOLSET = "ops"
@@ -242,6 +242,15 @@ def register(reg: Registrar, kinds: dict[str, Kind]) -> None:
 
             await gather(app_list, scan)
             checked["task apps"] = len(app_list)
+        for name, kind in kinds.items():
+            if isinstance(kind, ScansFailures):
+                try:
+                    failures, read = await kind.failures(since, budget, clock)
+                except ApiError as exc:
+                    budget.skipped.append(f"{name} failures (HTTP {exc.status})")
+                    continue
+                found.extend(failures)
+                checked[name] = read
         groups: dict[tuple[str, str], FailureGroup] = {}
         for failure in found:
             key = (failure.kind, failure.task_id)
