@@ -12,6 +12,7 @@ from client.errors import ApiError, InvalidInput
 from client.qalyptus import QalyptusClient
 from tools.common import ConfirmToken, Limit, Registrar
 from tools.gate import Consent, Gated, Plan
+from tools.logs import GREP_MAX, compile_grep, slice_log
 from tools.model import Compact
 from tools.qalyptus_model import (
     TOOLSET,
@@ -27,17 +28,14 @@ from tools.qalyptus_model import (
     text_of,
     window,
 )
-from tools.tasks import (
+from tools.watch import (
     FAILED_TAIL,
     FIND_RUN_SECONDS,
-    GREP_MAX,
     MAX_WAIT_SECONDS,
     POLL_FACTOR,
     POLL_FIRST,
     POLL_MAX,
     Progress,
-    compile_grep,
-    slice_log,
 )
 
 log = logging.getLogger("qlik_tasks_mcp.tools.qalyptus")
