@@ -34,8 +34,8 @@ from tools.watch import (
     MAX_WAIT_SECONDS,
     POLL_FACTOR,
     POLL_FIRST,
-    POLL_MAX,
     Progress,
+    watch,
 )
 
 log = logging.getLogger("qlik_tasks_mcp.tools.qalyptus")
@@ -89,23 +89,6 @@ def register(reg: Registrar, orgs: Orgs) -> None:
         current = await api.status(task_id)
         return current if current is not None and current.get("id") != before_id else None
 
-    async def wait_for_end(
-        api: QalyptusClient, progress: Progress, task_id: str, before_id: Any, limit: float, began: float
-    ) -> tuple[dict[str, Any] | None, bool]:
-        """Poll the task's status with backoff until its new run is no longer queued/running, or `limit` s."""
-        delay = POLL_FIRST
-        while True:
-            current = await new_status(api, task_id, before_id)
-            elapsed = time.monotonic() - began
-            if current is not None and classify(status_text(current)) != "active":
-                return current, True
-            if elapsed >= limit:
-                return current, False
-            what = f"status {status_text(current)}" if current else "waiting for the run to appear"
-            await progress.report(elapsed, f"{what} ({elapsed:.0f} s)")
-            await anyio.sleep(min(delay, max(0.0, limit - elapsed)))
-            delay = min(delay * POLL_FACTOR, POLL_MAX)
-
     @reg.tool(TOOLSET, "write", title="Run Qalyptus task")
     async def run_qalyptus_task(
         ctx: Context,
@@ -136,7 +119,14 @@ def register(reg: Registrar, orgs: Orgs) -> None:
             progress = Progress(ctx, timeout_seconds)
             await progress.report(0, "task started; waiting for its run")
             try:
-                current, ended = await wait_for_end(api, progress, task_id, before_id, timeout_seconds, began)
+                current, ended = await watch(
+                    lambda: new_status(api, task_id, before_id),
+                    lambda c: classify(status_text(c)) != "active",
+                    lambda c: f"status {status_text(c)}" if c else "waiting for the run to appear",
+                    progress=progress,
+                    limit=timeout_seconds,
+                    began=began,
+                )
             except anyio.get_cancelled_exc_class():
                 log.info("wait for Qalyptus task %s cancelled; its run continues", task_id)
                 raise

@@ -36,8 +36,8 @@ from tools.watch import (
     MAX_WAIT_SECONDS,
     POLL_FACTOR,
     POLL_FIRST,
-    POLL_MAX,
     Progress,
+    watch,
 )
 
 TOOLSET = "tasks"
@@ -434,23 +434,6 @@ def register(reg: Registrar, api: TasksApi) -> None:
         run = await api.last_run(task_id)
         return run if run is not None and run.get("id") != before_id else None
 
-    async def wait_for_run(
-        progress: Progress, task_id: str, before_id: str | None, limit: float, began: float
-    ) -> tuple[dict[str, Any] | None, bool]:
-        """Poll the last run with backoff until it ends or `limit` seconds pass; (run, finished)."""
-        delay = POLL_FIRST
-        while True:
-            run = await new_run(task_id, before_id)
-            elapsed = time.monotonic() - began
-            if run is not None and run.get("status") != "RUNNING":
-                return run, True
-            if elapsed >= limit:
-                return run, False
-            what = f"run {run['id']} RUNNING" if run else "waiting for the run to appear"
-            await progress.report(elapsed, f"{what} ({elapsed:.0f} s)")
-            await anyio.sleep(min(delay, max(0.0, limit - elapsed)))
-            delay = min(delay * POLL_FACTOR, POLL_MAX)
-
     @reg.tool(TOOLSET, "write", title="Start task")
     async def start_task(
         ctx: Context,
@@ -482,7 +465,14 @@ def register(reg: Registrar, api: TasksApi) -> None:
             progress = Progress(ctx, timeout_seconds)
             await progress.report(0, "task started; waiting for its run")
             try:
-                run, finished = await wait_for_run(progress, task_id, before_id, timeout_seconds, began)
+                run, finished = await watch(
+                    lambda: new_run(task_id, before_id),
+                    lambda r: r.get("status") != "RUNNING",
+                    lambda r: f"run {r['id']} RUNNING" if r else "waiting for the run to appear",
+                    progress=progress,
+                    limit=timeout_seconds,
+                    began=began,
+                )
             except anyio.get_cancelled_exc_class():
                 log.info("wait for task %s cancelled; its run continues on the tenant", task_id)
                 raise

@@ -1,6 +1,13 @@
 """Waiting for a run to end: polling pace and progress notifications, shared by every family that runs things."""
 
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
 from mcp.server.mcpserver import Context
+
+R = TypeVar("R")
 
 # Polling a run: quick at first (most reloads of small apps end in seconds), then backing off.
 POLL_FIRST = 0.5
@@ -23,3 +30,26 @@ class Progress:
         value = round(elapsed, 1) if self.last is None else max(round(elapsed, 1), round(self.last + 0.1, 1))
         self.last = value
         await self.ctx.report_progress(value, self.total, message)
+
+
+async def watch(
+    poll: Callable[[], Awaitable[R | None]],
+    ended: Callable[[R], bool],
+    say: Callable[[R | None], str],
+    *,
+    progress: Progress,
+    limit: float,
+    began: float,
+) -> tuple[R | None, bool]:
+    """Poll with backoff until `ended` or `limit` seconds since `began`, reporting progress: (last seen, ended)."""
+    delay = POLL_FIRST
+    while True:
+        current = await poll()
+        elapsed = time.monotonic() - began
+        if current is not None and ended(current):
+            return current, True
+        if elapsed >= limit:
+            return current, False
+        await progress.report(elapsed, f"{say(current)} ({elapsed:.0f} s)")
+        await anyio.sleep(min(delay, max(0.0, limit - elapsed)))
+        delay = min(delay * POLL_FACTOR, POLL_MAX)
