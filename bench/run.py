@@ -83,12 +83,23 @@ async def result_tokens() -> list[Row]:
         first = listed.structured_content["tasks"][0]["id"]  # type: ignore[index]
         got = await client.call_tool("get_reload_task", {"task_id": first})
         preview = await client.call_tool("delete_reload_task", {"task_id": first})
+        shared = await client.call_tool("list_sharing_tasks", {"limit": 20})
+        sharing_id = shared.structured_content["tasks"][0]["id"]  # type: ignore[index]
+        sharing_one = await client.call_tool("get_sharing_task", {"task_id": sharing_id})
+        deliveries = await client.call_tool("list_sharing_task_executions", {"task_id": sharing_id, "limit": 20})
     raw_list = (await raw.get("/api/v1/reload-tasks", params={"limit": 20})).json()
     raw_one = (await raw.get(f"/api/v1/reload-tasks/{first}")).json()
+    sharing = "/api/v1/sharing-tasks"
+    raw_shared = (await raw.get(sharing, params={"limit": 20, "sort": "name", "excludeDeleting": "true"})).json()
+    raw_sharing_one = (await raw.get(f"{sharing}/{sharing_id}")).json()
+    raw_deliveries = (await raw.get(f"{sharing}/{sharing_id}/executions", params={"limit": 20})).json()
     for name, result, payload in (
         ("list_reload_tasks (20)", listed, raw_list),
         ("get_reload_task", got, raw_one),
         ("delete_reload_task preview", preview, None),
+        ("list_sharing_tasks (20)", shared, raw_shared),
+        ("get_sharing_task", sharing_one, raw_sharing_one),
+        ("list_sharing_task_executions", deliveries, raw_deliveries),
     ):
         structured = tokens(result.structured_content)
         text = tokens(" ".join(getattr(c, "text", "") for c in result.content))

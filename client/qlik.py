@@ -39,21 +39,32 @@ class QlikClient(TenantHttp):
         response = await self.send(method, path, tier=tier, params=params, json=body, headers=headers)
         return self.decode(response)
 
-    async def page(self, path: str, *, tier: Tier, params: Params = None, cursor: str | None = None) -> Page:
-        """One page of a list endpoint. A cursor replaces the params: it carries the filters it was made with."""
+    async def page(
+        self, path: str, *, tier: Tier, params: Params = None, cursor: str | None = None, items_key: str = "data"
+    ) -> Page:
+        """One page of a list endpoint. A cursor replaces the params: it carries the filters it was made with.
+
+        `items_key`: where the list sits (`data` in most families; sharing tasks say `sharingTasks`, `executions`).
+        """
         query = cursor_params(cursor) if cursor else params
         body = await self.json("GET", path, tier=tier, params=query)
-        items = body.get("data") or [] if isinstance(body, dict) else []
+        items = body.get(items_key) or [] if isinstance(body, dict) else []
         return Page(items=items, next_cursor=next_cursor(self.base_url, path, body) if isinstance(body, dict) else None)
 
     async def iterate(
-        self, path: str, *, tier: Tier, params: Params = None, max_items: int | None = None
+        self,
+        path: str,
+        *,
+        tier: Tier,
+        params: Params = None,
+        max_items: int | None = None,
+        items_key: str = "data",
     ) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list endpoint, following next links on the tenant only."""
         cursor: str | None = None
         seen = 0
         while True:
-            page = await self.page(path, tier=tier, params=params, cursor=cursor)
+            page = await self.page(path, tier=tier, params=params, cursor=cursor, items_key=items_key)
             for item in page.items:
                 yield item
                 seen += 1

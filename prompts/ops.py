@@ -69,7 +69,7 @@ def register(mcp: MCPServer, tool_names: Iterable[str]) -> list[str]:
             f"Turn '{schedule}' into RRULE lines and a time zone; check them and show the next runs.",
             "explain_schedule",
         )
-        steps.add("Confirm the name, template, recipients and schedule with the user before creating anything.")
+        steps.add("Confirm the name, content (sheets or a chart), recipients and schedule with the user first.")
         steps.add("Create the sharing task.", "create_sharing_task")
         steps.add(
             "Offer a test send, then read the execution to see that every recipient got it.",

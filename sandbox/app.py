@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from sandbox import qalyptus, qalyptus_seed, reload_tasks
+from sandbox import qalyptus, qalyptus_seed, reload_tasks, sharing_seed, sharing_tasks
 from sandbox import tasks as workflow_tasks
 from sandbox.core import App, Sandbox, User
 from sandbox.faults import FaultInjector
@@ -55,6 +55,7 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     reload_tasks.seed(sandbox)
     workflow_tasks.seed(sandbox)
     qalyptus_seed.seed(sandbox)
+    sharing_seed.seed(sandbox)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})
@@ -66,6 +67,7 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
         Route("/sandbox/health", health, methods=["GET"]),
         *reload_tasks.routes(sandbox),
         *workflow_tasks.routes(sandbox),
+        *sharing_tasks.routes(sandbox),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

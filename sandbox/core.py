@@ -203,7 +203,8 @@ def decode_cursor(value: str) -> int | None:
 
 
 def link(request: Request, **params: Any) -> dict[str, str]:
-    query = urlencode({k: v for k, v in params.items() if v is not None})
+    """A list value repeats its key, as repeatable filters (`type=a&type=b`) are sent."""
+    query = urlencode({k: v for k, v in params.items() if v is not None and v != []}, doseq=True)
     base = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
     return {"href": f"{base}?{query}" if query else base}
 

@@ -18,19 +18,21 @@ from client.qalyptus_paths import PathTable
 from client.qlik import QlikClient
 from client.redact import register_secret
 from client.reload_tasks import ReloadTasksApi
+from client.sharing_tasks import SharingTasksApi
 from client.tasks import TasksApi
 from prompts import ops as ops_prompts
 from sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
 from sandbox.qalyptus import QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL
 from sandbox.transport import SandboxTransport
 from server.settings import Settings
-from tools import ops, qalyptus, reload_tasks
+from tools import ops, qalyptus, reload_tasks, sharing_tasks
 from tools import tasks as workflow_tasks
 from tools.audit import Audit
 from tools.common import Registrar, ToolInfo
 from tools.gate import Gate
 from tools.kinds import Kind, ReloadKind, TaskKind
 from tools.kinds_qalyptus import QalyptusKind
+from tools.kinds_sharing import SharingKind
 
 INSTRUCTIONS = (
     "Tools for the scheduled work of a Qlik Cloud tenant. Destructive tools never act on the first call "
@@ -125,9 +127,15 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         reload_tasks.register(reg, ReloadTasksApi(qlik))
     if "tasks" in selected:
         workflow_tasks.register(reg, TasksApi(qlik))
+    if "sharing" in selected:
+        sharing_tasks.register(reg, SharingTasksApi(qlik))
     if "ops" in selected:
         # The ops tools read every kind the tenant has, whichever family toolsets are listed.
-        kinds: dict[str, Kind] = {"reload": ReloadKind(ReloadTasksApi(qlik)), "task": TaskKind(TasksApi(qlik))}
+        kinds: dict[str, Kind] = {
+            "reload": ReloadKind(ReloadTasksApi(qlik)),
+            "task": TaskKind(TasksApi(qlik)),
+            "sharing": SharingKind(SharingTasksApi(qlik)),
+        }
         if backend.qalyptus:
             kinds["qalyptus"] = QalyptusKind(Organizations(backend.qalyptus))
         ops.register(reg, kinds)

@@ -14,6 +14,7 @@ from client.qalyptus_paths import parse_overrides
 TOOLSETS = (
     "reload",
     "tasks",
+    "sharing",
     "ops",
     "qalyptus",
 )

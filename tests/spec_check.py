@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from jsonschema import Draft4Validator
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
@@ -33,12 +34,59 @@ def raw_spec(name: str) -> dict[str, Any]:
     return json.loads((SPECS / name).read_text())
 
 
+# The sharing-tasks spec types every JSON Patch `value` as an object, yet its own examples (and the
+# reference pages) send strings, booleans and lists: `{"op":"replace","path":"/name","value":"new name"}`.
+# So `value` is checked against the schema of the field its `path` names instead (see patch_value_problems).
+PATCH_VALUE_SCHEMAS = {
+    "SharingTaskRecurringPatchRequestCompliant": "SharingTaskRecurringCreateRequest",
+    "SharingSettingsPatchCompliant": "SharingSettings",
+}
+# Patch paths that name no field of the create/settings schema, with the type the service takes; and `/tags`,
+# which the spec's example also patches with a single tag string.
+EXTRA_PATCH_FIELDS: dict[str, dict[str, Any]] = {
+    "tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
+    "ownerId": {"type": "string", "minLength": 1},
+    "bookmarkId": {"type": "string"},
+    "recipient": {"$ref": "#/components/schemas/SharingTaskRecurringRecipients"},
+}
+
+
 @cache
 def openapi(name: str) -> OpenAPI:
     spec = copy.deepcopy(raw_spec(name))
     # The servers entry is a per-tenant template; validate paths against whatever host answered.
     spec["servers"] = [{"url": "/"}]
+    for schema in PATCH_VALUE_SCHEMAS:
+        if schema in spec["components"]["schemas"]:
+            spec["components"]["schemas"][schema]["properties"]["value"] = {}
     return OpenAPI.from_dict(spec)
+
+
+def patch_value_problems(name: str, method: str, template: str, body: Any) -> list[str]:
+    """Each JSON Patch op's value against the schema of the field its path names."""
+    if method != "PATCH" or not isinstance(body, list):
+        return []
+    spec = raw_spec(name)
+    schemas = spec["components"]["schemas"]
+    op = spec["paths"][template]["patch"]
+    ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    item = schemas[ref]["items"]["$ref"].rsplit("/", 1)[-1]
+    target = PATCH_VALUE_SCHEMAS.get(item)
+    if target is None:
+        return []
+    fields = schemas[target]["properties"]
+    problems = []
+    for index, entry in enumerate(body):
+        if not isinstance(entry, dict) or entry.get("op") == "remove":
+            continue
+        field_name = str(entry.get("path", "")).lstrip("/")
+        schema = EXTRA_PATCH_FIELDS.get(field_name) or fields.get(field_name)
+        if schema is None:
+            problems.append(f"patch op {index}: no schema for path {entry.get('path')}")
+            continue
+        for error in Draft4Validator(_inline(schema, schemas)).iter_errors(entry.get("value")):
+            problems.append(f"patch op {index} ({entry.get('path')}): {error.message}")
+    return problems
 
 
 def family_of(path: str) -> str | None:
@@ -158,6 +206,8 @@ class SpecRecorder:
             api.validate_request(_Req(request))
         except Exception as exc:
             self.problems.append(f"request {request.method} {path}: {_why(exc)}")
+        for problem in patch_value_problems(name, request.method, template, request_body):
+            self.problems.append(f"request {request.method} {path}: {problem}")
         declared = op.get("responses", {})
         if str(response.status_code) not in declared and "default" not in declared:
             # 429 belongs to every operation through its x-qlik-tier, even where the operation does not list it.
@@ -169,6 +219,17 @@ class SpecRecorder:
             api.validate_response(_Req(request), _Resp(response, content))
         except Exception as exc:
             self.problems.append(f"response {response.status_code} {request.method} {path}: {_why(exc)}")
+
+
+def _inline(schema: Any, schemas: dict[str, Any]) -> Any:
+    """The schema with its component $refs replaced by their targets (these schemas are not recursive)."""
+    if isinstance(schema, list):
+        return [_inline(item, schemas) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        return _inline(schemas[schema["$ref"].rsplit("/", 1)[-1]], schemas)
+    return {key: _inline(value, schemas) for key, value in schema.items()}
 
 
 def _why(exc: Exception) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import anyio
@@ -180,6 +181,92 @@ async def test_hostile_input_gets_a_clear_error_and_changes_nothing(harness: Har
                     assert state(harness) == before
     # Every path that reached the tenant stayed under its API family's prefix.
     assert all(x.path.startswith(("/api/v1/", "/api/scheduling/")) for x in harness.recorder.exchanges)
+
+
+def resolve(schema: dict[str, Any], defs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alternatives a value may match: `$ref` followed into `$defs`, `anyOf`/`oneOf` flattened."""
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        return resolve({k: v for k, v in schema.items() if k != "$ref"} | target, defs)
+    arms = schema.get("anyOf") or schema.get("oneOf")
+    if arms:
+        return [alt for arm in arms for alt in resolve(arm, defs)]
+    return [schema]
+
+
+def json_types(value: Any) -> set[str]:
+    if isinstance(value, bool):
+        return {"boolean"}
+    if isinstance(value, int):
+        return {"integer", "number"}
+    if isinstance(value, float):
+        return {"number"}
+    return {"string" if isinstance(value, str) else "array" if isinstance(value, list) else "object"}
+
+
+def wrong_values(schema: dict[str, Any], defs: dict[str, Any]) -> list[Any]:
+    """Values no alternative of `schema` accepts: another JSON type, a number past a bound, a word off an enum."""
+    arms = resolve(schema, defs)
+    allowed: set[str] = set()
+    for arm in arms:
+        kind = arm.get("type", "object" if "properties" in arm else None)
+        allowed |= set(kind) if isinstance(kind, list) else {kind} if kind else set()
+        if "enum" in arm:
+            allowed |= {t for v in arm["enum"] for t in json_types(v)}
+    assert allowed, f"no type found in {schema}"
+    by_type: dict[str, list[Any]] = {
+        "string": [{"x": 1}, 12],
+        "integer": ["ten", 2.5],
+        "number": ["ten"],
+        "boolean": ["maybe"],
+        "array": ["a string"],
+        "object": ["a string"],
+        "null": [],
+    }
+    candidates = [v for kind in sorted(allowed) for v in by_type[kind] if not json_types(v) & allowed]
+    if len(arms) == 1:
+        arm = arms[0]
+        if "maximum" in arm:
+            candidates.append(arm["maximum"] + 1)
+        if "minimum" in arm:
+            candidates.append(arm["minimum"] - 1)
+        if "enum" in arm:
+            candidates.append("not-one-of-" + "-".join(map(str, arm["enum"])))
+    return candidates
+
+
+async def test_every_parameter_of_every_tool_refuses_a_wrong_type_before_any_request(harness: Harness) -> None:
+    tools = await catalogue(harness)
+    advertised = {t.name: [p for p in t.input_schema.get("properties", {}) if p != "confirm_token"] for t in tools}
+    tried: dict[str, list[str]] = {}
+    calls = 0
+    async with harness.client() as client:
+        for tool in tools:
+            if not advertised[tool.name]:
+                continue
+            schema = tool.input_schema
+            base = await sample_args(harness, tool.name)
+            before = state(harness)
+            sent = len(harness.recorder.exchanges)
+            for param in advertised[tool.name]:
+                wrongs = wrong_values(schema["properties"][param], schema.get("$defs", {}))
+                assert wrongs, (tool.name, param)
+                for wrong in wrongs:
+                    result = await client.call_tool(tool.name, base | {param: wrong})
+                    where = (tool.name, param, wrong)
+                    assert result.is_error, where
+                    text = error_text(result)
+                    # Named as a word of its own, not as part of the tool's name (get_qalyptus_task_status).
+                    assert re.search(rf"\b{param}\b", text.replace(tool.name, "")), (*where, text)
+                    assert "Traceback" not in text, (*where, text)
+                    # Arguments are validated before anything is sent, so nothing reached the tenant.
+                    assert len(harness.recorder.exchanges) == sent, ("a request was sent", *where)
+                    assert harness.sandbox.tables == before, where
+                    calls += 1
+                tried.setdefault(tool.name, []).append(param)
+    assert tried == {name: params for name, params in advertised.items() if params}
+    params_tried = sum(map(len, tried.values()))
+    assert len(tried) >= 30 and params_tried >= 100 and calls > params_tried, (len(tried), params_tried, calls)
 
 
 async def test_no_api_key_in_anything_the_tests_capture(harness: Harness, capfd: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from mcp.types import ElicitResult, GetPromptResult, TextContent
 
 import tools.ops
 from client.workflow import repeating_interval, scheduled_reload
+from sandbox import sharing_tasks as sandbox_sharing
 from sandbox import tasks as sandbox_tasks
 from tests.conftest import Harness, data, error_text, make_harness
 
@@ -41,6 +42,28 @@ def scale_up(h: Harness) -> None:
             sandbox_tasks.start_run(
                 h.sandbox, task, at=now - timedelta(hours=3), triggered_by="time-schedule", seconds=60
             )
+    # A sharing task per app too; every tenth sends to a dead address, and did two hours ago.
+    sharing = sandbox_sharing.tables(h.sandbox)
+    model = next(t for t in sharing.tasks.values() if t["type"] == "sheet-sharing" and t["statusCode"] == "VALID")
+    for index, app in enumerate(h.sandbox.apps.values()):
+        task: dict[str, Any] = copy.deepcopy(model) | {"id": h.sandbox.hex_id(), "name": f"{app.name} pack"}
+        task["appId"] = app.id
+        sharing.tasks[task["id"]] = task
+        if index % 10 == 5:
+            task["recipients"]["emailAddresses"].append({"value": f"gone{index}@bounce.invalid", "enabled": True})
+            sandbox_sharing.start_execution(h.sandbox, task, at=now - timedelta(hours=2), seconds=30)
+
+
+def failed_sharing_since(h: Harness, since: str) -> set[str]:
+    sharing = sandbox_sharing.tables(h.sandbox)
+    return {
+        task["id"]
+        for task in sharing.tasks.values()
+        if any(
+            e["status"] == "failed" and e["failedTime"] >= since
+            for e in sandbox_sharing.public_executions(h.sandbox, task)
+        )
+    }
 
 
 @pytest.fixture
@@ -66,6 +89,7 @@ def failing_reloads(h: Harness) -> set[str]:
 
 async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
     assert len(big.sandbox.tables["reload_tasks"]) == APPS
+    assert len(sandbox_sharing.tables(big.sandbox).tasks) > APPS
     assert len(sandbox_tasks.tables(big.sandbox).tasks) > APPS
     async with big.client() as client:
         report = data(await client.call_tool("find_failures", {"hours": 24}))
@@ -82,6 +106,11 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
     }
     assert recent and len(recent) < len(failing_reloads(big))
     assert {g["task_id"] for g in by_kind["reload"]} == recent
+    sharing_failed = failed_sharing_since(big, since)
+    assert len(sharing_failed) >= APPS // 10
+    assert {g["task_id"] for g in by_kind["sharing"]} == sharing_failed
+    assert all("UNTRUSTED" in g["first_error"] for g in by_kind["sharing"])
+    assert sum(".invalid" in g["first_error"] for g in by_kind["sharing"]) >= APPS // 10
     failed_tasks = by_kind["task"]
     assert len(failed_tasks) >= 14
     for group in failed_tasks:
@@ -201,13 +230,15 @@ async def test_set_tasks_enabled_previews_every_task_then_changes_them(harness: 
     app_id = next(iter(harness.sandbox.apps))
     reload_ids = [t["id"] for t in harness.sandbox.tables["reload_tasks"].values() if t["appId"] == app_id]
     task_ids = [t["id"] for t in sandbox_tasks.tables(harness.sandbox).tasks.values() if t["resourceId"] == app_id]
-    assert reload_ids and task_ids
+    sharing = sandbox_sharing.tables(harness.sandbox).tasks
+    sharing_ids = [i for i, t in sharing.items() if t["appId"] == app_id and t["enabled"]]
+    assert reload_ids and task_ids and sharing_ids
     before = copy.deepcopy(harness.sandbox.tables)
     async with harness.client() as client:
         preview = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "app_id": app_id}))
         assert preview["status"] == "confirmation_required"
         listed = " ".join(preview["changes"])
-        assert all(i in listed for i in reload_ids + task_ids)
+        assert all(i in listed for i in reload_ids + task_ids + sharing_ids)
         assert harness.sandbox.tables == before
         done = data(
             await client.call_tool(
@@ -215,7 +246,8 @@ async def test_set_tasks_enabled_previews_every_task_then_changes_them(harness: 
             )
         )
     assert done["status"] == "done"
-    assert done["result"]["changed"] == len(reload_ids) + len(task_ids)
+    assert done["result"]["changed"] == len(reload_ids) + len(task_ids) + len(sharing_ids)
+    assert not any(sharing[i]["enabled"] for i in sharing_ids)
     assert all(harness.sandbox.tables["reload_tasks"][i]["state"] == "Disabled" for i in reload_ids)
     assert all(not sandbox_tasks.tables(harness.sandbox).tasks[i]["enabled"] for i in task_ids)
     # Schedules survive the toggle.
@@ -297,7 +329,7 @@ async def test_app_overview_shows_schedules_chains_and_disabled(harness: Harness
         follower = data(await client.call_tool("get_app_schedule_overview", {"app_id": chained["resourceId"]}))
         empty = data(await client.call_tool("get_app_schedule_overview", {"app_id": "no-such-app"}))
     kinds = {i["kind"] for i in first["items"]}
-    assert kinds == {"reload", "task"}
+    assert kinds == {"reload", "task", "sharing"}
     trigger_item = next(i for i in first["items"] if i["id"] == trigger_id)
     assert any(chained["id"] in s and "succeeds" in s for s in trigger_item["starts"])
     assert all(len(i["next_runs"]) == 3 for i in first["items"] if i["enabled"] and i.get("schedule"))

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sandbox import qalyptus
+from sandbox import sharing_tasks as sharing
 from sandbox.qalyptus import Org
 from tests.conftest import Harness
 
@@ -233,3 +234,86 @@ async def _list_qstatuses(h: Harness, destructive: bool) -> dict[str, Any]:
 @sample("get_qalyptus_task_log")
 async def _get_qlog(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _qtask(h)["id"], "lines": 10}
+
+
+# Sharing tasks (/api/v1/sharing-tasks).
+def _sharing(h: Harness) -> dict[str, Any]:
+    return next(
+        t
+        for t in sharing.tables(h.sandbox).tasks.values()
+        if t.get("enabled") and t["type"] == "sheet-sharing" and t.get("statusCode") != "DELETING"
+    )
+
+
+def _sharing_running(h: Harness) -> dict[str, Any]:
+    """A task with a delivery in progress (started on the sandbox, as a run in flight would be)."""
+    task = _sharing(h)
+    table = sharing.tables(h.sandbox)
+    table.run_seconds = 3600
+    if not any(e["status"] in ("in-progress", "initialized") for e in sharing.public_executions(h.sandbox, task)):
+        sharing.start_execution(h.sandbox, task)
+    return task
+
+
+@sample("list_sharing_tasks")
+async def _list_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"limit": 5}
+
+
+@sample("get_sharing_task")
+async def _get_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _sharing(h)["id"]}
+
+
+@sample("create_sharing_task")
+async def _create_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {
+        "name": "Sample pack",
+        "type": "sheet-sharing",
+        "content": {"app_id": next(iter(h.sandbox.apps)), "sheet_ids": ["s1"]},
+        "recipients": {"emails": ["someone@example.com"]},
+        "schedule": {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6"], "time_zone": "UTC"},
+    }
+
+
+@sample("patch_sharing_task")
+async def _patch_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    # Disabling takes something away, so it goes through the gate like every destructive call.
+    return {"task_id": _sharing(h)["id"], "enabled": False}
+
+
+@sample("delete_sharing_task")
+async def _delete_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _sharing(h)["id"]}
+
+
+@sample("execute_sharing_task")
+async def _execute_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _sharing(h)["id"]}
+
+
+@sample("cancel_sharing_task")
+async def _cancel_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _sharing_running(h)["id"]}
+
+
+@sample("list_sharing_task_executions")
+async def _list_sharing_executions(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _sharing(h)["id"], "limit": 5}
+
+
+@sample("get_sharing_task_execution")
+async def _get_sharing_execution(h: Harness, destructive: bool) -> dict[str, Any]:
+    table = sharing.tables(h.sandbox)
+    task_id, runs = next((k, v) for k, v in table.executions.items() if v)
+    return {"task_id": task_id, "execution_id": runs[0]["id"]}
+
+
+@sample("get_sharing_settings")
+async def _get_sharing_settings(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {}
+
+
+@sample("update_sharing_settings")
+async def _update_sharing_settings(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"report_subscription_enabled": False}

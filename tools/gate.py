@@ -55,6 +55,9 @@ class Plan:
     changes: list[str] = field(default_factory=list)
     state: Any = None
     notes: list[str] = field(default_factory=list)
+    # A tool that is destructive only for some arguments (a patch that renames vs one that disables) acts at
+    # once when its plan says the change takes nothing away.
+    needs_consent: bool = True
 
 
 class Gated(Compact, Generic[R]):
@@ -108,6 +111,8 @@ class Gate:
         if not supports_form_elicitation(ctx):
             return None
         plan = await plan_of()
+        if not plan.needs_consent:
+            return None
         lines = [plan.action, *(f"- {c}" for c in plan.changes), *(f"Note: {n}" for n in plan.notes)]
         return Elicit("\n".join(lines) + "\nGo ahead?", Consent)
 
@@ -156,6 +161,8 @@ class Gate:
         tool, args = _current_call.get()
         args = {k: v for k, v in args.items() if k != "confirm_token"}
         base = {"action": plan.action, "changes": plan.changes, "notes": plan.notes}
+        if not plan.needs_consent:
+            return Gated[R](status="done", result=await act(), **base)
         if isinstance(consent, DeclinedElicitation | CancelledElicitation) or (
             isinstance(consent, AcceptedElicitation) and isinstance(consent.data, Consent) and not consent.data.confirm
         ):

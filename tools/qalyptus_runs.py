@@ -31,10 +31,10 @@ from tools.qalyptus_model import (
 from tools.watch import (
     FAILED_TAIL,
     FIND_RUN_SECONDS,
-    MAX_WAIT_SECONDS,
     POLL_FACTOR,
     POLL_FIRST,
     Progress,
+    WaitSeconds,
     watch,
 )
 
@@ -94,7 +94,7 @@ def register(reg: Registrar, orgs: Orgs) -> None:
         ctx: Context,
         task_id: TaskId,
         wait: Annotated[bool, Field(description="Wait for the run to end, with progress.")] = False,
-        timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait (1-600).")] = 60,
+        timeout_seconds: WaitSeconds = 60,
         organization: OrgName = None,
     ) -> RunResult:
         """Run a Qalyptus task now; wait=true follows it to the end. Ending the wait never stops the run."""

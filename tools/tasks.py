@@ -33,10 +33,10 @@ from tools.model import Compact
 from tools.watch import (
     FAILED_TAIL,
     FIND_RUN_SECONDS,
-    MAX_WAIT_SECONDS,
     POLL_FACTOR,
     POLL_FIRST,
     Progress,
+    WaitSeconds,
     watch,
 )
 
@@ -442,7 +442,7 @@ def register(reg: Registrar, api: TasksApi) -> None:
             str | None, Field(max_length=100, description="Origin recorded on the run; default manual.")
         ] = None,
         wait: Annotated[bool, Field(description="Wait for the run to end, with progress.")] = False,
-        timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait (1-600).")] = 60,
+        timeout_seconds: WaitSeconds = 60,
     ) -> StartResult:
         """Start a task now; wait=true follows its run to the end. Ending the wait never cancels the run."""
         before = await api.last_run(task_id)

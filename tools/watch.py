@@ -2,10 +2,11 @@
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context
+from pydantic import Field
 
 R = TypeVar("R")
 
@@ -16,6 +17,8 @@ POLL_MAX = 10.0
 FIND_RUN_SECONDS = 3.0
 MAX_WAIT_SECONDS = 600
 FAILED_TAIL = 20
+# The `timeout_seconds` parameter of every tool that can wait for a run.
+WaitSeconds = Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait (1-600).")]
 
 
 class Progress:
