@@ -21,10 +21,10 @@ BAD_ADDRESS = "nobody@bounce.invalid"
 # The type of task i is KINDS[i % 5]: sheet reports are the common case, as on real tenants.
 KINDS = ["sheet-sharing", "chart-sharing", "sheet-sharing", "chart-monitoring", "template-sharing"]
 NAMES = {
-    "sheet-sharing": ["Weekly {app} pack", "Monthly {app} review", "Daily {app} snapshot"],
-    "chart-sharing": ["{app}: top-line chart", "{app}: trend for the board"],
-    "chart-monitoring": ["Watch {app} KPI", "{app} threshold monitor"],
-    "template-sharing": ["{app} board report", "{app} regional report"],
+    "sheet-sharing": ["{app} pack", "{app} review", "{app} snapshot"],
+    "chart-sharing": ["{app}: top-line chart", "{app}: trend for the board", "{app}: regional split"],
+    "chart-monitoring": ["Watch {app} KPI", "{app} threshold monitor", "{app} anomaly watch"],
+    "template-sharing": ["{app} board report", "{app} regional report", "{app} monthly report"],
 }
 SCHEDULES = [
     ("Europe/Zurich", "RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=MO;BYHOUR=7;BYMINUTE=0;BYSECOND=0"),
@@ -35,7 +35,7 @@ SCHEDULES = [
 GROUPS = ["Sales managers", "Finance leads", "Regional directors"]
 OUTSIDE = ["cfo@partner-example.com", "board@holding-example.com", "auditor@audit-example.com"]
 # index -> what is wrong with the seeded task
-FAILED = {5: ("PARTIAL_SENT", "REPORT-GENERATION-FAILED"), 17: ("EMAIL_DELIVERY_FAILURE", "REPORT-SEND-FAILED")}
+FAILED = {5: ("PARTIAL_SENT", "REPORT-GENERATION-FAILED"), 19: ("EMAIL_DELIVERY_FAILURE", "REPORT-SEND-FAILED")}
 DISABLED_BY_USER = {3, 14}
 DISABLED_BY_SYSTEM = 21
 DELETING = 10
@@ -73,7 +73,8 @@ def seed(sandbox: Sandbox) -> None:
     now = sandbox.clock.now()
     for index in range(COUNT):
         kind, app, owner = KINDS[index % len(KINDS)], apps[index % len(apps)], users[index % len(users)]
-        name = NAMES[kind][index % len(NAMES[kind])].format(app=app.name)
+        # One name per app and round over the apps: two tasks of an app never share a name.
+        name = NAMES[kind][index // len(apps) % 3].format(app=app.name)
         emails = OUTSIDE[: index % 3] + ([BAD_ADDRESS] if index == WITH_BAD_ADDRESS else [])
         recipients = persisted_recipients(
             {
