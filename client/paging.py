@@ -14,6 +14,8 @@ from client.errors import InvalidInput, UnsafeLinkError
 class Page(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None = None
+    # Only where the family reports it (sharing tasks' `totalCount`).
+    total: int | None = None
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

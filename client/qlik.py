@@ -48,8 +48,14 @@ class QlikClient(TenantHttp):
         """
         query = cursor_params(cursor) if cursor else params
         body = await self.json("GET", path, tier=tier, params=query)
-        items = body.get(items_key) or [] if isinstance(body, dict) else []
-        return Page(items=items, next_cursor=next_cursor(self.base_url, path, body) if isinstance(body, dict) else None)
+        if not isinstance(body, dict):
+            return Page(items=[])
+        total = body.get("totalCount")
+        return Page(
+            items=body.get(items_key) or [],
+            next_cursor=next_cursor(self.base_url, path, body),
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        )
 
     async def iterate(
         self,

@@ -44,7 +44,8 @@ def recipient_limit(settings: dict[str, Any], task_type: str) -> int | None:
 
 
 def recipient_values(recipients: dict[str, Any] | None) -> dict[str, list[str]]:
-    """Users, groups and addresses of a task, from the persisted shape (objects) or the request shape (strings)."""
+    """Users, groups, addresses and distribution-list members of a task, from the persisted shape (objects) or
+    the request shape (strings)."""
     recipients = recipients or {}
 
     def values(key: str) -> list[str]:
@@ -55,7 +56,13 @@ def recipient_values(recipients: dict[str, Any] | None) -> dict[str, list[str]]:
                 out.append(value)
         return out
 
-    return {"users": values("userIds"), "groups": values("groupIds"), "emails": values("emailAddresses")}
+    return {
+        "users": values("userIds"),
+        "groups": values("groupIds"),
+        "emails": values("emailAddresses"),
+        "list_users": values("DLUsers"),
+        "list_groups": values("DLGroups"),
+    }
 
 
 class SharingTasksApi:

@@ -30,19 +30,38 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def persisted_recipients(value: dict[str, Any]) -> dict[str, Any]:
+    """The stored shape of a recipients value given as strings or as objects (`value`, `enabled`, `subscribed`)."""
+
     def plain(item: Any) -> str:
         return item["value"] if isinstance(item, dict) else item
 
+    def flag(item: Any, *names: str) -> bool:
+        found = [item[n] for n in names if isinstance(item, dict) and isinstance(item.get(n), bool)]
+        return found[0] if found else True
+
     out: dict[str, Any] = {
         "userIds": [
-            {"value": plain(u), "enabledByUser": True, "enabledBySystem": True, "subscribed": True, "groups": []}
+            {
+                "value": plain(u),
+                "enabledByUser": flag(u, "enabledByUser", "enabled"),
+                "enabledBySystem": True,
+                "subscribed": flag(u, "subscribed"),
+                "groups": u.get("groups", []) if isinstance(u, dict) else [],
+            }
             for u in value.get("userIds") or []
         ],
         "groupIds": [
-            {"value": plain(g), "enabledByUser": True, "enabledBySystem": True} for g in value.get("groupIds") or []
+            {"value": plain(g), "enabledByUser": flag(g, "enabledByUser", "enabled"), "enabledBySystem": True}
+            for g in value.get("groupIds") or []
         ],
-        "emailAddresses": [{"value": plain(e), "enabled": True} for e in value.get("emailAddresses") or []],
+        "emailAddresses": [
+            {"value": plain(e), "enabled": flag(e, "enabled")} for e in value.get("emailAddresses") or []
+        ],
     }
+    # Distribution-list members come from the list, not from this call; the service keeps them as sent.
+    for key in ("DLUsers", "DLGroups"):
+        if value.get(key):
+            out[key] = value[key]
     out["netRecipientCount"] = recipient_count(out)
     return out
 

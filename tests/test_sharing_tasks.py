@@ -157,6 +157,7 @@ async def test_create_sheet_sharing_and_chart_monitoring(harness: Harness) -> No
         ({"schedule": WEEKLY | {"recurrence": ["RRULE:FREQ=DAILY"] * 6}}, "recurrence"),
         ({"schedule": WEEKLY | {"time_zone": "Mars/Olympus"}}, "IANA"),
         ({"transport": ["sharepoint"]}, "sharepoint_folder"),
+        ({"type": "chart-monitoring", "history_size": 20}, "exactly 10"),
         ({"content": {"app_id": "a", "chart": {"sheet_id": "s", "object_id": "o"}}}, "sheet_ids"),
     ],
 )

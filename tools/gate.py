@@ -74,6 +74,9 @@ class Gated(Compact, Generic[R]):
 # The tool name and exact validated arguments of the call in progress, set by the registrar's wrapper,
 # so no tool has to restate what the token is bound to.
 _current_call: ContextVar[tuple[str, dict[str, Any]]] = ContextVar("current_call")
+# The question the user answered in this call: the resolver and the tool body each read the target, and
+# the action may only run if both readings describe the same change.
+_shown: ContextVar[str | None] = ContextVar("shown", default=None)
 
 
 @contextmanager
@@ -90,6 +93,11 @@ def supports_form_elicitation(ctx: Context) -> bool:
     caps = ctx.client_capabilities
     elicitation = caps.elicitation if caps is not None else None
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+def _question(plan: Plan) -> str:
+    lines = [plan.action, *(f"- {c}" for c in plan.changes), *(f"Note: {n}" for n in plan.notes)]
+    return "\n".join(lines) + "\nGo ahead?"
 
 
 def _canonical(value: Any) -> str:
@@ -113,8 +121,9 @@ class Gate:
         plan = await plan_of()
         if not plan.needs_consent:
             return None
-        lines = [plan.action, *(f"- {c}" for c in plan.changes), *(f"Note: {n}" for n in plan.notes)]
-        return Elicit("\n".join(lines) + "\nGo ahead?", Consent)
+        question = _question(plan)
+        _shown.set(question)
+        return Elicit(question, Consent)
 
     def _sign(self, tool: str, args: dict[str, Any], state: Any, expires: int, nonce: str) -> str:
         material = _canonical([tool, args, hashlib.sha256(_canonical(state).encode()).hexdigest(), expires, nonce])
@@ -182,5 +191,12 @@ class Gate:
                     **base,
                 )
             self.verify(tool, args, plan.state, confirm_token)
+        else:
+            shown, _ = _shown.get(), _shown.set(None)
+            if shown != _question(plan):
+                raise ToolError(
+                    "The target changed between the question and the answer, so the yes may not cover what "
+                    f"would happen now. Nothing was changed. Call {tool} again to be asked afresh."
+                )
         result = await act()
         return Gated[R](status="done", result=result, **base)

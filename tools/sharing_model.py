@@ -58,25 +58,42 @@ class SharingSchedule(BaseModel):
         min_length=1, max_length=MAX_RRULES, description="1-5 lines like RRULE:FREQ=WEEKLY;BYDAY=MO;BYHOUR=7."
     )
     time_zone: str = Field(max_length=64, description="IANA zone, e.g. Europe/Zurich.")
-    start: str | None = Field(None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now.")
-    end: str | None = Field(None, max_length=40, description="Local end; default never.")
+    start: str | None = Field(
+        None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now (patch: keep current)."
+    )
+    end: str | None = Field(
+        None, max_length=40, description='Local end; default never (patch: keep current, "" clears).'
+    )
 
-    def to_api(self) -> dict[str, Any]:
+    def to_api(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `scheduleOptions` body; on a patch, `current` supplies the start and end the caller left out."""
         time_zone(self.time_zone)
         lines = rrule_lines(self.recurrence)
         for index, line in enumerate(lines):
             if "UNTIL=" in line.upper():
                 raise InvalidInput(f"recurrence[{index}]: UNTIL is not allowed in sharing schedules; use end instead")
-        body: dict[str, Any] = {"timezone": self.time_zone, "recurrence": lines, "endDateTime": ""}
+        current = current or {}
+        body: dict[str, Any] = {"timezone": self.time_zone, "recurrence": lines}
         start = local_datetime(self.start, "start") if self.start else None
         if start is not None:
             body["startDateTime"] = start.strftime("%Y-%m-%dT%H:%M:%S")
-        if self.end:
-            end = local_datetime(self.end, "end")
-            if end <= (start or datetime.now(time_zone(self.time_zone)).replace(tzinfo=None)):
-                raise InvalidInput(f"end {self.end} must be after the start")
+        elif current.get("startDateTime"):
+            body["startDateTime"] = current["startDateTime"]
+        end_text = current.get("endDateTime") or "" if self.end is None else self.end
+        body["endDateTime"] = ""
+        if end_text:
+            end = local_datetime(end_text, "end")
+            begin = local_datetime(body["startDateTime"], "start") if body.get("startDateTime") else None
+            if end <= (begin or datetime.now(time_zone(self.time_zone)).replace(tzinfo=None)):
+                kept = "" if self.end else ' (the current end; give a later end, or end="" for never)'
+                raise InvalidInput(f"end {end_text}{kept} must be after the start")
             body["endDateTime"] = end.strftime("%Y-%m-%dT%H:%M:%S")
         return body
+
+
+def schedule_line(options: dict[str, Any]) -> str:
+    start, end = options.get("startDateTime") or "now", options.get("endDateTime") or "never"
+    return f"{options.get('recurrence')} {options.get('timezone')} from {start} until {end}"
 
 
 class Chart(BaseModel):
@@ -176,8 +193,11 @@ def is_enabled(raw: dict[str, Any]) -> bool:
     return bool(raw.get("enabled", raw.get("enabledByUser", True))) and raw.get("enabledBySystem", True) is not False
 
 
+RecipientKind = Literal["user", "group", "email", "list-user", "list-group"]
+
+
 class RecipientView(Compact):
-    kind: Literal["user", "group", "email"]
+    kind: RecipientKind = Field(description="list-user/list-group: members of the task's distribution list.")
     value: str
     enabled: bool = True
     errors: list[str] = []
@@ -232,7 +252,7 @@ class SharingTaskDetail(SharingTaskRow):
             else None,
             recurrence=lines,
             time_zone=zone,
-            on_app_reload=bool(trigger.get("executeOnAppReload")) and not lines,
+            on_app_reload=bool(trigger.get("executeOnAppReload")),
             recipients=recipient_views(raw.get("recipients")),
             templates=[template_view(t) for t in raw.get("templates") or [] if isinstance(t, dict)],
             transport=raw.get("transportChannels") or [],
@@ -250,10 +270,12 @@ class SharingTaskDetail(SharingTaskRow):
 def recipient_views(recipients: dict[str, Any] | None) -> list[RecipientView]:
     out: list[RecipientView] = []
     recipients = recipients or {}
-    kinds: tuple[tuple[str, Literal["user", "group", "email"], str], ...] = (
+    kinds: tuple[tuple[str, RecipientKind, str], ...] = (
         ("userIds", "user", "taskRecipientErrors"),
         ("groupIds", "group", "taskGroupRecipientErrors"),
         ("emailAddresses", "email", "taskRecipientErrors"),
+        ("DLUsers", "list-user", "taskRecipientErrors"),
+        ("DLGroups", "list-group", "taskGroupRecipientErrors"),
     )
     for key, kind, errors_key in kinds:
         for item in recipients.get(key) or []:
@@ -289,7 +311,50 @@ def who(raw: dict[str, Any]) -> str:
 
 def recipients_line(recipients: dict[str, Any] | None) -> str:
     values = recipient_values(recipients)
-    return f"{len(values['users'])} users, {len(values['groups'])} groups, {len(values['emails'])} addresses"
+    line = f"{len(values['users'])} users, {len(values['groups'])} groups, {len(values['emails'])} addresses"
+    listed = len(values["list_users"]) + len(values["list_groups"])
+    return line + (f", {listed} from a distribution list" if listed else "")
+
+
+def replacement_recipients(current: dict[str, Any] | None, wanted: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The `/recipients` value for a patch, in the create request's shape, and the addresses it switches back on.
+
+    Users and groups that stay keep their on/off and subscription switches (a replacement must not switch back
+    on someone the owner switched off); distribution-list members, which come from the list and not from this
+    tool, are carried over as they are. Addresses are plain strings in that shape, so a switched-off address
+    that stays is switched on again: the caller is told.
+    """
+    current = current or {}
+
+    def stored(key: str) -> dict[str, dict[str, Any]]:
+        return {i.get("value", ""): i for i in current.get(key) or [] if isinstance(i, dict)}
+
+    users, groups = stored("userIds"), stored("groupIds")
+    out: dict[str, Any] = {}
+    if wanted.get("userIds"):
+        out["userIds"] = []
+        for entry in wanted["userIds"]:
+            before = users.get(entry["value"], {})
+            kept = {k: before[k] for k in ("groups", "subscribed") if k in before}
+            if before.get("enabledByUser") is False:
+                kept["enabled"] = False
+            out["userIds"].append(entry | kept)
+    if wanted.get("groupIds"):
+        out["groupIds"] = [
+            g | ({"enabled": False} if groups.get(g["value"], {}).get("enabledByUser") is False else {})
+            for g in wanted["groupIds"]
+        ]
+    if wanted.get("emailAddresses"):
+        out["emailAddresses"] = wanted["emailAddresses"]
+    for key in ("DLUsers", "DLGroups"):
+        if current.get(key):
+            out[key] = current[key]
+    switched_off = {
+        str(i.get("value"))
+        for i in current.get("emailAddresses") or []
+        if isinstance(i, dict) and i.get("enabled") is False
+    }
+    return out, [str(e) for e in wanted.get("emailAddresses") or [] if e in switched_off]
 
 
 class ExecutionRow(Compact):

@@ -31,6 +31,8 @@ from tools.sharing_model import (
     SharingType,
     is_enabled,
     recipients_line,
+    replacement_recipients,
+    schedule_line,
     transport_problem,
     who,
 )
@@ -58,6 +60,7 @@ class SharingTaskResult(Compact):
 class ExecutionPage(Compact):
     task_id: str
     executions: list[ExecutionRow]
+    total: int | None = None
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
 
 
@@ -105,7 +108,9 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
             if values:
                 params[key] = list(dict.fromkeys(values))
         page = await api.list(params, limit=limit, cursor=cursor)
-        return SharingTaskPage(tasks=[SharingTaskRow.of(t) for t in page.items], next_cursor=page.next_cursor)
+        return SharingTaskPage(
+            tasks=[SharingTaskRow.of(t) for t in page.items], total=page.total, next_cursor=page.next_cursor
+        )
 
     @reg.tool(TOOLSET, "read", title="Get sharing task")
     async def get_sharing_task(task_id: TaskId) -> SharingTaskResult:
@@ -142,12 +147,14 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
         description: Text = None,
         tags: Annotated[list[str], Field(max_length=20)] = [],  # noqa: B006
         history_size: Annotated[
-            int | None, Field(ge=1, le=100, description="Reports kept; chart-monitoring: 10.")
+            int | None, Field(ge=1, le=100, description="Reports kept; chart-monitoring takes only 10.")
         ] = None,
         execute_on_creation: Annotated[bool, Field(description="Also send once right away.")] = False,
         enabled: bool = True,
     ) -> SharingTaskResult:
         """Create a sheet/chart report subscription or chart monitoring. Validated against the spec and tenant first."""
+        if type == "chart-monitoring" and history_size not in (None, 10):
+            raise InvalidInput(f"history_size {history_size}: chart-monitoring keeps exactly 10; leave it out")
         if schedule is None and not on_app_reload:
             raise InvalidInput("give a schedule, or on_app_reload=true to send after each app reload")
         problem = transport_problem(list(transport), sharepoint_folder, data_connection_id)
@@ -219,8 +226,12 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
                 "/tags", list(dict.fromkeys(fields["tags"])), f"tags: {current.get('tags') or []} -> {fields['tags']}"
             )
         enabled = fields["enabled"]
-        if enabled is not None and enabled != is_enabled(current):
-            replace("/enabled", enabled, f"enabled: {is_enabled(current)} -> {enabled}")
+        # The user's own switch: a task the system paused can still be switched off so it stays off when the
+        # system lets it run again, and switching it on also lifts the system's pause.
+        user_on = current.get("enabledByUser", current.get("enabled", True)) is not False
+        if (enabled is True and not is_enabled(current)) or (enabled is False and user_on):
+            paused = " (also paused by the system)" if user_on and not is_enabled(current) else ""
+            replace("/enabled", enabled, f"enabled: {is_enabled(current)}{paused} -> {enabled}")
             if not enabled:
                 risky.append("disables the task: nobody receives it until it is enabled again")
         owner = fields["owner_id"]
@@ -230,14 +241,15 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
         schedule: SharingSchedule | None = fields["schedule"]
         if schedule is not None:
             before = current.get("scheduleOptions") or {}
-            new = schedule.to_api()
-            was = f"{before.get('recurrence')} {before.get('timezone')}"
-            replace("/scheduleOptions", new, f"schedule: {was} -> {new['recurrence']} {new['timezone']}")
+            new = schedule.to_api(before)
+            if schedule_line(new) != schedule_line(before):
+                replace("/scheduleOptions", new, f"schedule: {schedule_line(before)} -> {schedule_line(new)}")
         recipients: Recipients | None = fields["recipients"]
         if recipients is not None:
-            new_body = recipients.to_api()
-            if not new_body:
+            wanted = recipients.to_api()
+            if not wanted:
                 raise InvalidInput("recipients would be empty; disable the task (enabled=false) instead")
+            new_body, woken = replacement_recipients(current.get("recipients"), wanted)
             old, new_values = recipient_values(current.get("recipients")), recipient_values(new_body)
             removed = [f"{k[:-1]} {v}" for k in old for v in old[k] if v not in new_values[k]]
             added = [f"{k[:-1]} {v}" for k in new_values for v in new_values[k] if v not in old[k]]
@@ -251,17 +263,26 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
                 )
             if removed:
                 risky.append(f"removes recipients: {', '.join(removed)}")
+            if woken and (removed or added):
+                risky.append(f"switches back on addresses that were switched off: {', '.join(woken)}")
         content: Content | None = fields["content"]
         if content is not None:
             replace("/templates", content.templates(current.get("type", "")), "content: replaced")
-        transport = fields["transport"]
-        if transport is not None and list(transport) != (current.get("transportChannels") or []):
-            folder = fields["sharepoint_folder"] or current.get("sharePointFolder")
-            connection = fields["data_connection_id"] or current.get("dataConnectionID")
-            problem = transport_problem(list(transport), folder, connection)
+        transport, folder, connection = fields["transport"], fields["sharepoint_folder"], fields["data_connection_id"]
+        channels_before = current.get("transportChannels") or []
+        if transport is not None or folder is not None or connection is not None:
+            # Checked as the task will be after the patch: "" removes a folder or connection.
+            channels = list(dict.fromkeys(transport)) if transport is not None else channels_before
+            after_folder = current.get("sharePointFolder") if folder is None else folder
+            after_connection = current.get("dataConnectionID") if connection is None else connection
+            problem = transport_problem(channels, after_folder or None, after_connection or None)
             if problem:
                 raise InvalidInput(problem)
-            replace("/transportChannels", list(dict.fromkeys(transport)), f"transport: -> {transport}")
+            if channels != channels_before:
+                replace("/transportChannels", channels, f"transport: {channels_before} -> {channels}")
+                lost = [c for c in channels_before if c not in channels]
+                if lost:
+                    risky.append(f"stops delivery by {' and '.join(lost)} to every recipient")
         text("/sharePointFolder", "sharePointFolder", fields["sharepoint_folder"], "SharePoint folder")
         text("/dataConnectionID", "dataConnectionID", fields["data_connection_id"], "data connection")
         text("/bookmarkId", "bookmarkId", fields["bookmark_id"], "bookmark (filter)")
@@ -312,7 +333,9 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
         enabled: bool | None = None,
         owner_id: Annotated[str | None, Field(min_length=1, max_length=128, description="New owner's user id.")] = None,
         schedule: SharingSchedule | None = None,
-        recipients: Annotated[Recipients | None, Field(description="Replaces the whole list.")] = None,
+        recipients: Annotated[
+            Recipients | None, Field(description="Replaces the list; distribution-list members stay.")
+        ] = None,
         content: Annotated[Content | None, Field(description="Replaces what the report shows.")] = None,
         transport: Annotated[list[Channel] | None, Field(min_length=1, max_length=2)] = None,
         sharepoint_folder: Annotated[str | None, Field(max_length=1000, description='"" removes it.')] = None,
@@ -320,7 +343,8 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
         bookmark_id: Annotated[str | None, Field(max_length=128, description='Filter; "" removes it.')] = None,
         confirm_token: ConfirmToken = None,
     ) -> Gated[PatchResult]:
-        """Change only the given fields. Disabling, a new owner or removing recipients needs the user's confirmation."""
+        """Change only the given fields. Changes that take something away (disable, owner, recipients, channel)
+        need the user's confirmation."""
         fields = {
             "name": name,
             "description": description,
@@ -468,7 +492,10 @@ def register(reg: Registrar, api: SharingTasksApi) -> None:
         """A task's deliveries, newest first: status, recipient, error codes."""
         page = await api.executions(task_id, limit=limit, status=status, cursor=cursor)
         return ExecutionPage(
-            task_id=task_id, executions=[ExecutionRow.of(e) for e in page.items], next_cursor=page.next_cursor
+            task_id=task_id,
+            executions=[ExecutionRow.of(e) for e in page.items],
+            total=page.total,
+            next_cursor=page.next_cursor,
         )
 
     @reg.tool(TOOLSET, "read", title="Get sharing task execution")
