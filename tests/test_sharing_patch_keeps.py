@@ -151,28 +151,25 @@ async def test_app_reload_trigger_shows_beside_a_schedule(harness: Harness) -> N
     assert page["total"] == len(visible)
 
 
-def changing_client(h: Harness, mode: str, change: Any) -> tuple[Client, list[str]]:
-    """A client that says yes, and the first time it is asked, changes the task behind the question's back."""
+def yes_while_it_changes(h: Harness, mode: str) -> tuple[Client, list[str], dict[str, Any], dict[str, Any]]:
+    """A patch that removes b@ from a task, and a client that says yes to every question but, the first time it
+    is asked, adds c@ to the task behind the question's back."""
+    task = scheduled_task(h)
+    task["recipients"] = {"emailAddresses": [{"value": "a@example.com"}, {"value": "b@example.com"}]}
     asked: list[str] = []
 
     async def answer(context: Any, params: Any) -> ElicitResult:
         asked.append(params.message)
         if len(asked) == 1:
-            change()
+            task["recipients"]["emailAddresses"].append({"value": "c@example.com"})
         return ElicitResult(action="accept", content={"confirm": True})
 
-    return Client(h.mcp, elicitation_callback=answer, mode=mode), asked
+    args = {"task_id": task["id"], "recipients": {"emails": ["a@example.com"]}}
+    return Client(h.mcp, elicitation_callback=answer, mode=mode), asked, task, args
 
 
 async def test_a_yes_covers_only_the_change_that_was_shown_legacy(harness: Harness) -> None:
-    task = scheduled_task(harness)
-    task["recipients"] = {"emailAddresses": [{"value": "a@example.com"}, {"value": "b@example.com"}]}
-    args = {"task_id": task["id"], "recipients": {"emails": ["a@example.com"]}}
-
-    def add_one() -> None:
-        task["recipients"]["emailAddresses"].append({"value": "c@example.com"})
-
-    client, asked = changing_client(harness, "legacy", add_one)
+    client, asked, task, args = yes_while_it_changes(harness, "legacy")
     async with client:
         refused = error_text(await client.call_tool("patch_sharing_task", args))
     assert "changed between the question and the answer" in refused
@@ -182,14 +179,7 @@ async def test_a_yes_covers_only_the_change_that_was_shown_legacy(harness: Harne
 
 
 async def test_a_yes_covers_only_the_change_that_was_shown(harness: Harness) -> None:
-    task = scheduled_task(harness)
-    task["recipients"] = {"emailAddresses": [{"value": "a@example.com"}, {"value": "b@example.com"}]}
-    args = {"task_id": task["id"], "recipients": {"emails": ["a@example.com"]}}
-
-    def add_one() -> None:
-        task["recipients"]["emailAddresses"].append({"value": "c@example.com"})
-
-    client, asked = changing_client(harness, "auto", add_one)
+    client, asked, task, args = yes_while_it_changes(harness, "auto")
     async with client:
         assert client.protocol_version >= "2026"
         done = data(await client.call_tool("patch_sharing_task", args))
