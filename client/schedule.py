@@ -50,6 +50,43 @@ def local_datetime(value: str, field: str) -> datetime:
         raise InvalidInput(f"{field} {value!r} is not a real date-time: {exc}") from exc
 
 
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def _parsed(value: str | None) -> datetime | None:
+    try:
+        return local_datetime(value, "") if value else None
+    except InvalidInput:
+        return None
+
+
+def start_after_change(given: str | None, stored: str | None, now_in: ZoneInfo | None) -> str | None:
+    """A schedule's start: the given one, else the stored one (a change keeps it), else, with `now_in`, now.
+
+    Now is taken to the minute, so a plan computed twice (asked, then acted on) says the same thing.
+    """
+    if given:
+        return local_datetime(given, "start").strftime(LOCAL_FORMAT)
+    if stored:
+        return stored
+    return datetime.now(now_in).replace(tzinfo=None, second=0, microsecond=0).strftime(LOCAL_FORMAT) if now_in else None
+
+
+def end_after_change(given: str | None, stored: str | None, start: str | None, zone: ZoneInfo) -> str:
+    """A schedule's end: the given one ("" for never), else the stored one, else never (""); after the start."""
+    text = stored or "" if given is None else given
+    if not text:
+        return ""
+    if given is None and _parsed(text) is None:
+        return text  # stored in a form of the tenant's own: kept as it is
+    end = local_datetime(text, "end")
+    begin = _parsed(start) or datetime.now(zone).replace(tzinfo=None)
+    if end <= begin:
+        kept = "" if given is not None else ' (the current end: give a later end, or end="" for never)'
+        raise InvalidInput(f"end {text}{kept} must be after the start {start or 'now'}")
+    return end.strftime(LOCAL_FORMAT)
+
+
 def rrule_lines(lines: Sequence[str]) -> list[str]:
     """Check RECUR lines as Qlik takes them: `RRULE:...` each, no DTSTART/DTEND, parsable by dateutil."""
     if len(lines) > _MAX_LINES:

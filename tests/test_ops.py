@@ -239,6 +239,11 @@ async def test_set_tasks_enabled_previews_every_task_then_changes_them(harness: 
         assert preview["status"] == "confirmation_required"
         listed = " ".join(preview["changes"])
         assert all(i in listed for i in reload_ids + task_ids + sharing_ids)
+        # Reload tasks and tasks are changed by PUT, which makes the caller their owner: the preview says so.
+        owners = {harness.sandbox.tables["reload_tasks"][i]["userId"] for i in reload_ids}
+        owner_note = next(n for n in preview["notes"] if "owner" in n)
+        assert owner_note.startswith(f"{len(reload_ids) + len(task_ids)} reload tasks/tasks")
+        assert all(o in owner_note for o in owners)
         assert harness.sandbox.tables == before
         done = data(
             await client.call_tool(

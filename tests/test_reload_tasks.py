@@ -133,7 +133,7 @@ async def test_create_validates_then_creates(harness: Harness) -> None:
                 "start": "2026-05-01T00:00:00",
                 "end": "2026-04-01T00:00:00",
             },
-            "must be after start",
+            "must be after the start",
         ),
         ({"recurrence": [], "time_zone": "UTC"}, "at least 1 item"),
     ],
@@ -200,6 +200,23 @@ async def test_update_schedule_keeps_other_fields(harness: Harness) -> None:
     assert done["result"]["time_zone"] == "Europe/Paris"
     assert table(harness)[task["id"]]["state"] == "Enabled"
     assert table(harness)[task["id"]]["appId"] == task["appId"]
+
+
+async def test_update_keeps_start_and_end_and_says_who_owns_it_after(harness: Harness) -> None:
+    task = some_task(harness)
+    stored = table(harness)[task["id"]]
+    stored |= {"startDateTime": "2026-01-05T06:00:00", "endDateTime": "2027-12-31T00:00:00"}
+    new = {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=5;BYMINUTE=0;BYSECOND=0"], "time_zone": stored["timeZone"]}
+    args = {"task_id": task["id"], "schedule": new}
+    async with harness.client() as client:
+        preview = data(await client.call_tool("update_reload_task", args))
+        assert [c.split(":")[0] for c in preview["changes"]] == ["recurrence"]
+        assert any("owner" in n and stored["userId"] in n for n in preview["notes"])
+        data(await client.call_tool("update_reload_task", args | {"confirm_token": preview["confirm_token"]}))
+        after = table(harness)[task["id"]]
+        assert (after["startDateTime"], after["endDateTime"]) == ("2026-01-05T06:00:00", "2027-12-31T00:00:00")
+        cleared = data(await client.call_tool("update_reload_task", args | {"schedule": new | {"end": ""}}))
+        assert cleared["changes"] == ["endDateTime: '2027-12-31T00:00:00' -> ''"]
 
 
 async def test_update_with_nothing_to_change_is_refused(harness: Harness) -> None:

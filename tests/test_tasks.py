@@ -372,7 +372,7 @@ async def test_update_is_gated_and_its_preview_says_ownership_moves(h: Harness) 
         preview = data(await client.call_tool("update_task", args))
         assert preview["status"] == "confirmation_required"
         assert any("owner" in note and owner in note for note in preview["notes"])
-        assert any(change.startswith("start:") and "PT12H" in change for change in preview["changes"])
+        assert any(change.startswith("schedule interval:") and "PT12H" in change for change in preview["changes"])
         assert tables(h).tasks == before and sent(h, "PUT") == 0
         other = await client.call_tool(
             "update_task", args | {"enabled": False, "confirm_token": preview["confirm_token"]}
@@ -390,6 +390,29 @@ async def test_update_is_gated_and_its_preview_says_ownership_moves(h: Harness) 
         same = await client.call_tool("update_task", {"task_id": task["id"], "enabled": True})
         assert "nothing to change" in error_text(same)
     assert sent(h, "PUT") == 1
+
+
+async def test_update_schedule_keeps_zone_and_end_unless_given(h: Harness) -> None:
+    task = task_of_app(h, app_named(h, "Finance P&L"))
+    stored = tables(h).tasks[task["id"]]
+    stored["start"]["schedule"] = {
+        "interval": "R/2026-02-01T07:00:00/P1D",
+        "timezone": "Europe/Zurich",
+        "endDateTime": "2027-06-30T00:00:00",
+    }
+    args = {"task_id": task["id"], "schedule": {"interval": "R/2026-02-01T06:00:00/P1D"}}
+    async with h.client() as client:
+        preview = data(await client.call_tool("update_task", args))
+        assert [c for c in preview["changes"] if c.startswith("schedule")] == [
+            "schedule interval: R/2026-02-01T07:00:00/P1D -> R/2026-02-01T06:00:00/P1D"
+        ]
+        data(await client.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
+        kept = tables(h).tasks[task["id"]]["start"]["schedule"]
+        assert (kept["timezone"], kept["endDateTime"]) == ("Europe/Zurich", "2027-06-30T00:00:00")
+        never = {"interval": "R/2026-02-01T06:00:00/P1D", "time_zone": "UTC", "end": ""}
+        cleared = data(await client.call_tool("update_task", {"task_id": task["id"], "schedule": never}))
+    assert "schedule endDateTime: 2027-06-30T00:00:00 -> (none)" in cleared["changes"]
+    assert "schedule timezone: Europe/Zurich -> UTC" in cleared["changes"]
 
 
 async def test_update_through_elicitation_disables_the_task(h: Harness) -> None:

@@ -36,6 +36,8 @@ class TaskInfo:
     # (task id, outcome or None for any): the runs whose end starts this task.
     after: list[tuple[str, str | None]] = field(default_factory=list)
     next_run: str | None = None
+    # Set for the kinds whose change is a PUT, which makes the caller the owner.
+    owner_before_put: str | None = None
 
 
 @dataclass
@@ -128,6 +130,7 @@ class ReloadKind:
             start=raw.get("startDateTime") or None,
             end=raw.get("endDateTime") or None,
             next_run=raw.get("nextExecutionTime"),
+            owner_before_put=raw.get("userId") or "unknown",
         )
 
     async def get(self, task_id: str) -> TaskInfo:
@@ -184,6 +187,7 @@ class TaskKind:
             end=end,
             schedule_text=text,
             after=[(t.task_id, t.status) for t in triggers(raw)],
+            owner_before_put=meta.get("ownerId") or "unknown",
         )
 
     async def get(self, task_id: str) -> TaskInfo:

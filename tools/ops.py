@@ -14,7 +14,7 @@ from client.errors import ApiError, InvalidInput
 from client.schedule import local_datetime, occurrences, rrule_lines, time_zone, utc_z
 from client.schedule_text import describe_schedule
 from client.workflow import interval_rrule, repeating_interval
-from tools.common import ConfirmToken, Registrar, untrusted
+from tools.common import ConfirmToken, Registrar, put_owner_note, untrusted
 from tools.gate import Consent, Gated, Plan
 from tools.kinds import Budget, Failure, Kind, ReloadKind, ScansFailures, TaskInfo, TaskKind, parse_time
 from tools.model import Compact
@@ -340,6 +340,9 @@ def register(reg: Registrar, kinds: dict[str, Kind]) -> None:
             [f"{len(targets) - len(todo)} already {state_word}: left as they are"] if len(todo) < len(targets) else []
         )
         notes.append("Tasks are changed one by one; if some fail, the result lists what changed and what did not.")
+        put = [t.owner_before_put for t in todo if t.owner_before_put]
+        if put:
+            notes.append(f"{len(put)} reload tasks/tasks: " + put_owner_note(put))
         kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(per_kind.items()))
         plan = Plan(
             action=f"{verb} {len(todo)} tasks ({kinds_text})" + (f" of app {app_id}" if app_id else ""),

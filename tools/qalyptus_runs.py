@@ -172,7 +172,8 @@ def register(reg: Registrar, orgs: Orgs) -> None:
             )
         name = text_of(current.get("taskName"), 100) or task_id
         return Plan(
-            action=f"Stop the {status_text(current)} run {current.get('id')} of Qalyptus task '{name}' in {api.name}",
+            # No status in the question: a run going from queued to running must not make the user be asked again.
+            action=f"Stop run {current.get('id')} (queued or running) of Qalyptus task '{name}' in {api.name}",
             changes=["the run ends now; reports not yet generated or sent are not delivered"],
             # The run, not its status: queued -> running between preview and yes is still the same run to stop.
             state={"run": current.get("id")},

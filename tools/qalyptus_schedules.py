@@ -49,7 +49,9 @@ class ScheduleIn(BaseModel):
     weekdays: list[str] | None = Field(None, max_length=7, description="Weekly: e.g. [Monday, Thursday].")
     day: int | None = Field(None, ge=1, le=31, description="Monthly/yearly: day of month.")
     month: int | None = Field(None, ge=1, le=12, description="Yearly: month 1-12.")
-    start: str | None = Field(None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default now.")
+    start: str | None = Field(
+        None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default today 00:00 (update: keep)."
+    )
     end: str | None = Field(None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default never.")
     name: str | None = Field(None, max_length=100, description="Default: the schedule in words.")
 
@@ -119,7 +121,9 @@ def build_body(args: ScheduleIn, current: dict[str, Any] | None, now_utc: dateti
     elif current is None:
         if freq == "Once":
             raise InvalidInput("a once schedule needs start: the local date-time it runs at, YYYY-MM-DDTHH:MM:SS")
-        body["startDate"] = sched.api_date(now_utc.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0), zone)
+        # The start of today, not now: the same all day, so the plan shown and the plan acted on agree.
+        today = now_utc.astimezone(zone).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+        body["startDate"] = sched.api_date(today, zone)
     if args.end:
         body["endDate"] = sched.api_date(local_datetime(args.end, "end"), zone)
     missing = _missing(body, freq)

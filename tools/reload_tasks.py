@@ -1,6 +1,5 @@
 """Reload tasks (`/api/v1/reload-tasks`): list, get, create, update, delete."""
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
@@ -8,8 +7,8 @@ from pydantic import BaseModel, Field
 
 from client.errors import InvalidInput
 from client.reload_tasks import ReloadTasksApi, put_body
-from client.schedule import local_datetime, rrule_lines, time_zone
-from tools.common import ConfirmToken, Cursor, Limit, Registrar
+from client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
+from tools.common import ConfirmToken, Cursor, Limit, Registrar, put_owner_note
 from tools.gate import Consent, Gated, Plan
 from tools.model import Compact
 
@@ -29,26 +28,27 @@ class Schedule(BaseModel):
         description="RFC 5545 lines, e.g. RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0 (no DTSTART).",
     )
     time_zone: str = Field(max_length=64, description="IANA zone, e.g. Europe/Zurich.")
-    start: str | None = Field(None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now.")
-    end: str | None = Field(None, max_length=40, description="Local end, YYYY-MM-DDTHH:MM:SS; default never.")
+    start: str | None = Field(
+        None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now (update: keep current)."
+    )
+    end: str | None = Field(
+        None, max_length=40, description='Local end; default never (update: keep current, "" clears).'
+    )
 
-    def to_api(self) -> dict[str, Any]:
-        """Validate everything the API would, and say what to fix, before a request is sent."""
+    def to_api(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate everything the API would, and say what to fix, before a request is sent.
+
+        On an update, `current` (the stored task) supplies the start and end the caller left out.
+        """
         zone = time_zone(self.time_zone)
-        lines = rrule_lines(self.recurrence)
-        start = local_datetime(self.start, "start") if self.start else datetime.now(zone).replace(tzinfo=None)
-        body: dict[str, Any] = {
-            "recurrence": lines,
+        current = current or {}
+        start = start_after_change(self.start, current.get("startDateTime"), zone)
+        return {
+            "recurrence": rrule_lines(self.recurrence),
             "timeZone": self.time_zone,
-            "startDateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
-            "endDateTime": "",
+            "startDateTime": start,
+            "endDateTime": end_after_change(self.end, current.get("endDateTime"), start, zone),
         }
-        if self.end:
-            end = local_datetime(self.end, "end")
-            if end <= start:
-                raise InvalidInput(f"end {self.end} must be after start {body['startDateTime']}")
-            body["endDateTime"] = end.strftime("%Y-%m-%dT%H:%M:%S")
-        return body
 
 
 class ReloadTask(Compact):
@@ -144,7 +144,7 @@ def register(reg: Registrar, api: ReloadTasksApi) -> None:
         if enabled is not None:
             body["state"] = "Enabled" if enabled else "Disabled"
         if schedule is not None:
-            body.update(schedule.to_api())
+            body.update(schedule.to_api(current))
         if partial is not None:
             body["partial"] = partial
         changes = [
@@ -154,7 +154,9 @@ def register(reg: Registrar, api: ReloadTasksApi) -> None:
         ]
         if not changes:
             raise InvalidInput("the task already has these values; nothing to change")
-        return Plan(action=f"Update {describe(current)}", changes=changes, state=current), body
+        # Qlik Cloud help, "Ownership of reload schedules": changing a schedule makes the changer its owner.
+        notes = [put_owner_note([current.get("userId")])]
+        return Plan(action=f"Update {describe(current)}", changes=changes, state=current, notes=notes), body
 
     @reg.resolver
     async def ask_update(
@@ -170,7 +172,9 @@ def register(reg: Registrar, api: ReloadTasksApi) -> None:
         task_id: TaskId,
         consent: Annotated[ElicitationResult[Consent], Resolve(ask_update)],
         enabled: Annotated[bool | None, Field(description="false disables, true (re-)enables.")] = None,
-        schedule: Annotated[Schedule | None, Field(description="Replaces the whole schedule.")] = None,
+        schedule: Annotated[
+            Schedule | None, Field(description="New recurrence and zone; start/end kept unless given.")
+        ] = None,
         partial: bool | None = None,
         confirm_token: ConfirmToken = None,
     ) -> Gated[ReloadTask]:

@@ -1,13 +1,12 @@
 """Sharing tasks: typed inputs turned into the bodies the spec takes, and compact views of what the API answers."""
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from client.errors import InvalidInput
-from client.schedule import local_datetime, rrule_lines, time_zone
+from client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from client.schedule_text import describe_schedule
 from client.sharing_tasks import recipient_values
 from tools.common import untrusted
@@ -67,27 +66,17 @@ class SharingSchedule(BaseModel):
 
     def to_api(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
         """The `scheduleOptions` body; on a patch, `current` supplies the start and end the caller left out."""
-        time_zone(self.time_zone)
+        zone = time_zone(self.time_zone)
         lines = rrule_lines(self.recurrence)
         for index, line in enumerate(lines):
             if "UNTIL=" in line.upper():
                 raise InvalidInput(f"recurrence[{index}]: UNTIL is not allowed in sharing schedules; use end instead")
         current = current or {}
         body: dict[str, Any] = {"timezone": self.time_zone, "recurrence": lines}
-        start = local_datetime(self.start, "start") if self.start else None
-        if start is not None:
-            body["startDateTime"] = start.strftime("%Y-%m-%dT%H:%M:%S")
-        elif current.get("startDateTime"):
-            body["startDateTime"] = current["startDateTime"]
-        end_text = current.get("endDateTime") or "" if self.end is None else self.end
-        body["endDateTime"] = ""
-        if end_text:
-            end = local_datetime(end_text, "end")
-            begin = local_datetime(body["startDateTime"], "start") if body.get("startDateTime") else None
-            if end <= (begin or datetime.now(time_zone(self.time_zone)).replace(tzinfo=None)):
-                kept = "" if self.end else ' (the current end; give a later end, or end="" for never)'
-                raise InvalidInput(f"end {end_text}{kept} must be after the start")
-            body["endDateTime"] = end.strftime("%Y-%m-%dT%H:%M:%S")
+        start = start_after_change(self.start, current.get("startDateTime"), None)
+        if start:
+            body["startDateTime"] = start
+        body["endDateTime"] = end_after_change(self.end, current.get("endDateTime"), start, zone)
         return body
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from client.errors import ApiError, InvalidInput
 from client.paging import Page
 from client.paths import path_segment
-from client.schedule import local_datetime, time_zone
+from client.schedule import end_after_change, time_zone
 from client.tasks import WRITABLE, TasksApi, put_body
 from client.workflow import (
     check_workflow,
@@ -26,7 +26,7 @@ from client.workflow import (
     task_name,
     triggers,
 )
-from tools.common import ConfirmToken, Cursor, Limit, Registrar, untrusted
+from tools.common import ConfirmToken, Cursor, Limit, Registrar, put_owner_note, untrusted
 from tools.gate import Consent, Gated, Plan
 from tools.logs import GREP_MAX, RunLog, compile_grep, slice_log
 from tools.model import Compact
@@ -69,17 +69,21 @@ class ScheduleIn(BaseModel):
     interval: str = Field(
         max_length=80, description="R[n]/<local start>/<duration>, e.g. R/2026-02-01T06:00:00/P1D (daily 06:00)."
     )
-    time_zone: str = Field("UTC", max_length=64, description="IANA zone, e.g. Europe/Zurich.")
-    end: str | None = Field(None, max_length=40, description="Local end, YYYY-MM-DDTHH:MM:SS; default never.")
+    time_zone: str | None = Field(
+        None, max_length=64, description="IANA zone, e.g. Europe/Zurich; default UTC (update: keep current)."
+    )
+    end: str | None = Field(
+        None, max_length=40, description='Local end; default never (update: keep current, "" clears).'
+    )
 
-    def to_api(self) -> tuple[Any, str | None]:
+    def to_api(self, current: Any = None) -> tuple[Any, str, str]:
+        """The interval, zone and end ("" for never); on an update, `current` (the stored schedule) supplies the
+        zone and end the caller left out. The interval carries its own start."""
+        kept = current if isinstance(current, dict) else {}
         interval = repeating_interval(self.interval)
-        time_zone(self.time_zone)
-        if self.end:
-            end = local_datetime(self.end, "end")
-            if end <= local_datetime(interval.start, "interval start"):
-                raise InvalidInput(f"end {self.end} must be after the interval start {interval.start}")
-        return interval, self.end
+        zone = self.time_zone or kept.get("timezone") or "UTC"
+        end = end_after_change(self.end, kept.get("endDateTime"), interval.start, time_zone(zone))
+        return interval, zone, end
 
 
 class AfterTaskIn(BaseModel):
@@ -302,13 +306,13 @@ def register(reg: Registrar, api: TasksApi) -> None:
         path_segment(app_id, "app_id")
         slug = task_name(name)
         if schedule is not None:
-            interval, end = schedule.to_api()
+            interval, zone, end = schedule.to_api()
             body = scheduled_reload(
                 name=slug,
                 app_id=app_id,
                 partial=partial,
                 interval=interval,
-                time_zone=schedule.time_zone,
+                time_zone=zone,
                 end=end,
                 enabled=enabled,
                 description=description,
@@ -344,30 +348,35 @@ def register(reg: Registrar, api: TasksApi) -> None:
             body["enabled"] = enabled
         if description is not None:
             body["description"] = description
+        schedule_changes: list[str] = []
         if schedule is not None:
             start = body.get("start")
             if not isinstance(start, dict) or "schedule" not in start:
                 raise InvalidInput(
                     "this task starts when another task finishes, not on a schedule; pass workflow to redefine it"
                 )
-            interval, end = schedule.to_api()
-            new: dict[str, Any] = {"interval": interval.text, "timezone": schedule.time_zone}
-            if end:
-                new["endDateTime"] = end
+            stored = start["schedule"]
+            # A bare string is an interval in UTC; its zone and end carry over like an object's.
+            old = stored if isinstance(stored, dict) else {"interval": stored, "timezone": "UTC"}
+            interval, zone, end = schedule.to_api(old)
+            # The interval replaces the timing (cron, recurrence, start); zone and end stay unless given.
+            new: dict[str, Any] = {"interval": interval.text, "timezone": zone} | ({"endDateTime": end} if end else {})
             body["start"] = {**start, "schedule": new}
+            schedule_changes = [
+                f"schedule {key}: {old.get(key) or '(none)'} -> {new.get(key) or '(none)'}"
+                for key in sorted(set(old) | set(new))
+                if old.get(key) != new.get(key)
+            ]
         check_workflow(body)
         changes = [
             f"{key}: {_short(before.get(key))} -> {_short(body.get(key))}"
             for key in WRITABLE
-            if before.get(key) != body.get(key)
+            if before.get(key) != body.get(key) and not (key == "start" and schedule is not None)
         ]
+        changes += schedule_changes
         if not changes:
             raise InvalidInput("the task already has these values; nothing to change")
-        owner = (current.get("metadata") or {}).get("ownerId") or "unknown"
-        notes = [
-            f"Qlik makes the caller (this API key's user) the owner of the task; it is now owned by {owner}, and "
-            "after the update it runs as the caller."
-        ]
+        notes = [put_owner_note([(current.get("metadata") or {}).get("ownerId")])]
         return Plan(action=f"Update {describe(current)}", changes=changes, state=current, notes=notes), body
 
     @reg.resolver
