@@ -22,7 +22,9 @@ def rrule_parts(line: str) -> dict[str, str]:
 
 def _times(parts: dict[str, str], start: str | None) -> str | None:
     hours = [int(h) for h in parts.get("BYHOUR", "").split(",") if h]
-    minutes = [int(m) for m in parts.get("BYMINUTE", "").split(",") if m] or [0]
+    # Without BYMINUTE the minute comes from the start, as the expansion (RFC 5545) takes it.
+    start_minute = [int(start[14:16])] if start and len(start) >= 16 and start[14:16].isdigit() else [0]
+    minutes = [int(m) for m in parts.get("BYMINUTE", "").split(",") if m] or start_minute
     if not hours and start and len(start) >= 16 and parts.get("FREQ") in ("DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
         # Without BYHOUR the time of day comes from the start.
         return f"at {start[11:16]}"

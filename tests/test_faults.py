@@ -269,6 +269,28 @@ async def test_every_parameter_of_every_tool_refuses_a_wrong_type_before_any_req
     assert len(tried) >= 30 and params_tried >= 100 and calls > params_tried, (len(tried), params_tried, calls)
 
 
+async def test_every_tool_refuses_unknown_arguments_and_fields(harness: Harness) -> None:
+    """A misspelt name (`timezone` for `time_zone`) is an error naming it, never silently dropped."""
+    tools = await catalogue(harness)
+    nested = 0
+    async with harness.client() as client:
+        for tool in tools:
+            base = await sample_args(harness, tool.name)
+            before, sent = state(harness), len(harness.recorder.exchanges)
+            result = await client.call_tool(tool.name, base | {"timezone": "Europe/Zurich"})
+            text = error_text(result)
+            assert result.is_error and f"{tool.name} has no argument timezone" in text, (tool.name, text)
+            for param, value in base.items():
+                # An input object's own fields: each object the sample sends gets one it does not know.
+                if isinstance(value, dict):
+                    result = await client.call_tool(tool.name, base | {param: value | {"timezone": "UTC"}})
+                    text = error_text(result)
+                    assert result.is_error and f"{param}.timezone" in text, (tool.name, param, text)
+                    nested += 1
+            assert len(harness.recorder.exchanges) == sent and harness.sandbox.tables == before, tool.name
+    assert nested >= 4, nested
+
+
 async def test_no_api_key_in_anything_the_tests_capture(harness: Harness, capfd: pytest.CaptureFixture[str]) -> None:
     fast_retries(harness)
     harness.sandbox.faults.status_503 = 3

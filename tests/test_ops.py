@@ -145,7 +145,7 @@ async def test_find_failures_checks_extra_apps_and_stays_bounded(harness: Harnes
         (
             {
                 "recurrence": ["RRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=30;BYSECOND=0"],
-                "time_zone_name": "Europe/Zurich",
+                "time_zone": "Europe/Zurich",
                 "start": "2027-03-26T02:30:00",
                 "count": 4,
             },
@@ -155,7 +155,7 @@ async def test_find_failures_checks_extra_apps_and_stays_bounded(harness: Harnes
         (
             {
                 "recurrence": ["RRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=30;BYSECOND=0"],
-                "time_zone_name": "Europe/Zurich",
+                "time_zone": "Europe/Zurich",
                 "start": "2027-10-30T02:30:00",
                 "count": 3,
             },
@@ -163,13 +163,13 @@ async def test_find_failures_checks_extra_apps_and_stays_bounded(harness: Harnes
         ),
         # An ISO 8601 daily interval keeps its wall-clock time across New York's change on 2027-03-14.
         (
-            {"interval": "R/2027-03-13T06:00:00/P1D", "time_zone_name": "America/New_York", "count": 3},
+            {"interval": "R/2027-03-13T06:00:00/P1D", "time_zone": "America/New_York", "count": 3},
             ["2027-03-13T11:00:00Z", "2027-03-14T10:00:00Z", "2027-03-15T10:00:00Z"],
         ),
         (
             {
                 "recurrence": ["RRULE:FREQ=MONTHLY;BYMONTHDAY=31;BYHOUR=23;BYMINUTE=0"],
-                "time_zone_name": "Asia/Tokyo",
+                "time_zone": "Asia/Tokyo",
                 "start": "2027-01-01T00:00:00",
                 "count": 3,
             },
@@ -181,13 +181,13 @@ async def test_explain_schedule_known_cases(harness: Harness, args: dict[str, An
     async with harness.client() as client:
         explained = data(await client.call_tool("explain_schedule", args))
     assert [r["utc"] for r in explained["next_runs"]] == expected_utc
-    assert explained["time_zone"] == args["time_zone_name"]
+    assert explained["time_zone"] == args["time_zone"]
 
 
 async def test_explain_schedule_describes_in_one_line(harness: Harness) -> None:
     args = {
         "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;BYHOUR=6;BYMINUTE=0;BYSECOND=0"],
-        "time_zone_name": "Europe/Zurich",
+        "time_zone": "Europe/Zurich",
         "end": "2027-12-31T00:00:00",
         "count": 2,
     }
@@ -198,7 +198,7 @@ async def test_explain_schedule_describes_in_one_line(harness: Harness) -> None:
         for bad, message in (
             ({"recurrence": ["RRULE:FREQ=NEVER"]}, "not a valid RRULE"),
             ({"interval": "every day"}, "ISO 8601 repeating interval"),
-            ({"interval": "R/2027-01-01T00:00:00/P1D", "time_zone_name": "Moon/Base"}, "IANA"),
+            ({"interval": "R/2027-01-01T00:00:00/P1D", "time_zone": "Moon/Base"}, "IANA"),
             ({"recurrence": args["recurrence"], "interval": "R/2027-01-01T00:00:00/P1D"}, "not both"),
             ({}, "give task_id with kind"),
             ({"task_id": "abc"}, "give the kind"),
@@ -208,6 +208,25 @@ async def test_explain_schedule_describes_in_one_line(harness: Harness) -> None:
             ),
         ):
             assert message in error_text(await client.call_tool("explain_schedule", bad))
+
+
+async def test_explain_schedule_says_where_a_missing_minute_comes_from(harness: Harness) -> None:
+    # RFC 5545: without BYMINUTE the minute is the start's; the description must match the runs.
+    args = {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6"], "time_zone": "Europe/Zurich", "count": 2}
+    async with harness.client() as client:
+        given = data(await client.call_tool("explain_schedule", args | {"start": "2027-01-01T05:45:00"}))
+        defaulted = data(await client.call_tool("explain_schedule", args))
+        exact = data(
+            await client.call_tool("explain_schedule", args | {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0"]})
+        )
+    assert given["description"] == "every day at 06:45 Europe/Zurich"
+    assert [r["utc"] for r in given["next_runs"]] == ["2027-01-01T05:45:00Z", "2027-01-02T05:45:00Z"]
+    assert "start's minute (45)" in given["note"] and "BYMINUTE=0" in given["note"]
+    # With no start the schedule would start now, so the minute is now's: description and runs agree on it.
+    minute = defaulted["next_runs"][0]["local"][14:16]
+    assert defaulted["description"] == f"every day at 06:{minute} Europe/Zurich"
+    assert f"({minute})" in defaulted["note"]
+    assert exact["description"] == "every day at 06:00 Europe/Zurich" and "note" not in exact
 
 
 async def test_explain_schedule_of_existing_tasks(harness: Harness) -> None:

@@ -10,13 +10,14 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from client.errors import ApiError, InvalidInput, UnsafeLinkError
 from tools.audit import Audit
 from tools.gate import CONFIRM_HELP, Gate, Gated, bind_call
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
 Kind = Literal["read", "write", "destructive"]
 
@@ -64,6 +65,7 @@ class Registrar:
             tool = self.mcp._tool_manager.get_tool(name)
             if tool is not None:
                 tool.parameters = slim_schema(tool.parameters)
+                tool.fn_metadata.arg_model = refusing_unknown(tool.fn_metadata.arg_model, name)
             self.registered.append(ToolInfo(name, toolset, kind))
             return fn
 
@@ -102,6 +104,21 @@ class Registrar:
                 raise ToolError(str(exc)) from None
 
         return resolve  # type: ignore[return-value]
+
+
+def refusing_unknown(model: type[M], tool: str) -> type[M]:
+    """The SDK drops arguments it does not know; a misspelt `timezone` would then silently mean UTC."""
+    known = sorted(info.alias or name for name, info in model.model_fields.items())
+
+    def known_only(cls: type[M], data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(known))
+            if unknown:
+                raise ValueError(f"{tool} has no argument {', '.join(unknown)}; it takes: {', '.join(known)}")
+        return data
+
+    validators = {"known_only": model_validator(mode="before")(known_only)}  # type: ignore[arg-type]
+    return create_model(model.__name__, __base__=model, __validators__=validators)  # type: ignore[call-overload]
 
 
 def slim_schema(schema: Any) -> Any:

@@ -1,8 +1,13 @@
-"""Result models that serialize compactly: a person acts on the fields that are there, not on nulls."""
+"""Tool models: inputs that refuse what they do not know, results that serialize compactly."""
 
 from typing import Any
 
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+
+class Input(BaseModel):
+    # A misspelt field (`timezone` for `time_zone`) must be an error: dropped silently, it would schedule in UTC.
+    model_config = ConfigDict(extra="forbid")
 
 
 class Compact(BaseModel):

@@ -8,16 +8,17 @@ from typing import Annotated, Literal, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from client.errors import ApiError, InvalidInput
-from client.schedule import local_datetime, occurrences, rrule_lines, time_zone, utc_z
+from client.schedule import local_datetime, occurrences, rrule_lines, start_after_change, utc_z
+from client.schedule import time_zone as zone_info
 from client.schedule_text import describe_schedule
 from client.workflow import interval_rrule, repeating_interval
 from tools.common import ConfirmToken, Registrar, put_owner_note, untrusted
 from tools.gate import Consent, Gated, Plan
 from tools.kinds import Budget, Failure, Kind, ReloadKind, ScansFailures, TaskInfo, TaskKind, parse_time
-from tools.model import Compact
+from tools.model import Compact, Input
 
 TOOLSET = "ops"
 CONCURRENCY = 4
@@ -65,7 +66,7 @@ class FailureReport(Compact):
     note: str | None = None
 
 
-class TaskRef(BaseModel):
+class TaskRef(Input):
     kind: KindName
     id: str = Field(min_length=1, max_length=128)
 
@@ -103,7 +104,7 @@ class AppOverview(Compact):
 def run_times(info: TaskInfo, *, count: int, now: datetime, even_if_disabled: bool = False) -> list[datetime]:
     if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
         return []
-    zone = time_zone(info.time_zone)
+    zone = zone_info(info.time_zone)
     start = local_datetime(info.start[:19], "start") if info.start else None
     end = local_datetime(info.end[:19], "end") if info.end else None
     return occurrences(info.recurrence, zone, start, after=now, count=count, end=end)
@@ -156,13 +157,13 @@ def register(reg: Registrar, kinds: dict[str, Kind]) -> None:
             list[str] | None, Field(max_length=20, description="Or check RRULE lines before create/update.")
         ] = None,
         interval: Annotated[str | None, Field(max_length=80, description="Or an ISO 8601 R/start/duration.")] = None,
-        time_zone_name: Annotated[str, Field(max_length=64, description="IANA zone of a given schedule.")] = "UTC",
+        time_zone: Annotated[str, Field(max_length=64, description="IANA zone of a given schedule.")] = "UTC",
         start: Annotated[str | None, Field(max_length=40, description="Local start of a given schedule.")] = None,
         end: Annotated[str | None, Field(max_length=40, description="Local end of a given schedule.")] = None,
         count: Annotated[int, Field(ge=1, le=20, description="How many next runs.")] = 5,
     ) -> ScheduleExplained:
         """Next runs (task's zone and UTC) and a one-line description of a task's schedule, or validate one."""
-        label = None
+        label = hint = None
         if task_id:
             if kind is None:
                 raise InvalidInput(f"give the kind of task {task_id}: one of {available}")
@@ -175,20 +176,25 @@ def register(reg: Registrar, kinds: dict[str, Kind]) -> None:
             raise InvalidInput("give recurrence lines or an interval, not both")
         elif recurrence:
             info = TaskInfo("proposed", "-", "-", True, recurrence=rrule_lines(recurrence))
-            info.time_zone, info.start, info.end = time_zone_name, start, end
+            # With no start, create and update start the schedule now: explain it as they would send it.
+            start = start_after_change(start, None, zone_info(time_zone)) or ""
+            info.time_zone, info.start, info.end = time_zone, start, end
+            if any("BYHOUR=" in line and "BYMINUTE=" not in line for line in info.recurrence):
+                hint = f"No BYMINUTE: runs take the start's minute ({start[14:16]}); add BYMINUTE=0 for on the hour."
         elif interval:
             parsed = repeating_interval(interval)
             info = TaskInfo("proposed", "-", "-", True, recurrence=[interval_rrule(parsed)], start=parsed.start)
-            info.time_zone, info.end = time_zone_name, end
+            info.time_zone, info.end = time_zone, end
         else:
             raise InvalidInput("give task_id with kind, or a schedule to check: recurrence lines or an interval")
-        zone = time_zone(info.time_zone or "UTC")
+        zone = zone_info(info.time_zone or "UTC")
         if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
             raise InvalidInput(f"end {info.end} must be after start {info.start}")
         runs = run_times(info, count=count, now=datetime.now(UTC), even_if_disabled=True)
         note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
         if not runs:
             note = "No future runs: the schedule has ended."
+        note = " ".join(filter(None, [note, hint])) or None
         return ScheduleExplained(
             description=schedule_line(info) or "-",
             time_zone=zone.key,

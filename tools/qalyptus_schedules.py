@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from client import qalyptus_schedule as sched
 from client.errors import InvalidInput
@@ -12,7 +12,7 @@ from client.qalyptus import QalyptusClient
 from client.schedule import local_datetime, time_zone, utc_z
 from tools.common import ConfirmToken, Registrar
 from tools.gate import Consent, Gated, Plan
-from tools.model import Compact
+from tools.model import Compact, Input
 from tools.qalyptus_model import TOOLSET, OrgName, Orgs, TaskId, Trigger, text_of
 
 NEXT_RUNS = 3
@@ -37,7 +37,7 @@ TAKES = {
 }
 
 
-class ScheduleIn(BaseModel):
+class ScheduleIn(Input):
     """When a Qalyptus task runs. To update, give only what changes."""
 
     frequency: Literal["once", "hourly", "daily", "weekly", "monthly", "yearly"] | None = None

@@ -3,14 +3,14 @@
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from client.errors import InvalidInput
 from client.reload_tasks import ReloadTasksApi, put_body
 from client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from tools.common import ConfirmToken, Cursor, Limit, Registrar, put_owner_note
 from tools.gate import Consent, Gated, Plan
-from tools.model import Compact
+from tools.model import Compact, Input
 
 TOOLSET = "reload"
 NOTE = "Qlik deprecated /api/v1/reload-tasks in favour of /api/scheduling/tasks; it is still served."
@@ -19,7 +19,7 @@ TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Reload 
 AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id.")]
 
 
-class Schedule(BaseModel):
+class Schedule(Input):
     """A reload schedule as Qlik takes it: RRULE lines expanded in an IANA time zone from start to end."""
 
     recurrence: list[str] = Field(

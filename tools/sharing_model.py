@@ -3,14 +3,14 @@
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from client.errors import InvalidInput
 from client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from client.schedule_text import describe_schedule
 from client.sharing_tasks import recipient_values
 from tools.common import untrusted
-from tools.model import Compact
+from tools.model import Compact, Input
 
 SharingType = Literal["sheet-sharing", "chart-sharing", "chart-monitoring", "template-sharing"]
 Channel = Literal["email", "sharepoint"]
@@ -22,7 +22,7 @@ FILE_TIMESTAMPS = Literal["yyyy-MM-dd", "yyyy-MM-dd_HH-mm", "yyyyMMdd", "yyyyMMd
 Id = Field(min_length=1, max_length=128)
 
 
-class Recipients(BaseModel):
+class Recipients(Input):
     """Who receives the report. The whole list: on a patch it replaces the current one."""
 
     user_ids: list[str] = Field([], max_length=1000, description="Qlik user ids.")
@@ -50,7 +50,7 @@ class Recipients(BaseModel):
         return len(set(self.user_ids)) + len(set(self.group_ids)) + len({e.strip() for e in self.emails})
 
 
-class SharingSchedule(BaseModel):
+class SharingSchedule(Input):
     """When the report goes out: RRULE lines expanded in an IANA zone from start to end."""
 
     recurrence: list[str] = Field(
@@ -85,7 +85,7 @@ def schedule_line(options: dict[str, Any]) -> str:
     return f"{options.get('recurrence')} {options.get('timezone')} from {start} until {end}"
 
 
-class Chart(BaseModel):
+class Chart(Input):
     """A chart (visualization) on a sheet, for chart-sharing and chart-monitoring."""
 
     sheet_id: str = Id
@@ -94,7 +94,7 @@ class Chart(BaseModel):
     height_px: int = Field(800, ge=100, le=8000)
 
 
-class Content(BaseModel):
+class Content(Input):
     """What the report shows: sheets (sheet-sharing) or one chart (chart-sharing, chart-monitoring)."""
 
     app_id: str = Id

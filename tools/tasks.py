@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from client.errors import ApiError, InvalidInput
 from client.paging import Page
@@ -29,7 +29,7 @@ from client.workflow import (
 from tools.common import ConfirmToken, Cursor, Limit, Registrar, put_owner_note, untrusted
 from tools.gate import Consent, Gated, Plan
 from tools.logs import GREP_MAX, RunLog, compile_grep, slice_log
-from tools.model import Compact
+from tools.model import Compact, Input
 from tools.watch import (
     FAILED_TAIL,
     FIND_RUN_SECONDS,
@@ -63,7 +63,7 @@ Workflow = Annotated[
 ]
 
 
-class ScheduleIn(BaseModel):
+class ScheduleIn(Input):
     """When a scheduled task runs: an ISO 8601 repeating interval whose start is wall-clock time in a zone."""
 
     interval: str = Field(
@@ -86,7 +86,7 @@ class ScheduleIn(BaseModel):
         return interval, zone, end
 
 
-class AfterTaskIn(BaseModel):
+class AfterTaskIn(Input):
     """Start when a run of another task finishes."""
 
     task_id: str = Field(min_length=1, max_length=128, description="The task whose run finishing starts this one.")
