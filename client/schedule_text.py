@@ -15,9 +15,9 @@ UNITS = {
 
 
 def rrule_parts(line: str) -> dict[str, str]:
-    """The NAME=VALUE parts of one already-validated RRULE line."""
+    """The NAME=VALUE parts of one already-validated RRULE line, upper-cased as RFC 5545 compares them."""
     body = line.split(":", 1)[1] if ":" in line else line
-    return {k.upper(): v for k, _, v in (p.partition("=") for p in body.split(";") if p)}
+    return {k.upper(): v.upper() for k, _, v in (p.partition("=") for p in body.split(";") if p)}
 
 
 def _times(parts: dict[str, str], start: str | None) -> str | None:

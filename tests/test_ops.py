@@ -219,6 +219,9 @@ async def test_explain_schedule_says_where_a_missing_minute_comes_from(harness: 
         exact = data(
             await client.call_tool("explain_schedule", args | {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0"]})
         )
+        lower = data(
+            await client.call_tool("explain_schedule", args | {"recurrence": ["rrule:freq=daily;byhour=6;byminute=0"]})
+        )
     assert given["description"] == "every day at 06:45 Europe/Zurich"
     assert [r["utc"] for r in given["next_runs"]] == ["2027-01-01T05:45:00Z", "2027-01-02T05:45:00Z"]
     assert "start's minute (45)" in given["note"] and "BYMINUTE=0" in given["note"]
@@ -227,6 +230,8 @@ async def test_explain_schedule_says_where_a_missing_minute_comes_from(harness: 
     assert defaulted["description"] == f"every day at 06:{minute} Europe/Zurich"
     assert f"({minute})" in defaulted["note"]
     assert exact["description"] == "every day at 06:00 Europe/Zurich" and "note" not in exact
+    # RFC 5545 names and values are case-insensitive: a lower-case line reads and runs the same.
+    assert lower["description"] == exact["description"] and lower["next_runs"] == exact["next_runs"]
 
 
 async def test_explain_schedule_of_existing_tasks(harness: Harness) -> None:

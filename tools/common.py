@@ -108,13 +108,14 @@ class Registrar:
 
 def refusing_unknown(model: type[M], tool: str) -> type[M]:
     """The SDK drops arguments it does not know; a misspelt `timezone` would then silently mean UTC."""
-    known = sorted(info.alias or name for name, info in model.model_fields.items())
+    known = frozenset(info.alias or name for name, info in model.model_fields.items())
+    takes = ", ".join(sorted(known))
 
     def known_only(cls: type[M], data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(known))
+            unknown = sorted(set(data) - known)
             if unknown:
-                raise ValueError(f"{tool} has no argument {', '.join(unknown)}; it takes: {', '.join(known)}")
+                raise ValueError(f"{tool} has no argument {', '.join(unknown)}; it takes: {takes}")
         return data
 
     validators = {"known_only": model_validator(mode="before")(known_only)}  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from pydantic import Field
 from client.errors import ApiError, InvalidInput
 from client.schedule import local_datetime, occurrences, rrule_lines, start_after_change, utc_z
 from client.schedule import time_zone as zone_info
-from client.schedule_text import describe_schedule
+from client.schedule_text import describe_schedule, rrule_parts
 from client.workflow import interval_rrule, repeating_interval
 from tools.common import ConfirmToken, Registrar, put_owner_note, untrusted
 from tools.gate import Consent, Gated, Plan
@@ -179,7 +179,7 @@ def register(reg: Registrar, kinds: dict[str, Kind]) -> None:
             # With no start, create and update start the schedule now: explain it as they would send it.
             start = start_after_change(start, None, zone_info(time_zone)) or ""
             info.time_zone, info.start, info.end = time_zone, start, end
-            if any("BYHOUR=" in line and "BYMINUTE=" not in line for line in info.recurrence):
+            if any("BYHOUR" in parts and "BYMINUTE" not in parts for parts in map(rrule_parts, info.recurrence)):
                 hint = f"No BYMINUTE: runs take the start's minute ({start[14:16]}); add BYMINUTE=0 for on the hour."
         elif interval:
             parsed = repeating_interval(interval)
