@@ -25,10 +25,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
 
-from sandbox import reload_tasks as sandbox_reload_tasks
-from sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
-from server.app import build_server
-from server.settings import TOOLSETS, Settings
+from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.server.app import build_server
+from qlik_tasks_mcp.server.settings import TOOLSETS, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.md"
@@ -176,7 +176,7 @@ mcp.run("stdio")
 
 
 async def cold_start(n: int) -> list[Row]:
-    ours = [sys.executable, "-m", "server.cli", "--sandbox"]
+    ours = [sys.executable, "-m", "qlik_tasks_mcp", "--sandbox"]
     baseline = [sys.executable, "-c", BASELINE]
     a, b = [], []
     for _ in range(n):

@@ -12,10 +12,10 @@ from mcp.server import MCPServer
 from mcp.types import CallToolResult, ElicitResult
 from pydantic import SecretStr
 
-from sandbox import Sandbox, build_sandbox
-from sandbox.transport import SandboxTransport
-from server.app import Backend, build_server
-from server.settings import Settings
+from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
+from qlik_tasks_mcp.server.app import Backend, build_server
+from qlik_tasks_mcp.server.settings import Settings
 from tests.spec_check import SpecRecorder, ValidatingTransport
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from client.errors import ApiError, InvalidInput, UnsafeLinkError, error_from_response
-from client.http import RetryPolicy, retry_after_seconds
-from client.paths import path_segment
-from client.qlik import QlikClient
-from client.ratelimit import Tier, TierLimiter
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, UnsafeLinkError, error_from_response
+from qlik_tasks_mcp.client.http import RetryPolicy, retry_after_seconds
+from qlik_tasks_mcp.client.paths import path_segment
+from qlik_tasks_mcp.client.qlik import QlikClient
+from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
 
 pytestmark = pytest.mark.anyio
 BASE = "https://tenant.eu.qlikcloud.com"

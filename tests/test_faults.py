@@ -12,8 +12,8 @@ import httpx
 import pytest
 from mcp.types import Tool
 
-from sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
-from sandbox.qalyptus import QALYPTUS_HOST
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_HOST
 from tests.conftest import Harness, error_text
 from tests.tool_samples import SAMPLES, sample_args
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 
-from tools.gate import Gate
+from qlik_tasks_mcp.tools.gate import Gate
 
 
 def test_token_is_single_use_on_one_replica() -> None:

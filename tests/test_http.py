@@ -9,8 +9,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
-from server.settings import ConfigError, Settings
-from server.transport import http_app
+from qlik_tasks_mcp.server.settings import ConfigError, Settings
+from qlik_tasks_mcp.server.transport import http_app
 from tests.conftest import data, make_harness
 from tests.http_server import serving
 

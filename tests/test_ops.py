@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from mcp.types import ElicitResult, GetPromptResult, TextContent
 
-import tools.ops
-from client.workflow import repeating_interval, scheduled_reload
-from sandbox import sharing_tasks as sandbox_sharing
-from sandbox import tasks as sandbox_tasks
+from qlik_tasks_mcp.client.workflow import repeating_interval, scheduled_reload
+from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
+from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
+from qlik_tasks_mcp.tools import ops as ops_module
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio
@@ -122,7 +122,7 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
 
 
 async def test_find_failures_says_when_it_stopped_early(big: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tools.ops, "SCAN_REQUESTS", 10)
+    monkeypatch.setattr(ops_module, "SCAN_REQUESTS", 10)
     async with big.client() as client:
         report = data(await client.call_tool("find_failures", {}))
     assert report["stopped_early"] is True

@@ -21,16 +21,25 @@ import pytest
 from mcp.types import ElicitResult
 from pydantic import SecretStr, ValidationError
 
-from client.errors import ApiError, InvalidInput
-from client.qalyptus import QalyptusClient
-from client.qalyptus_orgs import parse_orgs
-from client.qalyptus_paths import DEFAULTS, PathTable
-from sandbox import build_sandbox
-from sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
-from sandbox.qalyptus import EU_HOST, EU_KEY, EU_URL, QALYPTUS_HOST, QALYPTUS_SANDBOX_URL, Org, latest_run, tables
-from sandbox.transport import SandboxTransport
-from server.app import build_server
-from server.settings import Settings
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
+from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+from qlik_tasks_mcp.client.qalyptus_orgs import parse_orgs
+from qlik_tasks_mcp.client.qalyptus_paths import DEFAULTS, PathTable
+from qlik_tasks_mcp.sandbox import build_sandbox
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.sandbox.qalyptus import (
+    EU_HOST,
+    EU_KEY,
+    EU_URL,
+    QALYPTUS_HOST,
+    QALYPTUS_SANDBOX_URL,
+    Org,
+    latest_run,
+    tables,
+)
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
+from qlik_tasks_mcp.server.app import build_server
+from qlik_tasks_mcp.server.settings import Settings
 from tests.conftest import Harness, data, error_text, make_harness
 from tests.spec_check import SpecRecorder, ValidatingTransport
 from tests.test_stdio import ROOT, command

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mcp.types import ElicitResult
 
-from sandbox.core import SANDBOX_API_KEY
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio

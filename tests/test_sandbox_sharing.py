@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import Sandbox, build_sandbox
-from sandbox import sharing_tasks as sbx
-from sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
-from sandbox.sharing_fields import recipient_users
-from sandbox.transport import SandboxTransport
+from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox
+from qlik_tasks_mcp.sandbox import sharing_tasks as sbx
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.sandbox.sharing_fields import recipient_users
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from tests.spec_check import SpecRecorder, ValidatingTransport
 
 pytestmark = pytest.mark.anyio

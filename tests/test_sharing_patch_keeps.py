@@ -10,7 +10,7 @@ import pytest
 from mcp import Client
 from mcp.types import ElicitResult
 
-from sandbox import sharing_tasks as sbx
+from qlik_tasks_mcp.sandbox import sharing_tasks as sbx
 from tests.conftest import Harness, data, error_text
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mcp.types import ElicitResult
 
-from sandbox import sharing_tasks as sbx
+from qlik_tasks_mcp.sandbox import sharing_tasks as sbx
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio

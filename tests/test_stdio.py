@@ -13,7 +13,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from sandbox.core import SANDBOX_API_KEY
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def command() -> list[str]:
     installed = shutil.which("qlik-tasks-mcp", path=str(Path(sys.executable).parent))
-    return [installed] if installed else [sys.executable, "-m", "server.cli"]
+    return [installed] if installed else [sys.executable, "-m", "qlik_tasks_mcp"]
 
 
 async def test_sandbox_over_stdio_lists_and_calls_tools() -> None:

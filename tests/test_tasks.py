@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from mcp.types import ElicitResult
 
-from sandbox.tasks import TaskTables
+from qlik_tasks_mcp.sandbox.tasks import TaskTables
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio

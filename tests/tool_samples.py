@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sandbox import qalyptus
-from sandbox import sharing_tasks as sharing
-from sandbox.qalyptus import Org
+from qlik_tasks_mcp.sandbox import qalyptus
+from qlik_tasks_mcp.sandbox import sharing_tasks as sharing
+from qlik_tasks_mcp.sandbox.qalyptus import Org
 from tests.conftest import Harness
 
 Sample = Callable[[Harness, bool], Awaitable[dict[str, Any]]]

@@ -1,0 +1,515 @@
+"""The sandbox as a Qalyptus Cloud tenant: organizations, each on its own host and API key (seeded in qalyptus_seed).
+
+Every answer is the `{data, isSuccess, error, errorDetails}` envelope with the field names seen live
+(misspellings included: timeZoneOfset, atMinut). Paths follow client/qalyptus_paths.DEFAULTS; a path in
+`QalyptusTables.unserved` answers a bare 404, like a tenant where an inferred path does not exist.
+
+Runs are simulated without background work: a run stores its creation time, queue and run lengths and its
+outcome up front, and every read derives queued -> running -> Completed/Warning/Failed (or Aborted once
+stopped) from the sandbox clock, so reads never change state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Host, Route, Router
+
+from qlik_tasks_mcp.client import qalyptus_schedule as sched
+from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, Handler, Sandbox, guarded, json_body
+
+QALYPTUS_HOST = "sandbox.qalyptus.invalid"
+QALYPTUS_SANDBOX_URL = f"https://{QALYPTUS_HOST}/api/v1"
+QALYPTUS_SANDBOX_KEY = SANDBOX_API_KEY
+# A second organization, for choosing between organizations; its key reaches only it.
+EU_HOST = "sandbox-eu.qalyptus.invalid"
+EU_URL = f"https://{EU_HOST}/api/v1"
+EU_KEY = "sandbox-qalyptus-eu-key-not-a-secret-0000"
+PREFIX = "/api/v1"
+TABLE = "qalyptus"
+# Real report runs take minutes; the sandbox compresses them (tests make them shorter still).
+DEFAULT_QUEUE_SECONDS = 0.4
+DEFAULT_RUN_SECONDS = 1.2
+ACTIVE = ("Queued", "Running")
+TEXT_FIELDS = ("description", "notificationRecipients", "notificationCc", "notificationBcc", "testModeRecipients")
+FLAGS = ("notifyIfError", "notifyIfWarning", "notifyIfSuccess")
+
+
+@dataclass
+class Org:
+    name: str
+    host: str
+    api_key: str
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_reports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    recipients: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    triggers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    executions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How each task's runs end (Completed, Warning or Failed): the simulation's choice, never served.
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class QalyptusTables:
+    orgs: dict[str, Org] = field(default_factory=dict)
+    queue_seconds: float = DEFAULT_QUEUE_SECONDS
+    run_seconds: float = DEFAULT_RUN_SECONDS
+    unserved: set[str] = field(default_factory=set)
+
+    def org(self, host: str = QALYPTUS_HOST) -> Org:
+        return self.orgs[host]
+
+
+def tables(sandbox: Sandbox) -> QalyptusTables:
+    found = sandbox.tables.get(TABLE)
+    if not isinstance(found, QalyptusTables):
+        found = sandbox.tables[TABLE] = QalyptusTables()
+    return found
+
+
+def ok(data: Any) -> Response:
+    return JSONResponse({"data": data, "isSuccess": True, "error": None, "errorDetails": None})
+
+
+def refuse(status: int, error: str, details: str | None = None) -> Response:
+    return JSONResponse({"data": None, "isSuccess": False, "error": error, "errorDetails": details}, status)
+
+
+def stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# Runs ------------------------------------------------------------------------------------------------
+
+
+def run_start(run: dict[str, Any]) -> datetime:
+    return run["_created"] + timedelta(seconds=run["_queue"])
+
+
+def run_end(run: dict[str, Any]) -> datetime:
+    return run_start(run) + timedelta(seconds=run["_seconds"])
+
+
+def run_status(run: dict[str, Any], now: datetime) -> str:
+    stopped = run["_stopped"]
+    if stopped is not None and stopped < run_end(run) and now >= stopped:
+        return "Aborted"
+    if now < run_start(run):
+        return "Queued"
+    return "Running" if now < run_end(run) else run["_outcome"]
+
+
+def run_ended_at(run: dict[str, Any]) -> datetime:
+    stopped = run["_stopped"]
+    return stopped if stopped is not None and stopped < run_end(run) else run_end(run)
+
+
+def public_run(run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    status = run_status(run, now)
+    out: dict[str, Any] = {
+        "id": run["id"],
+        "taskID": run["taskID"],
+        "taskName": run["taskName"],
+        "status": status,
+        "executionType": run["_by"],
+        "creationDate": stamp(run["_created"]),
+    }
+    if status != "Queued" and not (status == "Aborted" and run["_stopped"] < run_start(run)):
+        out["startDate"] = stamp(run_start(run))
+    if status not in ACTIVE:
+        out["endDate"] = stamp(run_ended_at(run))
+        out["message"] = {
+            "Failed": run["_error"],
+            "Warning": "1 recipient could not be reached; see the SMTP log",
+            "Aborted": "Stopped by a user",
+        }.get(status)
+    return out
+
+
+def start_run(sandbox: Sandbox, org: Org, task: dict[str, Any], *, at: datetime, by: str, seconds: float) -> None:
+    qt = tables(sandbox)
+    outcome = org.outcomes.get(task["id"], "Completed")
+    recipients = [r["email"] for r in org.recipients.get(task["id"], []) if r.get("email")]
+    if task.get("testMode"):
+        recipients = [a.strip() for a in (task.get("testModeRecipients") or "").replace(",", ";").split(";")]
+    reports = [(r["reportName"], r["format"]) for r in org.task_reports.get(task["id"], [])]
+    run = {
+        "id": sandbox.uuid(),
+        "taskID": task["id"],
+        "taskName": task["name"],
+        "_created": at,
+        "_queue": qt.queue_seconds,
+        "_seconds": seconds,
+        "_outcome": outcome,
+        "_stopped": None,
+        "_by": by,
+        "_reports": reports or [("(no report)", "PDF")],
+        "_recipients": [r for r in recipients if r],
+        "_error": f"Report '{reports[0][0] if reports else '?'}': Qlik object 'kpi-07' was not found in the app"
+        if outcome == "Failed"
+        else None,
+    }
+    org.executions[run["id"]] = run
+
+
+def latest_run(org: Org, task_id: str) -> dict[str, Any] | None:
+    runs = [r for r in org.executions.values() if r["taskID"] == task_id]
+    return max(runs, key=lambda r: r["_created"]) if runs else None
+
+
+REGIONS = ["North", "South", "East", "West", "Central", "Nordics", "Iberia", "Benelux", "DACH", "UK&I"]
+
+
+def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]:
+    """The execution log, the same on every read; a run still going shows what it has written so far."""
+    rng = random.Random(run["id"])
+    clock = run["_created"]
+    lines: list[str] = []
+
+    def emit(level: str, text: str) -> None:
+        nonlocal clock
+        clock += timedelta(milliseconds=rng.randint(5, 900))
+        lines.append(f"{clock.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} {level:<5} {text}")
+
+    status = run_status(run, now)
+    emit("INFO", f"Request {run['id']} queued ({run['_by']} execution)")
+    if status == "Queued" or (status == "Aborted" and run["_stopped"] < run_start(run)):
+        if status == "Aborted":
+            emit("WARN", "Task stopped by a user before it started")
+        return lines
+    emit("INFO", f"Task '{run['taskName']}' started on engine qalyptus-engine-0{rng.randint(1, 4)}")
+    apps = [a.name for a in sandbox.apps.values()] or ["Sales Dashboard"]
+    emit("INFO", f"Connecting to Qlik Cloud app '{apps[rng.randrange(len(apps))]}'")
+    emit("INFO", "Connected; loading selections and variables")
+    for name, fmt in run["_reports"]:
+        emit("INFO", f"Report '{name}': loading template")
+        for region in REGIONS[: rng.randint(4, len(REGIONS))]:
+            emit("INFO", f"Report '{name}' iteration Region={region}: {rng.randint(4, 30)} objects exported")
+        if run["_outcome"] == "Failed":
+            emit("ERROR", run["_error"])
+            emit("ERROR", "Report generation failed; no e-mail was sent")
+            break
+        emit("INFO", f"Report '{name}' generated as {fmt} ({rng.randint(2, 40)} pages)")
+    if run["_outcome"] != "Failed":
+        emit("INFO", f"Sending e-mails to {len(run['_recipients'])} recipients")
+        if run["_outcome"] == "Warning":
+            emit("WARN", "Recipient old.user@example.com rejected by the mail server (550 5.1.1)")
+    emit("INFO", f"Task finished: {run['_outcome']}")
+    if status == "Aborted":
+        done = (run["_stopped"] - run_start(run)) / timedelta(seconds=run["_seconds"])
+        return [*lines[: max(3, int(len(lines) * done))], f"{stamp(run['_stopped'])} WARN  Task stopped by a user"]
+    if status == "Running":
+        done = (now - run_start(run)) / timedelta(seconds=run["_seconds"])
+        return lines[: max(3, int(len(lines) * done * 0.9))]
+    return lines
+
+
+def smtp_lines(run: dict[str, Any]) -> list[str]:
+    rng = random.Random("smtp" + run["id"])
+    clock = run_end(run)
+    lines: list[str] = []
+
+    def emit(text: str) -> None:
+        nonlocal clock
+        clock += timedelta(milliseconds=rng.randint(2, 120))
+        lines.append(f"{clock.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} {text}")
+
+    emit("Connecting to smtp.sandbox.invalid:587")
+    emit("< 220 smtp.sandbox.invalid ESMTP ready")
+    emit("> EHLO qalyptus.net")
+    emit("< 250-STARTTLS")
+    emit("> STARTTLS")
+    emit("< 220 2.0.0 Ready to start TLS")
+    emit("> MAIL FROM:<reports@sandbox.invalid>")
+    emit("< 250 2.1.0 Ok")
+    recipients = list(run["_recipients"])
+    if run["_outcome"] == "Warning":
+        recipients.append("old.user@example.com")
+    for address in recipients:
+        emit(f"> RCPT TO:<{address}>")
+        if address == "old.user@example.com":
+            emit(f"< 550 5.1.1 <{address}>: Recipient address rejected: User unknown")
+        else:
+            emit("< 250 2.1.5 Ok")
+    emit("> DATA")
+    emit("< 354 End data with <CR><LF>.<CR><LF>")
+    emit(f"< 250 2.0.0 Ok: queued as {rng.randrange(16**8):08X}")
+    emit("> QUIT")
+    emit("< 221 2.0.0 Bye")
+    return lines
+
+
+# Tasks and schedules -----------------------------------------------------------------------------------
+
+
+def public_trigger(trigger: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out = dict(trigger)
+    if trigger["type"] == "Schedule":
+        zone = sched.time_zone(trigger["timeZone"])
+        offset = now.astimezone(zone).strftime("%z")
+        out["timeZoneOfset"] = f"{offset[:3]}:{offset[3:]}"
+        runs = sched.next_runs(trigger, now) if trigger.get("isActive") else []
+        out["nextExecutionDate"] = stamp(runs[0].astimezone(now.tzinfo)) if runs else None
+    return out
+
+
+def public_task(sandbox: Sandbox, org: Org, task: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out = dict(task)
+    out["isMine"] = task["owner"] == sandbox.caller_id
+    schedules = [t for t in org.triggers.get(task["id"], []) if t["type"] == "Schedule" and t.get("isActive")]
+    out["isScheduled"] = bool(task.get("isActive")) and bool(schedules)
+    ended = [r for r in org.executions.values() if r["taskID"] == task["id"] and run_status(r, now) not in ACTIVE]
+    out["lastExecution"] = stamp(max(run_ended_at(r) for r in ended)) if ended else None
+    return out
+
+
+def update_problems(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return ["the body must be a task object"]
+    out = [f"unknown field {k}" for k in body if k not in UPDATE_FIELDS]
+    if not isinstance(body.get("name"), str) or not body["name"].strip():
+        out.append("name is required")
+    for key in ("isActive", "sendNotifications"):
+        if not isinstance(body.get(key), bool):
+            out.append(f"{key} is required (true or false)")
+    for key in (*FLAGS, "testMode"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            out.append(f"{key} must be true, false or null")
+    for key in TEXT_FIELDS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            out.append(f"{key} must be a string or null")
+    if body.get("testMode") and not (body.get("testModeRecipients") or "").strip():
+        out.append("testModeRecipients is required in test mode")
+    if body.get("sendNotifications") and not (body.get("notificationRecipients") or "").strip():
+        out.append("notificationRecipients is required when sendNotifications is true")
+    return out
+
+
+def schedule_trigger(sandbox: Sandbox, body: dict[str, Any], schedule_id: str | None) -> dict[str, Any]:
+    trigger: dict[str, Any] = {"id": schedule_id or sandbox.uuid(), "type": "Schedule", "isActive": True}
+    trigger.update({k: body.get(k) for k in sched.FIELDS})
+    trigger["frequency"] = sched.frequency_of(body["frequency"])
+    trigger["priority"] = body.get("priority") or 0
+    for key in sched.NOT_NULLABLE:
+        trigger[key] = trigger.get(key) or 0
+    trigger["execution"] = body.get("execution") or "Queue"
+    if isinstance(trigger.get("weeklyDays"), str) and trigger["weeklyDays"]:
+        trigger["weeklyDays"] = ",".join(sched.weekdays(trigger["weeklyDays"]))
+    return trigger
+
+
+# Routes ------------------------------------------------------------------------------------------------
+
+
+def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
+    qt = tables(sandbox)
+
+    def task_of(request: Request) -> dict[str, Any] | None:
+        return org.tasks.get(request.path_params["id"])
+
+    def missing() -> Response:
+        return refuse(404, "Task not found", "No task with this ID exists in this organization")
+
+    async def list_tasks(_: Request) -> Response:
+        now = sandbox.clock.now()
+        return ok([public_task(sandbox, org, t, now) for t in org.tasks.values()])
+
+    async def get_task(request: Request) -> Response:
+        task = task_of(request)
+        return missing() if task is None else ok(public_task(sandbox, org, task, sandbox.clock.now()))
+
+    async def put_task(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        found = update_problems(body)
+        if found:
+            return refuse(400, "Invalid task", "; ".join(found))
+        task.update(body)
+        return ok(public_task(sandbox, org, task, sandbox.clock.now()))
+
+    async def delete_task(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        for table in (org.tasks, org.task_reports, org.recipients, org.triggers, org.outcomes):
+            table.pop(task["id"], None)
+        return ok(None)
+
+    async def duplicate(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        copy = dict(task, id=sandbox.uuid(), name=f"{task['name']} - Copy", isActive=False, owner=sandbox.caller_id)
+        copy["ownerName"] = sandbox.caller().name if sandbox.caller_id else ""
+        org.tasks[copy["id"]] = copy
+        org.outcomes[copy["id"]] = org.outcomes.get(task["id"], "Completed")
+        org.task_reports[copy["id"]] = [dict(r, id=sandbox.uuid()) for r in org.task_reports.get(task["id"], [])]
+        org.recipients[copy["id"]] = [dict(r) for r in org.recipients.get(task["id"], [])]
+        org.triggers[copy["id"]] = [dict(t, id=sandbox.uuid()) for t in org.triggers.get(task["id"], [])]
+        return ok(public_task(sandbox, org, copy, sandbox.clock.now()))
+
+    def listing(table: dict[str, list[dict[str, Any]]]) -> Handler:
+        async def handler(request: Request) -> Response:
+            task = task_of(request)
+            return missing() if task is None else ok(table.get(task["id"], []))
+
+        return handler
+
+    async def triggers(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        now = sandbox.clock.now()
+        return ok([public_trigger(t, now) for t in org.triggers.get(task["id"], [])])
+
+    async def schedules(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        now = sandbox.clock.now()
+        return ok([public_trigger(t, now) for t in org.triggers.get(task["id"], []) if t["type"] == "Schedule"])
+
+    async def set_schedule(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        found = sched.problems(body)
+        if found:
+            return refuse(400, "Invalid schedule", "; ".join(found))
+        own = org.triggers.setdefault(task["id"], [])
+        schedule_id = request.query_params.get("taskScheduleID")
+        if schedule_id:
+            index = next((i for i, t in enumerate(own) if t["id"] == schedule_id and t["type"] == "Schedule"), None)
+            if index is None:
+                return refuse(404, "Schedule not found", f"Task has no schedule {schedule_id}")
+            trigger = schedule_trigger(sandbox, body, schedule_id)
+            trigger["isActive"] = own[index]["isActive"]
+            own[index] = trigger
+        else:
+            trigger = schedule_trigger(sandbox, body, None)
+            own.append(trigger)
+        return ok(public_trigger(trigger, sandbox.clock.now()))
+
+    async def delete_schedules(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        try:
+            ids = await json_body(request)
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            return refuse(400, "Invalid request", "The body must be a non-empty array of schedule IDs")
+        own = org.triggers.get(task["id"], [])
+        known = {t["id"] for t in own if t["type"] == "Schedule"}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            return refuse(404, "Schedule not found", f"Task has no schedules {', '.join(unknown)}")
+        org.triggers[task["id"]] = [t for t in own if t["id"] not in ids]
+        return ok(None)
+
+    async def run(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        now = sandbox.clock.now()
+        last = latest_run(org, task["id"])
+        if last is not None and run_status(last, now) in ACTIVE:
+            # The service answers this one with HTTP 200 and isSuccess false.
+            return refuse(200, "The task is already queued or running", f"Request {last['id']} has not finished")
+        start_run(sandbox, org, task, at=now, by="Manual", seconds=qt.run_seconds)
+        started = latest_run(org, task["id"])
+        assert started is not None
+        return ok(public_run(started, now))
+
+    async def stop(request: Request) -> Response:
+        target = request.path_params["id"]
+        run_ = org.executions.get(target) or latest_run(org, target)
+        if run_ is None:
+            return refuse(404, "Not found", "No task or request with this ID exists in this organization")
+        now = sandbox.clock.now()
+        if run_status(run_, now) not in ACTIVE:
+            return refuse(200, "The task is not running", f"Request {run_['id']} is {run_status(run_, now)}")
+        run_["_stopped"] = now
+        return ok(public_run(run_, now))
+
+    async def statuses(_: Request) -> Response:
+        now = sandbox.clock.now()
+        runs = sorted(org.executions.values(), key=lambda r: r["_created"], reverse=True)
+        return ok([public_run(r, now) for r in runs])
+
+    async def status(request: Request) -> Response:
+        task_id = request.path_params["id"]
+        last = latest_run(org, task_id)
+        if last is None and task_id not in org.tasks:
+            return missing()
+        return ok(public_run(last, sandbox.clock.now()) if last else None)
+
+    def log_file(smtp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            task_id = request.path_params["id"]
+            last = latest_run(org, task_id)
+            if last is None:
+                return missing() if task_id not in org.tasks else refuse(404, "No log file", "The task has not run")
+            now = sandbox.clock.now()
+            if smtp:
+                if run_status(last, now) not in ("Completed", "Warning"):
+                    return refuse(404, "No SMTP log file", "The last execution sent no e-mail")
+                lines = smtp_lines(last)
+            else:
+                lines = log_lines(sandbox, last, now)
+            name = f"{'smtp-' if smtp else ''}{last['id']}.log"
+            headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+            return PlainTextResponse("\n".join(lines) + "\n", headers=headers)
+
+        return handler
+
+    async def reports(_: Request) -> Response:
+        return ok(list(org.reports.values()))
+
+    def g(template: str, handler: Handler) -> Handler:
+        guarded_handler = guarded(sandbox, "qalyptus", refuse, handler, api_key=org.api_key)
+
+        async def endpoint(request: Request) -> Response:
+            if template in qt.unserved:
+                return PlainTextResponse("Not Found", status_code=404)
+            return await guarded_handler(request)
+
+        return endpoint
+
+    table: list[tuple[str, str, Handler]] = [
+        ("GET", "/tasks", list_tasks),
+        ("GET", "/tasks/{id}", get_task),
+        ("PUT", "/tasks/{id}", put_task),
+        ("DELETE", "/tasks/{id}", delete_task),
+        ("POST", "/tasks/{id}/duplicate", duplicate),
+        ("GET", "/tasks/{id}/recipients", listing(org.recipients)),
+        ("GET", "/tasks/{id}/reports", listing(org.task_reports)),
+        ("GET", "/tasks/{id}/triggers", triggers),
+        ("GET", "/tasks/{id}/schedules", schedules),
+        ("POST", "/tasks/{id}/schedules", set_schedule),
+        ("DELETE", "/tasks/{id}/schedules", delete_schedules),
+        ("POST", "/tasks/{id}/run", run),
+        ("POST", "/status/{id}/stop", stop),
+        ("GET", "/status/tasks", statuses),
+        ("GET", "/status/tasks/{id}", status),
+        ("GET", "/status/tasks/{id}/log", log_file(smtp=False)),
+        ("GET", "/status/tasks/{id}/smtp-log", log_file(smtp=True)),
+        ("GET", "/reports", reports),
+    ]
+    return [Route(PREFIX + path, g(path, handler), methods=[method]) for method, path, handler in table]
+
+
+def hosts(sandbox: Sandbox) -> list[BaseRoute]:
+    """One Host route per organization; they go first, since Qalyptus paths collide with Qlik's."""
+    return [Host(org.host, app=Router(routes=routes_of(sandbox, org))) for org in tables(sandbox).orgs.values()]

@@ -1,0 +1,609 @@
+"""Sandbox `/api/v1/tasks`: workflow tasks, their runs and run logs, answering as tasks.json describes.
+
+Runs are simulated without background work: starting a task stores a run with its start time, length and
+outcome fixed up front, and every read derives the run's status from the sandbox clock. A chained task's
+run is stored at the same moment, starting when its trigger's run will end, and stays invisible until
+then; so reads never change state, and a chain plays out however fast the clock moves.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from qlik_tasks_mcp.client.tasks import WRITABLE
+from qlik_tasks_mcp.client.workflow import meaning_problems, reload_targets, schema_problems, triggers
+from qlik_tasks_mcp.sandbox.core import (
+    TENANT_ID,
+    Sandbox,
+    decode_cursor,
+    encode_cursor,
+    guarded,
+    json_body,
+    link,
+    parse_limit,
+    tasks_errors,
+)
+
+BASE = "/api/v1/tasks"
+TABLE = "tasks"
+TASK_SORTS = {"+createdAt", "-createdAt", "+updatedAt", "-updatedAt"}
+RUN_SORTS = {f"{sign}{key}" for sign in "+-" for key in ("startedAt", "endedAt", "status", "taskId", "actionId")}
+MAX_CHAIN = 10
+# Realistic reloads take minutes; the sandbox compresses them so a wait finishes in about this long.
+DEFAULT_RUN_SECONDS = 1.5
+BIG_LOG_LINES = 4800
+
+
+@dataclass
+class TaskTables:
+    """This family's state; `run_seconds` is the simulated length of a run (tests make it short)."""
+
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_seconds: float = DEFAULT_RUN_SECONDS
+    failing_apps: set[str] = field(default_factory=set)
+    big_log_apps: set[str] = field(default_factory=set)
+
+
+def tables(sandbox: Sandbox) -> TaskTables:
+    found = sandbox.tables.get(TABLE)
+    if not isinstance(found, TaskTables):
+        found = sandbox.tables[TABLE] = TaskTables()
+    return found
+
+
+def err(status: int, context: str) -> Response:
+    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
+    return tasks_errors(status, titles.get(status, "Error"), context)
+
+
+def stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# Runs ------------------------------------------------------------------------------------------------
+
+
+def run_end(run: dict[str, Any]) -> datetime:
+    return run["_start"] + timedelta(seconds=run["_seconds"])
+
+
+def run_status(run: dict[str, Any], now: datetime) -> str | None:
+    """None while the run has not started yet (a chained run waiting for its trigger to finish)."""
+    if now < run["_start"]:
+        return None
+    return "RUNNING" if now < run_end(run) else run["_outcome"]
+
+
+def public_run(run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out = {k: v for k, v in run.items() if not k.startswith("_")}
+    status = run_status(run, now)
+    out["status"] = status
+    out["startedAt"] = stamp(run["_start"])
+    if status != "RUNNING":
+        out["endedAt"] = stamp(run_end(run))
+        if status == "FAILED":
+            out["log"] = run["_error"]
+    return out
+
+
+ERRORS = [
+    (
+        "Field 'CustomerKey' not found",
+        "Customers:\nLOAD CustomerKey, CustomerName, Region\nFROM [lib://DataFiles/customers.qvd]\n(qvd)",
+    ),
+    (
+        "Cannot open file: 'lib://DataFiles/fx_rates_2026.csv' (Connector error: File not found)",
+        "FxRates:\nLOAD Currency, Rate, Date\nFROM [lib://DataFiles/fx_rates_2026.csv]\n"
+        "(txt, utf8, embedded labels, delimiter is ',')",
+    ),
+    (
+        "Table 'Orders_Staging' not found",
+        "Orders:\nNoConcatenate\nLOAD * RESIDENT Orders_Staging\nWHERE OrderDate >= '2025-01-01'",
+    ),
+]
+
+
+def start_run(
+    sandbox: Sandbox,
+    task: dict[str, Any],
+    *,
+    at: datetime,
+    triggered_by: str,
+    cause: str | None = None,
+    depth: int = 0,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    st = tables(sandbox)
+    app_id, partial = (reload_targets(task) or [("", False)])[0]
+    failing = app_id in st.failing_apps
+    run_id = sandbox.uuid()
+    run: dict[str, Any] = {
+        "id": run_id,
+        "taskId": task["id"],
+        "taskName": task["name"],
+        "resourceId": app_id,
+        "actionId": "reload-app",
+        "workerId": sandbox.hex_id(),
+        "workerType": "reload-engine",
+        "executedAs": task["metadata"]["ownerId"],
+        "triggeredBy": triggered_by,
+        "taskMeta": dict(task["metadata"]),
+        "_start": at,
+        "_seconds": st.run_seconds if seconds is None else seconds,
+        "_outcome": "FAILED" if failing else "SUCCEEDED",
+        "_error": ERRORS[sum(map(ord, app_id)) % len(ERRORS)][0] if failing else "",
+        "_lines": BIG_LOG_LINES + sandbox.rng.randint(0, 400)
+        if app_id in st.big_log_apps
+        else sandbox.rng.randint(40, 160),
+        "_partial": partial,
+        "_cause": cause,
+    }
+    st.runs[run_id] = run
+    if depth < MAX_CHAIN:
+        for follower in followers(st, task["id"], run["_outcome"]):
+            start_run(
+                sandbox,
+                follower,
+                at=run_end(run) + timedelta(milliseconds=50),
+                triggered_by=task["name"],
+                cause=run_id,
+                depth=depth + 1,
+                seconds=seconds,
+            )
+    return run
+
+
+def followers(st: TaskTables, task_id: str, outcome: str) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in st.tasks.values()
+        if t.get("enabled")
+        and any(tr.task_id == task_id and tr.status in (None, outcome) for tr in triggers(t))
+        and reload_targets(t)
+    ]
+
+
+def drop_pending(sandbox: Sandbox, task_id: str) -> None:
+    """Forget the task's runs that have not started yet, and every run they would have caused."""
+    st = tables(sandbox)
+    now = sandbox.clock.now()
+    doomed = {r["id"] for r in st.runs.values() if r["taskId"] == task_id and r["_start"] > now}
+    while doomed:
+        for run_id in doomed:
+            st.runs.pop(run_id, None)
+        doomed = {r["id"] for r in st.runs.values() if r["_cause"] in doomed}
+
+
+def chain_to_running(sandbox: Sandbox, task: dict[str, Any]) -> None:
+    """A task created or changed while its trigger runs still starts when that run ends."""
+    st = tables(sandbox)
+    if not task.get("enabled") or not reload_targets(task):
+        return
+    now = sandbox.clock.now()
+    for trigger in triggers(task):
+        for run in list(st.runs.values()):
+            if run["taskId"] == trigger.task_id and run_end(run) > now and trigger.status in (None, run["_outcome"]):
+                start_run(sandbox, task, at=run_end(run) + timedelta(milliseconds=50), triggered_by=run["taskName"])
+
+
+# Logs --------------------------------------------------------------------------------------------------
+
+TABLES = ["Orders", "OrderLines", "Customers", "Products", "Calendar", "Budget", "Returns", "Shipments"]
+
+
+def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]:
+    """A Qlik reload log, the same every time for the same run; a running run shows what it has so far."""
+    rng = random.Random(run["id"])
+    app = sandbox.apps.get(run["resourceId"])
+    clock = run["_start"]
+    lines: list[str] = []
+
+    def emit(text: str, number: int | None = None) -> None:
+        nonlocal clock
+        clock += timedelta(milliseconds=rng.randint(1, 30))
+        at = clock.strftime("%Y%m%dT%H%M%S.") + f"{clock.microsecond // 1000:03d}+0000"
+        for part in text.split("\n"):
+            lines.append(f"{at} {number:04d} {part}" if number is not None else f"{at}      {part}")
+            number = number + 1 if number is not None else None
+
+    emit("Execution started.")
+    emit("Qlik Sense Server Version 14.212.4")
+    emit("CPU Target                    x64")
+    emit("Operating System              Linux")
+    emit(f"App: {run['resourceId']} ({app.name if app else 'unknown app'})")
+    emit(f"Reload started ({'partial' if run['_partial'] else 'full'} reload, triggered by {run['triggeredBy']})")
+    settings = [
+        "SET ThousandSep=',';",
+        "SET DecimalSep='.';",
+        "SET MoneyFormat='$#,##0.00;-$#,##0.00';",
+        "SET TimeFormat='h:mm:ss TT';",
+        "SET DateFormat='M/D/YYYY';",
+        "SET TimestampFormat='M/D/YYYY h:mm:ss[.fff] TT';",
+        "SET FirstWeekDay=0;",
+        "SET CollationLocale='en-US';",
+    ]
+    for index, line in enumerate(settings, start=2):
+        emit(line, index)
+    emit("LIB CONNECT TO 'DataFiles';", 12)
+    emit("Connected.")
+    footer = 14 if run["_outcome"] == "FAILED" else 9
+    target = max(run["_lines"] - footer, len(lines) + 6)
+    month = 0
+    while len(lines) < target:
+        if run["_lines"] >= BIG_LOG_LINES:
+            # Big apps load one QVD per month in a loop: the same script lines, thousands of log lines.
+            year, mon = 2015 + month // 12, month % 12 + 1
+            emit(f"Sales_{year}_{mon:02d}:\nLOAD *\nFROM [lib://DataFiles/sales/sales_{year}_{mon:02d}.qvd]\n(qvd)", 31)
+            fetched = rng.randint(80_000, 1_400_000)
+            emit(f"{rng.randint(12, 18)} fields found")
+            emit(f"Sales << sales_{year}_{mon:02d} {fetched:,} Lines fetched")
+            month += 1
+        else:
+            name = TABLES[month % len(TABLES)]
+            emit(f"{name}:\nLOAD *\nFROM [lib://DataFiles/{name.lower()}.qvd]\n(qvd)", 20 + 5 * (month % 40))
+            emit(f"{rng.randint(3, 40)} fields found")
+            emit(f"{name} << {name.lower()} {rng.randint(1_000, 900_000):,} Lines fetched")
+            month += 1
+    if run["_outcome"] == "FAILED":
+        message, statement = next(e for e in ERRORS if e[0] == run["_error"])
+        emit(statement, 240)
+        emit("The following error occurred:")
+        emit(message)
+        emit("---")
+        emit("The error occurred here:")
+        emit(" ".join(statement.split("\n")))
+        emit("---")
+        emit("Data has not been loaded. Please correct the error and try loading again.")
+        emit("Execution Failed")
+        emit("Execution finished.")
+    else:
+        emit("Creating search index")
+        emit("Search index creation completed successfully")
+        emit("---")
+        emit("App saved")
+        emit("---")
+        emit("Finished successfully")
+        emit("0 forced error(s)")
+        emit("0 synthetic key(s)")
+        emit("Execution finished.")
+    if run_status(run, now) == "RUNNING":
+        done = (now - run["_start"]) / timedelta(seconds=run["_seconds"])
+        return lines[: max(8, int(len(lines) * done * 0.9))]
+    return lines
+
+
+# Tasks -------------------------------------------------------------------------------------------------
+
+
+def trigger_type(task: dict[str, Any]) -> int:
+    """TriggerMeta.type: 0 time schedule, 1 single event, 2 multi event, 3 mixed."""
+    scheduled = isinstance(task.get("start"), dict) and "schedule" in task["start"]
+    events = len(task.get("events") or [])
+    if scheduled and events:
+        return 3
+    if scheduled:
+        return 0
+    return 1 if events == 1 else 2
+
+
+def build_task(sandbox: Sandbox, body: dict[str, Any], task_id: str, owner: str, created: str) -> dict[str, Any]:
+    app_id = reload_targets(body)[0][0]
+    app = sandbox.apps[app_id]
+    task: dict[str, Any] = {k: body[k] for k in WRITABLE if k in body}
+    task.setdefault("enabled", False)
+    task["id"] = task_id
+    task["resourceId"] = app_id
+    metadata: dict[str, Any] = {
+        "usage": "ANALYTICS",
+        "ownerId": owner,
+        "spaceId": app.space_id,
+        "trigger": {"id": sandbox.hex_id(), "type": trigger_type(task)},
+        "tenantId": TENANT_ID,
+        "createdAt": created,
+        "createdBy": owner,
+        "updatedAt": stamp(sandbox.clock.now()),
+        "orchestration": {"id": sandbox.uuid(), "type": 2},
+    }
+    if not task["enabled"]:
+        metadata["disabledCode"] = "MANUALLY"
+    task["metadata"] = metadata
+    return task
+
+
+def body_problem(sandbox: Sandbox, body: Any, own_id: str | None = None) -> tuple[int, str] | None:
+    if not isinstance(body, dict):
+        return 400, "body must be a Task object"
+    problems = schema_problems(body) or meaning_problems(body)
+    if problems:
+        return 400, "; ".join(problems)
+    for app_id, _ in reload_targets(body):
+        if app_id not in sandbox.apps:
+            return 404, f"resource {app_id} not found"
+    for trigger in triggers(body):
+        if trigger.task_id == own_id:
+            return 400, "a task cannot be triggered by its own runs"
+        if trigger.task_id not in tables(sandbox).tasks:
+            return 400, f"events: task {trigger.task_id} in the correlation does not exist"
+    return None
+
+
+def seed(sandbox: Sandbox) -> None:
+    """A scheduled task per app, a chain, history with a failing app and one app whose logs are huge."""
+    st = tables(sandbox)
+    apps = list(sandbox.apps.values())
+    if not apps:
+        return
+    now = sandbox.clock.now()
+    by_name = {a.name: a for a in apps}
+    failing = by_name.get("Customer Churn", apps[-1])
+    big = by_name.get("Supply Chain Control Tower", apps[0])
+    st.failing_apps.add(failing.id)
+    st.big_log_apps.add(big.id)
+    created = stamp(now - timedelta(days=60))
+    zones = ["Europe/Zurich", "America/New_York", "UTC", "Europe/London", "Asia/Tokyo"]
+    seeded: dict[str, dict[str, Any]] = {}
+    for index, app in enumerate(apps[:8]):
+        slug = "-".join("".join(c if c.isalnum() else " " for c in app.name.lower()).split())
+        body: dict[str, Any] = {
+            "name": f"reload-{slug}",
+            "specVersion": "0.8",
+            "version": "1.0.0",
+            "enabled": index != 6,
+            "description": f"Daily reload of {app.name}",
+            "start": {
+                "schedule": {
+                    "interval": f"R/2026-01-0{1 + index % 5}T0{index % 6}:30:00/P1D",
+                    "timezone": zones[index % 5],
+                },
+                "stateName": "reload",
+            },
+            "states": [
+                {
+                    "name": "reload",
+                    "type": "EVENT",
+                    "end": True,
+                    "onEvents": [
+                        {
+                            "eventRefs": ["time-schedule"],
+                            "actions": [
+                                {
+                                    "name": "reload-app",
+                                    "functionRef": {
+                                        "refName": "app.reload",
+                                        "arguments": {"appId": app.id, "partial": False},
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+        task = build_task(sandbox, body, sandbox.hex_id(), app.owner_id, created)
+        st.tasks[task["id"]] = task
+        seeded[app.name] = task
+    first = next(iter(seeded.values()))
+    follower_app = apps[min(8, len(apps) - 1)]
+    chained_body: dict[str, Any] = {
+        "name": f"reload-after-{first['name'].removeprefix('reload-')}",
+        "specVersion": "0.8",
+        "version": "1.0.0",
+        "enabled": True,
+        "description": f"Reload {follower_app.name} when {first['name']} succeeds",
+        "events": [
+            {
+                "name": "task-succeeded",
+                "type": "com.qlik.v1.task.run.finished",
+                "source": "system-events.task",
+                "correlation": [
+                    {"contextAttributeName": "id", "contextAttributeValue": first["id"]},
+                    {"contextAttributeName": "status", "contextAttributeValue": "SUCCEEDED"},
+                ],
+            }
+        ],
+        "states": [
+            {
+                "name": "reload",
+                "type": "EVENT",
+                "end": True,
+                "exclusive": True,
+                "onEvents": [
+                    {
+                        "eventRefs": ["task-succeeded"],
+                        "actions": [
+                            {
+                                "name": "reload-app",
+                                "functionRef": {
+                                    "refName": "app.reload",
+                                    "arguments": {"appId": follower_app.id, "partial": False},
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    chained = build_task(sandbox, chained_body, sandbox.hex_id(), follower_app.owner_id, created)
+    st.tasks[chained["id"]] = chained
+    # History: three finished daily runs per enabled scheduled task, chained runs following on their own.
+    for day in (3, 2, 1):
+        for task in seeded.values():
+            if task["enabled"]:
+                at = now - timedelta(days=day, hours=-sandbox.rng.randint(0, 5))
+                start_run(sandbox, task, at=at, triggered_by="time-schedule", seconds=sandbox.rng.randint(40, 600))
+
+
+def public_task(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if not k.startswith("_")}
+
+
+def _sorted(items: list[dict[str, Any]], sort: str, key: Any) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda x: (key(x, sort[1:]), x["id"]), reverse=sort.startswith("-"))
+
+
+def _page(
+    request: Request, items: list[Any], limit: int, keep: dict[str, str]
+) -> tuple[list[Any], dict[str, Any]] | None:
+    cursor = request.query_params.get("page")
+    offset = 0
+    if cursor:
+        decoded = decode_cursor(cursor)
+        if decoded is None:
+            return None
+        offset = decoded
+    links: dict[str, Any] = {"self": link(request, **keep, limit=limit)}
+    if offset + limit < len(items):
+        links["next"] = link(request, **keep, limit=limit, page=encode_cursor(offset + limit))
+    if offset > 0:
+        links["prev"] = link(request, **keep, limit=limit, page=encode_cursor(max(0, offset - limit)))
+    return items[offset : offset + limit], links
+
+
+def routes(sandbox: Sandbox) -> list[Route]:
+    st = tables(sandbox)
+
+    def task_of(request: Request) -> dict[str, Any] | None:
+        return st.tasks.get(request.path_params["id"])
+
+    async def list_tasks(request: Request) -> Response:
+        q = request.query_params
+        resource_id = q.get("resourceId")
+        if not resource_id:
+            return err(400, "resourceId is required: list the tasks of one resource (app) at a time")
+        limit = parse_limit(q.get("limit"), 20, 100)
+        sort = q.get("sort", "-updatedAt")
+        if limit is None or sort not in TASK_SORTS:
+            return err(400, "limit must be 1-100 and sort one of " + ", ".join(sorted(TASK_SORTS)))
+        items = [t for t in st.tasks.values() if t["resourceId"] == resource_id]
+        items = _sorted(items, sort, lambda t, k: t["metadata"][k])
+        paged = _page(request, items, limit, {"resourceId": resource_id, "sort": sort})
+        if paged is None:
+            return err(400, "invalid page cursor")
+        page, links = paged
+        return JSONResponse({"data": [public_task(t) for t in page], "links": links})
+
+    async def create(request: Request) -> Response:
+        body = await json_body(request)
+        problem = body_problem(sandbox, body)
+        if problem:
+            return err(*problem)
+        now = stamp(sandbox.clock.now())
+        task = build_task(sandbox, body, sandbox.hex_id(), sandbox.caller_id, now)
+        st.tasks[task["id"]] = task
+        chain_to_running(sandbox, task)
+        return JSONResponse(public_task(task), status_code=201)
+
+    async def get_one(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        return JSONResponse(public_task(task))
+
+    async def put_one(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        body = await json_body(request)
+        problem = body_problem(sandbox, body, own_id=task["id"])
+        if problem:
+            return err(*problem)
+        # PUT replaces the definition and, as the real service does, makes the caller the owner.
+        updated = build_task(sandbox, body, task["id"], sandbox.caller_id, task["metadata"]["createdAt"])
+        updated["metadata"]["createdBy"] = task["metadata"]["createdBy"]
+        updated["metadata"]["trigger"]["id"] = task["metadata"]["trigger"]["id"]
+        updated["metadata"]["orchestration"] = task["metadata"]["orchestration"]
+        st.tasks[task["id"]] = updated
+        drop_pending(sandbox, task["id"])
+        chain_to_running(sandbox, updated)
+        return JSONResponse(public_task(updated))
+
+    async def delete_one(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        drop_pending(sandbox, task["id"])
+        del st.tasks[task["id"]]
+        return Response(status_code=204)
+
+    async def start(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        now = sandbox.clock.now()
+        if any(r["taskId"] == task["id"] and run_status(r, now) == "RUNNING" for r in st.runs.values()):
+            return err(400, "the task is already running; wait for its run to finish")
+        start_run(sandbox, task, at=now, triggered_by=request.query_params.get("source") or "manual")
+        return JSONResponse({"message": "Task started successfully"})
+
+    def run_list(request: Request, runs: list[dict[str, Any]]) -> Response:
+        q = request.query_params
+        limit = parse_limit(q.get("limit"), 20, 100)
+        sort = q.get("sort", "-startedAt")
+        if limit is None or sort not in RUN_SORTS:
+            return err(400, "limit must be 1-100 and sort one of " + ", ".join(sorted(RUN_SORTS)))
+        now = sandbox.clock.now()
+        visible = [public_run(r, now) for r in runs if run_status(r, now) is not None]
+        far = "9999-12-31T23:59:59.999Z"
+        items = _sorted(visible, sort, lambda r, k: r.get(k) or far)
+        paged = _page(request, items, limit, {"sort": sort})
+        if paged is None:
+            return err(400, "invalid page cursor")
+        page, links = paged
+        return JSONResponse({"data": page, "links": links})
+
+    async def task_runs(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        return run_list(request, [r for r in st.runs.values() if r["taskId"] == task["id"]])
+
+    async def resource_runs(request: Request) -> Response:
+        resource_id = request.path_params["id"]
+        if resource_id not in sandbox.apps:
+            return err(404, f"resource {resource_id} not found")
+        return run_list(request, [r for r in st.runs.values() if r["resourceId"] == resource_id])
+
+    async def last_run(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        now = sandbox.clock.now()
+        runs = [r for r in st.runs.values() if r["taskId"] == task["id"] and run_status(r, now) is not None]
+        if not runs:
+            return err(404, "the task has no runs yet")
+        return JSONResponse(public_run(max(runs, key=lambda r: r["_start"]), now))
+
+    async def run_log(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return err(404, "task not found")
+        run = st.runs.get(request.path_params["runId"])
+        now = sandbox.clock.now()
+        if run is None or run["taskId"] != task["id"] or run_status(run, now) is None:
+            return err(404, "run not found for this task")
+        return JSONResponse({"logContent": "\n".join(log_lines(sandbox, run, now))})
+
+    def g(handler: Any) -> Any:
+        return guarded(sandbox, "special", tasks_errors, handler)
+
+    return [
+        Route(BASE, g(list_tasks), methods=["GET"]),
+        Route(BASE, g(create), methods=["POST"]),
+        Route(BASE + "/resources/{id}/runs", g(resource_runs), methods=["GET"]),
+        Route(BASE + "/{id}", g(get_one), methods=["GET"]),
+        Route(BASE + "/{id}", g(put_one), methods=["PUT"]),
+        Route(BASE + "/{id}", g(delete_one), methods=["DELETE"]),
+        Route(BASE + "/{id}/actions/start", g(start), methods=["POST"]),
+        Route(BASE + "/{id}/runs", g(task_runs), methods=["GET"]),
+        Route(BASE + "/{id}/runs/last", g(last_run), methods=["GET"]),
+        Route(BASE + "/{id}/runs/{runId}/log", g(run_log), methods=["GET"]),
+    ]

@@ -1,0 +1,42 @@
+"""The audit trail: one JSON line per call of a tool that writes, never with a secret in it."""
+
+import json
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from qlik_tasks_mcp.client.redact import redact
+
+
+class Audit:
+    def __init__(self, path: str | None = None, stream: TextIO | None = None) -> None:
+        self._path = Path(path) if path else None
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def redirect(self, stream: TextIO) -> None:
+        self._path = None
+        self._stream = stream
+
+    def write(self, tool: str, args: dict[str, Any], outcome: str, detail: str | None = None) -> None:
+        record = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "audit": "write",
+            "tool": tool,
+            "args": args,
+            "outcome": outcome,
+        }
+        if detail:
+            record["detail"] = detail[:500]
+        line = redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False))
+        with self._lock:
+            if self._path is not None:
+                with self._path.open("a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+            else:
+                # Never stdout: under stdio that channel carries the protocol.
+                stream = self._stream or sys.stderr
+                stream.write(line + "\n")
+                stream.flush()

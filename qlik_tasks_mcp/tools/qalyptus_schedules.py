@@ -1,0 +1,304 @@
+"""Qalyptus task schedules: list, add or update (validated before anything is sent), delete."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from pydantic import Field
+
+from qlik_tasks_mcp.client import qalyptus_schedule as sched
+from qlik_tasks_mcp.client.errors import InvalidInput
+from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+from qlik_tasks_mcp.client.schedule import local_datetime, time_zone, utc_z
+from qlik_tasks_mcp.tools.common import ConfirmToken, Registrar
+from qlik_tasks_mcp.tools.gate import Consent, Gated, Plan
+from qlik_tasks_mcp.tools.model import Compact, Input
+from qlik_tasks_mcp.tools.qalyptus_model import TOOLSET, OrgName, Orgs, TaskId, Trigger, text_of
+
+NEXT_RUNS = 3
+# The tool's parameters and the API fields each sets, to refuse one that a frequency does not use, in the
+# caller's words.
+PARAM_FIELDS = {
+    "at": ("atHour", "atMinut"),
+    "every_hours": ("everyHours",),
+    "from_time": ("fromHour", "fromMinut"),
+    "to_time": ("toHour", "toMinut"),
+    "weekdays": ("weeklyDays",),
+    "day": ("day",),
+    "month": ("month",),
+}
+TAKES = {
+    "Once": "start (when it runs)",
+    "Hourly": "every_hours, optionally from_time and to_time",
+    "Daily": "at",
+    "Weekly": "weekdays and at",
+    "Monthly": "day and at",
+    "Yearly": "month, day and at",
+}
+
+
+class ScheduleIn(Input):
+    """When a Qalyptus task runs. To update, give only what changes."""
+
+    frequency: Literal["once", "hourly", "daily", "weekly", "monthly", "yearly"] | None = None
+    time_zone: str | None = Field(None, max_length=64, description="IANA zone, e.g. Europe/Zurich.")
+    at: str | None = Field(None, max_length=5, description="Time of day HH:MM (daily/weekly/monthly/yearly).")
+    every_hours: int | None = Field(None, ge=1, le=23, description="Hourly: run every N hours.")
+    from_time: str | None = Field(None, max_length=5, description="Hourly window start HH:MM.")
+    to_time: str | None = Field(None, max_length=5, description="Hourly window end HH:MM.")
+    weekdays: list[str] | None = Field(None, max_length=7, description="Weekly: e.g. [Monday, Thursday].")
+    day: int | None = Field(None, ge=1, le=31, description="Monthly/yearly: day of month.")
+    month: int | None = Field(None, ge=1, le=12, description="Yearly: month 1-12.")
+    start: str | None = Field(
+        None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default today 00:00 (update: keep)."
+    )
+    end: str | None = Field(None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default never.")
+    name: str | None = Field(None, max_length=100, description="Default: the schedule in words.")
+
+
+class ScheduleList(Compact):
+    organization: str
+    task_id: str
+    schedules: list[Trigger]
+
+
+class ScheduleSet(Compact):
+    task_id: str
+    schedule: Trigger | None = None
+    note: str | None = None
+
+
+class SchedulesDeleted(Compact):
+    task_id: str
+    deleted: list[str]
+
+
+def build_body(args: ScheduleIn, current: dict[str, Any] | None, now_utc: datetime) -> dict[str, Any]:
+    """The full "Add or update a schedule" body: the current schedule (if any) with the changes on top."""
+    if current is None:
+        if not args.frequency:
+            raise InvalidInput(
+                "frequency is required to add a schedule: once, hourly, daily, weekly, monthly or yearly"
+            )
+        if not args.time_zone:
+            raise InvalidInput("time_zone is required to add a schedule (an IANA name, e.g. Europe/Zurich)")
+        body: dict[str, Any] = dict.fromkeys(sched.FIELDS) | {"priority": 0, "day": 0, "month": 0, "everyHours": 0}
+    else:
+        body = {key: current.get(key) for key in sched.FIELDS}
+    zone_name = args.time_zone or str(body.get("timeZone") or "")
+    zone = time_zone(zone_name)
+    body["timeZone"] = zone_name
+    freq = sched.frequency_of(args.frequency or body.get("frequency"))
+    if freq is None:
+        raise InvalidInput(f"the schedule's frequency {body.get('frequency')!r} is not one this server knows; give one")
+    if current is not None and freq != sched.frequency_of(current.get("frequency")):
+        body = sched.empty_timing(body, freq)
+    body["frequency"] = freq
+    for param, fields in PARAM_FIELDS.items():
+        if getattr(args, param) is not None and not set(fields) <= sched.USES[freq]:
+            raise InvalidInput(f"{param} does not apply to a {freq.lower()} schedule, which takes {TAKES[freq]}")
+    if args.at:
+        body["atHour"], body["atMinut"] = sched.hhmm(args.at, "at")
+    if args.every_hours is not None:
+        body["everyHours"] = args.every_hours
+    if (args.from_time is None) != (args.to_time is None) and body.get("fromHour") is None:
+        raise InvalidInput("give from_time and to_time together (the hourly window), or neither")
+    if args.from_time:
+        body["fromHour"], body["fromMinut"] = sched.hhmm(args.from_time, "from_time")
+    if args.to_time:
+        body["toHour"], body["toMinut"] = sched.hhmm(args.to_time, "to_time")
+    if args.weekdays is not None:
+        days = sched.weekdays(args.weekdays)
+        if not days:
+            raise InvalidInput("weekdays must name at least one day, e.g. [Monday, Thursday]")
+        body["weeklyDays"] = ",".join(days)
+    if args.day is not None:
+        body["day"] = args.day
+    if args.month is not None:
+        body["month"] = args.month
+    if args.start:
+        body["startDate"] = sched.api_date(local_datetime(args.start, "start"), zone)
+    elif current is None:
+        if freq == "Once":
+            raise InvalidInput("a once schedule needs start: the local date-time it runs at, YYYY-MM-DDTHH:MM:SS")
+        # The start of today, not now: the same all day, so the plan shown and the plan acted on agree.
+        today = now_utc.astimezone(zone).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+        body["startDate"] = sched.api_date(today, zone)
+    if args.end:
+        body["endDate"] = sched.api_date(local_datetime(args.end, "end"), zone)
+    missing = _missing(body, freq)
+    if missing:
+        raise InvalidInput(f"a {freq.lower()} schedule needs {missing}")
+    if args.name and args.name.strip():
+        body["name"] = args.name.strip()
+    elif not body.get("name"):
+        body["name"] = sched.describe(body)[:100]
+    if body.get("endDate") is None:
+        body.pop("endDate")
+    return sched.check(body)
+
+
+def _missing(body: dict[str, Any], freq: str) -> str | None:
+    if freq == "Hourly" and not body.get("everyHours"):
+        return "every_hours (1-23)"
+    if freq in ("Daily", "Weekly", "Monthly", "Yearly") and (body.get("atHour") is None or body.get("atMinut") is None):
+        return "at (HH:MM)"
+    if freq == "Weekly" and not body.get("weeklyDays"):
+        return "weekdays"
+    if freq in ("Monthly", "Yearly") and not body.get("day"):
+        return "day (1-31)"
+    if freq == "Yearly" and not body.get("month"):
+        return "month (1-12)"
+    return None
+
+
+def stored(schedule: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a schedule's settings (not the derived next run)."""
+    return {k: schedule.get(k) for k in (*sched.FIELDS, "id", "isActive")}
+
+
+def runs_note(body: dict[str, Any], now_utc: datetime) -> str:
+    try:
+        runs = sched.next_runs(body, now_utc, NEXT_RUNS)
+    except InvalidInput:
+        return "Its next runs could not be computed here."
+    if not runs:
+        return "This schedule has no run after now."
+    return "Next runs: " + ", ".join(f"{r.isoformat(timespec='minutes')} ({utc_z(r)})" for r in runs)
+
+
+def register(reg: Registrar, orgs: Orgs) -> None:
+    @reg.tool(TOOLSET, "read", title="List Qalyptus task schedules")
+    async def list_qalyptus_task_schedules(task_id: TaskId, organization: OrgName = None) -> ScheduleList:
+        """A Qalyptus task's schedules: frequency in words, zone, start/end, next run, active."""
+        api = orgs.get(organization)
+        found = await api.schedules(task_id)
+        return ScheduleList(organization=api.name, task_id=task_id, schedules=[Trigger.of(s) for s in found])
+
+    async def plan_set(
+        api: QalyptusClient, task_id: str, schedule_id: str | None, schedule: ScheduleIn
+    ) -> tuple[Plan, dict[str, Any]]:
+        now = datetime.now(UTC)
+        existing = await api.schedules(task_id)
+        current = None
+        if schedule_id:
+            current = next((s for s in existing if s.get("id") == schedule_id), None)
+            if current is None:
+                known = ", ".join(f"{s.get('id')} ({text_of(s.get('name'), 40)})" for s in existing) or "none"
+                raise InvalidInput(f"task {task_id} has no schedule {schedule_id}; its schedules: {known}")
+        body = build_body(schedule, current, now)
+        where = f"Qalyptus task {task_id} in {api.name}"
+        if current is None:
+            # Zero is a real minute or hour, but an unused day, month or interval.
+            unused = ("day", "month", "everyHours", "priority")
+            changes = [
+                f"{k}: {text_of(v)}" for k, v in body.items() if v not in (None, "") and not (v == 0 and k in unused)
+            ]
+            plan = Plan(
+                action=f"Add schedule '{body['name']}'"
+                + (f" ({sched.describe(body)})" if body["name"] != sched.describe(body)[:100] else "")
+                + f" to {where}",
+                changes=changes,
+                state=["add", sorted(str(s.get("id")) for s in existing)],
+                notes=[runs_note(body, now)],
+            )
+            return plan, body
+        before = {k: current.get(k) for k in sched.FIELDS}
+        changes = [
+            f"{k}: {text_of(before.get(k)) or '(none)'} -> {text_of(body.get(k)) or '(none)'}"
+            for k in sched.FIELDS
+            if before.get(k) != body.get(k)
+        ]
+        if not changes:
+            raise InvalidInput("the schedule already has these values; nothing to change")
+        plan = Plan(
+            action=f"Update schedule '{text_of(current.get('name'), 80)}' of {where}: "
+            f"{sched.describe(before)} -> {sched.describe(body)}",
+            changes=changes,
+            state=stored(current),
+            notes=[runs_note(body, now)],
+        )
+        return plan, body
+
+    @reg.resolver
+    async def ask_set(
+        ctx: Context, task_id: str, schedule: ScheduleIn, schedule_id: str | None, organization: str | None
+    ) -> Elicit[Consent] | None:
+        async def plan() -> Plan:
+            return (await plan_set(orgs.get(organization), task_id, schedule_id, schedule))[0]
+
+        return await reg.gate.ask(ctx, plan)
+
+    @reg.tool(TOOLSET, "destructive", title="Set Qalyptus task schedule")
+    async def set_qalyptus_task_schedule(
+        task_id: TaskId,
+        schedule: ScheduleIn,
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_set)],
+        schedule_id: Annotated[
+            str | None, Field(max_length=128, description="Schedule to update; leave out to add one.")
+        ] = None,
+        organization: OrgName = None,
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[ScheduleSet]:
+        """Add a schedule to a Qalyptus task, or update one (schedule_id). Needs the user's confirmation."""
+        api = orgs.get(organization)
+        plan, body = await plan_set(api, task_id, schedule_id, schedule)
+
+        async def act() -> ScheduleSet:
+            data = await api.set_schedule(task_id, body, schedule_id)
+            if isinstance(data, dict) and data.get("id"):
+                return ScheduleSet(task_id=task_id, schedule=Trigger.of(data))
+            return ScheduleSet(task_id=task_id, note="Saved; list_qalyptus_task_schedules shows it.")
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+
+    async def plan_delete(api: QalyptusClient, task_id: str, schedule_ids: list[str]) -> Plan:
+        existing = await api.schedules(task_id)
+        by_id = {str(s.get("id")): s for s in existing}
+        unknown = [i for i in schedule_ids if i not in by_id]
+        if unknown:
+            known = ", ".join(f"{k} ({text_of(s.get('name'), 40)})" for k, s in by_id.items()) or "none"
+            raise InvalidInput(f"task {task_id} has no schedule {unknown[0]}; its schedules: {known}")
+        doomed = [by_id[i] for i in schedule_ids]
+        notes = ["This cannot be undone."]
+        if len(doomed) == len(by_id):
+            notes.append("The task is left with no schedule: it runs only on Qlik events or when run by hand.")
+        return Plan(
+            action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of Qalyptus task {task_id} "
+            f"in {api.name}",
+            changes=[f"{text_of(s.get('name'), 60)} ({s.get('id')}): {sched.describe(s)}" for s in doomed],
+            state=[stored(s) for s in doomed],
+            notes=notes,
+        )
+
+    @reg.resolver
+    async def ask_delete(
+        ctx: Context, task_id: str, schedule_ids: list[str], organization: str | None
+    ) -> Elicit[Consent] | None:
+        return await reg.gate.ask(ctx, lambda: plan_delete(orgs.get(organization), task_id, _unique(schedule_ids)))
+
+    @reg.tool(TOOLSET, "destructive", title="Delete Qalyptus task schedules", idempotent=True)
+    async def delete_qalyptus_task_schedules(
+        task_id: TaskId,
+        schedule_ids: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=128)]],
+            Field(min_length=1, max_length=50, description="Schedule ids to delete."),
+        ],
+        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
+        organization: OrgName = None,
+        confirm_token: ConfirmToken = None,
+    ) -> Gated[SchedulesDeleted]:
+        """Delete schedules of a Qalyptus task. Needs the user's confirmation."""
+        api = orgs.get(organization)
+        ids = _unique(schedule_ids)
+        plan = await plan_delete(api, task_id, ids)
+
+        async def act() -> SchedulesDeleted:
+            await api.delete_schedules(task_id, ids)
+            return SchedulesDeleted(task_id=task_id, deleted=ids)
+
+        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+
+
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
