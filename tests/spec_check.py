@@ -16,7 +16,9 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-SPECS = Path(__file__).parent / "specs" / "qlik"
+from qlik_tasks_mcp.specs import QLIK
+
+SPECS = QLIK
 SHARED_SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs" / "qlik"
 
 QALYPTUS_HOSTS = (".qalyptus.invalid", ".qalyptus.net")

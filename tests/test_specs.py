@@ -7,7 +7,21 @@ import pytest
 from tests.spec_check import SHARED_SPECS, SPECS
 
 
-@pytest.mark.parametrize("name", ["reload-tasks.json", "tasks.json", "sharing-tasks.json", "scheduling-tasks.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "reload-tasks.json",
+        "tasks.json",
+        "sharing-tasks.json",
+        "scheduling-tasks.json",
+        "reloads.json",
+        "apps.json",
+        "items.json",
+        "users.json",
+        "spaces.json",
+        "NOTES-2026-11.md",
+    ],
+)
 def test_vendored_specs_match_the_shared_contract(name: str) -> None:
     if not SHARED_SPECS.is_dir():
         pytest.skip("../shared/specs is not beside this checkout")

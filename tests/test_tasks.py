@@ -75,11 +75,6 @@ def ann_flags(tool: Any) -> tuple[bool | None, bool | None, bool | None]:
     return tool.annotations.read_only_hint, tool.annotations.destructive_hint, tool.annotations.idempotent_hint
 
 
-def test_shipped_spec_is_the_tested_spec() -> None:
-    shipped = ROOT / "client" / "specs" / "tasks.json"
-    assert shipped.read_bytes() == (ROOT / "tests" / "specs" / "qlik" / "tasks.json").read_bytes()
-
-
 async def test_list_pages_one_app_and_get_shows_the_workflow(h: Harness) -> None:
     app_id = app_named(h, "Sales Dashboard")
     async with h.client() as client:

@@ -2,7 +2,7 @@
 
 Qalyptus's reference (beta v1) names every operation and body but no method or path. Paths seen answering
 on a live tenant are `verified`; the others follow REST conventions and the reference's section names and
-are `inferred` (tests/specs/qalyptus/NOTES.md). Any entry can be replaced from QALYPTUS_PATHS, so a wrong
+are `inferred` (qlik_tasks_mcp/specs/qalyptus/NOTES.md). Any entry can be replaced from QALYPTUS_PATHS, so a wrong
 guess is a one-line fix for a user, not a release; a replaced entry is `configured`.
 """
 

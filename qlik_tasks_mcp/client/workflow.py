@@ -11,15 +11,15 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 from jsonschema import Draft7Validator
 
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import local_datetime
+from qlik_tasks_mcp.specs import QLIK
 
-SPEC_PATH = Path(__file__).parent / "specs" / "tasks.json"
+SPEC_PATH = QLIK / "tasks.json"
 EVENT_TYPE = "com.qlik.v1.task.run.finished"
 EVENT_SOURCE = "system-events.task"
 RELOAD = "app.reload"
