@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from mcp.server import MCPServer
@@ -14,26 +15,20 @@ from pydantic import SecretStr
 
 from qlik_tasks_mcp import __version__
 from qlik_tasks_mcp.client.qalyptus import QalyptusClient
-from qlik_tasks_mcp.client.qalyptus_orgs import Organizations, QalyptusOrg
+from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg
 from qlik_tasks_mcp.client.qalyptus_paths import PathTable
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.redact import register_secret
-from qlik_tasks_mcp.client.reload_tasks import ReloadTasksApi
-from qlik_tasks_mcp.client.sharing_tasks import SharingTasksApi
-from qlik_tasks_mcp.client.tasks import TasksApi
 from qlik_tasks_mcp.prompts import ops as ops_prompts
 from qlik_tasks_mcp.sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_sandbox
 from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
+from qlik_tasks_mcp.server.approval_page import install_approval
 from qlik_tasks_mcp.server.settings import Settings
-from qlik_tasks_mcp.tools import ops, qalyptus, reload_tasks, sharing_tasks
-from qlik_tasks_mcp.tools import tasks as workflow_tasks
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.kinds import Kind, ReloadKind, TaskKind
-from qlik_tasks_mcp.tools.kinds_qalyptus import QalyptusKind
-from qlik_tasks_mcp.tools.kinds_sharing import SharingKind
+from qlik_tasks_mcp.tools.inventory import TOOLSETS, Clients
 
 INSTRUCTIONS = (
     "Tools for the scheduled work of a Qlik Cloud tenant. Destructive tools never act on the first call "
@@ -56,6 +51,8 @@ class Backend:
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        if self.gate.approvals is not None:
+            self.gate.approvals.close()
         await self.qlik.aclose()
         for client in self.qalyptus.values():
             await client.aclose()
@@ -93,6 +90,38 @@ def make_qalyptus_clients(
     }
 
 
+def _register_legacy(reg: Registrar, name: str, module: Any, clients: Clients) -> None:
+    from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
+    from qlik_tasks_mcp.client.sharing_tasks import SharingTasksApi
+    from qlik_tasks_mcp.client.tasks import TasksApi
+
+    if name == "tasks":
+        module.register(reg, TasksApi(clients.qlik))
+    elif name == "sharing":
+        module.register(reg, SharingTasksApi(clients.qlik))
+    elif name == "qalyptus" and clients.qalyptus:
+        module.register(reg, Organizations(clients.qalyptus))
+
+
+def serve_toolsets(reg: Registrar, names: list[str], clients: Clients) -> None:
+    """Register the chosen toolsets in inventory order. The ops tools reach only the kinds of served toolsets."""
+    served = [entry for entry in TOOLSETS if entry.name in names]
+    for entry in served:
+        make_source = getattr(entry.load(), "source", None)
+        found = make_source(clients) if make_source else None
+        if found is not None:
+            clients.sources[found.kind] = found
+    for entry in served:
+        module = entry.load()
+        if not hasattr(module, "service"):
+            _register_legacy(reg, entry.name, module, clients)  # a family not yet declared as operations
+            continue
+        service = module.service(clients)
+        # None: this process cannot serve it (Qalyptus without an organization); the CLI says so.
+        if service is not None:
+            reg.add_all(entry.name, entry.operations(), service)
+
+
 def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> tuple[MCPServer, Backend]:
     """The server and its backend. `transport` lets tests and the sandbox route HTTP in-process."""
     sandbox: Sandbox | None = None
@@ -121,28 +150,9 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         lifespan=lifespan,
         log_level=settings.log_level,
     )
+    install_approval(settings, mcp, gate)
     reg = Registrar(mcp=mcp, audit=audit, gate=gate, read_only=settings.read_only)
-    selected = settings.selected_toolsets()
-    # One block per toolset.
-    if "reload" in selected:
-        reload_tasks.register(reg, ReloadTasksApi(qlik))
-    if "tasks" in selected:
-        workflow_tasks.register(reg, TasksApi(qlik))
-    if "sharing" in selected:
-        sharing_tasks.register(reg, SharingTasksApi(qlik))
-    if "ops" in selected:
-        # The ops tools read every kind the tenant has, whichever family toolsets are listed.
-        kinds: dict[str, Kind] = {
-            "reload": ReloadKind(ReloadTasksApi(qlik)),
-            "task": TaskKind(TasksApi(qlik)),
-            "sharing": SharingKind(SharingTasksApi(qlik)),
-        }
-        if backend.qalyptus:
-            kinds["qalyptus"] = QalyptusKind(Organizations(backend.qalyptus))
-        ops.register(reg, kinds)
-    if "qalyptus" in selected and backend.qalyptus:
-        # Without a configured organization (and outside the sandbox) the toolset is left out; the CLI says so.
-        qalyptus.register(reg, Organizations(backend.qalyptus))
+    serve_toolsets(reg, settings.selected_toolsets(), Clients(qlik=qlik, qalyptus=backend.qalyptus))
     backend.tools = reg.registered
     backend.prompts = ops_prompts.register(mcp, [t.name for t in reg.registered])
     return mcp, backend

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from qlik_tasks_mcp import __version__
 from qlik_tasks_mcp.client.redact import RedactingFilter
-from qlik_tasks_mcp.server.settings import TOOLSETS, ConfigError, Settings
+from qlik_tasks_mcp.server.settings import ConfigError, Settings
+from qlik_tasks_mcp.tools.inventory import TOOLSETS
 
 log = logging.getLogger("qlik_tasks_mcp")
 
@@ -25,7 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"qlik-tasks-mcp {__version__}")
     parser.add_argument("--sandbox", action="store_true", default=None, help="serve a built-in simulated tenant")
     parser.add_argument("--read-only", action="store_true", default=None, help="list and run no tool that writes")
-    parser.add_argument("--toolsets", help=f"comma-separated subset of: {','.join(TOOLSETS)}")
+    parser.add_argument(
+        "--toolsets", help="comma-separated subset of: " + "; ".join(f"{t.name} ({t.description})" for t in TOOLSETS)
+    )
     parser.add_argument("--transport", choices=["stdio", "http"], help="stdio (default) or streamable HTTP")
     parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")

@@ -9,15 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
+from qlik_tasks_mcp.tools.inventory import NAMES
 
-# One line per toolset, in catalogue order.
-TOOLSETS = (
-    "reload",
-    "tasks",
-    "sharing",
-    "ops",
-    "qalyptus",
-)
+# The toolset names come from the one inventory.
+TOOLSETS = NAMES
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -44,6 +39,8 @@ class Settings(BaseSettings):
     confirm_ttl_minutes: int = Field(
         10, ge=1, le=60, validation_alias=AliasChoices("QLIK_MCP_CONFIRM_TTL_MINUTES", "confirm_ttl_minutes")
     )
+    # token: the preview's confirm_token approves (the assistant holds it); human: a person approves on a page.
+    approval: Literal["token", "human"] = Field("token", validation_alias=AliasChoices("QLIK_MCP_APPROVAL", "approval"))
     audit_log: str | None = Field(None, validation_alias=AliasChoices("QLIK_MCP_AUDIT_LOG", "audit_log"))
     transport: Literal["stdio", "http"] = Field(
         "stdio", validation_alias=AliasChoices("QLIK_MCP_TRANSPORT", "transport")

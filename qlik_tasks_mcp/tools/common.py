@@ -1,25 +1,27 @@
-"""What every tool family shares: registration with honest annotations, error mapping, audit, common types."""
+"""What every tool family shares: the one registrar (honest annotations, error mapping, audit, the gate bound
+to each destructive operation), and the common parameter types."""
 
 import functools
+import inspect
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar, get_type_hints
 
+import anyio
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, create_model, model_validator
 
-from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, UnsafeLinkError
+from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.audit import Audit
-from qlik_tasks_mcp.tools.gate import CONFIRM_HELP, Gate, Gated, bind_call
+from qlik_tasks_mcp.tools.gate import CONFIRM_HELP, Consent, Gate, Gated, Plan, bind_call
+from qlik_tasks_mcp.tools.operation import Effect, Operation
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
-
-Kind = Literal["read", "write", "destructive"]
 
 # Shared parameter types: each says what to pass, briefly, because every token is paid per conversation.
 Limit = Annotated[int, Field(ge=1, le=100, description="Items per page (1-100).")]
@@ -31,12 +33,13 @@ ConfirmToken = Annotated[str | None, Field(default=None, max_length=200, descrip
 class ToolInfo:
     name: str
     toolset: str
-    kind: Kind
+    kind: Effect
 
 
 @dataclass
 class Registrar:
-    """Registers a family's tools: annotations from one `kind`, errors mapped, writes audited, read-only honoured."""
+    """Registers operations: annotations from one effect, errors mapped, writes audited, read-only honoured,
+    and for a destructive operation the gate bound in: the resolver and `confirm_token` derived from its plan."""
 
     mcp: MCPServer
     audit: Audit
@@ -44,49 +47,74 @@ class Registrar:
     read_only: bool = False
     registered: list[ToolInfo] = field(default_factory=list)
 
-    def tool(self, toolset: str, kind: Kind, *, title: str, idempotent: bool = False) -> Callable[[F], F]:
+    def add_all(self, toolset: str, operations: Iterable[Operation], service: Any) -> None:
+        for op in operations:
+            self.add(toolset, op, service)
+
+    def add(self, toolset: str, op: Operation, service: Any) -> None:
+        if op.effect != "read" and self.read_only:
+            return
+        exposed = exposed_function(op, service, self.gate)
+        self._register(toolset, op.effect, exposed, op.title, op.idempotent)
+
+    def _register(self, toolset: str, effect: Effect, fn: Callable[..., Any], title: str, idempotent: bool) -> None:
+        name = fn.__name__
+        annotations = ToolAnnotations(
+            title=title,
+            read_only_hint=effect == "read",
+            destructive_hint=effect == "destructive",
+            idempotent_hint=True if effect == "read" else idempotent,
+            open_world_hint=True,
+        )
+        self.mcp.add_tool(self._audited(fn, name, effect), name=name, title=title, annotations=annotations)
+        # The advertised input schema is what every conversation pays for; arguments are still validated
+        # by the full pydantic model, so slimming what is shown loosens nothing.
+        # The SDK has no public hook for this.
+        tool = self.mcp._tool_manager.get_tool(name)
+        if tool is not None:
+            tool.parameters = slim_schema(tool.parameters)
+            tool.fn_metadata.arg_model = refusing_unknown(tool.fn_metadata.arg_model, name)
+        self.registered.append(ToolInfo(name, toolset, effect))
+
+    def tool(self, toolset: str, kind: Effect, *, title: str, idempotent: bool = False) -> Callable[[F], F]:
+        """The decorator of families not yet declared as operations."""
+
         def decorate(fn: F) -> F:
-            name = fn.__name__
             if kind != "read" and self.read_only:
                 return fn
             if kind == "destructive" and "confirm_token" not in fn.__annotations__:
-                raise TypeError(f"destructive tool {name} must take confirm_token and use the gate")
-            annotations = ToolAnnotations(
-                title=title,
-                read_only_hint=kind == "read",
-                destructive_hint=kind == "destructive",
-                idempotent_hint=True if kind == "read" else idempotent,
-                open_world_hint=True,
-            )
-            self.mcp.add_tool(self._wrap(fn, name, kind), name=name, title=title, annotations=annotations)
-            # The advertised input schema is what every conversation pays for; arguments are still validated
-            # by the full pydantic model, so slimming what is shown loosens nothing.
-            # The SDK has no public hook for this.
-            tool = self.mcp._tool_manager.get_tool(name)
-            if tool is not None:
-                tool.parameters = slim_schema(tool.parameters)
-                tool.fn_metadata.arg_model = refusing_unknown(tool.fn_metadata.arg_model, name)
-            self.registered.append(ToolInfo(name, toolset, kind))
+                raise TypeError(f"destructive tool {fn.__name__} must take confirm_token and use the gate")
+            self._register(toolset, kind, fn, title, idempotent)
             return fn
 
         return decorate
 
-    def _wrap(self, fn: Callable[..., Any], name: str, kind: Kind) -> Callable[..., Any]:
+    def _audited(self, fn: Callable[..., Any], name: str, effect: Effect) -> Callable[..., Any]:
         @functools.wraps(fn)
         async def call(**kwargs: Any) -> Any:
             args = audit_args(kwargs)
+            audited = effect != "read"
             try:
                 with bind_call(name, args):
                     result = await fn(**kwargs)
-            except (ApiError, InvalidInput, UnsafeLinkError) as exc:
-                if kind != "read":
+            except ClientError as exc:
+                if audited:
                     self.audit.write(name, args, "error", str(exc))
                 raise ToolError(str(exc)) from None
             except ToolError as exc:
-                if kind != "read":
+                if audited:
                     self.audit.write(name, args, "refused", str(exc))
                 raise
-            if kind != "read":
+            except anyio.get_cancelled_exc_class():
+                if audited:
+                    self.audit.write(name, args, "cancelled")
+                raise
+            except Exception as exc:
+                # Every outcome of a writing call leaves a line, the unexpected ones too.
+                if audited:
+                    self.audit.write(name, args, "failed", f"{type(exc).__name__}: {exc}")
+                raise
+            if audited:
                 outcome = result.status if isinstance(result, Gated) else "done"
                 self.audit.write(name, args, outcome)
             return result
@@ -94,16 +122,92 @@ class Registrar:
         return call
 
     def resolver(self, fn: F) -> F:
-        """Wrap a gate resolver: it runs before the tool body, so it needs the same error mapping."""
+        """Wrap a hand-written gate resolver (families not yet declared as operations)."""
+        return mapped_errors(fn)  # type: ignore[return-value]
 
-        @functools.wraps(fn)
-        async def resolve(**kwargs: Any) -> Any:
-            try:
-                return await fn(**kwargs)
-            except (ApiError, InvalidInput, UnsafeLinkError) as exc:
-                raise ToolError(str(exc)) from None
 
-        return resolve  # type: ignore[return-value]
+def mapped_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A resolver runs before the tool body, so it needs the same error mapping."""
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except ClientError as exc:
+            raise ToolError(str(exc)) from None
+
+    return call
+
+
+def _signature(fn: Callable[..., Any], skip: int) -> list[inspect.Parameter]:
+    """`fn`'s parameters after the first `skip`, keyword-only, with annotations resolved to objects."""
+    hints = get_type_hints(fn, include_extras=True)
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)) for p in params]
+
+
+def _function(
+    name: str, body: Callable[..., Awaitable[Any]], params: list[inspect.Parameter], returns: Any, doc: str | None
+) -> Callable[..., Awaitable[Any]]:
+    """A function the SDK reads like a hand-written one: its name, signature, annotations and docstring."""
+    fn: Any = body
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    fn.__signature__ = inspect.Signature(params, return_annotation=returns)
+    fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    return fn
+
+
+def _pick(kwargs: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, Any]:
+    return {p.name: kwargs[p.name] for p in params if p.name in kwargs}
+
+
+def exposed_function(op: Operation, service: Any, gate: Gate) -> Callable[..., Awaitable[Any]]:
+    """The tool function for `op`, with its service bound (and, if destructive, the gate)."""
+    returns = get_type_hints(op.handler, include_extras=True).get("return", Any)
+    if op.effect != "destructive":
+        params = _signature(op.handler, 1)
+
+        async def call(**kwargs: Any) -> Any:
+            return await op.handler(service, **kwargs)
+
+        return _function(op.name, call, params, returns, op.handler.__doc__)
+    return _gated_function(op, service, gate, returns)
+
+
+def _gated_function(op: Operation, service: Any, gate: Gate, returns: Any) -> Callable[..., Awaitable[Any]]:
+    assert op.plan is not None
+    plan_of, action = op.plan, op.handler
+    plan_params = _signature(plan_of, 1)
+    action_params = _signature(action, 2)
+    missing = {p.name for p in plan_params} - {p.name for p in action_params}
+    if missing:
+        raise TypeError(f"{op.name}: its plan takes {sorted(missing)}, which the tool does not")
+
+    async def ask(ctx: Context, **kwargs: Any) -> Elicit[Consent] | None:
+        return await gate.ask(ctx, lambda: plan_of(service, **kwargs))
+
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    resolver = _function(f"ask_{op.name}", mapped_errors(ask), [context, *plan_params], Elicit[Consent] | None, None)
+    consent = inspect.Parameter(
+        "consent",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[ElicitationResult[Consent], Resolve(resolver)],
+    )
+    token = inspect.Parameter("confirm_token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfirmToken)
+
+    async def call(**kwargs: Any) -> Any:
+        plan: Plan = await plan_of(service, **_pick(kwargs, plan_params))
+        args = _pick(kwargs, action_params)
+        return await gate.run(
+            plan=plan,
+            consent=kwargs["consent"],
+            confirm_token=kwargs.get("confirm_token"),
+            act=lambda: action(service, plan, **args),
+        )
+
+    params = [*action_params, consent, token]
+    return _function(op.name, call, params, Gated[returns], op.handler.__doc__)
 
 
 def refusing_unknown(model: type[M], tool: str) -> type[M]:

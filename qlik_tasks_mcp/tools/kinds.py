@@ -4,67 +4,20 @@ Each API family contributes one adapter: how to read a task into `TaskInfo`, lis
 or disable one, and find its failures in a time window.
 """
 
-import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
-from qlik_tasks_mcp.client.reload_tasks import ReloadTasksApi
-from qlik_tasks_mcp.client.reload_tasks import put_body as reload_put_body
 from qlik_tasks_mcp.client.tasks import TasksApi
 from qlik_tasks_mcp.client.tasks import put_body as task_put_body
 from qlik_tasks_mcp.client.workflow import interval_rrule, reload_targets, repeating_interval, triggers
-
-ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
-
-
-@dataclass
-class TaskInfo:
-    kind: str
-    id: str
-    name: str
-    enabled: bool
-    app_id: str | None = None
-    state: str = ""
-    disabled_reason: str | None = None
-    recurrence: list[str] = field(default_factory=list)
-    time_zone: str | None = None
-    start: str | None = None
-    end: str | None = None
-    schedule_text: str | None = None
-    # (task id, outcome or None for any): the runs whose end starts this task.
-    after: list[tuple[str, str | None]] = field(default_factory=list)
-    next_run: str | None = None
-    # Set for the kinds whose change is a PUT, which makes the caller the owner.
-    owner_before_put: str | None = None
-
-
-@dataclass
-class Failure:
-    kind: str
-    task_id: str
-    name: str
-    app_id: str | None
-    at: str | None
-    ref: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class Budget:
-    """Requests and time a cross-tenant scan may spend; whatever is left unread is named, not hidden."""
-
-    requests: int
-    deadline: float
-    skipped: list[str] = field(default_factory=list)
-
-    def spend(self, now: float, what: str) -> bool:
-        if self.requests <= 0 or now > self.deadline:
-            self.skipped.append(what)
-            return False
-        self.requests -= 1
-        return True
+from qlik_tasks_mcp.tools.sources import (
+    Budget,
+    Failure,
+    TaskInfo,
+    first_error_line,
+    parse_time,
+)
 
 
 class Kind(Protocol):
@@ -79,70 +32,7 @@ class Kind(Protocol):
 
 @runtime_checkable
 class ScansFailures(Protocol):
-    """A kind that can list its own failures tenant-wide (Qlik tasks need app ids instead)."""
-
-    async def failures(self, since: datetime, budget: Budget, clock: Any) -> tuple[list[Failure], int]:
-        """The failures, and how many runs/executions were read to find them."""
-        ...
-
-
-def first_error_line(text: str) -> str | None:
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        if ERROR_LINE.search(line):
-            found = line.strip()
-            # Qlik logs announce an error ("The following error occurred:") and give it on the next line.
-            if found.endswith(":") and index + 1 < len(lines):
-                found += " " + lines[index + 1].strip()
-            return found[:300]
-    return None
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-class ReloadKind:
-    kind = "reload"
-
-    def __init__(self, api: ReloadTasksApi) -> None:
-        self.api = api
-
-    @staticmethod
-    def info(raw: dict[str, Any]) -> TaskInfo:
-        enabled = raw.get("state") == "Enabled"
-        return TaskInfo(
-            kind="reload",
-            id=raw["id"],
-            name=f"reload of app {raw.get('appId')}",
-            enabled=enabled,
-            app_id=raw.get("appId"),
-            state=raw.get("state", ""),
-            disabled_reason=None if enabled else (raw.get("disabledCode") or "Disabled"),
-            recurrence=list(raw.get("recurrence") or []),
-            time_zone=raw.get("timeZone") or None,
-            start=raw.get("startDateTime") or None,
-            end=raw.get("endDateTime") or None,
-            next_run=raw.get("nextExecutionTime"),
-            owner_before_put=raw.get("userId") or "unknown",
-        )
-
-    async def get(self, task_id: str) -> TaskInfo:
-        return self.info(await self.api.get(task_id))
-
-    async def of_app(self, app_id: str) -> list[TaskInfo]:
-        return [self.info(raw) async for raw in self.api.all(app_id=app_id)]
-
-    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
-        body = reload_put_body(await self.api.get(info.id))
-        body["state"] = "Enabled" if enabled else "Disabled"
-        await self.api.replace(info.id, body)
+    async def failures(self, since: datetime, budget: Budget, clock: Any) -> tuple[list[Failure], int]: ...
 
 
 class TaskKind:

@@ -21,3 +21,8 @@ class Compact(BaseModel):
             for k, v in data.items()
             if (k in fields and fields[k].is_required()) or (v is not None and v != [] and v != {})
         }
+
+
+class Deleted(Compact):
+    id: str
+    deleted: bool

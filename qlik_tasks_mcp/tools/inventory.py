@@ -1,0 +1,71 @@
+"""The one inventory of toolsets: settings, --help, the server build, the ops tools, the README and the tests read it.
+
+A toolset's module declares its operations at module level and two factories over the process's clients:
+`service(clients)`, the object its handlers take first (None: the toolset cannot be served here), and, for a family
+whose tasks the ops tools reach, `source(clients)`, its `TaskSource`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from qlik_tasks_mcp.client.qlik import QlikClient
+from qlik_tasks_mcp.tools.operation import Operation, operations_of
+
+if TYPE_CHECKING:
+    from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+    from qlik_tasks_mcp.tools.sources import TaskSource
+
+
+@dataclass(frozen=True)
+class Toolset:
+    name: str
+    description: str
+    module: str
+    # The task kinds the ops tools may reach through this toolset (and only while it is served).
+    kinds: tuple[str, ...] = ()
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def operations(self) -> list[Operation]:
+        return operations_of(vars(self.load()))
+
+
+TOOLSETS: tuple[Toolset, ...] = (
+    Toolset(
+        "reload",
+        "reload tasks, /api/v1/reload-tasks (deprecated by Qlik)",
+        "qlik_tasks_mcp.tools.reload_tasks",
+        ("reload",),
+    ),
+    Toolset("tasks", "tasks and task chains, /api/v1/tasks", "qlik_tasks_mcp.tools.tasks", ("task",)),
+    Toolset(
+        "sharing",
+        "report subscriptions and chart sharing, /api/v1/sharing-tasks",
+        "qlik_tasks_mcp.tools.sharing_tasks",
+        ("sharing",),
+    ),
+    Toolset("ops", "across every served kind: failures, schedules, bulk enable/disable", "qlik_tasks_mcp.tools.ops"),
+    Toolset("qalyptus", "Qalyptus Cloud report tasks", "qlik_tasks_mcp.tools.qalyptus", ("qalyptus",)),
+)
+NAMES: tuple[str, ...] = tuple(t.name for t in TOOLSETS)
+
+
+def toolset(name: str) -> Toolset:
+    for entry in TOOLSETS:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown toolset {name!r}; choose from {', '.join(NAMES)}")
+
+
+@dataclass
+class Clients:
+    """What the services are made from, once per process; `sources` holds the served families' task sources."""
+
+    qlik: QlikClient
+    qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
+    sources: dict[str, TaskSource] = field(default_factory=dict)
