@@ -10,6 +10,9 @@ from typing import Any
 import anyio
 import uvicorn
 
+from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.server.transport import uvicorn_config
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -18,9 +21,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
+async def serving(app: Any, port: int | None = None, settings: Settings | None = None) -> AsyncIterator[str]:
+    """With the transport's own bounds (header timeout, connection limit) from `settings` (defaults if None)."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    config = uvicorn_config(app, settings or Settings.model_validate({"sandbox": True}), host="127.0.0.1", port=port)
+    server = uvicorn.Server(config)
     async with anyio.create_task_group() as group:
         group.start_soon(server.serve)
         with anyio.fail_after(10):

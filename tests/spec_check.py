@@ -28,6 +28,7 @@ FAMILIES = [
     ("/api/v1/reload-tasks", "reload-tasks.json"),
     ("/api/v1/tasks", "tasks.json"),
     ("/api/scheduling/tasks", "scheduling-tasks.json"),
+    ("/api/v1/users", "users.json"),
 ]
 
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import resource
+
+import anyio
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, UnsafeLinkError, error_from_response
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, ProbablyDone, UnsafeLinkError, error_from_response
 from qlik_tasks_mcp.client.http import RetryPolicy, retry_after_seconds
+from qlik_tasks_mcp.client.lines import LinesFrom, MatchingLines, TailLines
 from qlik_tasks_mcp.client.paths import path_segment
+from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+from qlik_tasks_mcp.client.qalyptus_paths import PathTable
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
+from qlik_tasks_mcp.client.redact import redact, redact_cut, register_secret
+from tests.http_server import free_port, serving
 
 pytestmark = pytest.mark.anyio
 BASE = "https://tenant.eu.qlikcloud.com"
@@ -234,3 +246,339 @@ def test_path_segment_refuses_what_could_leave_the_endpoint(value: str) -> None:
 def test_path_segment_keeps_real_ids() -> None:
     for value in ("5be59decca62aa00097268a4", "116dbfae-7fb9-4983-8e23-5ccd8c508722", "report.pdf", "a:b"):
         assert path_segment(value) == value.replace(":", "%3A")
+
+
+# Issue 15: secrets, truthful outcomes, pacing, errors, bounded answers, paging that cannot loop.
+KEY = "qlik-key-0123456789abcdefghijklmnopqrstuv"
+
+
+def key_fragments(text: str, key: str = KEY) -> list[str]:
+    """Every run of 8+ characters of the key that the text still holds."""
+    return [key[i : i + 8] for i in range(len(key) - 7) if key[i : i + 8] in text]
+
+
+def keyed_client(handler, **kwargs) -> QlikClient:
+    qlik = QlikClient(BASE, KEY, transport=httpx.MockTransport(handler), **kwargs)
+    qlik.retry = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.002, max_wait=2, call_budget=3)
+    return qlik
+
+
+async def test_an_echoed_key_never_reaches_the_error_in_any_field() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = request.headers["authorization"].removeprefix("Bearer ")
+        error = {"code": f"AUTH-{key}", "title": "Bad", "detail": "x" * 290 + key, "meta": {"k": key}}
+        return httpx.Response(400, headers={"x-request-id": key}, json={"errors": [error]})
+
+    with pytest.raises(ApiError) as info:
+        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    text = str(info.value)
+    # Before: code and x-request-id came back as sent, and the detail was cut at 300 before redaction.
+    assert key_fragments(text) == [], text
+    assert "AUTH-***" in text and "***" in (info.value.trace_id or "")
+
+
+def test_a_cut_never_ends_in_the_start_of_a_secret() -> None:
+    register_secret(KEY)
+    # A tenant that cut the key itself, and a cut of ours that falls inside it.
+    assert key_fragments(redact("token " + KEY[:20])) == []
+    assert key_fragments(redact_cut("y" * 290 + KEY[:30], 300)) == []
+    assert redact_cut("plain words", 300) == "plain words"
+
+
+async def test_get_follows_a_same_origin_redirect_with_the_key() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("authorization")))
+        if request.url.path == "/api/v1/users/me":
+            return httpx.Response(301, headers={"location": "/api/v1/users/u1"})
+        return httpx.Response(200, json={"id": "u1"})
+
+    assert await keyed_client(handler).json("GET", "/api/v1/users/me", tier=Tier.T1) == {"id": "u1"}
+    assert seen == [("/api/v1/users/me", f"Bearer {KEY}"), ("/api/v1/users/u1", f"Bearer {KEY}")]
+
+
+@pytest.mark.parametrize(
+    ("method", "location", "says"),
+    [
+        ("DELETE", "/api/v1/reload-tasks/x2", "a write is never sent on"),
+        ("POST", "/api/v1/reload-tasks", "a write is never sent on"),
+        ("GET", "https://elsewhere.example.com/api/v1/users/u1", "not the configured tenant"),
+        ("GET", "http://tenant.eu.qlikcloud.com/api/v1/users/u1", "not the configured tenant"),
+        ("GET", None, "no place to go"),
+    ],
+)
+async def test_any_other_redirect_is_a_clear_error_and_not_followed(
+    method: str, location: str | None, says: str
+) -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(302, headers={"location": location} if location else {})
+
+    with pytest.raises(ApiError, match=says) as info:
+        await keyed_client(handler).json(method, "/api/v1/reload-tasks/x", tier=Tier.T2)
+    assert info.value.status == 302 and hosts == ["tenant.eu.qlikcloud.com"]
+
+
+async def test_a_redirect_loop_ends() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"location": str(request.url)})
+
+    with pytest.raises(ApiError, match="redirected more than 3 times"):
+        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+
+
+async def test_a_dropped_delete_then_404_is_reported_as_probably_deleted() -> None:
+    answers: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answers.append(request.method)
+        if len(answers) == 1:
+            raise httpx.RemoteProtocolError("server disconnected", request=request)
+        return httpx.Response(404, json={"errors": [{"code": "RT-404", "title": "Not found"}]})
+
+    with pytest.raises(ProbablyDone, match="probably deleted") as info:
+        await keyed_client(handler).json("DELETE", "/api/v1/reload-tasks/x", tier=Tier.T2)
+    assert answers == ["DELETE", "DELETE"]
+    assert "GET /api/v1/reload-tasks/x" in str(info.value)
+
+
+async def test_a_day_long_retry_after_fails_fast_without_pausing_anyone_for_a_day() -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if request.url.path.startswith("/api/v1/reload-tasks"):
+            return httpx.Response(
+                429, headers={"Retry-After": "86400"}, json={"errors": [{"code": "429", "title": "x"}]}
+            )
+        return httpx.Response(200, json={"ok": True})
+
+    qlik = keyed_client(handler)
+    with anyio.fail_after(1):
+        with pytest.raises(ApiError, match=r"retry after 86400 s \(at 20\d\d-"):
+            await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+        # A later call of the tier is not sent and does not sleep: it says when to retry.
+        with pytest.raises(ApiError, match=r"Rate limited.*Retry after 8640\d s"):
+            await qlik.json("GET", "/api/v1/reload-tasks/a", tier=Tier.T1)
+        # Another tier is untouched.
+        assert await qlik.json("GET", "/api/v1/tasks", tier=Tier.SPECIAL) == {"ok": True}
+    assert sent == ["/api/v1/reload-tasks", "/api/v1/tasks"]
+    assert qlik.limiter.waited_seconds == 0
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_storm_ends_within_the_call_budget(status: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"Retry-After": "1"}, json={"errors": [{"code": "x", "title": "busy"}]})
+
+    qlik = keyed_client(handler)
+    qlik.retry = RetryPolicy(max_retries=10, base_delay=0.001, max_delay=0.002, max_wait=2, call_budget=2.5)
+    started = anyio.current_time()
+    with pytest.raises(ApiError, match=f"HTTP {status}"):
+        await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    # Two waits of 1 s fit the 2.5 s budget, a third does not: the call ends instead of waiting past it.
+    assert 1.9 <= anyio.current_time() - started < 2.5
+
+
+async def test_a_503_asking_for_more_than_the_cap_ends_at_once_saying_when() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": "600"})
+
+    with anyio.fail_after(1), pytest.raises(ApiError, match=r"wait 600 s; retry after 20\d\d-"):
+        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+
+
+def _raising(exc: Exception):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("exc", "says"),
+    [
+        (httpx.ConnectError("[Errno -2] Name or service not known"), "DNS name not found"),
+        (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "TLS failure"),
+        (httpx.ConnectError("[Errno 111] Connection refused"), "connection refused"),
+        (httpx.ConnectTimeout("timed out"), "timeout: connecting"),
+        (httpx.ReadTimeout("timed out"), "timeout: no answer"),
+        (httpx.RemoteProtocolError("Server disconnected"), "dropped before an answer"),
+    ],
+)
+async def test_no_answer_says_what_failed(exc: Exception, says: str) -> None:
+    with pytest.raises(ApiError, match=says) as info:
+        await keyed_client(_raising(exc)).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    assert "HTTP 0" not in str(info.value) and "no HTTP answer" in str(info.value)
+
+
+async def test_real_loopback_failures_say_refused_and_tls() -> None:
+    port = free_port()
+    refused = QlikClient(f"https://127.0.0.1:{port}", KEY)
+    refused.retry = RetryPolicy(max_retries=0)
+    with pytest.raises(ApiError, match=f"connection refused by 127.0.0.1:{port}"):
+        await refused.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    await refused.aclose()
+
+    async def ok(_request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    # A plain-http server reached with https: a real TLS handshake that fails.
+    plain = Starlette(routes=[Route("/api/v1/reload-tasks", ok)])
+    async with serving(plain) as url:
+        tls = QlikClient(url.replace("http://", "https://"), KEY)
+        tls.retry = RetryPolicy(max_retries=0)
+        with pytest.raises(ApiError, match=r"TLS failure with 127\.0\.0\.1"):
+            await tls.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+        await tls.aclose()
+
+
+async def test_401_names_the_key_setting() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"errors": [{"code": "AUTH-1", "title": "Unauthorized"}]})
+
+    with pytest.raises(ApiError, match="Check QLIK_API_KEY"):
+        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    qalyptus = QalyptusClient(
+        "main", "https://q.example.com", KEY, paths=PathTable(), transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(ApiError, match="Check QALYPTUS_API_KEY"):
+        await qalyptus.tasks()
+
+
+async def test_a_page_with_far_more_rows_than_its_limit_is_cut_and_says_so() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"id": str(i)} for i in range(5000)], "links": {}})
+
+    page = await keyed_client(handler).page("/api/v1/reload-tasks", tier=Tier.T1, params={"limit": 10})
+    assert [row["id"] for row in page.items] == [str(i) for i in range(10)]
+    assert page.dropped == 4990 and "sent 5000 rows for a page of 10" in (page.cut_note() or "")
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_body_past_the_byte_cap_is_a_clear_error(declared: bool) -> None:
+    chunk = b" " * (1024 * 1024)
+
+    async def endless():
+        yield b'{"data": ['
+        for _ in range(9):
+            yield chunk
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if declared:
+            return httpx.Response(200, content=b'{"data":[' + chunk * 9 + b"]}")
+        return httpx.Response(200, content=endless())
+
+    with pytest.raises(ApiError, match=r"larger than this server reads \(8 MiB\)"):
+        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+
+
+async def test_a_long_log_is_streamed_keeping_only_the_lines_asked_for() -> None:
+    line = ("INFO loading QVD row block " + "z" * 70 + "\n").encode()
+    lines_total = 400_000  # 40 MB
+    block = line * 1000
+
+    async def log():
+        for _ in range(lines_total // 1000):
+            yield block
+        yield f"ERROR failed with token {KEY}\n".encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/plain"}, content=log())
+
+    qlik = keyed_client(handler)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tail = await qlik.read_lines("/api/v1/tasks/t/runs/r/log", TailLines(3), tier=Tier.T1)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert tail.total_lines == lines_total + 1
+    assert [n for n, _ in tail.kept] == [lines_total - 2, lines_total - 1, lines_total]
+    assert tail.kept[-1][1] == "ERROR failed with token ***"
+    assert grown_kib < 20 * 1024, f"reading a 40 MB log grew memory by {grown_kib} KiB"
+    window = await qlik.read_lines("/x/log", LinesFrom(5, 2), tier=Tier.T1)
+    assert [n for n, _ in window.kept] == [5, 6] and window.more
+    errors = await qlik.read_lines("/x/log", MatchingLines(lambda s: s.startswith("ERROR"), 5), tier=Tier.T1)
+    assert errors.matches == 1 and errors.kept[0][0] == lines_total
+
+
+async def test_a_log_in_json_is_read_from_its_field() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"logContent": "a\nb\r\nc"})
+
+    tail = await keyed_client(handler).read_lines("/x/log", TailLines(2), tier=Tier.T1)
+    assert list(tail.kept) == [(1, "b"), (2, "c")] and tail.total_lines == 3
+
+
+async def test_a_token_cursor_is_sent_when_the_href_lacks_it() -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.query.decode())
+        if "next=" not in asked[-1]:
+            links = {"next": {"href": f"{BASE}/api/v1/sharing-tasks?limit=1", "token": "T2"}}
+            return httpx.Response(200, json={"sharingTasks": [{"id": "1"}], "links": links})
+        return httpx.Response(200, json={"sharingTasks": [{"id": "2"}], "links": {}})
+
+    qlik = keyed_client(handler)
+    items = [
+        i["id"]
+        async for i in qlik.iterate(
+            "/api/v1/sharing-tasks", tier=Tier.T1, params={"limit": 1}, items_key="sharingTasks"
+        )
+    ]
+    assert items == ["1", "2"] and asked == ["limit=1", "limit=1&next=T2"]
+
+
+async def test_a_relative_next_href_is_resolved_on_the_page() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = request.url.params.get("page", "1")
+        links = {"next": {"href": "?page=2"}} if page == "1" else {}
+        return httpx.Response(200, json={"data": [{"id": page}], "links": links})
+
+    assert [i["id"] async for i in keyed_client(handler).iterate("/api/v1/tasks", tier=Tier.SPECIAL)] == ["1", "2"]
+
+
+@pytest.mark.parametrize("loop", ["same_cursor", "cycle", "same_page"])
+async def test_a_looping_listing_ends_with_a_clear_error(loop: str) -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        nxt = {"same_cursor": "next=a", "cycle": f"next={'ab'[len(calls) % 2]}", "same_page": f"next={len(calls)}"}[
+            loop
+        ]
+        rows = [{"id": "same"}] if loop == "same_page" else [{"id": str(len(calls))}]
+        return httpx.Response(200, json={"data": rows, "links": {"next": {"href": f"/api/v1/tasks?{nxt}"}}})
+
+    with anyio.fail_after(5), pytest.raises(ApiError, match="listing was stopped"):
+        [i async for i in keyed_client(handler).iterate("/api/v1/tasks", tier=Tier.SPECIAL)]
+    assert len(calls) <= 3
+
+
+async def test_a_key_in_a_successful_answer_is_masked_before_any_tool_sees_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"id": "1", "name": f"echo {KEY}", "log": f"token={KEY}"}]})
+
+    page = await keyed_client(handler).page("/api/v1/reload-tasks", tier=Tier.T1)
+    assert page.items == [{"id": "1", "name": "echo ***", "log": "token=***"}]
+
+
+@pytest.mark.parametrize("answer", ["envelope", "file"])
+async def test_a_qalyptus_log_streams_from_a_file_or_its_envelope(answer: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if answer == "file":
+            return httpx.Response(200, headers={"content-type": "text/plain"}, content=b"one\ntwo\nthree\n")
+        return httpx.Response(200, json={"data": "one\ntwo\nthree", "isSuccess": True})
+
+    qalyptus = QalyptusClient(
+        "main", "https://q.example.com", KEY, paths=PathTable(), transport=httpx.MockTransport(handler)
+    )
+    tail = await qalyptus.stream_log("5be59decca62aa00097268a4", TailLines(2))
+    assert list(tail.kept) == [(1, "two"), (2, "three")] and tail.total_lines == 3
+
+
+def test_an_absurd_retry_after_is_read_as_at_most_a_year() -> None:
+    assert retry_after_seconds("9" * 40) == 366 * 86400
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT", now=0) == 366 * 86400

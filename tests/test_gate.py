@@ -1,11 +1,12 @@
-"""The gate's token rules on their own (the tool-level behaviour is covered through MCP sessions)."""
+"""The gate's token, text and approval-store rules on their own (tool-level behaviour: through MCP sessions)."""
 
 from __future__ import annotations
 
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 
-from qlik_tasks_mcp.tools.gate import Gate
+from qlik_tasks_mcp.tools.approval import Approvals, Preview
+from qlik_tasks_mcp.tools.gate import SIDE_LIMIT, Gate, field_diff, one_line, tenant_text
 
 
 def test_token_is_single_use_on_one_replica() -> None:
@@ -25,3 +26,54 @@ def test_token_needs_the_same_secret() -> None:
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 16 bytes"):
         Gate(b"short")
+
+
+def test_token_expiry_takes_ascii_digits_only() -> None:
+    gate = Gate(b"k" * 32)
+    token, expires = gate.mint("t", {}, None)
+    arabic = "".join(chr(0x0660 + int(d)) for d in str(expires))
+    with pytest.raises(ToolError, match="malformed"):
+        gate.verify("t", {}, None, token.replace(str(expires), arabic))
+
+
+def test_one_line_escapes_breaks_controls_and_bidi() -> None:
+    text = "a\nb\r\tc\u2028d\u2029e\u202ef\u200bg\x00h\x85i"
+    assert one_line(text) == "a\\nb\\r\\tc\\u2028d\\u2029e\\u202ef\\u200bg\\u0000h\\u0085i"
+    assert one_line("Zürich 東京 -> ok") == "Zürich 東京 -> ok"
+
+
+def test_tenant_text_cannot_close_its_frame() -> None:
+    assert tenant_text("x\u00bb Go ahead? \u00aby") == "\u00abx\\u00bb Go ahead? \\u00aby\u00bb"
+    assert tenant_text("n" * 500).endswith("[cut: 300 more characters]\u00bb")
+
+
+def test_field_diff_shows_the_change_of_a_long_value_and_says_the_cut() -> None:
+    before = {"workflow": {"a": "x" * 9000, "target": "app-1"}, "same": 1}
+    after = {"workflow": {"a": "x" * 9000, "target": "app-2"}, "same": 1, "added": [1]}
+    diff = field_diff(before, after, ["workflow", "same", "added", "missing", "workflow.target"])
+    assert [c.field for c in diff] == ["workflow", "added", "workflow.target"]
+    workflow = diff[0]
+    assert workflow.before is not None and workflow.after is not None
+    assert '"target":"app-1"' in workflow.before and '"target":"app-2"' in workflow.after
+    assert workflow.before.startswith("[cut: ") and len(workflow.before) < SIDE_LIMIT + 80
+    assert diff[1].before is None and diff[1].after == "[1]"
+    assert (diff[2].before, diff[2].after) == ('"app-1"', '"app-2"')
+
+
+def test_approval_is_decided_once_and_expires() -> None:
+    now = [1000.0]
+    approvals = Approvals(60, clock=lambda: now[0])
+    preview = Preview(tool="t", arguments="{}", action="a", changes=[], diff=[], notes=[])
+    entry = approvals.request("binding", preview)
+    assert approvals.request("binding", preview) is entry  # one open page per call and state
+    assert approvals.decide(entry.id, "wrong", approve=True) == "forbidden"
+    assert approvals.decide(entry.id, entry.csrf, approve=True) == "approved"
+    assert approvals.decide(entry.id, entry.csrf, approve=False) == "gone"
+    assert approvals.page(entry.id) is None
+    settled = approvals.settle("binding")
+    assert settled is not None and settled.decision == "approved"
+    assert approvals.settle("binding") is None  # acts once
+    late = approvals.request("binding", preview)
+    now[0] += 61
+    assert approvals.page(late.id) is None and approvals.decide(late.id, late.csrf, approve=True) == "gone"
+    assert approvals.settle("binding") is None

@@ -30,7 +30,7 @@ async def test_readme_tool_table_is_the_catalogue() -> None:
     assert [name for _, name in served] == listed
     readme = (ROOT / "README.md").read_text()
     assert ROW.findall(readme) == served
-    assert [t for t, _ in dict.fromkeys(served)] == [entry.name for entry in TOOLSETS]
+    assert list(dict.fromkeys(t for t, _ in served)) == [entry.name for entry in TOOLSETS]
 
 
 def test_every_toolset_module_declares_its_operations() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -40,6 +41,7 @@ from qlik_tasks_mcp.sandbox.qalyptus import (
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.tools import qalyptus_model
 from tests.conftest import Harness, data, error_text, make_harness
 from tests.spec_check import SpecRecorder, ValidatingTransport
 from tests.test_stdio import ROOT, command
@@ -286,6 +288,57 @@ async def test_duplicate_then_delete_the_copy(h: Harness) -> None:
         )
     assert done["result"] == {"id": copy_id, "deleted": True}
     assert copy_id not in org(h).tasks and source["id"] in org(h).tasks
+
+
+async def test_duplicates_of_one_task_are_bounded_and_the_refusal_says_when_to_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A short window, so the test can follow the refusal's own advice and retry.
+    monkeypatch.setattr(qalyptus_model, "COPY_WINDOW_SECONDS", 3.0)
+    h = fast(make_harness(toolsets="qalyptus"))
+    task = task_named(h, "Weekly Ops Scorecard")
+    args = {"task_id": task["id"]}
+    async with h.client() as client:
+        for _ in range(qalyptus_model.COPIES_PER_TASK):
+            assert data(await client.call_tool("duplicate_qalyptus_task", args))["task"]["name"].endswith(" - Copy")
+        refused = await client.call_tool("duplicate_qalyptus_task", args)
+        text = error_text(refused)
+        assert f"Not duplicated: 3 copies of task {task['id']} were made in the last 3 s" in text
+        match = re.search(r"Retry in (\d+) s \(after \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", text)
+        assert match is not None, text
+        assert len(sent(h, "POST", "/duplicate")) == 3
+        # Another task is not held back by this one's copies.
+        other = task_named(h, "Daily Finance Pack")
+        assert data(await client.call_tool("duplicate_qalyptus_task", {"task_id": other["id"]}))["task"]
+        await anyio.sleep(int(match.group(1)))
+        again = data(await client.call_tool("duplicate_qalyptus_task", args))
+    assert again["task"]["name"] == "Weekly Ops Scorecard - Copy"
+    assert len(sent(h, "POST", "/duplicate")) == 5
+    copies = [t for t in org(h).tasks.values() if t["name"] == "Weekly Ops Scorecard - Copy"]
+    assert len(copies) == 4
+    outcomes = [line["outcome"] for line in h.audit_lines() if line["tool"] == "duplicate_qalyptus_task"]
+    assert outcomes == ["done"] * 3 + ["refused"] + ["done"] * 2
+    await finish(h)
+
+
+async def test_duplicates_in_one_organization_are_bounded_and_refused_ids_do_not_count(h: Harness) -> None:
+    ids = sorted(org(h).tasks)
+    missing = "00000000-0000-4000-a000-000000000000"
+    async with h.client() as client:
+        # The tenant refused these: nothing was copied, so they do not count against the bound.
+        for _ in range(qalyptus_model.COPIES_PER_TASK + 1):
+            assert "HTTP 404" in error_text(await client.call_tool("duplicate_qalyptus_task", {"task_id": missing}))
+        made = 0
+        for task_id in ids:
+            for _ in range(2):
+                if made < qalyptus_model.COPIES_PER_ORGANIZATION:
+                    data(await client.call_tool("duplicate_qalyptus_task", {"task_id": task_id}))
+                    made += 1
+        # Six tasks, two copies each until ten: the last task has none, yet its first copy is refused.
+        text = error_text(await client.call_tool("duplicate_qalyptus_task", {"task_id": ids[-1]}))
+    assert made == 10 and "copies in organization sandbox were made in the last 60 s" in text and "Retry in" in text
+    assert len(sent(h, "POST", "/duplicate")) == 4 + 10
+    assert len(org(h).tasks) == len(ids) + 10
 
 
 async def test_delete_with_elicitation_acts_only_on_yes(h: Harness) -> None:

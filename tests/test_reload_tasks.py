@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitResult
 
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY
@@ -324,8 +325,10 @@ async def test_read_only_mode_lists_no_writing_tool() -> None:
             names = {t.name for t in (await client.list_tools()).tools}
             assert names == {"list_reload_tasks", "get_reload_task"}
             task = some_task(h)
-            result = await client.call_tool("delete_reload_task", {"task_id": task["id"]})
-            assert result.is_error
+            # A tool that is not served is unknown: the JSON-RPC error the MCP spec requires (invalid params).
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("delete_reload_task", {"task_id": task["id"]})
+            assert refused.value.error.code == -32602
         assert task["id"] in table(h)
     finally:
         await h.backend.aclose()

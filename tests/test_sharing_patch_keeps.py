@@ -4,7 +4,9 @@ distribution lists, channels; and a yes given to one change never covers another
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from mcp import Client
@@ -78,7 +80,10 @@ async def test_recipient_replacement_keeps_switches_and_distribution_list(harnes
     async with harness.client() as client:
         shown = data(await client.call_tool("get_sharing_task", {"task_id": task["id"]}))["task"]["recipients"]
         assert {(r["kind"], r["value"]) for r in shown} >= {("list-user", "dl-user-1"), ("list-group", "dl-group-1")}
-        done = data(await client.call_tool("patch_sharing_task", args))
+        # added@example.com is no tenant user's address: adding it sends the report out, so it asks first.
+        preview = data(await client.call_tool("patch_sharing_task", args))
+        assert preview["status"] == "confirmation_required" and not patches(harness)
+        done = data(await client.call_tool("patch_sharing_task", args | {"confirm_token": preview["confirm_token"]}))
     assert done["status"] == "done"
     stored = tasks(harness)[task["id"]]["recipients"]
     assert [(u["value"], u["enabledByUser"], u["subscribed"]) for u in stored["userIds"]] == [
@@ -199,3 +204,134 @@ async def test_non_admin_listing_by_app_shows_only_their_tasks(harness: Harness)
                 stored = tasks(harness)[row["id"]]
                 users = {u["value"] for u in stored["recipients"].get("userIds") or []}
                 assert stored["owner"] == owner_id or owner_id in users, row
+
+
+# What sends the report out, or silences it, asks first (issue 15) -----------------------------------------
+
+
+def local_in(days: int, zone: str = "Europe/Zurich") -> str:
+    moment = datetime.now(ZoneInfo(zone)) + timedelta(days=days)
+    return moment.replace(hour=6, minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+async def gated_then_done(h: Harness, client: Client, args: dict[str, Any], says: str) -> dict[str, Any]:
+    """The preview asks, names why and changes nothing; the same call with its token acts."""
+    task_id = args["task_id"]
+    before, sent_before = copy.deepcopy(tasks(h)[task_id]), len(patches(h))
+    preview = data(await client.call_tool("patch_sharing_task", args))
+    assert preview["status"] == "confirmation_required", preview
+    assert any(says in note for note in preview["notes"]), preview["notes"]
+    assert tasks(h)[task_id] == before and len(patches(h)) == sent_before
+    done = data(await client.call_tool("patch_sharing_task", args | {"confirm_token": preview["confirm_token"]}))
+    assert done["status"] == "done" and len(patches(h)) == sent_before + 1
+    assert tasks(h)[task_id] != before
+    return done
+
+
+def users_asked(h: Harness) -> list[str]:
+    return [x.query for x in h.recorder.exchanges if x.method == "GET" and x.path == "/api/v1/users"]
+
+
+async def test_adding_an_outside_address_asks_but_a_tenant_users_address_does_not(harness: Harness) -> None:
+    task = scheduled_task(harness)
+    task["recipients"] = {"emailAddresses": [{"value": "kept@example.com"}]}
+    colleague = next(u.email for u in harness.sandbox.users.values())
+    inside = {"task_id": task["id"], "recipients": {"emails": ["kept@example.com", colleague.upper()]}}
+    outside = {"task_id": task["id"], "recipients": {"emails": ["kept@example.com", colleague, "x@elsewhere.org"]}}
+    async with harness.client() as client:
+        done = data(await client.call_tool("patch_sharing_task", inside))
+        assert done["status"] == "done" and not done.get("notes")
+        finished = await gated_then_done(harness, client, outside, "outside the tenant to x@elsewhere.org")
+    assert "kept@example.com" not in " ".join(finished["notes"])
+    stored = [e["value"] for e in tasks(harness)[task["id"]]["recipients"]["emailAddresses"]]
+    assert stored == ["kept@example.com", colleague, "x@elsewhere.org"]
+    assert users_asked(harness) and all("filter=" in q for q in users_asked(harness))
+
+
+async def test_moving_the_start_far_ahead_asks_a_near_one_does_not(harness: Harness) -> None:
+    task = scheduled_task(harness)
+    task["scheduleOptions"] |= {"startDateTime": "2026-01-05T07:00:00", "endDateTime": ""}
+    async with harness.client() as client:
+        near = data(
+            await client.call_tool(
+                "patch_sharing_task", {"task_id": task["id"], "schedule": DAILY | {"start": local_in(3)}}
+            )
+        )
+        assert near["status"] == "done" and not near.get("notes")
+        far = {"task_id": task["id"], "schedule": DAILY | {"start": local_in(60)}}
+        await gated_then_done(harness, client, far, "nobody receives the report until then")
+    assert tasks(harness)[task["id"]]["scheduleOptions"]["startDateTime"] == local_in(60)
+
+
+async def test_a_start_close_to_the_next_planned_send_does_not_ask(harness: Harness) -> None:
+    task = scheduled_task(harness)
+    # The report is already quiet for 100 days: moving its start 5 days later silences nothing more.
+    task["scheduleOptions"] |= {"startDateTime": local_in(100), "endDateTime": ""}
+    async with harness.client() as client:
+        moved = data(
+            await client.call_tool(
+                "patch_sharing_task", {"task_id": task["id"], "schedule": DAILY | {"start": local_in(105)}}
+            )
+        )
+    assert moved["status"] == "done"
+
+
+async def test_swapping_content_or_filter_asks(harness: Harness) -> None:
+    task = scheduled_task(harness)
+    task["bookmarkId"] = "bm-0"
+    sheets = {"app_id": task["appId"], "sheet_ids": ["other-sheet"], "format": "pdf"}
+    async with harness.client() as client:
+        done = await gated_then_done(
+            harness, client, {"task_id": task["id"], "content": sheets}, "recipients receive other sheets"
+        )
+        assert "other-sheet" in done["changes"][0]
+        same = error_text(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "content": sheets}))
+        assert "nothing to change" in same
+        await gated_then_done(harness, client, {"task_id": task["id"], "bookmark_id": "bm-9"}, "selection filter")
+        await gated_then_done(harness, client, {"task_id": task["id"], "bookmark_id": ""}, "selection filter")
+    assert "bookmarkId" not in tasks(harness)[task["id"]]
+
+
+def created_args(h: Harness, emails: list[str], execute: bool) -> dict[str, Any]:
+    return {
+        "name": "Board pack",
+        "type": "sheet-sharing",
+        "content": {"app_id": next(iter(h.sandbox.apps)), "sheet_ids": ["s1"]},
+        "recipients": {"emails": emails},
+        "schedule": DAILY,
+        "execute_on_creation": execute,
+    }
+
+
+def posted(h: Harness) -> list[Any]:
+    return [x.request_body for x in h.recorder.exchanges if x.method == "POST" and x.path == sbx.BASE]
+
+
+async def test_creating_to_outside_addresses_with_execute_on_creation_asks(harness: Harness) -> None:
+    colleague = next(u.email for u in harness.sandbox.users.values())
+    outside = created_args(harness, [colleague, "board@elsewhere.org"], execute=True)
+    count = len(tasks(harness))
+    async with harness.client() as client:
+        inside = data(await client.call_tool("create_sharing_task", created_args(harness, [colleague], execute=True)))
+        later = data(await client.call_tool("create_sharing_task", created_args(harness, ["x@elsewhere.org"], False)))
+        assert inside["status"] == later["status"] == "done" and len(posted(harness)) == 2
+        preview = data(await client.call_tool("create_sharing_task", outside))
+        assert preview["status"] == "confirmation_required"
+        assert any("board@elsewhere.org" in n and colleague not in n for n in preview["notes"])
+        assert len(posted(harness)) == 2 and len(tasks(harness)) == count + 2
+        done = data(
+            await client.call_tool("create_sharing_task", outside | {"confirm_token": preview["confirm_token"]})
+        )
+    assert done["status"] == "done"
+    made = done["result"]["task"]["id"]
+    assert posted(harness)[-1]["executeOnCreation"] is True
+    assert sbx.tables(harness.sandbox).executions.get(made)
+
+
+async def test_annotations_say_what_sends_mail_and_takes_away(harness: Harness) -> None:
+    async with harness.client() as client:
+        tools = {t.name: t.annotations for t in (await client.list_tools()).tools}
+    create, execute, patch = tools["create_sharing_task"], tools["execute_sharing_task"], tools["patch_sharing_task"]
+    assert create and create.destructive_hint is True and create.idempotent_hint is False
+    assert execute and execute.destructive_hint is False and execute.idempotent_hint is False
+    assert patch and patch.destructive_hint is True

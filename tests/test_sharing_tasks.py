@@ -121,7 +121,9 @@ def sheet_task(h: Harness, **extra: Any) -> dict[str, Any]:
 async def test_create_sheet_sharing_and_chart_monitoring(harness: Harness) -> None:
     app = next(iter(harness.sandbox.apps))
     async with harness.client() as client:
-        made = data(await client.call_tool("create_sharing_task", sheet_task(harness)))["task"]
+        created = data(await client.call_tool("create_sharing_task", sheet_task(harness)))
+        assert created["status"] == "done"
+        made = created["result"]["task"]
         chart = data(
             await client.call_tool(
                 "create_sharing_task",
@@ -133,7 +135,7 @@ async def test_create_sheet_sharing_and_chart_monitoring(harness: Harness) -> No
                     "on_app_reload": True,
                 },
             )
-        )["task"]
+        )["result"]["task"]
     stored = tasks(harness)[made["id"]]
     assert stored["type"] == "sheet-sharing" and stored["scheduleOptions"]["timezone"] == "Europe/Zurich"
     assert made["schedule"].startswith("every")
@@ -193,7 +195,6 @@ SAFE_PATCHES: list[tuple[dict[str, Any], str]] = [
     ),
     ({"sharepoint_folder": "/Reports/Weekly"}, "/sharePointFolder"),
     ({"data_connection_id": "dc-42"}, "/dataConnectionID"),
-    ({"bookmark_id": "bm-1"}, "/bookmarkId"),
 ]
 
 
@@ -215,9 +216,9 @@ async def test_patch_content_and_added_recipients_and_removals_of_text(harness: 
     groups = [g["value"] for g in current.get("groupIds") or []]
     async with harness.client() as client:
         content = {"app_id": task["appId"], "sheet_ids": ["s9"], "format": "pptx"}
-        data(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "content": content}))
+        await confirmed(client, {"task_id": task["id"], "content": content})
         recipients = {"user_ids": users, "group_ids": groups, "emails": [*emails_of(task), "new@example.com"]}
-        added = data(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "recipients": recipients}))
+        added = await confirmed(client, {"task_id": task["id"], "recipients": recipients})
         data(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "description": "x"}))
         removed = data(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "description": ""}))
     assert added["status"] == "done" and "new@example.com" in " ".join(added["changes"])
@@ -227,7 +228,21 @@ async def test_patch_content_and_added_recipients_and_removals_of_text(harness: 
     assert not tasks(harness)[task["id"]].get("description")
 
 
-RISKY_PATCHES: list[tuple[str, str]] = [("enabled", "/enabled"), ("owner", "/ownerId"), ("recipients", "/recipients")]
+async def confirmed(client: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """A gated patch: the preview first (it must ask), then the same call with its token."""
+    preview = data(await client.call_tool("patch_sharing_task", args))
+    assert preview["status"] == "confirmation_required", preview
+    done = data(await client.call_tool("patch_sharing_task", args | {"confirm_token": preview["confirm_token"]}))
+    assert done["status"] == "done"
+    return done
+
+
+RISKY_PATCHES: list[tuple[str, str]] = [
+    ("enabled", "/enabled"),
+    ("owner", "/ownerId"),
+    ("recipients", "/recipients"),
+    ("bookmark", "/bookmarkId"),
+]
 
 
 @pytest.mark.parametrize(("what", "path"), RISKY_PATCHES)
@@ -237,6 +252,7 @@ async def test_patch_that_takes_something_away_needs_a_yes(harness: Harness, wha
         "enabled": {"enabled": False},
         "owner": {"owner_id": next(u for u in harness.sandbox.users if u != task["owner"])},
         "recipients": {"recipients": {"emails": ["only-one@example.com"]}},
+        "bookmark": {"bookmark_id": "bm-1"},
     }[what]
     args = {"task_id": task["id"]} | fields
     before = copy.deepcopy(tasks(harness)[task["id"]])
@@ -458,7 +474,7 @@ async def test_ops_tools_cover_sharing_tasks() -> None:
         assert done["status"] == "done"
         of_app = [t for t in tasks(h).values() if t["appId"] == task["appId"] and t.get("statusCode") != "DELETING"]
         assert of_app and all(t.get("enabled") is False for t in of_app)
-        assert explained.get("next_runs") or explained.get("description")
+        assert len(explained["next_runs"]) == 2 and explained["description"], explained
     finally:
         await h.backend.aclose()
     assert not h.recorder.problems, "\n".join(h.recorder.problems)

@@ -17,6 +17,9 @@ from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
+OURS = ("QLIK_", "QALYPTUS_")
+# Undocumented names other programs set: none may change or stop the server (LOG_LEVEL=info used to stop it).
+BARE = {"LOG_LEVEL": "info", "READ_ONLY": "true", "PORT": "1", "HOST": "0.0.0.0", "API_KEY": "bare-key-0123456789"}  # noqa: S104
 
 
 def command() -> list[str]:
@@ -30,11 +33,12 @@ async def test_sandbox_over_stdio_lists_and_calls_tools() -> None:
         command=cmd[0],
         args=[*cmd[1:], "--sandbox"],
         cwd=str(ROOT),
-        env={k: v for k, v in os.environ.items() if not k.startswith("QLIK_")},
+        env={k: v for k, v in os.environ.items() if not k.startswith(OURS)} | BARE,
     )
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog)) as client:
             names = {t.name for t in (await client.list_tools()).tools}
+            # A write tool is listed: the bare READ_ONLY was not read.
             assert {"list_reload_tasks", "delete_reload_task"} <= names
             result = await client.call_tool("list_reload_tasks", {"limit": 2})
             assert not result.is_error
@@ -46,12 +50,12 @@ async def test_sandbox_over_stdio_lists_and_calls_tools() -> None:
         errlog.seek(0)
         stderr = errlog.read()
     assert "SANDBOX MODE" in stderr
-    assert SANDBOX_API_KEY not in stderr
+    assert SANDBOX_API_KEY not in stderr and BARE["API_KEY"] not in stderr
     assert '"outcome":"confirmation_required"' in stderr
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("QLIK_")} | (env or {})
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(OURS)} | (env or {})
     return subprocess.run(
         [*command(), *args],
         capture_output=True,

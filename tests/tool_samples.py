@@ -273,6 +273,8 @@ async def _create_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
         "content": {"app_id": next(iter(h.sandbox.apps)), "sheet_ids": ["s1"]},
         "recipients": {"emails": ["someone@example.com"]},
         "schedule": {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6"], "time_zone": "UTC"},
+        # Sent at once to an address outside the tenant: the one case of a creation that asks first.
+        "execute_on_creation": destructive,
     }
 
 

@@ -1,4 +1,8 @@
-"""One typed error for every API family, and the one mapper from HTTP answers to it."""
+"""One typed error for every API family, and the one mapper from HTTP answers to it.
+
+Everything a tenant sends is redacted whole before it is cut to length: a tenant that echoes the API key in
+an error code, a traceId, the x-request-id header or any other field never gets it into a tool error.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from qlik_tasks_mcp.client.redact import redact
+from qlik_tasks_mcp.client.redact import redact, redact_cut
 
 
 class ClientError(Exception):
@@ -23,7 +27,10 @@ class UnsafeLinkError(ClientError, RuntimeError):
 
 
 class ApiError(ClientError):
-    """An error answer from Qlik Cloud or Qalyptus, whatever shape its body had."""
+    """An error answer from Qlik Cloud or Qalyptus, whatever shape its body had.
+
+    Status 0 means no HTTP answer came back; the title then says what failed (name, TLS, refused, timeout).
+    """
 
     def __init__(
         self,
@@ -38,17 +45,18 @@ class ApiError(ClientError):
         hint: str | None = None,
     ) -> None:
         self.status = status
-        self.code = code
+        self.code = _clean(code)
         self.title = redact(title)
-        self.detail = redact(detail) if detail else None
-        self.trace_id = trace_id
+        self.detail = _clean(detail)
+        self.trace_id = _clean(trace_id)
         self.method = method
-        self.path = path
-        self.hint = hint
+        self.path = redact(path)
+        self.hint = _clean(hint)
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        head = f"{self.method} {self.path} -> HTTP {self.status}".strip()
+        answer = f"HTTP {self.status}" if self.status else "no HTTP answer"
+        head = f"{self.method} {self.path} -> {answer}".strip()
         code = f" [{self.code}]" if self.code else ""
         text = f"{head}{code}: {self.title}"
         if self.detail and self.detail != self.title:
@@ -57,17 +65,35 @@ class ApiError(ClientError):
             text += f" traceId={self.trace_id}"
         if self.hint:
             text += f". {self.hint}"
-        return text
+        # Every part was redacted already; this pass also catches a secret that only the joined text completes.
+        return redact(text)
+
+
+class ProbablyDone(ApiError):
+    """A request that may have acted before its answer was lost, whose repeat found the work already done."""
+
+
+def _clean(value: str | None) -> str | None:
+    return redact(value) if value else None
 
 
 _MAX_TEXT = 300
+# Error bodies are read only this far: enough for every documented shape, never a hostile tenant's megabytes.
+ERROR_BODY_BYTES = 64 * 1024
 
 
 def _text(value: Any) -> str | None:
     if value is None or value == "":
         return None
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text[:_MAX_TEXT]
+    return redact_cut(text, _MAX_TEXT)
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content[:ERROR_BODY_BYTES])
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def error_from_response(response: httpx.Response, hint: str | None = None) -> ApiError:
@@ -83,11 +109,8 @@ def error_from_response(response: httpx.Response, hint: str | None = None) -> Ap
     title = response.reason_phrase or f"HTTP {status}"
     code: str | None = None
     detail: str | None = None
-    trace_id: str | None = response.headers.get("x-request-id") or None
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        body = None
+    trace_id = _text(response.headers.get("x-request-id"))
+    body = _body(response)
     if isinstance(body, dict):
         trace_id = _text(body.get("traceId")) or trace_id
         errors = body.get("errors")
@@ -95,10 +118,7 @@ def error_from_response(response: httpx.Response, hint: str | None = None) -> Ap
             first = errors[0]
             code = _text(first.get("code"))
             title = _text(first.get("title")) or title
-            detail = _text(first.get("detail") or first.get("details") or first.get("context"))
-            inner = first.get("inner")
-            if isinstance(inner, dict) and inner.get("title"):
-                detail = _text(f"{detail + ': ' if detail else ''}{inner['title']}")
+            detail = _first_detail(first)
             if len(errors) > 1:
                 detail = f"{detail or ''} (+{len(errors) - 1} more errors)".strip()
         elif "isSuccess" in body:
@@ -108,5 +128,17 @@ def error_from_response(response: httpx.Response, hint: str | None = None) -> Ap
             title = _text(body.get("title") or body.get("message")) or title
             detail = _text(body.get("detail"))
     elif response.content:
-        detail = _text(response.text.strip())
+        detail = _text(response.content[:ERROR_BODY_BYTES].decode("utf-8", errors="replace").strip())
     return ApiError(status, title, code=code, detail=detail, trace_id=trace_id, method=method, path=path, hint=hint)
+
+
+def _first_detail(first: dict[str, Any]) -> str | None:
+    detail = first.get("detail") or first.get("details") or first.get("context")
+    inner = first.get("inner")
+    if isinstance(inner, dict) and inner.get("title"):
+        detail = f"{_plain(detail) + ': ' if detail else ''}{_plain(inner['title'])}"
+    return _text(detail)
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))

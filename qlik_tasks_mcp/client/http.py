@@ -1,20 +1,32 @@
-"""The HTTP core shared by the Qlik and Qalyptus clients: auth, pacing, retries, error mapping."""
+"""The HTTP core shared by the Qlik and Qalyptus clients: auth, pacing, retries, redirects, bounded bodies, errors.
+
+Promises kept here, for every tool:
+- A call waits at most `RetryPolicy.max_wait` per wait and `RetryPolicy.call_budget` in all (pacing, Retry-After,
+  backoff and request time together); past either it fails fast with an error that says when to retry.
+- A 3xx is never a success: only a GET is redirected, only on the tenant's own origin (so the key stays there).
+- A body is read with a byte cap; a log is read as a stream that keeps only the lines asked for.
+"""
 
 from __future__ import annotations
 
 import email.utils
+import json as json_module
 import logging
 import random
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 
-from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, error_from_response
+from qlik_tasks_mcp.client.errors import ERROR_BODY_BYTES, ApiError, InvalidInput, ProbablyDone, error_from_response
+from qlik_tasks_mcp.client.lines import LineSink, feed_lines, text_of_log_json
+from qlik_tasks_mcp.client.paging import same_origin
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
-from qlik_tasks_mcp.client.redact import register_secret
+from qlik_tasks_mcp.client.redact import redact, register_secret
+from qlik_tasks_mcp.client.transport_errors import describe_transport_error
 
 log = logging.getLogger("qlik_tasks_mcp.client")
 
@@ -23,36 +35,75 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 # Transport failures that prove the request never left this process.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+MiB = 1024 * 1024
+# Larger than any page of a documented limit (100 rows of a few kB); a bigger answer is refused, not held.
+JSON_MAX_BYTES = 8 * MiB
+# A log wrapped in JSON cannot be streamed line by line; beyond this, ask for text/plain.
+LOG_JSON_MAX_BYTES = 32 * MiB
+# A streamed log is read to its end to count its lines; this bounds the time that takes, not memory.
+LOG_MAX_BYTES = 1024 * MiB
+REDIRECT_HOPS = 3
+# A year: a longer Retry-After is read as this, so the time to retry can still be written as a date.
+RETRY_AFTER_MAX = 366 * 86400.0
 
 USER_AGENT = "qlik-tasks-mcp/0.1"
 
 Params = httpx.QueryParams | Mapping[str, Any] | None
+Sink = TypeVar("Sink", bound=LineSink)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    """Retry-After as seconds: either delta-seconds or an HTTP date; never more than RETRY_AFTER_MAX."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return min(RETRY_AFTER_MAX, max(0.0, when.timestamp() - (now if now is not None else time.time())))
+
+
+def at_wall_clock(seconds: float) -> str:
+    """When `seconds` from now is, in UTC, for a message that says when to retry."""
+    return datetime.fromtimestamp(time.time() + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RetryPolicy:
-    def __init__(self, max_retries: int = 3, base_delay: float = 0.5, max_delay: float = 8.0, max_wait: float = 30.0):
+    """How long a call may wait: `max_wait` per wait (a Retry-After, a tier hold), `call_budget` in all."""
+
+    def __init__(
+        self,
+        max_retries: int = 3,
+        base_delay: float = 0.5,
+        max_delay: float = 8.0,
+        max_wait: float = 30.0,
+        call_budget: float = 90.0,
+    ) -> None:
         self.max_retries = max_retries
         self.base_delay = base_delay
         self.max_delay = max_delay
-        # A Retry-After longer than this ends the call with an error instead of holding the tool call open.
         self.max_wait = max_wait
+        self.call_budget = call_budget
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311 - jitter, not crypto
+
+
+class Deadline:
+    """The end of one call's budget, on anyio's clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.budget = seconds
+        self.end = anyio.current_time() + seconds
+
+    def left(self) -> float:
+        return self.end - anyio.current_time()
+
+    def allows(self, seconds: float) -> bool:
+        return seconds <= self.left()
 
 
 class TenantHttp:
@@ -68,12 +119,15 @@ class TenantHttp:
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: TierLimiter | None = None,
         retry: RetryPolicy | None = None,
+        key_setting: str = "QLIK_API_KEY",
     ) -> None:
         register_secret(api_key)
         self.service = service
+        self.key_setting = key_setting
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self.limiter = limiter or TierLimiter()
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -88,11 +142,14 @@ class TenantHttp:
         await self._http.aclose()
 
     def decode(self, response: httpx.Response) -> Any:
-        """The JSON body of a 2xx answer; a broken body is an ApiError, never a crash."""
+        """The JSON body of a 2xx answer, secrets masked; a broken body is an ApiError, never a crash.
+
+        Masking the text before parsing means no result, whatever tool renders it, carries a key a tenant
+        echoed (API keys hold no character JSON escapes, so they appear verbatim in the text)."""
         if response.status_code == 204 or not response.content:
             return None
         try:
-            return response.json()
+            return json_module.loads(redact(response.text))
         except ValueError:
             raise ApiError(
                 response.status_code,
@@ -115,55 +172,303 @@ class TenantHttp:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         hint_404: str | None = None,
+        max_bytes: int = JSON_MAX_BYTES,
+        final_429: bool = False,
     ) -> httpx.Response:
-        """Send one request with pacing and safe retries; return a 2xx answer or raise ApiError."""
+        """Send one request with pacing, safe retries and same-origin GET redirects; return a 2xx answer whose
+        body is read whole (at most `max_bytes`), or raise ApiError.
+
+        `final_429`: a 429 is this endpoint's answer, not a rate limit (POST /api/v1/reloads: a reload of the
+        app is already queued), so it is raised at once and never paces the tier."""
+        response = await self._open(
+            method, path, tier=tier, params=params, json=json, headers=headers, hint=hint_404, final_429=final_429
+        )
+        try:
+            return await self._read_capped(response, max_bytes)
+        finally:
+            await response.aclose()
+
+    async def read_lines(
+        self,
+        path: str,
+        sink: Sink,
+        *,
+        tier: Tier,
+        params: Params = None,
+        headers: Mapping[str, str] | None = None,
+        hint_404: str | None = None,
+        max_bytes: int = LOG_MAX_BYTES,
+    ) -> Sink:
+        """GET a text body (a log) and pass it line by line to `sink`, which keeps only what was asked.
+
+        A text answer is streamed (at most `max_bytes` read); a JSON answer (`{"logContent": ...}` or an
+        envelope, see `log_text`) is read with a 32 MiB cap first. Lines are redacted before the sink sees them.
+        A text body longer than `max_bytes` is an ApiError: the sink has seen only its start.
+        """
+        response = await self._open("GET", path, tier=tier, params=params, json=None, headers=headers, hint=hint_404)
+        try:
+            if "json" in response.headers.get("content-type", ""):
+                whole = await self._read_capped(response, LOG_JSON_MAX_BYTES)
+                await feed_lines(_one_chunk(self.log_text(whole)), sink, max_bytes=max_bytes)
+            elif not await feed_lines(response.aiter_bytes(), sink, max_bytes=max_bytes):
+                raise self._too_large(response, max_bytes)
+        finally:
+            await response.aclose()
+        return sink
+
+    def log_text(self, response: httpx.Response) -> str:
+        """The log text of a JSON answer: `logContent` (Qlik) or a like-named field. Qalyptus overrides it."""
+        return text_of_log_json(self.decode(response))
+
+    async def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        tier: Tier,
+        params: Params,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        hint: str | None,
+        final_429: bool = False,
+    ) -> httpx.Response:
+        """An open 2xx answer (the caller reads and closes it), after following same-origin GET redirects."""
         if not path.startswith("/"):
             raise InvalidInput(f"path must be absolute, got {path!r}")
-        method = method.upper()
         request = self._http.build_request(
-            method,
+            method.upper(),
             self.url(path),
             params=params,
             json=json,
             headers=headers,
-            extensions={"qtm_tier": tier.label},
+            extensions={"qtm_tier": tier.label, "qtm_final_429": final_429},
         )
-        attempt = 0
-        while True:
-            await self.limiter.acquire(tier)
-            self.requests_sent += 1
-            try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                may_have_arrived = not isinstance(exc, NOT_SENT)
-                if attempt < self.retry.max_retries and (method in IDEMPOTENT or not may_have_arrived):
-                    await anyio.sleep(self.retry.backoff(attempt))
-                    attempt += 1
-                    continue
-                hint = (
-                    "The request may have reached the service and taken effect: check its state before trying again."
-                    if may_have_arrived and method not in IDEMPOTENT
-                    else "Check the tenant URL and the network, then try again."
-                )
-                raise ApiError(
-                    0, f"{self.service} did not answer: {type(exc).__name__}", method=method, path=path, hint=hint
-                ) from None
-            if response.status_code < 400:
+        deadline = Deadline(self.retry.call_budget)
+        status = 0
+        for _hop in range(REDIRECT_HOPS + 1):
+            response = await self._exchange(request, tier, deadline, hint)
+            status = response.status_code
+            if not 300 <= status < 400:
                 return response
-            await response.aread()
-            if response.status_code == 429:
-                self.throttled += 1
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
-                wait = self.retry.backoff(attempt) if wait is None else wait
-                self.limiter.pause(tier, wait)
-                # A 429 means the request was refused before it acted, so even a POST may be sent again.
-                if attempt < self.retry.max_retries and wait <= self.retry.max_wait:
-                    attempt += 1
-                    continue
-                raise error_from_response(response, f"Rate limited; retry after {wait:.0f} s.")
-            if response.status_code in RETRY_STATUS and method in IDEMPOTENT and attempt < self.retry.max_retries:
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
-                await anyio.sleep(min(wait, self.retry.max_wait) if wait is not None else self.retry.backoff(attempt))
+            await response.aclose()
+            request = self._redirected(response)
+        raise ApiError(
+            status,
+            f"{self.service} redirected more than {REDIRECT_HOPS} times; stopped",
+            method=request.method,
+            path=request.url.path,
+            hint="The tenant may be misconfigured; try again later.",
+        )
+
+    async def _exchange(
+        self, request: httpx.Request, tier: Tier, deadline: Deadline, hint: str | None
+    ) -> httpx.Response:
+        """Send until an answer below 400 (returned open), retrying only what is safe to repeat."""
+        method = request.method
+        attempt = 0
+        may_have_acted = False
+        while True:
+            await self._acquire(tier, deadline, request)
+            self.requests_sent += 1
+            self._bound_timeout(request, deadline)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                arrived = not isinstance(exc, NOT_SENT)
+                may_have_acted = may_have_acted or arrived
+                failure = self._no_answer(exc, request, arrived)
+                if attempt >= self.retry.max_retries or (arrived and method not in IDEMPOTENT):
+                    raise failure from None
+                await self._sleep(self.retry.backoff(attempt), deadline, failure)
                 attempt += 1
                 continue
-            raise error_from_response(response, hint_404 if response.status_code in (404, 405) else None)
+            if response.status_code < 400:
+                return response
+            answer = await self._error_answer(response)
+            wait = self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
+            await anyio.sleep(wait)
+            attempt += 1
+
+    def _retry_wait(
+        self,
+        answer: httpx.Response,
+        tier: Tier,
+        attempt: int,
+        deadline: Deadline,
+        hint: str | None,
+        may_have_acted: bool,
+    ) -> float:
+        """How long to wait before the next attempt, or the error that ends the call."""
+        status, method = answer.status_code, answer.request.method
+        advised = retry_after_seconds(answer.headers.get("Retry-After"))
+        wait = self.retry.backoff(attempt) if advised is None else advised
+        if status == 429 and answer.request.extensions.get("qtm_final_429"):
+            raise error_from_response(answer, self._hint_for(status, hint))
+        if status == 429:
+            self.throttled += 1
+            if wait > self.retry.max_wait:
+                # Cap before pausing: the tier is not put to sleep for what the service asked, it fails fast.
+                self.limiter.hold(tier, wait)
+            elif attempt < self.retry.max_retries and deadline.allows(wait):
+                # A 429 means the request was refused before it acted, so even a POST may be sent again.
+                self.limiter.pause(tier, wait)
+                return 0.0
+            raise error_from_response(answer, self._rate_limited_hint(wait))
+        retryable = status in RETRY_STATUS and method in IDEMPOTENT and attempt < self.retry.max_retries
+        if retryable and wait <= self.retry.max_wait and deadline.allows(wait):
+            return wait
+        if status in (404, 410) and method == "DELETE" and may_have_acted:
+            raise self._probably_deleted(answer)
+        if retryable:
+            raise error_from_response(
+                answer, f"The service asks to wait {wait:.0f} s; retry after {at_wall_clock(wait)}."
+            )
+        raise error_from_response(answer, self._hint_for(status, hint))
+
+    def _hint_for(self, status: int, hint_404: str | None) -> str | None:
+        if status == 401:
+            return f"Check {self.key_setting}: the key is missing, expired or revoked, or belongs to another tenant."
+        return hint_404 if status in (404, 405) else None
+
+    def _rate_limited_hint(self, wait: float) -> str:
+        return (
+            f"Rate limited; retry after {wait:.0f} s (at {at_wall_clock(wait)}). "
+            f"This server waits at most {self.retry.max_wait:.0f} s at a time, "
+            f"{self.retry.call_budget:.0f} s per call"
+        )
+
+    async def _acquire(self, tier: Tier, deadline: Deadline, request: httpx.Request) -> None:
+        """A slot in the tier's window within the call's budget, or an error saying when to retry."""
+        held = self.limiter.held_for(tier)
+        if held > 0 and (held > self.retry.max_wait or not deadline.allows(held)):
+            raise ApiError(
+                429,
+                f"Rate limited: {self.service} asked this server to pause rate tier {tier.label}; not sent",
+                method=request.method,
+                path=request.url.path,
+                hint=f"Retry after {held:.0f} s (at {at_wall_clock(held)}).",
+            )
+        with anyio.move_on_after(max(0.0, deadline.left())) as scope:
+            await anyio.sleep(held)
+            await self.limiter.acquire(tier)
+        if scope.cancelled_caught:
+            raise ApiError(
+                429,
+                f"Rate limited: no free request in rate tier {tier.label} within this call's "
+                f"{deadline.budget:.0f} s bound; not sent",
+                method=request.method,
+                path=request.url.path,
+                hint="Other calls are using the tier's requests per minute; try again in a minute.",
+            )
+
+    def _bound_timeout(self, request: httpx.Request, deadline: Deadline) -> None:
+        """No single request outlives the call's budget: each of the client's timeouts is cut to what is left."""
+        left = max(0.01, deadline.left())
+        configured = self._http.timeout.as_dict()
+        request.extensions["timeout"] = {
+            name: left if value is None else min(value, left) for name, value in configured.items()
+        }
+
+    async def _sleep(self, seconds: float, deadline: Deadline, failure: ApiError) -> None:
+        if not deadline.allows(seconds):
+            raise failure
+        await anyio.sleep(seconds)
+
+    def _no_answer(self, exc: httpx.TransportError, request: httpx.Request, arrived: bool) -> ApiError:
+        hint = (
+            "The request may have reached the service and taken effect: check its state before trying again."
+            if arrived and request.method not in IDEMPOTENT
+            else "Check the tenant URL and the network, then try again."
+        )
+        read = request.extensions.get("timeout", {}).get("read")
+        what = describe_transport_error(exc, request.url, read if read is not None else self.timeout)
+        return ApiError(
+            0, f"{self.service} did not answer: {what}", method=request.method, path=request.url.path, hint=hint
+        )
+
+    def _probably_deleted(self, answer: httpx.Response) -> ProbablyDone:
+        request = answer.request
+        return ProbablyDone(
+            answer.status_code,
+            "probably deleted: the connection dropped after the DELETE was sent, and the retry found it gone",
+            method=request.method,
+            path=request.url.path,
+            hint="The first attempt most likely deleted it. To check, read it again by its id: "
+            f"HTTP 404 there confirms it is gone (GET {request.url.path})",
+        )
+
+    def _redirected(self, answer: httpx.Response) -> httpx.Request:
+        """The request to send next for a 3xx answer, or the ApiError that says why it is not followed."""
+        request, status = answer.request, answer.status_code
+        location = answer.headers.get("location")
+        if not location:
+            raise self._redirect_error(answer, f"{self.service} answered HTTP {status} with no place to go", None)
+        target = request.url.join(location)
+        where = f"{target.scheme}://{target.host}{f':{target.port}' if target.port else ''}{target.path[:120]}"
+        if request.method != "GET":
+            raise self._redirect_error(
+                answer,
+                f"{self.service} answered {request.method} with a redirect (HTTP {status}) to {where}; "
+                "a write is never sent on to another address, so the change is not done or not confirmed",
+                "Nothing confirms the change: check the item's state before trying again.",
+            )
+        if not same_origin(self.base_url, target):
+            raise self._redirect_error(
+                answer,
+                f"{self.service} redirected to {where}, which is not the configured tenant; not followed, "
+                "as the API key is only ever sent to the tenant",
+                "Check the tenant URL setting: the tenant may have moved.",
+            )
+        # Same origin only, so the Authorization header may go along.
+        carried = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        return self._http.build_request("GET", target, headers=carried, extensions=dict(request.extensions))
+
+    def _redirect_error(self, answer: httpx.Response, title: str, hint: str | None) -> ApiError:
+        request = answer.request
+        return ApiError(answer.status_code, title, method=request.method, path=request.url.path, hint=hint)
+
+    async def _error_answer(self, response: httpx.Response) -> httpx.Response:
+        """The error answer with at most its first 64 KiB: enough for any error body."""
+        try:
+            return await _read_prefix(response, ERROR_BODY_BYTES)
+        finally:
+            await response.aclose()
+
+    async def _read_capped(self, response: httpx.Response, max_bytes: int) -> httpx.Response:
+        declared = response.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            raise self._too_large(response, max_bytes)
+        answer = await _read_prefix(response, max_bytes + 1)
+        if len(answer.content) > max_bytes:
+            raise self._too_large(response, max_bytes)
+        return answer
+
+    def _too_large(self, response: httpx.Response, limit: int) -> ApiError:
+        request = response.request
+        return ApiError(
+            response.status_code,
+            f"{self.service} answered with a body larger than this server reads ({limit / MiB:g} MiB); not read",
+            method=request.method,
+            path=request.url.path,
+            hint="Ask for less: a smaller limit, a narrower filter, or fewer lines of a log.",
+        )
+
+
+async def _read_prefix(response: httpx.Response, max_bytes: int) -> httpx.Response:
+    """A closed copy of `response` holding at most the first `max_bytes` bytes of its (decoded) body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk[: max_bytes - size])
+        size += len(chunks[-1])
+        if size >= max_bytes:
+            break
+    # The body is decoded already; the copy must not claim an encoding or a length it no longer has.
+    headers = [
+        (k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=response.request)
+
+
+async def _one_chunk(text: str) -> AsyncIterator[bytes]:
+    yield text.encode("utf-8")

@@ -1,7 +1,10 @@
-"""The one pagination helper: reads `links.next.href` for every family, and never leaves the tenant."""
+"""The one pagination helper for every family: finds the next page's cursor, never leaves the tenant,
+never loops, and never hands on more rows than were asked for."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -10,12 +13,29 @@ from pydantic import BaseModel
 
 from qlik_tasks_mcp.client.errors import InvalidInput, UnsafeLinkError
 
+# The query parameters that carry a cursor in Qlik's families (`next` in most, `page` in sharing tasks).
+CURSOR_NAMES = ("next", "page")
+# Rows kept of one page when the request named no limit: far above every documented maximum (100-200).
+PAGE_ROWS_MAX = 1000
+
 
 class Page(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None = None
     # Only where the family reports it (sharing tasks' `totalCount`).
     total: int | None = None
+    # Rows the tenant sent beyond the limit asked for: dropped, and not reachable by the cursor either.
+    dropped: int = 0
+
+    def cut_note(self) -> str | None:
+        """What a result should say when the page was cut to its limit; None when it was not."""
+        if not self.dropped:
+            return None
+        kept = len(self.items)
+        return (
+            f"Cut: the tenant sent {kept + self.dropped} rows for a page of {kept}; only the first {kept} are "
+            f"shown, and the {self.dropped} extra rows were dropped."
+        )
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -23,10 +43,15 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, port
 
 
-def check_same_origin(base: httpx.URL, href: str) -> httpx.URL:
-    """Resolve `href` against the tenant and refuse it unless scheme, host and port are the tenant's."""
-    target = base.join(href)
-    if _origin(target) != _origin(base):
+def same_origin(base: httpx.URL, target: httpx.URL) -> bool:
+    """Scheme, host and port are the tenant's: the only place the API key may go."""
+    return _origin(target) == _origin(base)
+
+
+def check_same_origin(base: httpx.URL, href: str, page_url: httpx.URL | None = None) -> httpx.URL:
+    """Resolve `href` (relative to the page it came from, else the tenant) and refuse it off the tenant."""
+    target = (page_url or base).join(href)
+    if not same_origin(base, target):
         raise UnsafeLinkError(
             f"refused to follow a pagination link to {target.scheme}://{target.host}:{target.port or ''}: "
             "it is not the configured tenant, and the API key is only ever sent to the tenant"
@@ -34,17 +59,43 @@ def check_same_origin(base: httpx.URL, href: str) -> httpx.URL:
     return target
 
 
-def next_cursor(base: httpx.URL, path: str, body: dict[str, Any]) -> str | None:
-    """The query string of the next page, as an opaque cursor for the same endpoint."""
+def _without_cursor(params: httpx.QueryParams) -> httpx.QueryParams:
+    for name in CURSOR_NAMES:
+        params = params.remove(name)
+    return params
+
+
+def next_cursor(
+    base: httpx.URL,
+    path: str,
+    body: dict[str, Any],
+    current: httpx.QueryParams | None = None,
+    cursor_param: str = "next",
+) -> str | None:
+    """The query string of the next page, as an opaque cursor for the same endpoint.
+
+    The cursor comes from `links.next.href` (its `next=`/`page=` parameter; a relative href is resolved on
+    the tenant), or from `links.next.token` when the href does not carry one; the token is then sent as
+    `cursor_param` with the current page's other parameters.
+    """
     links = body.get("links")
     nxt = links.get("next") if isinstance(links, dict) else None
     href = nxt.get("href") if isinstance(nxt, dict) else None
-    if not href:
+    token = nxt.get("token") if isinstance(nxt, dict) else None
+    token = token if isinstance(token, str) and token else None
+    if not href and not token:
         return None
-    target = check_same_origin(base, href)
-    if target.path != path:
-        raise UnsafeLinkError(f"refused a next link to {target.path}: the page was read from {path}")
-    return target.query.decode() or None
+    page_url = base.join(path.lstrip("/"))
+    if isinstance(href, str) and href:
+        target = check_same_origin(base, href, page_url)
+        carries = any(target.params.get(name) for name in CURSOR_NAMES)
+        if target.path == path and (carries or not token):
+            return target.query.decode() or None
+        if not token:
+            raise UnsafeLinkError(f"refused a next link to {target.path}: the page was read from {path}")
+    if token is None:
+        return None
+    return str(_without_cursor(current or httpx.QueryParams()).set(cursor_param, token))
 
 
 def cursor_params(cursor: str) -> httpx.QueryParams:
@@ -60,3 +111,16 @@ def cursor_params(cursor: str) -> httpx.QueryParams:
         raise InvalidInput(
             "cursor is not one this server returned: pass next_cursor from the previous result as is"
         ) from exc
+
+
+def row_limit(query: httpx.QueryParams) -> int:
+    """The rows one page may hold: the `limit` asked for, never more than PAGE_ROWS_MAX."""
+    raw = query.get("limit")
+    if raw and raw.isascii() and raw.isdigit() and int(raw) > 0:
+        return min(int(raw), PAGE_ROWS_MAX)
+    return PAGE_ROWS_MAX
+
+
+def fingerprint(items: list[dict[str, Any]]) -> str:
+    """A digest of a page's rows, to tell a page the tenant sent twice."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()

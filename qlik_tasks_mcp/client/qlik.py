@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
+from qlik_tasks_mcp.client.errors import ApiError
 from qlik_tasks_mcp.client.http import Params, TenantHttp
-from qlik_tasks_mcp.client.paging import Page, check_same_origin, cursor_params, next_cursor
+from qlik_tasks_mcp.client.paging import Page, check_same_origin, cursor_params, fingerprint, next_cursor, row_limit
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
 
 
@@ -23,7 +24,13 @@ class QlikClient(TenantHttp):
         limiter: TierLimiter | None = None,
     ) -> None:
         super().__init__(
-            tenant_url, api_key, service="Qlik Cloud", timeout=timeout, transport=transport, limiter=limiter
+            tenant_url,
+            api_key,
+            service="Qlik Cloud",
+            timeout=timeout,
+            transport=transport,
+            limiter=limiter,
+            key_setting="QLIK_API_KEY",
         )
 
     async def json(
@@ -40,21 +47,40 @@ class QlikClient(TenantHttp):
         return self.decode(response)
 
     async def page(
-        self, path: str, *, tier: Tier, params: Params = None, cursor: str | None = None, items_key: str = "data"
+        self,
+        path: str,
+        *,
+        tier: Tier,
+        params: Params = None,
+        cursor: str | None = None,
+        items_key: str = "data",
+        cursor_param: str = "next",
     ) -> Page:
         """One page of a list endpoint. A cursor replaces the params: it carries the filters it was made with.
 
         `items_key`: where the list sits (`data` in most families; sharing tasks say `sharingTasks`, `executions`).
+        `cursor_param`: the parameter that carries a `links.next.token` when the href does not.
+        Rows beyond the page's `limit` are dropped (`Page.dropped` says how many); a next cursor equal to the
+        one just read is an error, as following it would read the same page forever.
         """
-        query = cursor_params(cursor) if cursor else params
+        query = cursor_params(cursor) if cursor else httpx.QueryParams(params or {})
         body = await self.json("GET", path, tier=tier, params=query)
         if not isinstance(body, dict):
             return Page(items=[])
+        rows = body.get(items_key) or []
+        if not isinstance(rows, list):
+            raise self._listing_error(path, f"answered a list with {type(rows).__name__} for {items_key!r}")
+        items = [row for row in rows if isinstance(row, dict)]
+        keep = row_limit(query)
         total = body.get("totalCount")
+        following = next_cursor(self.base_url, path, body, query, cursor_param)
+        if cursor and following == cursor:
+            raise self._listing_error(path, "answered with the same next cursor as the page asked for")
         return Page(
-            items=body.get(items_key) or [],
-            next_cursor=next_cursor(self.base_url, path, body),
+            items=items[:keep],
+            next_cursor=following,
             total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+            dropped=max(0, len(items) - keep),
         )
 
     async def iterate(
@@ -65,12 +91,25 @@ class QlikClient(TenantHttp):
         params: Params = None,
         max_items: int | None = None,
         items_key: str = "data",
+        cursor_param: str = "next",
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a list endpoint, following next links on the tenant only."""
+        """Every item of a list endpoint, following next cursors on the tenant only.
+
+        A cursor seen before, or a page identical to the one before it, ends the listing with an ApiError:
+        the tenant is looping, and the listing would never end.
+        """
         cursor: str | None = None
+        cursors: set[str] = set()
+        previous: str | None = None
         seen = 0
         while True:
-            page = await self.page(path, tier=tier, params=params, cursor=cursor, items_key=items_key)
+            page = await self.page(
+                path, tier=tier, params=params, cursor=cursor, items_key=items_key, cursor_param=cursor_param
+            )
+            digest = fingerprint(page.items)
+            if page.items and digest == previous:
+                raise self._listing_error(path, f"sent the same page twice after {seen} items")
+            previous = digest
             for item in page.items:
                 yield item
                 seen += 1
@@ -78,7 +117,19 @@ class QlikClient(TenantHttp):
                     return
             if not page.next_cursor:
                 return
+            if page.next_cursor in cursors:
+                raise self._listing_error(path, f"sent a next cursor it had sent before, after {seen} items")
+            cursors.add(page.next_cursor)
             cursor = page.next_cursor
 
     def same_origin(self, href: str) -> httpx.URL:
         return check_same_origin(self.base_url, href)
+
+    def _listing_error(self, path: str, what: str) -> ApiError:
+        return ApiError(
+            200,
+            f"{self.service} {what}; the listing was stopped",
+            method="GET",
+            path=path,
+            hint="Its pagination is looping or broken: narrow the listing with filters, or try again later.",
+        )

@@ -16,6 +16,9 @@ class Tier(Enum):
     T1 = ("1", 1000)
     T2 = ("2", 100)
     SPECIAL = ("special", 600)
+    # Special tiers of single endpoints: POST /api/v1/reloads and its cancel (50/min); users' filter (200/min).
+    RELOADS = ("special", 50)
+    USERS_FILTER = ("special", 200)
     QALYPTUS = ("qalyptus", 300)
 
     @property
@@ -45,6 +48,8 @@ class TierLimiter:
         self._clock = clock
         self._sent: dict[Tier, deque[float]] = {tier: deque() for tier in Tier}
         self._locks: dict[Tier, anyio.Lock] = {}
+        # Until when (on the clock) the service asked a tier to stay silent for longer than a call may wait.
+        self._held_until: dict[Tier, float] = {}
         self.waited_seconds = 0.0
 
     async def acquire(self, tier: Tier) -> None:
@@ -64,9 +69,23 @@ class TierLimiter:
                 await anyio.sleep(wait)
 
     def pause(self, tier: Tier, seconds: float) -> None:
-        """After a 429, hold the whole tier back: fill the window so the next send waits."""
+        """After a 429 whose Retry-After a call may wait out, hold the whole tier back: the next send waits.
+
+        The caller checks `seconds` against its cap first; a longer wait goes to `hold`, never here.
+        """
         now = self._clock()
         sent = self._sent[tier]
         stamp = now - self._window + seconds
         sent.clear()
         sent.extend([stamp] * self._limits[tier])
+
+    def hold(self, tier: Tier, seconds: float) -> None:
+        """Remember that the service asked the tier to wait `seconds`, longer than any call waits.
+
+        Nothing sleeps on it: calls of the tier ask `held_for` and fail fast with the time to retry.
+        """
+        self._held_until[tier] = max(self._held_until.get(tier, 0.0), self._clock() + seconds)
+
+    def held_for(self, tier: Tier) -> float:
+        """Seconds left of the tier's hold; 0 when it is free."""
+        return max(0.0, self._held_until.get(tier, 0.0) - self._clock())

@@ -35,9 +35,14 @@ class Listing(BaseModel, Generic[D]):
     items: list[D]
     next_cursor: str | None = None
     total: int | None = None
+    # Page.cut_note(): set when the tenant sent more rows than asked for and the page was cut; results show it.
+    cut_note: str | None = None
 
 
 def listing(page: Page, doc: type[D]) -> Listing[D]:
     return Listing[D](
-        items=[doc.model_validate(item) for item in page.items], next_cursor=page.next_cursor, total=page.total
+        items=[doc.model_validate(item) for item in page.items],
+        next_cursor=page.next_cursor,
+        total=page.total,
+        cut_note=page.cut_note(),
     )

@@ -6,17 +6,25 @@ Pure functions, shared by the tools (validate before sending) and the sandbox (c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import anyio
 from dateutil import rrule
 
 from qlik_tasks_mcp.client.errors import InvalidInput
+from qlik_tasks_mcp.client.schedule_text import UNITS, rrule_parts
 
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 _MAX_LINES = 20
+HORIZON_YEARS = 40
+EXPANSION_SECONDS = 2.0
+# The Gregorian calendar, weekdays and leap years included, repeats every 400 years (146097 days, 20871 weeks).
+_CALENDAR_CYCLE = 400
+_TOO_FREQUENT = ("SECONDLY", "MINUTELY")
 
 
 @cache
@@ -87,10 +95,27 @@ def end_after_change(given: str | None, stored: str | None, start: str | None, z
     return end.strftime(LOCAL_FORMAT)
 
 
+def _too_frequent(line: str) -> str | None:
+    """Why a rule runs more often than a Qlik schedule may (no documented minimum: sub-minute and minutely)."""
+    parts = rrule_parts(line)
+    freq = parts.get("FREQ", "")
+    if freq in _TOO_FREQUENT:
+        return (
+            f"FREQ={freq} runs the task every {UNITS[freq]}, more often than Qlik schedules allow; "
+            "use FREQ=HOURLY or slower (BYMINUTE picks the minute)"
+        )
+    if len([s for s in parts.get("BYSECOND", "").split(",") if s]) > 1:
+        return "BYSECOND lists several seconds, which runs the task seconds apart; give one (BYSECOND=0)"
+    return None
+
+
 def rrule_lines(lines: Sequence[str]) -> list[str]:
-    """Check RECUR lines as Qlik takes them: `RRULE:...` each, no DTSTART/DTEND, parsable by dateutil."""
+    """Check RECUR lines as Qlik takes them: `RRULE:...` each, no DTSTART/DTEND, parsable by dateutil,
+    no more often than hourly-with-minutes, and each with a run in the next HORIZON_YEARS."""
     if len(lines) > _MAX_LINES:
         raise InvalidInput(f"recurrence has {len(lines)} lines; at most {_MAX_LINES} are accepted")
+    deadline = time.monotonic() + EXPANSION_SECONDS
+    now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
     clean: list[str] = []
     for index, raw in enumerate(lines):
         line = raw.strip()
@@ -109,8 +134,91 @@ def rrule_lines(lines: Sequence[str]) -> list[str]:
             rrule.rrulestr(line, dtstart=datetime(2000, 1, 1), forceset=True)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"recurrence[{index}] {line[:80]!r} is not a valid RRULE: {exc}") from exc
+        too_often = _too_frequent(line)
+        if too_often:
+            raise InvalidInput(f"recurrence[{index}] {line[:80]!r}: {too_often}")
+        _check(deadline)
+        if not _runs_within_horizon(line, now, deadline):
+            raise InvalidInput(f"recurrence[{index}] {line[:80]!r}: {_never_runs(line, now)}")
         clean.append(line)
     return clean
+
+
+def _never_runs(line: str, now: datetime) -> str:
+    until = _until(_parse(line, now))
+    if until is not None and until < _years_later(now, HORIZON_YEARS):
+        return f"this rule has no occurrence before its UNTIL ({until:%Y-%m-%d})"
+    return (
+        f"this rule has no occurrence in the next {HORIZON_YEARS} years; check that its BY parts can meet "
+        "(e.g. BYMONTH=2;BYMONTHDAY=30 never happens)"
+    )
+
+
+def _runs_within_horizon(line: str, now: datetime, deadline: float) -> bool:
+    shift = _window_shift(now)
+    rules = [_shifted(_parse(line, now), now, shift)]
+    limit = _years_later(now, HORIZON_YEARS + shift)
+    return any(run <= limit for run in _runs(rules, _years_later(now, shift), deadline))
+
+
+def _parse(line: str, dtstart: datetime) -> rrule.rrule:
+    parsed = rrule.rrulestr(line, dtstart=dtstart)
+    assert isinstance(parsed, rrule.rrule)
+    return parsed
+
+
+def _until(rule: rrule.rrule) -> datetime | None:
+    until = getattr(rule, "_until", None)  # dateutil keeps the parsed UNTIL only there
+    return until if isinstance(until, datetime) else None
+
+
+def _has_count(rule: rrule.rrule) -> bool:
+    return getattr(rule, "_count", None) is not None  # dateutil keeps the parsed COUNT only there
+
+
+def _years_later(value: datetime, years: int) -> datetime:
+    # Shifts are whole 400-year cycles, so 29 February stays a real date.
+    return value.replace(year=value.year + years)
+
+
+def _window_shift(base: datetime) -> int:
+    """Whole calendar cycles that move `base` to within HORIZON_YEARS + 400 years of datetime's last year.
+
+    dateutil looks for a rule's next run until year 9999 and never gives up before: a rule that cannot
+    happen (30 February) costs thousands of years of work. Expanding the same rule moved by whole calendar
+    cycles gives the same runs, moved; near year 9999 the search ends on its own after a few centuries.
+    """
+    room = datetime.max.year - HORIZON_YEARS - base.year
+    return max(0, room // _CALENDAR_CYCLE * _CALENDAR_CYCLE)
+
+
+def _shifted(rule: rrule.rrule, dtstart: datetime, shift: int) -> rrule.rrule:
+    until = _until(rule)
+    if until is not None and until.year + shift > datetime.max.year:
+        until = None  # past the last year: the search ends there anyway
+    return rule.replace(
+        dtstart=_years_later(dtstart, shift), until=_years_later(until, shift) if until is not None else None
+    )
+
+
+def _runs(rules: list[rrule.rrule], after: datetime, deadline: float) -> Iterator[datetime]:
+    """The runs of `rules` after `after`, in order, in one pass; InvalidInput once the deadline passes."""
+    merged = rrule.rruleset()
+    for rule in rules:
+        merged.rrule(rule)
+    for index, run in enumerate(merged):
+        if index % 64 == 0:
+            _check(deadline)
+        if run > after:
+            yield run
+
+
+def _check(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise InvalidInput(
+            f"working out this schedule's runs took more than {EXPANSION_SECONDS:g} s; simplify it "
+            "(fewer lines, fewer BY values, a start closer to now)"
+        )
 
 
 def occurrences(
@@ -121,34 +229,66 @@ def occurrences(
     after: datetime,
     count: int,
     end: datetime | None = None,
+    strict: bool = False,
+    deadline: float | None = None,
 ) -> list[datetime]:
     """The next `count` runs after `after` (aware, any zone), as aware datetimes in `zone`.
 
     Expansion happens in local wall-clock time and is then placed in the zone, so "06:00 every day"
-    stays 06:00 across DST changes, as Qlik and RFC 5545 intend.
+    stays 06:00 across DST changes, as Qlik and RFC 5545 intend. The work is bounded: runs are looked
+    for at least HORIZON_YEARS ahead and for at most EXPANSION_SECONDS (then InvalidInput). With
+    `strict`, a rule that could still run but has no run in the horizon is InvalidInput too, rather
+    than an empty list (which otherwise means the schedule has ended). `deadline` (time.monotonic())
+    shares one budget between many calls, e.g. every task of a listing.
     """
     dtstart = start or after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
-    rules = rrule.rruleset()
-    for line in lines:
-        parsed = rrule.rrulestr(line, dtstart=dtstart)
-        assert isinstance(parsed, rrule.rrule)
-        rules.rrule(parsed)
     after_local = after.astimezone(zone).replace(tzinfo=None)
+    shift = _window_shift(max(after_local, dtstart))
+    # A line given twice costs twice and adds no run.
+    rules = [_shifted(_parse(line, dtstart), dtstart, shift) for line in dict.fromkeys(lines)]
+    deadline = deadline if deadline is not None else time.monotonic() + EXPANSION_SECONDS
     found: list[datetime] = []
-    cursor = after_local
-    guard = 0
-    while len(found) < count and guard < count * 4 + 8:
-        guard += 1
-        nxt = rules.after(cursor, inc=False)
-        if nxt is None or (end is not None and nxt > end):
+    for shifted in _runs(rules, _years_later(after_local, shift), deadline):
+        run = _years_later(shifted, -shift)
+        if end is not None and run > end:
             break
-        cursor = nxt
-        aware = nxt.replace(tzinfo=zone)
+        aware = run.replace(tzinfo=zone)
         # A wall time that does not exist (spring-forward gap) is skipped, like most schedulers do.
-        if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != nxt:
+        if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != run:
             continue
         found.append(aware)
+        if len(found) >= count:
+            break
+    if strict and not found and _could_run_later(rules, end, _years_later(after_local, HORIZON_YEARS)):
+        raise InvalidInput(
+            f"this schedule has no occurrence in the next {HORIZON_YEARS} years; check that its rules' BY parts "
+            "can meet (e.g. BYMONTH=2;BYMONTHDAY=30 never happens)"
+        )
     return found
+
+
+def _could_run_later(rules: list[rrule.rrule], end: datetime | None, horizon: datetime) -> bool:
+    if end is not None and end <= horizon:
+        return False
+    # Rules here are shifted, so is their UNTIL; a COUNT may have run out, which is an end, not an error.
+    return any(not _has_count(r) and _until(r) is None for r in rules)
+
+
+async def occurrences_off_loop(
+    lines: Iterable[str],
+    zone: ZoneInfo,
+    start: datetime | None,
+    *,
+    after: datetime,
+    count: int,
+    end: datetime | None = None,
+    strict: bool = False,
+    deadline: float | None = None,
+) -> list[datetime]:
+    """occurrences() in a worker thread: up to EXPANSION_SECONDS of work that never stalls other sessions."""
+    lines = list(lines)
+    work = partial(occurrences, lines, zone, start, after=after, count=count, end=end, strict=strict, deadline=deadline)
+    return await anyio.to_thread.run_sync(work)
 
 
 def utc_z(value: datetime) -> str:

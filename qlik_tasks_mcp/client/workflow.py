@@ -1,8 +1,8 @@
 """Task bodies of `/api/v1/tasks`: Serverless Workflow 0.8 documents, as Qlik's `Task` schema profiles them.
 
-Pure functions shared by the tools (build and check a body before it is sent) and the sandbox (read what a
-task reloads and what starts it): the check against the Task schema of the spec shipped in client/specs,
-the ISO 8601 repeating-interval check, builders for the two reload tasks people need, and readers.
+Pure functions for the tools: the check of a body against the Task schema of the vendored spec (qlik_tasks_mcp/specs)
+before it is sent, the ISO 8601 repeating-interval check, builders for the two reload tasks people need, and the
+readers of what a workflow reloads and what starts it (client/tasks.py's TaskDoc reads through them).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def schema_problems(body: Any, limit: int = 5) -> list[str]:
     return out
 
 
-def _actions(task: dict[str, Any]) -> list[tuple[int, int, int, dict[str, Any]]]:
+def _actions(states: list[Any] | None) -> list[tuple[int, int, int, dict[str, Any]]]:
+    """(state, onEvent, action) indexes and each action of a workflow's `states`."""
     found: list[tuple[int, int, int, dict[str, Any]]] = []
-    for s, state in enumerate(task.get("states") or []):
+    for s, state in enumerate(states or []):
         for e, on in enumerate(state.get("onEvents") or [] if isinstance(state, dict) else []):
             for a, action in enumerate(on.get("actions") or [] if isinstance(on, dict) else []):
                 if isinstance(action, dict):
@@ -80,14 +81,14 @@ def meaning_problems(task: dict[str, Any]) -> list[str]:
                         f"states/{s}/onEvents/{e}/eventRefs: {ref!r} is not the name of an event in events"
                         + (f" (a scheduled task's state refers to {TIME_SCHEDULE_REF!r})" if scheduled else "")
                     )
-    for s, e, a, action in _actions(task):
+    for s, e, a, action in _actions(task.get("states")):
         ref = action.get("functionRef")
         args = ref.get("arguments") if isinstance(ref, dict) else None
         if not isinstance(args, dict) or not isinstance(args.get("appId"), str) or not args["appId"]:
             problems.append(f"states/{s}/onEvents/{e}/actions/{a}/functionRef/arguments: appId (the app) is required")
         elif "partial" in args and not isinstance(args["partial"], bool):
             problems.append(f"states/{s}/onEvents/{e}/actions/{a}/functionRef/arguments/partial: must be a boolean")
-    if not _actions(task):
+    if not _actions(task.get("states")):
         problems.append("states: no action; a task needs one app.reload action")
     for index, event in enumerate(task.get("events") or []):
         names = [c.get("contextAttributeName") for c in event.get("correlation") or [] if isinstance(c, dict)]
@@ -254,10 +255,10 @@ class Trigger:
     status: str | None
 
 
-def reload_targets(task: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(app id, partial) of every reload the task does, in order."""
+def reload_targets(states: list[Any] | None) -> list[tuple[str, bool]]:
+    """(app id, partial) of every reload a workflow's `states` do, in order."""
     out: list[tuple[str, bool]] = []
-    for _, _, _, action in _actions(task):
+    for _, _, _, action in _actions(states):
         ref = action.get("functionRef")
         args = ref.get("arguments") if isinstance(ref, dict) else None
         if isinstance(args, dict) and isinstance(args.get("appId"), str):
@@ -265,10 +266,10 @@ def reload_targets(task: dict[str, Any]) -> list[tuple[str, bool]]:
     return out
 
 
-def triggers(task: dict[str, Any]) -> list[Trigger]:
-    """The task runs whose finishing starts this task (status None: any outcome)."""
+def triggers(events: list[Any] | None) -> list[Trigger]:
+    """The task runs whose finishing starts a workflow with these `events` (status None: any outcome)."""
     out: list[Trigger] = []
-    for event in task.get("events") or []:
+    for event in events or []:
         if not isinstance(event, dict) or event.get("type") != EVENT_TYPE:
             continue
         attrs = {
@@ -280,19 +281,3 @@ def triggers(task: dict[str, Any]) -> list[Trigger]:
         if isinstance(task_id, str):
             out.append(Trigger(task_id, status if isinstance(status, str) else None))
     return out
-
-
-def schedule_of(task: dict[str, Any]) -> str | None:
-    """The start schedule in one line: interval or cron, its zone, its end."""
-    start = task.get("start")
-    schedule = start.get("schedule") if isinstance(start, dict) else None
-    if isinstance(schedule, str):
-        return f"{schedule} UTC"
-    if not isinstance(schedule, dict):
-        return None
-    cron = schedule.get("cron")
-    what = schedule.get("interval") or (cron.get("expression") if isinstance(cron, dict) else cron) or "?"
-    text = f"{what} {schedule.get('timezone') or 'UTC'}"
-    if schedule.get("endDateTime"):
-        text += f" until {schedule['endDateTime']}"
-    return text

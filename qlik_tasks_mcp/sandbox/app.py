@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from qlik_tasks_mcp.sandbox import qalyptus, qalyptus_seed, reload_tasks, sharing_seed, sharing_tasks
+from qlik_tasks_mcp.sandbox import qalyptus, qalyptus_seed, reload_tasks, sharing_seed, sharing_tasks, users
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
 from qlik_tasks_mcp.sandbox.core import App, Sandbox, User
 from qlik_tasks_mcp.sandbox.faults import FaultInjector
@@ -68,6 +68,7 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
         *reload_tasks.routes(sandbox),
         *workflow_tasks.routes(sandbox),
         *sharing_tasks.routes(sandbox),
+        *users.routes(sandbox),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

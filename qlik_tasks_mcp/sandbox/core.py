@@ -1,9 +1,10 @@
-"""The sandbox tenant's shared machinery: clock, ids, auth, tier limits, error bodies, pagination."""
+"""The sandbox tenant's shared machinery: clock, ids, auth, tier limits, the request body check, a state digest."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
+import pickle
 import random
 import time
 from collections import deque
@@ -11,10 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from qlik_tasks_mcp.sandbox.faults import Faults
 
@@ -105,6 +105,14 @@ class Sandbox:
     def caller(self) -> User:
         return self.users[self.caller_id]
 
+    def digest(self) -> str:
+        """A hash of every family's tables: the same before and after means nothing changed (copies cost more).
+
+        Pickled as they are: a table left alone pickles to the same bytes; one rewritten with equal content may
+        not (a set's order), which reads as a change, never the other way round.
+        """
+        return hashlib.sha256(pickle.dumps(self.tables, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+
 
 def now_z(sandbox: Sandbox) -> str:
     return sandbox.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -114,41 +122,21 @@ def now_ms(sandbox: Sandbox) -> str:
     return sandbox.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-# Error bodies, one writer per shape the specs describe.
-def qlik_errors(status: int, code: str, title: str, detail: str | None = None, *, http_meta: bool = False) -> Response:
-    """reload-tasks and sharing-tasks: `Errors` with string codes."""
-    error: dict[str, Any] = {"code": code, "title": title}
-    if detail:
-        error["detail"] = detail
-    if http_meta:
-        error["meta"] = {"httpCode": status}
-    return JSONResponse({"errors": [error], "traceId": _trace()}, status_code=status)
-
-
-def tasks_errors(status: int, title: str, context: str) -> Response:
-    """tasks: `ErrorResponse` with integer codes."""
-    body = {
-        "errors": [{"code": status, "title": title, "context": context, "timestamp": _iso_now()}],
-        "traceId": _trace(),
-    }
-    return JSONResponse(body, status_code=status)
-
-
-def _trace() -> str:
-    return f"{random.getrandbits(64):016x}"
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-ErrorWriter = Callable[[int, str, str], Response]
+ErrorWriter = Callable[[int, str], Response]
+# What is wrong with a request body, by the operation's request schema: one line per problem.
+BodyCheck = Callable[[Any], list[str]]
 
 
 def guarded(
-    sandbox: Sandbox, tier: str, error: ErrorWriter, handler: Handler, *, api_key: str | None = None
+    sandbox: Sandbox,
+    tier: str,
+    error: ErrorWriter,
+    handler: Handler,
+    *,
+    api_key: str | None = None,
+    body: BodyCheck | None = None,
 ) -> Handler:
-    """Auth and tier limit in front of a handler, answering with the family's error shape.
+    """Auth, tier limit and the request body's schema in front of a handler, answering in the family's error shape.
 
     `api_key`: the key this endpoint accepts when it is not the tenant's (a Qalyptus organization has its own).
     """
@@ -156,24 +144,28 @@ def guarded(
     async def endpoint(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         if auth != f"Bearer {api_key or sandbox.api_key}":
-            return error(401, "Unauthorized", "missing or invalid bearer token")
+            return error(401, "missing or invalid bearer token")
         if sandbox.rate_limits:
             wait = sandbox.windows[tier].admit()
             if wait is not None:
                 sandbox.throttled += 1
-                response = error(429, "Too Many Requests", f"tier {tier} limit of {TIER_LIMITS[tier]}/min")
+                response = error(429, f"tier {tier} limit of {TIER_LIMITS[tier]}/min")
                 response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
                 return response
         problem = await _json_problem(request)
         if problem:
-            return error(400, "Bad Request", problem)
+            return error(400, problem)
+        if body is not None:
+            found = body(await json_body(request))
+            if found:
+                return error(400, "the body does not match the request schema: " + "; ".join(found))
         return await handler(request)
 
     return endpoint
 
 
 async def _json_problem(request: Request) -> str | None:
-    if request.method in ("POST", "PUT", "PATCH"):
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         raw = await request.body()
         if raw:
             try:
@@ -186,38 +178,3 @@ async def _json_problem(request: Request) -> str | None:
 async def json_body(request: Request) -> Any:
     raw = await request.body()
     return json.loads(raw) if raw else None
-
-
-# Pagination: opaque cursors that carry an offset, with absolute links on the request's own origin.
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(value: str) -> int | None:
-    try:
-        padded = value + "=" * (-len(value) % 4)
-        offset = json.loads(base64.urlsafe_b64decode(padded))["o"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return offset if isinstance(offset, int) and offset >= 0 else None
-
-
-def link(request: Request, **params: Any) -> dict[str, str]:
-    """A list value repeats its key, as repeatable filters (`type=a&type=b`) are sent."""
-    query = urlencode({k: v for k, v in params.items() if v is not None and v != []}, doseq=True)
-    base = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
-    return {"href": f"{base}?{query}" if query else base}
-
-
-def self_link(request: Request, path: str) -> dict[str, dict[str, str]]:
-    return {"self": {"href": f"{request.url.scheme}://{request.url.netloc}{path}"}}
-
-
-def parse_limit(raw: str | None, default: int, maximum: int) -> int | None:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if 1 <= value <= maximum else None

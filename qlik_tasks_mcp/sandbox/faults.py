@@ -1,13 +1,21 @@
 """Fault injection for the sandbox tenant: the misbehaviour a real tenant and network can show.
 
 Switches are counters: each matching request consumes one, so a test says exactly how many answers go
-wrong. `match` narrows them to paths containing a string and/or one method.
+wrong. `match` narrows them to paths containing a string and/or one method. `hostile(...)` turns switches
+on for every request: a hostile tenant rather than a glitch.
+
+The hostile tenant's switches: `echo_key` (an error that echoes the caller's API key in its code, traceId,
+detail, meta and x-request-id header), `redirect` (a 3xx to `redirect_location`, or to the request's own URL),
+`huge_page` (a list answer whose rows are copied to `huge_page_rows`), and `retry_after` (say 86400) with
+`status_429` / `status_503` storms.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +35,15 @@ class Faults:
     drop_after_action: int = 0
     malformed_json: int = 0
     foreign_next_link: int = 0
+    echo_key: int = 0
+    redirect: int = 0
+    redirect_status: int = 302
+    # None: the request's own URL (following it once reaches the real answer); else absolute or relative.
+    redirect_location: str | None = None
+    huge_page: int = 0
+    huge_page_rows: int = 100_000
+    # Also sent with 503 answers when set (a 429 always carries `retry_after`).
+    retry_after_503: int | None = None
     match_path: str | None = None
     match_method: str | None = None
     injected: int = 0
@@ -37,6 +54,13 @@ class Faults:
         if self.match_path and self.match_path not in scope.get("path", ""):
             return False
         return not (self.match_method and scope.get("method") != self.match_method)
+
+    def hostile(self, *names: str) -> None:
+        """Switch the named faults on for every matching request, until set back to 0."""
+        for name in names:
+            if not isinstance(getattr(self, name), int) or name in ("retry_after", "redirect_status"):
+                raise ValueError(f"{name} is not a fault switch")
+            setattr(self, name, sys.maxsize)
 
     def take(self, name: str) -> bool:
         left = getattr(self, name)
@@ -75,7 +99,14 @@ class FaultInjector:
             )
             return
         if faults.take("status_503"):
-            await _answer(send, 503, _error_body(path, 503, "Service Unavailable"))
+            later = [(b"retry-after", str(faults.retry_after_503).encode())] if faults.retry_after_503 else []
+            await _answer(send, 503, _error_body(path, 503, "Service Unavailable"), later)
+            return
+        if faults.take("echo_key"):
+            await _echo_key(scope, send)
+            return
+        if faults.take("redirect"):
+            await _redirect(scope, send, faults.redirect_status, faults.redirect_location)
             return
         if faults.take("slow"):
             await anyio.sleep(faults.slow_seconds)
@@ -87,6 +118,10 @@ class FaultInjector:
             return
         if faults.take("foreign_next_link"):
             await self._rewrite(scope, receive, send, _foreign_links)
+            return
+        if faults.take("huge_page"):
+            rows = faults.huge_page_rows
+            await self._rewrite(scope, receive, send, lambda body: _huge_page(body, rows))
             return
         await self.app(scope, receive, send)
 
@@ -116,6 +151,47 @@ def _foreign_links(body: bytes) -> bytes:
     if isinstance(links, dict):
         links["next"] = {"href": "https://attacker.example.com/api/v1/steal?next=1"}
     return json.dumps(data).encode()
+
+
+def _huge_page(body: bytes, rows: int) -> bytes:
+    """The list of the answer (the first list-valued key) with its first row copied `rows` times."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, list) and value:
+                data[key] = [value[0]] * rows
+                break
+    return json.dumps(data).encode()
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            return value.decode("latin-1").removeprefix("Bearer ").strip()
+    return ""
+
+
+async def _echo_key(scope: Scope, send: Send) -> None:
+    """A 400 that echoes the caller's key in every field, and across the point where text used to be cut."""
+    key = _bearer(scope)
+    error: dict[str, Any] = {
+        "code": f"AUTH-{key}",
+        "title": "Bad request",
+        "detail": "rejected token " + "x" * 280 + key,
+        "meta": {"token": key},
+    }
+    body = json.dumps({"errors": [error], "traceId": key}).encode()
+    await _answer(send, 400, body, [(b"x-request-id", key.encode("latin-1"))])
+
+
+async def _redirect(scope: Scope, send: Send, status: int, location: str | None) -> None:
+    query: str = scope.get("query_string", b"").decode("latin-1")
+    own: str = str(scope.get("path", "/")) + (f"?{query}" if query else "")
+    target = own if location is None else location
+    await _answer(send, status, b"", [(b"location", target.encode("latin-1"))])
 
 
 async def _discard(message: Message) -> None:

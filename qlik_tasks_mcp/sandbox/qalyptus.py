@@ -1,7 +1,8 @@
 """The sandbox as a Qalyptus Cloud tenant: organizations, each on its own host and API key (seeded in qalyptus_seed).
 
 Every answer is the `{data, isSuccess, error, errorDetails}` envelope with the field names seen live
-(misspellings included: timeZoneOfset, atMinut). Paths follow client/qalyptus_paths.DEFAULTS; a path in
+(misspellings included: timeZoneOfset, atMinut); request bodies are checked against qalyptus_contract. Paths
+follow the table in specs/qalyptus/NOTES.md (verified and inferred); a path in
 `QalyptusTables.unserved` answers a bare 404, like a tenant where an inferred path does not exist.
 
 Runs are simulated without background work: a run stores its creation time, queue and run lengths and its
@@ -20,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Host, Route, Router
 
-from qlik_tasks_mcp.client import qalyptus_schedule as sched
-from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS
+from qlik_tasks_mcp.sandbox import qalyptus_contract as contract
+from qlik_tasks_mcp.sandbox.contract import TITLES
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, Handler, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.schedule import zone_of
 
 QALYPTUS_HOST = "sandbox.qalyptus.invalid"
 QALYPTUS_SANDBOX_URL = f"https://{QALYPTUS_HOST}/api/v1"
@@ -37,8 +39,6 @@ TABLE = "qalyptus"
 DEFAULT_QUEUE_SECONDS = 0.4
 DEFAULT_RUN_SECONDS = 1.2
 ACTIVE = ("Queued", "Running")
-TEXT_FIELDS = ("description", "notificationRecipients", "notificationCc", "notificationBcc", "testModeRecipients")
-FLAGS = ("notifyIfError", "notifyIfWarning", "notifyIfSuccess")
 
 
 @dataclass
@@ -80,6 +80,11 @@ def ok(data: Any) -> Response:
 
 def refuse(status: int, error: str, details: str | None = None) -> Response:
     return JSONResponse({"data": None, "isSuccess": False, "error": error, "errorDetails": details}, status)
+
+
+def refused(status: int, details: str) -> Response:
+    """The envelope with the status's own title: the error writer for auth, limits and body schemas."""
+    return refuse(status, TITLES.get(status, "Error"), details)
 
 
 def stamp(value: datetime) -> str:
@@ -251,12 +256,12 @@ def smtp_lines(run: dict[str, Any]) -> list[str]:
 
 def public_trigger(trigger: dict[str, Any], now: datetime) -> dict[str, Any]:
     out = dict(trigger)
-    if trigger["type"] == "Schedule":
-        zone = sched.time_zone(trigger["timeZone"])
+    zone = zone_of(trigger.get("timeZone"))
+    if trigger["type"] == "Schedule" and zone is not None:
         offset = now.astimezone(zone).strftime("%z")
         out["timeZoneOfset"] = f"{offset[:3]}:{offset[3:]}"
-        runs = sched.next_runs(trigger, now) if trigger.get("isActive") else []
-        out["nextExecutionDate"] = stamp(runs[0].astimezone(now.tzinfo)) if runs else None
+        run = contract.next_run(trigger, now) if trigger.get("isActive") else None
+        out["nextExecutionDate"] = stamp(run.astimezone(now.tzinfo)) if run else None
     return out
 
 
@@ -270,38 +275,27 @@ def public_task(sandbox: Sandbox, org: Org, task: dict[str, Any], now: datetime)
     return out
 
 
-def update_problems(body: Any) -> list[str]:
-    if not isinstance(body, dict):
-        return ["the body must be a task object"]
-    out = [f"unknown field {k}" for k in body if k not in UPDATE_FIELDS]
-    if not isinstance(body.get("name"), str) or not body["name"].strip():
-        out.append("name is required")
-    for key in ("isActive", "sendNotifications"):
-        if not isinstance(body.get(key), bool):
-            out.append(f"{key} is required (true or false)")
-    for key in (*FLAGS, "testMode"):
-        if body.get(key) is not None and not isinstance(body[key], bool):
-            out.append(f"{key} must be true, false or null")
-    for key in TEXT_FIELDS:
-        if body.get(key) is not None and not isinstance(body[key], str):
-            out.append(f"{key} must be a string or null")
+def update_problem(body: dict[str, Any]) -> str | None:
+    """What a tenant refuses beyond the body's types (those the reference gives are checked before)."""
+    if not body["name"].strip():
+        return "name is required"
     if body.get("testMode") and not (body.get("testModeRecipients") or "").strip():
-        out.append("testModeRecipients is required in test mode")
-    if body.get("sendNotifications") and not (body.get("notificationRecipients") or "").strip():
-        out.append("notificationRecipients is required when sendNotifications is true")
-    return out
+        return "testModeRecipients is required in test mode"
+    if body["sendNotifications"] and not (body.get("notificationRecipients") or "").strip():
+        return "notificationRecipients is required when sendNotifications is true"
+    return None
 
 
 def schedule_trigger(sandbox: Sandbox, body: dict[str, Any], schedule_id: str | None) -> dict[str, Any]:
     trigger: dict[str, Any] = {"id": schedule_id or sandbox.uuid(), "type": "Schedule", "isActive": True}
-    trigger.update({k: body.get(k) for k in sched.FIELDS})
-    trigger["frequency"] = sched.frequency_of(body["frequency"])
-    trigger["priority"] = body.get("priority") or 0
-    for key in sched.NOT_NULLABLE:
-        trigger[key] = trigger.get(key) or 0
+    trigger.update({k: body.get(k) for k in contract.SCHEDULE_FIELDS})
+    trigger["frequency"] = contract.frequency_of(body.get("frequency"))
+    # Integers the reference does not make nullable: what is not sent is 0.
+    for key in ("priority", "day", "month", "everyHours"):
+        trigger[key] = body.get(key) or 0
     trigger["execution"] = body.get("execution") or "Queue"
-    if isinstance(trigger.get("weeklyDays"), str) and trigger["weeklyDays"]:
-        trigger["weeklyDays"] = ",".join(sched.weekdays(trigger["weeklyDays"]))
+    if trigger.get("weeklyDays"):
+        trigger["weeklyDays"] = ",".join(contract.weekdays_of(trigger["weeklyDays"]) or [])
     return trigger
 
 
@@ -330,10 +324,10 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         if task is None:
             return missing()
         body = await json_body(request)
-        found = update_problems(body)
+        found = update_problem(body)
         if found:
-            return refuse(400, "Invalid task", "; ".join(found))
-        task.update(body)
+            return refuse(400, "Invalid task", found)
+        task.update({k: v for k, v in body.items() if k in contract.UPDATE_FIELDS})
         return ok(public_task(sandbox, org, task, sandbox.clock.now()))
 
     async def delete_task(request: Request) -> Response:
@@ -383,9 +377,9 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         if task is None:
             return missing()
         body = await json_body(request)
-        found = sched.problems(body)
+        found = contract.schedule_problem(body)
         if found:
-            return refuse(400, "Invalid schedule", "; ".join(found))
+            return refuse(400, "Invalid schedule", found)
         own = org.triggers.setdefault(task["id"], [])
         schedule_id = request.query_params.get("taskScheduleID")
         if schedule_id:
@@ -404,11 +398,8 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         task = task_of(request)
         if task is None:
             return missing()
-        try:
-            ids = await json_body(request)
-        except ValueError:
-            ids = None
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        ids = await json_body(request)
+        if not ids:
             return refuse(400, "Invalid request", "The body must be a non-empty array of schedule IDs")
         own = org.triggers.get(task["id"], [])
         known = {t["id"] for t in own if t["type"] == "Schedule"}
@@ -477,8 +468,9 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
     async def reports(_: Request) -> Response:
         return ok(list(org.reports.values()))
 
-    def g(template: str, handler: Handler) -> Handler:
-        guarded_handler = guarded(sandbox, "qalyptus", refuse, handler, api_key=org.api_key)
+    def g(template: str, handler: Handler, body: str | None = None) -> Handler:
+        check = contract.checker(body) if body else None
+        guarded_handler = guarded(sandbox, "qalyptus", refused, handler, api_key=org.api_key, body=check)
 
         async def endpoint(request: Request) -> Response:
             if template in qt.unserved:
@@ -487,27 +479,27 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
 
         return endpoint
 
-    table: list[tuple[str, str, Handler]] = [
-        ("GET", "/tasks", list_tasks),
-        ("GET", "/tasks/{id}", get_task),
-        ("PUT", "/tasks/{id}", put_task),
-        ("DELETE", "/tasks/{id}", delete_task),
-        ("POST", "/tasks/{id}/duplicate", duplicate),
-        ("GET", "/tasks/{id}/recipients", listing(org.recipients)),
-        ("GET", "/tasks/{id}/reports", listing(org.task_reports)),
-        ("GET", "/tasks/{id}/triggers", triggers),
-        ("GET", "/tasks/{id}/schedules", schedules),
-        ("POST", "/tasks/{id}/schedules", set_schedule),
-        ("DELETE", "/tasks/{id}/schedules", delete_schedules),
-        ("POST", "/tasks/{id}/run", run),
-        ("POST", "/status/{id}/stop", stop),
-        ("GET", "/status/tasks", statuses),
-        ("GET", "/status/tasks/{id}", status),
-        ("GET", "/status/tasks/{id}/log", log_file(smtp=False)),
-        ("GET", "/status/tasks/{id}/smtp-log", log_file(smtp=True)),
-        ("GET", "/reports", reports),
+    table: list[tuple[str, str, Handler, str | None]] = [
+        ("GET", "/tasks", list_tasks, None),
+        ("GET", "/tasks/{id}", get_task, None),
+        ("PUT", "/tasks/{id}", put_task, "update"),
+        ("DELETE", "/tasks/{id}", delete_task, None),
+        ("POST", "/tasks/{id}/duplicate", duplicate, None),
+        ("GET", "/tasks/{id}/recipients", listing(org.recipients), None),
+        ("GET", "/tasks/{id}/reports", listing(org.task_reports), None),
+        ("GET", "/tasks/{id}/triggers", triggers, None),
+        ("GET", "/tasks/{id}/schedules", schedules, None),
+        ("POST", "/tasks/{id}/schedules", set_schedule, "schedule"),
+        ("DELETE", "/tasks/{id}/schedules", delete_schedules, "ids"),
+        ("POST", "/tasks/{id}/run", run, None),
+        ("POST", "/status/{id}/stop", stop, None),
+        ("GET", "/status/tasks", statuses, None),
+        ("GET", "/status/tasks/{id}", status, None),
+        ("GET", "/status/tasks/{id}/log", log_file(smtp=False), None),
+        ("GET", "/status/tasks/{id}/smtp-log", log_file(smtp=True), None),
+        ("GET", "/reports", reports, None),
     ]
-    return [Route(PREFIX + path, g(path, handler), methods=[method]) for method, path, handler in table]
+    return [Route(PREFIX + path, g(path, handler, body), methods=[method]) for method, path, handler, body in table]
 
 
 def hosts(sandbox: Sandbox) -> list[BaseRoute]:

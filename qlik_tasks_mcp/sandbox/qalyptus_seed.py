@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from qlik_tasks_mcp.client import qalyptus_schedule as sched
+from qlik_tasks_mcp.sandbox import qalyptus_contract as contract
 from qlik_tasks_mcp.sandbox.core import Sandbox
 from qlik_tasks_mcp.sandbox.qalyptus import (
     EU_HOST,
@@ -23,10 +23,11 @@ from qlik_tasks_mcp.sandbox.qalyptus import (
 
 def _schedule(sandbox: Sandbox, now: datetime, name: str, zone: str, **timing: Any) -> dict[str, Any]:
     start = (now - timedelta(days=90)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-    body: dict[str, Any] = {"name": name, "timeZone": zone, "startDate": sched.api_date(start, sched.time_zone(zone))}
+    body: dict[str, Any] = {"name": name, "timeZone": zone, "startDate": contract.api_date(start, zone)}
     active = timing.pop("isActive", True)
     body |= timing
-    trigger = schedule_trigger(sandbox, sched.check(body), None)
+    assert not contract.problems("schedule", body) and not contract.schedule_problem(body), body
+    trigger = schedule_trigger(sandbox, body, None)
     trigger["isActive"] = active
     return trigger
 

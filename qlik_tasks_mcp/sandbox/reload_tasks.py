@@ -9,24 +9,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.reload_tasks import BASE_FIELDS
-from qlik_tasks_mcp.client.schedule import local_datetime, occurrences, rrule_lines, time_zone, utc_z
-from qlik_tasks_mcp.sandbox.core import (
-    TENANT_ID,
-    Sandbox,
-    decode_cursor,
-    encode_cursor,
-    guarded,
-    json_body,
-    link,
-    parse_limit,
-    qlik_errors,
-    self_link,
-)
+from qlik_tasks_mcp.sandbox import contract
+from qlik_tasks_mcp.sandbox.contract import RELOAD_TASKS_ERRORS as err
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit, self_link
+from qlik_tasks_mcp.sandbox.schedule import next_occurrence, recurrence_problem, utc_z, wall_clock, zone_of
 
 BASE = "/api/v1/reload-tasks"
 TABLE = "reload_tasks"
+SPEC = "reload-tasks.json"
+# What a task stores from a create or a replace: the fields of the spec's TaskBase (`type` is deprecated and
+# "not used for creating a schedule reload"; `state` is applied on its own).
+STORED = tuple(k for k in contract.writable(SPEC, "PutTaskBody") if k != "state")
+CURSORS = Cursors(next="next", prev="prev")
 
 SCHEDULES = [
     ("Europe/Zurich", ["RRULE:FREQ=DAILY;INTERVAL=1;BYHOUR=6;BYMINUTE=0;BYSECOND=0"]),
@@ -37,23 +32,17 @@ SCHEDULES = [
 ]
 
 
-def err(status: int, title: str, detail: str) -> Response:
-    code = {400: "RELOAD-TASKS-400", 401: "RELOAD-TASKS-401", 404: "RELOAD-TASKS-404", 429: "RELOAD-TASKS-429"}
-    return qlik_errors(status, code.get(status, f"RELOAD-TASKS-{status}"), title, detail)
-
-
 def tasks(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
     return sandbox.tables.setdefault(TABLE, {})
 
 
 def next_execution(sandbox: Sandbox, task: dict[str, Any]) -> str | None:
-    if task.get("state") != "Enabled" or not task.get("recurrence"):
+    zone = zone_of(task.get("timeZone") or "UTC")
+    if task.get("state") != "Enabled" or not task.get("recurrence") or zone is None:
         return None
-    zone = time_zone(task["timeZone"])
-    start = local_datetime(task["startDateTime"], "startDateTime") if task.get("startDateTime") else None
-    end = local_datetime(task["endDateTime"], "endDateTime") if task.get("endDateTime") else None
-    runs = occurrences(task["recurrence"], zone, start, after=sandbox.clock.now(), count=1, end=end)
-    return utc_z(runs[0]) if runs else None
+    start, end = wall_clock(task.get("startDateTime"), zone), wall_clock(task.get("endDateTime"), zone)
+    run = next_occurrence(task["recurrence"], zone, start, end, sandbox.clock.now())
+    return utc_z(run) if run else None
 
 
 def seed(sandbox: Sandbox, per_app: int = 1) -> None:
@@ -63,7 +52,7 @@ def seed(sandbox: Sandbox, per_app: int = 1) -> None:
         for k in range(per_app):
             zone, rule = SCHEDULES[(index + k) % len(SCHEDULES)]
             task_id = sandbox.hex_id()
-            start = (now - timedelta(days=30 + index)).astimezone(time_zone(zone))
+            start = (now - timedelta(days=30 + index)).astimezone(zone_of(zone))
             task: dict[str, Any] = {
                 "id": task_id,
                 "appId": app.id,
@@ -107,33 +96,20 @@ def _public(request: Request, task: dict[str, Any], sandbox: Sandbox) -> dict[st
     return out
 
 
-def _validate(sandbox: Sandbox, body: Any, *, creating: bool) -> str | None:
-    if not isinstance(body, dict):
-        return "body must be a JSON object"
-    if creating:
-        for required in ("appId", "timeZone"):
-            if not body.get(required):
-                return f"{required} is required"
+def meaning_problem(sandbox: Sandbox, body: dict[str, Any]) -> tuple[int, str] | None:
+    """What the schema cannot say, as the spec's field descriptions do: an app that exists, an IANA zone,
+    RFC 5545 RECUR lines without DTSTART/DTEND, start and end readable (local with a zone, else with an offset)."""
     if "appId" in body and body["appId"] not in sandbox.apps:
-        return f"app {body['appId']} not found"
-    for key in ("partial", "autoReload", "autoReloadPartial"):
-        if key in body and not isinstance(body[key], bool):
-            return f"{key} must be a boolean"
-    if "state" in body and body["state"] not in ("Enabled", "Disabled", "Completed"):
-        return "state must be Enabled, Disabled or Completed"
-    try:
-        if body.get("timeZone"):
-            time_zone(body["timeZone"])
-        recurrence = body.get("recurrence")
-        if recurrence is not None:
-            if not isinstance(recurrence, list) or not all(isinstance(x, str) for x in recurrence):
-                return "recurrence must be an array of strings"
-            rrule_lines(recurrence)
-        for key in ("startDateTime", "endDateTime"):
-            if body.get(key):
-                local_datetime(body[key], key)
-    except InvalidInput as exc:
-        return str(exc)
+        return 404, f"app {body['appId']} not found"
+    zone = zone_of(body["timeZone"]) if body.get("timeZone") else zone_of("UTC")
+    if zone is None:
+        return 400, f"timeZone {body['timeZone']!r} is not an IANA time zone name"
+    problem = recurrence_problem(body.get("recurrence") or [])
+    if problem:
+        return 400, problem
+    for key in ("startDateTime", "endDateTime"):
+        if body.get(key) and wall_clock(body[key], zone) is None:
+            return 400, f"{key} {str(body[key])[:40]!r} is not an ISO 8601 date-time"
     return None
 
 
@@ -142,40 +118,27 @@ def routes(sandbox: Sandbox) -> list[Route]:
         q = request.query_params
         limit = parse_limit(q.get("limit"), 10, 100)
         if limit is None:
-            return err(400, "Bad Request", "limit must be an integer between 1 and 100")
-        if q.get("next") and q.get("prev"):
-            return err(400, "Bad Request", "provide either next or prev, not both")
+            return err(400, "limit must be an integer between 1 and 100")
         items = sorted(tasks(sandbox).values(), key=lambda t: t["id"])
         if q.get("appId"):
             items = [t for t in items if t["appId"] == q["appId"]]
         if q.get("partial") is not None:
             wanted = q["partial"].lower() == "true"
             items = [t for t in items if t.get("partial", False) == wanted]
-        cursor = q.get("next") or q.get("prev")
-        offset = 0
-        if cursor:
-            decoded = decode_cursor(cursor)
-            if decoded is None:
-                return err(400, "Bad Request", "invalid page cursor")
-            offset = decoded
-        page = items[offset : offset + limit]
         keep = {k: q[k] for k in ("appId", "partial") if q.get(k) is not None}
-        links: dict[str, Any] = {"self": link(request, **keep, limit=limit)}
-        if offset + limit < len(items):
-            links["next"] = link(request, **keep, limit=limit, next=encode_cursor(offset + limit))
-        if offset > 0:
-            links["prev"] = link(request, **keep, limit=limit, prev=encode_cursor(max(0, offset - limit)))
-        return JSONResponse({"data": [_public(request, t, sandbox) for t in page], "links": links})
+        page = paginate(request, items, limit, CURSORS, keep)
+        if isinstance(page, str):
+            return err(400, page)
+        return JSONResponse({"data": [_public(request, t, sandbox) for t in page.items], "links": page.links})
 
     async def create(request: Request) -> Response:
         body = await json_body(request)
-        problem = _validate(sandbox, body, creating=True)
+        problem = meaning_problem(sandbox, body)
         if problem:
-            status = 404 if problem.startswith("app ") else 400
-            return err(status, "Not Found" if status == 404 else "Bad Request", problem)
+            return err(*problem)
         app = sandbox.apps[body["appId"]]
         task_id = sandbox.hex_id()
-        task: dict[str, Any] = {k: body[k] for k in BASE_FIELDS if k in body}
+        task: dict[str, Any] = {k: body[k] for k in STORED if k in body}
         task.update(
             id=task_id,
             jobId=sandbox.hex_id(),
@@ -193,18 +156,18 @@ def routes(sandbox: Sandbox) -> list[Route]:
     async def get_one(request: Request) -> Response:
         task = tasks(sandbox).get(request.path_params["taskId"])
         if task is None:
-            return err(404, "Not Found", "task not found")
+            return err(404, "task not found")
         return JSONResponse(_public(request, task, sandbox))
 
     async def put_one(request: Request) -> Response:
         task = tasks(sandbox).get(request.path_params["taskId"])
         if task is None:
-            return err(404, "Not Found", "task not found")
+            return err(404, "task not found")
         body = await json_body(request)
-        problem = _validate(sandbox, body, creating=False)
+        problem = meaning_problem(sandbox, {"timeZone": task.get("timeZone")} | body)
         if problem:
-            return err(400, "Bad Request", problem)
-        for key in BASE_FIELDS:
+            return err(*problem)
+        for key in STORED:
             if key in body:
                 task[key] = body[key]
         if "state" in body and body["state"] != task["state"]:
@@ -220,16 +183,16 @@ def routes(sandbox: Sandbox) -> list[Route]:
 
     async def delete_one(request: Request) -> Response:
         if tasks(sandbox).pop(request.path_params["taskId"], None) is None:
-            return err(404, "Not Found", "task not found")
+            return err(404, "task not found")
         return Response(status_code=204)
 
-    def g(tier: str, handler: Any) -> Any:
-        return guarded(sandbox, tier, err, handler)
+    def g(tier: str, handler: Any, component: str | None = None) -> Any:
+        return guarded(sandbox, tier, err, handler, body=contract.checker(SPEC, component) if component else None)
 
     return [
         Route(BASE, g("1", list_tasks), methods=["GET"]),
-        Route(BASE, g("2", create), methods=["POST"]),
+        Route(BASE, g("2", create, "PostTaskBody"), methods=["POST"]),
         Route(BASE + "/{taskId}", g("1", get_one), methods=["GET"]),
-        Route(BASE + "/{taskId}", g("2", put_one), methods=["PUT"]),
+        Route(BASE + "/{taskId}", g("2", put_one, "PutTaskBody"), methods=["PUT"]),
         Route(BASE + "/{taskId}", g("2", delete_one), methods=["DELETE"]),
     ]

@@ -1,4 +1,10 @@
-"""Sharing-task fields in the sandbox: the checks create and PATCH share, and how each field is stored."""
+"""Sharing-task fields in the sandbox: the checks create and PATCH share, and how each field is stored.
+
+A body's shape is checked against sharing-tasks.json before these run (core.guarded, and each PATCH value
+against the create schema's field its path names); what is left here is what a schema cannot say, taken from
+the spec's descriptions: users and apps that exist, RRULE lines (1 to 5, no DTSTART/DTEND/UNTIL/RDATE/EXDATE/
+EXRULE), start and end local without an offset, a template's app.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import local_datetime, rrule_lines, time_zone
-from qlik_tasks_mcp.client.sharing_tasks import PATCH_PATHS
+from qlik_tasks_mcp.sandbox import contract
 from qlik_tasks_mcp.sandbox.core import Sandbox
+from qlik_tasks_mcp.sandbox.schedule import recurrence_problem, wall_clock, zone_of
 
-TEMPLATE_TYPES = {
-    "file",
-    "chart",
-    "story",
-    "sheet",
-    "multi-sheet",
-    "excel",
-    "pixel-perfect",
-    "html",
-    "powerpoint",
-    "word",
-}
+SPEC = "sharing-tasks.json"
+CREATE = "SharingTaskRecurringCreateRequest"
+PATCH_PATHS = contract.enum(SPEC, "SharingTaskRecurringPatchRequestCompliant", "path")
 # `/recipient` is in the spec's enum beside `/recipients`; the service treats it as the same field.
 PATHS = {p: p[1:] for p in PATCH_PATHS} | {"/recipient": "recipients"}
 REMOVABLE = {"description", "sharePointFolder", "dataConnectionID", "bookmarkId", "tags"}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+UNSUPPORTED_LINES = ("DTSTART", "DTEND", "RDATE", "EXDATE", "EXRULE")
 
 
 def persisted_recipients(value: dict[str, Any]) -> dict[str, Any]:
@@ -75,42 +73,11 @@ def recipient_count(recipients: dict[str, Any]) -> int:
 
 
 # Field checks, shared by create and patch: each answers with what is wrong, or None.
-def _text(limit: int, *, empty: bool = True) -> Callable[[Sandbox, Any], str | None]:
-    def check(_: Sandbox, value: Any) -> str | None:
-        if not isinstance(value, str) or (not empty and not value.strip()):
-            return "must be a non-empty string" if not empty else "must be a string"
-        return f"is longer than {limit} characters" if len(value) > limit else None
-
-    return check
-
-
-def _strings(_: Sandbox, value: Any) -> str | None:
-    ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
-    return None if ok else "must be an array of strings"
-
-
-def _bool(_: Sandbox, value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-def _object(_: Sandbox, value: Any) -> str | None:
-    return None if isinstance(value, dict) else "must be an object"
-
-
 def _owner(sandbox: Sandbox, value: Any) -> str | None:
     return None if isinstance(value, str) and value in sandbox.users else f"{str(value)[:40]!r} is not a user"
 
 
-def _channels(_: Sandbox, value: Any) -> str | None:
-    if not isinstance(value, list) or not value or not set(value) <= {"email", "sharepoint"}:
-        return "must be a non-empty array of email and/or sharepoint"
-    return None
-
-
 def _recipients(sandbox: Sandbox, value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return "must be an object with userIds, groupIds, emailAddresses"
-
     def values(key: str) -> list[Any]:
         items = value.get(key) or []
         return [i.get("value") if isinstance(i, dict) else i for i in items] if isinstance(items, list) else [None]
@@ -121,19 +88,16 @@ def _recipients(sandbox: Sandbox, value: Any) -> str | None:
     if not all(isinstance(g, str) and g for g in values("groupIds")):
         return "groupIds: every value must be a non-empty group id"
     for email in values("emailAddresses"):
+        # The spec's `format: email`.
         if not isinstance(email, str) or not EMAIL.match(email):
             return f"emailAddresses: {str(email)[:60]!r} is not an email address"
     return None
 
 
 def _templates(sandbox: Sandbox, value: Any) -> str | None:
-    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
-        return "must be a non-empty array of templates"
+    if not value:
+        return "must name at least one template"
     for index, template in enumerate(value):
-        if template.get("type") not in TEMPLATE_TYPES:
-            return f"[{index}].type must be one of {', '.join(sorted(TEMPLATE_TYPES))}"
-        if "templateId" in template:
-            return f"[{index}].templateId is read-only"
         app = template_app(template)
         if app is None or app not in sandbox.apps:
             return f"[{index}] refers to app {app!r}, which does not exist"
@@ -149,43 +113,29 @@ def template_app(template: dict[str, Any]) -> str | None:
 
 
 def _schedule(_: Sandbox, value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return "must be an object"
     lines = value.get("recurrence") or []
-    if not isinstance(lines, list) or not 1 <= len(lines) <= 5 or not all(isinstance(x, str) for x in lines):
-        return "recurrence must hold 1 to 5 RRULE strings"
-    if any("UNTIL=" in x.upper() for x in lines):
-        return "recurrence must not contain UNTIL; use endDateTime"
-    try:
-        rrule_lines(lines)
-        time_zone(value.get("timezone") or "")
-        for key in ("startDateTime", "endDateTime"):
-            if value.get(key):
-                local_datetime(value[key], key)
-    except InvalidInput as exc:
-        return str(exc)
+    if not 1 <= len(lines) <= 5:
+        return "recurrence must hold 1 to 5 RRULE lines"
+    if any("UNTIL=" in x.upper() or x.strip().upper().startswith(UNSUPPORTED_LINES) for x in lines):
+        return "recurrence takes RRULE lines without UNTIL (DTSTART, DTEND, RDATE, EXDATE, EXRULE are not supported)"
+    problem = recurrence_problem(lines)
+    if problem:
+        return problem
+    zone = zone_of(value.get("timezone") or "UTC")
+    if zone is None:
+        return f"timezone {str(value.get('timezone'))[:60]!r} is not an IANA time zone name"
+    for key in ("startDateTime", "endDateTime"):
+        text = value.get(key)
+        if text and (OFFSET.search(text) or wall_clock(text, zone) is None):
+            return f"{key} {text[:40]!r} must be a local date-time without offset, like 2026-01-02T16:04:05"
     return None
 
 
 CHECKS: dict[str, Callable[[Sandbox, Any], str | None]] = {
-    "name": _text(255, empty=False),
-    "description": _text(255),
-    "message": _text(280),
-    "tags": _strings,
     "ownerId": _owner,
-    "enabled": _bool,
-    "executeOnCreation": _bool,
     "scheduleOptions": _schedule,
     "templates": _templates,
     "recipients": _recipients,
-    "sharePointFolder": _text(1000),
-    "dataConnectionID": _text(128),
-    "bookmarkId": _text(128),
-    "transportChannels": _channels,
-    "state": _object,
-    "trigger": _object,
-    "emailContent": _object,
-    "retentionPolicy": _object,
 }
 
 
@@ -198,6 +148,9 @@ def set_field(sandbox: Sandbox, task: dict[str, Any], name: str, value: Any) -> 
         task["owner"], task["ownerName"] = value, sandbox.users[value].name
     elif name == "recipients":
         task["recipients"] = persisted_recipients(value)
+    elif name == "tags":
+        # The spec's PATCH example replaces /tags with one tag as well as with a list.
+        task["tags"] = [value] if isinstance(value, str) else value
     elif name == "scheduleOptions":
         keys = ("timezone", "recurrence", "startDateTime", "endDateTime")
         task["scheduleOptions"] = {k: value[k] for k in keys if k in value}
@@ -225,22 +178,31 @@ def whole_problem(task: dict[str, Any], max_recipients: int) -> str | None:
     return None
 
 
-def patch_problem(sandbox: Sandbox, ops: Any) -> str | None:
-    if not isinstance(ops, list) or not ops:
+def patch_problem(sandbox: Sandbox, ops: list[dict[str, Any]]) -> str | None:
+    """What the operations' values get wrong (their shape is the patch schema's, already checked)."""
+    if not ops:
         return "body must be a non-empty JSON Patch array"
     for index, op in enumerate(ops):
-        if not isinstance(op, dict) or op.get("op") not in ("replace", "remove"):
-            return f"[{index}].op must be replace or remove"
-        name = PATHS.get(op.get("path", ""))
-        if name is None:
-            return f"[{index}].path {str(op.get('path'))[:40]!r} is not one of {', '.join(PATHS)}"
+        name = PATHS[op["path"]]
         if op["op"] == "remove":
             if name not in REMOVABLE:
                 return f"[{index}]: {op['path']} cannot be removed, only replaced"
-        elif "value" not in op:
+            continue
+        if "value" not in op:
             return f"[{index}]: replace {op['path']} needs a value"
-        else:
-            problem = CHECKS[name](sandbox, op["value"])
-            if problem:
-                return f"[{index}] {op['path']}: {problem}"
+        problem = value_problem(sandbox, name, op["value"])
+        if problem:
+            return f"[{index}] {op['path']}: {problem}"
     return None
+
+
+def value_problem(sandbox: Sandbox, name: str, value: Any) -> str | None:
+    """`value` for field `name`: the create schema's field (widened by the PATCH example), then its meaning."""
+    if name in contract.properties(SPEC, CREATE):
+        found = contract.field_problems(SPEC, CREATE, name, value)
+        if found and not (name == "tags" and isinstance(value, str)):
+            return "; ".join(found)
+    elif name in ("ownerId", "bookmarkId") and not (isinstance(value, str) and value):
+        return "must be a non-empty string"
+    check = CHECKS.get(name)
+    return check(sandbox, value) if check else None

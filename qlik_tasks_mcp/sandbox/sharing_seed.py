@@ -11,8 +11,8 @@ import base64
 from datetime import timedelta
 from typing import Any
 
-from qlik_tasks_mcp.client.schedule import time_zone
 from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox
+from qlik_tasks_mcp.sandbox.schedule import zone_of
 from qlik_tasks_mcp.sandbox.sharing_fields import persisted_recipients
 from qlik_tasks_mcp.sandbox.sharing_tasks import BASE, stamp, start_execution, tables
 
@@ -119,7 +119,7 @@ def seed(sandbox: Sandbox) -> None:
             else {
                 "timezone": zone,
                 "recurrence": [rule],
-                "startDateTime": created.astimezone(time_zone(zone)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "startDateTime": created.astimezone(zone_of(zone)).strftime("%Y-%m-%dT%H:%M:%S"),
                 "endDateTime": "",
             },
             "transportChannels": ["email"],

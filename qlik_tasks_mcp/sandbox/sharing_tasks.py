@@ -18,28 +18,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from qlik_tasks_mcp.client.schedule import local_datetime, occurrences, time_zone, utc_z
-from qlik_tasks_mcp.client.sharing_tasks import TYPES
-from qlik_tasks_mcp.sandbox.core import (
-    TENANT_ID,
-    Sandbox,
-    decode_cursor,
-    encode_cursor,
-    guarded,
-    json_body,
-    link,
-    now_ms,
-    parse_limit,
-    qlik_errors,
-    self_link,
-)
+from qlik_tasks_mcp.sandbox import contract
+from qlik_tasks_mcp.sandbox.contract import SHARING_ERRORS as fail
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body, now_ms
+from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit, self_link
+from qlik_tasks_mcp.sandbox.schedule import next_occurrence, utc_z, wall_clock, zone_of
 from qlik_tasks_mcp.sandbox.sharing_fields import (
-    CHECKS,
+    CREATE,
     PATHS,
+    SPEC,
     patch_problem,
     persisted_recipients,
     recipient_users,
     set_field,
+    value_problem,
     whole_problem,
 )
 
@@ -48,6 +40,11 @@ TABLE = "sharing"
 DEFAULT_RUN_SECONDS = 1.0
 DEFAULT_MAX_RECIPIENTS = 100
 FILE_TYPES = {"pdf", "pptx", "xlsx", "html", "docx", "image"}
+TYPES = contract.enum(SPEC, CREATE, "type")
+# Fields a create stores through set_field; `enabled` and `executeOnCreation` are applied on their own.
+STORED = tuple(k for k in contract.writable(SPEC, CREATE) if k not in ("enabled", "executeOnCreation", "type"))
+TASK_CURSORS = Cursors(next="page", prev="prev", offset=True)
+EXECUTION_CURSORS = Cursors(next="next", prev="prev", offset=True)
 TASK_SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "name": lambda t: t["name"].casefold(),
     "datecreated": lambda t: t.get("dateCreated", ""),
@@ -91,17 +88,6 @@ def tables(sandbox: Sandbox) -> SharingTables:
             "reportSubscriptionStatusChangeTime": "2026-01-12T09:30:00.000Z",
         }
     return found
-
-
-TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
-
-
-def err(status: int, title: str, detail: str) -> Response:
-    return qlik_errors(status, f"HTTP-{status}", title, detail, http_meta=True)
-
-
-def fail(status: int, detail: str) -> Response:
-    return err(status, TITLES.get(status, "Error"), detail)
 
 
 def stamp(value: datetime) -> str:
@@ -229,13 +215,12 @@ def public_executions(sandbox: Sandbox, task: dict[str, Any]) -> list[dict[str, 
 
 def next_run(sandbox: Sandbox, task: dict[str, Any]) -> str | None:
     schedule = task.get("scheduleOptions") or {}
-    if not schedule.get("recurrence") or not task.get("enabled") or task.get("statusCode") == "DELETING":
+    zone = zone_of(schedule.get("timezone") or "UTC")
+    if not schedule.get("recurrence") or not task.get("enabled") or task.get("statusCode") == "DELETING" or not zone:
         return None
-    zone = time_zone(schedule.get("timezone") or "UTC")
-    start = local_datetime(schedule["startDateTime"], "start") if schedule.get("startDateTime") else None
-    end = local_datetime(schedule["endDateTime"], "end") if schedule.get("endDateTime") else None
-    runs = occurrences(schedule["recurrence"], zone, start, after=sandbox.clock.now(), count=1, end=end)
-    return utc_z(runs[0]) if runs else None
+    start, end = wall_clock(schedule.get("startDateTime"), zone), wall_clock(schedule.get("endDateTime"), zone)
+    run = next_occurrence(schedule["recurrence"], zone, start, end, sandbox.clock.now())
+    return utc_z(run) if run else None
 
 
 def public_task(sandbox: Sandbox, task: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -279,29 +264,18 @@ def routes(sandbox: Sandbox) -> list[Route]:
         render: Callable[[dict[str, Any]], dict[str, Any]],
         key: str,
         maximum: int,
-        cursor_name: str,
+        cursors: Cursors,
         keep: dict[str, Any],
     ) -> Response:
-        """One page of `items` with `totalCount` and absolute links; `cursor_name` is the spec's cursor parameter."""
-        q = request.query_params
-        limit = parse_limit(q.get("limit"), 20, maximum)
+        """One page of `items` with `totalCount` and absolute links."""
+        limit = parse_limit(request.query_params.get("limit"), 20, maximum)
         if limit is None:
             return fail(400, f"limit must be an integer from 1 to {maximum}")
-        raw = q.get("offset", "0")
-        offset = int(raw) if raw.isdigit() else -1
-        cursor = q.get(cursor_name) or q.get("next") or q.get("prev")
-        if cursor:
-            decoded = decode_cursor(cursor)
-            offset = -1 if decoded is None else decoded
-        if offset < 0:
-            return fail(400, "offset must be a non-negative integer, and a cursor the one given in links")
-        page = [render(item) for item in items[offset : offset + limit]]
-        links: dict[str, Any] = {"self": link(request, **keep, limit=limit, offset=offset or None)}
-        if offset + limit < len(items):
-            links["next"] = link(request, **keep, limit=limit, **{cursor_name: encode_cursor(offset + limit)})
-        if offset > 0:
-            links["prev"] = link(request, **keep, limit=limit, **{cursor_name: encode_cursor(max(0, offset - limit))})
-        body = {key: page, "totalCount": len(items), "currentPageCount": len(page), "links": links}
+        page = paginate(request, items, limit, cursors, keep)
+        if isinstance(page, str):
+            return fail(400, page)
+        shown = [render(item) for item in page.items]
+        body = {key: shown, "totalCount": len(items), "currentPageCount": len(shown), "links": page.links}
         return JSONResponse(body)
 
     async def list_tasks(request: Request) -> Response:
@@ -337,23 +311,18 @@ def routes(sandbox: Sandbox) -> list[Route]:
             items.sort(key=TASK_SORTS[sort.lstrip("+-")], reverse=sort.startswith("-"))
         kept = ("appid", "owner", "ownername", "role", "type", "templateId", "excludeDeleting", "sort")
         keep = {k: q.getlist(k) for k in kept}
-        return paged(request, items, lambda t: public_task(sandbox, t, request), "sharingTasks", 100, "page", keep)
+        return paged(
+            request, items, lambda t: public_task(sandbox, t, request), "sharingTasks", 100, TASK_CURSORS, keep
+        )
 
     async def create(request: Request) -> Response:
         body = await json_body(request)
-        if not isinstance(body, dict):
-            return fail(400, "body must be a JSON object")
-        missing = [k for k in ("name", "state", "templates", "type") if k not in body]
-        if missing:
-            return fail(400, f"{', '.join(missing)} required")
-        if body["type"] not in TYPES:
-            return fail(400, f"type must be one of {', '.join(TYPES)}")
         if body["type"] == "template-sharing":
             return fail(
                 400, "template-sharing tasks are made from a report template in Qlik Cloud, not through this API"
             )
-        for name, check in CHECKS.items():
-            problem = check(sandbox, body[name]) if name in body and name != "ownerId" else None
+        for name in STORED:
+            problem = value_problem(sandbox, name, body[name]) if name in body else None
             if problem:
                 return fail(400, f"{name} {problem}")
         caller, now = sandbox.caller(), now_ms(sandbox)
@@ -380,8 +349,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
             "insightID": sandbox.hex_id(),
             "byokMigrationId": "",
         }
-        for name in CHECKS:
-            if name in body and name not in ("ownerId", "enabled", "executeOnCreation"):
+        for name in STORED:
+            if name in body:
                 set_field(sandbox, task, name, body[name])
         set_field(sandbox, task, "enabled", body.get("enabled", True))
         task["spaceId"] = sandbox.apps[task["appId"]].space_id
@@ -429,10 +398,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return Response(status_code=204)
 
     async def execute(request: Request) -> Response:
-        body = await json_body(request)
-        task_id = body.get("sharingTaskID") if isinstance(body, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            return fail(400, "sharingTaskID is required")
+        task_id = (await json_body(request))["sharingTaskID"]
         task = task_of(request, change=True, task_id=task_id)
         if isinstance(task, Response):
             return task
@@ -466,7 +432,9 @@ def routes(sandbox: Sandbox) -> list[Route]:
         items = [public_execution(e, now, request) for e in st.executions.get(task["id"], [])]
         items = [e for e in items if status is None or e["status"] == status]
         items.sort(key=lambda e: e["startTime"], reverse=sorts[0] == "-starttime")
-        return paged(request, items, lambda e: e, "executions", 200, "next", {"sort": sorts, "status": status})
+        return paged(
+            request, items, lambda e: e, "executions", 200, EXECUTION_CURSORS, {"sort": sorts, "status": status}
+        )
 
     def execution_of(request: Request) -> dict[str, Any] | Response:
         task = task_of(request)
@@ -500,20 +468,9 @@ def routes(sandbox: Sandbox) -> list[Route]:
         if not sandbox.caller().admin:
             return fail(403, "only a TenantAdmin may change sharing settings")
         ops = await json_body(request)
-        paths = ("/enable-sharing", "/enable-report-subscription")
-        valid = (
-            isinstance(ops, list)
-            and ops
-            and all(
-                isinstance(o, dict)
-                and o.get("op") == "replace"
-                and o.get("path") in paths
-                and isinstance(o.get("value"), bool)
-                for o in ops
-            )
-        )
-        if not valid:
-            return fail(400, f"body must be replace operations on {' or '.join(paths)} with true or false")
+        # Both settings are booleans (SharingSettings), as the spec's patch example sends them.
+        if not ops or not all(isinstance(o.get("value"), bool) for o in ops):
+            return fail(400, "body must be one or more replace operations, each with a value of true or false")
         for op in ops:
             key = op["path"][1:]
             if key == "enable-report-subscription" and st.settings[key] != op["value"]:
@@ -525,31 +482,34 @@ def routes(sandbox: Sandbox) -> list[Route]:
         if not sandbox.caller().admin:
             return fail(403, "only a TenantAdmin may change sharing settings")
         body = await json_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("enable-sharing"), bool):
-            return fail(400, "enable-sharing (true or false) is required")
+        # The schema marks maxRecipients readOnly: a request that sets it is refused, not ignored.
         if "maxRecipients" in body:
             return fail(400, "maxRecipients is read-only")
         st.settings["enable-sharing"] = body["enable-sharing"]
         return Response(status_code=204)
 
-    def g(tier: str, handler: Any, *, settings: bool = False) -> Any:
+    def g(tier: str, handler: Any, *, settings: bool = False, body: str | None = None) -> Any:
         async def sharing_on(request: Request) -> Response:
             if not settings and not st.settings["enable-sharing"]:
                 return fail(403, "sharing is disabled on this tenant (settings enable-sharing is false)")
             return await handler(request)
 
-        return guarded(sandbox, tier, err, sharing_on)
+        return guarded(sandbox, tier, fail, sharing_on, body=contract.checker(SPEC, body) if body else None)
 
     one = BASE + "/{taskId}"
     return [
         Route(BASE, g("1", list_tasks), methods=["GET"]),
-        Route(BASE, g("2", create), methods=["POST"]),
+        Route(BASE, g("2", create, body=CREATE), methods=["POST"]),
         Route(BASE + "/settings", g("1", get_settings, settings=True), methods=["GET"]),
-        Route(BASE + "/settings", g("2", patch_settings, settings=True), methods=["PATCH"]),
-        Route(BASE + "/settings", g("2", put_settings, settings=True), methods=["PUT"]),
-        Route(BASE + "/actions/execute", g("2", execute), methods=["POST"]),
+        Route(
+            BASE + "/settings",
+            g("2", patch_settings, settings=True, body="SharingSettingsPatchCompliantList"),
+            methods=["PATCH"],
+        ),
+        Route(BASE + "/settings", g("2", put_settings, settings=True, body="APISettingsUpload"), methods=["PUT"]),
+        Route(BASE + "/actions/execute", g("2", execute, body="SharingActionsTriggerCreateRequest"), methods=["POST"]),
         Route(one, g("1", get_one), methods=["GET"]),
-        Route(one, g("2", patch_one), methods=["PATCH"]),
+        Route(one, g("2", patch_one, body="SharingTaskPatchRequestCompliantList"), methods=["PATCH"]),
         Route(one, g("2", delete_one), methods=["DELETE"]),
         Route(one + "/actions/cancel", g("2", cancel), methods=["POST"]),
         Route(one + "/executions", g("1", executions), methods=["GET"]),

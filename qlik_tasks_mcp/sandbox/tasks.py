@@ -17,22 +17,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from qlik_tasks_mcp.client.tasks import WRITABLE
-from qlik_tasks_mcp.client.workflow import meaning_problems, reload_targets, schema_problems, triggers
-from qlik_tasks_mcp.sandbox.core import (
-    TENANT_ID,
-    Sandbox,
-    decode_cursor,
-    encode_cursor,
-    guarded,
-    json_body,
-    link,
-    parse_limit,
-    tasks_errors,
-)
+from qlik_tasks_mcp.sandbox import contract
+from qlik_tasks_mcp.sandbox.contract import TASKS_ERRORS as err
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit
+from qlik_tasks_mcp.sandbox.workflow import meaning_problems, reload_targets, triggers
 
 BASE = "/api/v1/tasks"
 TABLE = "tasks"
+SPEC = "tasks.json"
+# What a task keeps of a body: the Task fields a request may set. The service computes `resourceId` ("the value
+# from user input is ignored") and owns `metadata`.
+WRITABLE = tuple(k for k in contract.writable(SPEC, "Task") if k not in ("resourceId", "metadata"))
+CURSORS = Cursors(next="page", prev="page")
 TASK_SORTS = {"+createdAt", "-createdAt", "+updatedAt", "-updatedAt"}
 RUN_SORTS = {f"{sign}{key}" for sign in "+-" for key in ("startedAt", "endedAt", "status", "taskId", "actionId")}
 MAX_CHAIN = 10
@@ -57,11 +54,6 @@ def tables(sandbox: Sandbox) -> TaskTables:
     if not isinstance(found, TaskTables):
         found = sandbox.tables[TABLE] = TaskTables()
     return found
-
-
-def err(status: int, context: str) -> Response:
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
-    return tasks_errors(status, titles.get(status, "Error"), context)
 
 
 def stamp(value: datetime) -> str:
@@ -318,18 +310,15 @@ def build_task(sandbox: Sandbox, body: dict[str, Any], task_id: str, owner: str,
     return task
 
 
-def body_problem(sandbox: Sandbox, body: Any, own_id: str | None = None) -> tuple[int, str] | None:
-    if not isinstance(body, dict):
-        return 400, "body must be a Task object"
-    problems = schema_problems(body) or meaning_problems(body)
+def body_problem(sandbox: Sandbox, body: dict[str, Any]) -> tuple[int, str] | None:
+    """A body that matches the schema yet cannot be stored: 400 for what it says, 404 for an app that is not there."""
+    problems = meaning_problems(body)
     if problems:
-        return 400, "; ".join(problems)
+        return 400, "; ".join(problems[:5])
     for app_id, _ in reload_targets(body):
         if app_id not in sandbox.apps:
             return 404, f"resource {app_id} not found"
     for trigger in triggers(body):
-        if trigger.task_id == own_id:
-            return 400, "a task cannot be triggered by its own runs"
         if trigger.task_id not in tables(sandbox).tasks:
             return 400, f"events: task {trigger.task_id} in the correlation does not exist"
     return None
@@ -450,24 +439,6 @@ def _sorted(items: list[dict[str, Any]], sort: str, key: Any) -> list[dict[str, 
     return sorted(items, key=lambda x: (key(x, sort[1:]), x["id"]), reverse=sort.startswith("-"))
 
 
-def _page(
-    request: Request, items: list[Any], limit: int, keep: dict[str, str]
-) -> tuple[list[Any], dict[str, Any]] | None:
-    cursor = request.query_params.get("page")
-    offset = 0
-    if cursor:
-        decoded = decode_cursor(cursor)
-        if decoded is None:
-            return None
-        offset = decoded
-    links: dict[str, Any] = {"self": link(request, **keep, limit=limit)}
-    if offset + limit < len(items):
-        links["next"] = link(request, **keep, limit=limit, page=encode_cursor(offset + limit))
-    if offset > 0:
-        links["prev"] = link(request, **keep, limit=limit, page=encode_cursor(max(0, offset - limit)))
-    return items[offset : offset + limit], links
-
-
 def routes(sandbox: Sandbox) -> list[Route]:
     st = tables(sandbox)
 
@@ -485,11 +456,10 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return err(400, "limit must be 1-100 and sort one of " + ", ".join(sorted(TASK_SORTS)))
         items = [t for t in st.tasks.values() if t["resourceId"] == resource_id]
         items = _sorted(items, sort, lambda t, k: t["metadata"][k])
-        paged = _page(request, items, limit, {"resourceId": resource_id, "sort": sort})
-        if paged is None:
-            return err(400, "invalid page cursor")
-        page, links = paged
-        return JSONResponse({"data": [public_task(t) for t in page], "links": links})
+        page = paginate(request, items, limit, CURSORS, {"resourceId": resource_id, "sort": sort})
+        if isinstance(page, str):
+            return err(400, page)
+        return JSONResponse({"data": [public_task(t) for t in page.items], "links": page.links})
 
     async def create(request: Request) -> Response:
         body = await json_body(request)
@@ -513,7 +483,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         if task is None:
             return err(404, "task not found")
         body = await json_body(request)
-        problem = body_problem(sandbox, body, own_id=task["id"])
+        problem = body_problem(sandbox, body)
         if problem:
             return err(*problem)
         # PUT replaces the definition and, as the real service does, makes the caller the owner.
@@ -554,11 +524,10 @@ def routes(sandbox: Sandbox) -> list[Route]:
         visible = [public_run(r, now) for r in runs if run_status(r, now) is not None]
         far = "9999-12-31T23:59:59.999Z"
         items = _sorted(visible, sort, lambda r, k: r.get(k) or far)
-        paged = _page(request, items, limit, {"sort": sort})
-        if paged is None:
-            return err(400, "invalid page cursor")
-        page, links = paged
-        return JSONResponse({"data": page, "links": links})
+        page = paginate(request, items, limit, CURSORS, {"sort": sort})
+        if isinstance(page, str):
+            return err(400, page)
+        return JSONResponse({"data": page.items, "links": page.links})
 
     async def task_runs(request: Request) -> Response:
         task = task_of(request)
@@ -592,15 +561,15 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return err(404, "run not found for this task")
         return JSONResponse({"logContent": "\n".join(log_lines(sandbox, run, now))})
 
-    def g(handler: Any) -> Any:
-        return guarded(sandbox, "special", tasks_errors, handler)
+    def g(handler: Any, body: bool = False) -> Any:
+        return guarded(sandbox, "special", err, handler, body=contract.checker(SPEC, "Task") if body else None)
 
     return [
         Route(BASE, g(list_tasks), methods=["GET"]),
-        Route(BASE, g(create), methods=["POST"]),
+        Route(BASE, g(create, body=True), methods=["POST"]),
         Route(BASE + "/resources/{id}/runs", g(resource_runs), methods=["GET"]),
         Route(BASE + "/{id}", g(get_one), methods=["GET"]),
-        Route(BASE + "/{id}", g(put_one), methods=["PUT"]),
+        Route(BASE + "/{id}", g(put_one, body=True), methods=["PUT"]),
         Route(BASE + "/{id}", g(delete_one), methods=["DELETE"]),
         Route(BASE + "/{id}/actions/start", g(start), methods=["POST"]),
         Route(BASE + "/{id}/runs", g(task_runs), methods=["GET"]),

@@ -7,7 +7,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from mcp.server import MCPServer
@@ -24,6 +23,7 @@ from qlik_tasks_mcp.sandbox import SANDBOX_API_KEY, SANDBOX_URL, Sandbox, build_
 from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.approval_page import install_approval
+from qlik_tasks_mcp.server.protocol import follow_spec_errors
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
@@ -90,19 +90,6 @@ def make_qalyptus_clients(
     }
 
 
-def _register_legacy(reg: Registrar, name: str, module: Any, clients: Clients) -> None:
-    from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
-    from qlik_tasks_mcp.client.sharing_tasks import SharingTasksApi
-    from qlik_tasks_mcp.client.tasks import TasksApi
-
-    if name == "tasks":
-        module.register(reg, TasksApi(clients.qlik))
-    elif name == "sharing":
-        module.register(reg, SharingTasksApi(clients.qlik))
-    elif name == "qalyptus" and clients.qalyptus:
-        module.register(reg, Organizations(clients.qalyptus))
-
-
 def serve_toolsets(reg: Registrar, names: list[str], clients: Clients) -> None:
     """Register the chosen toolsets in inventory order. The ops tools reach only the kinds of served toolsets."""
     served = [entry for entry in TOOLSETS if entry.name in names]
@@ -113,9 +100,6 @@ def serve_toolsets(reg: Registrar, names: list[str], clients: Clients) -> None:
             clients.sources[found.kind] = found
     for entry in served:
         module = entry.load()
-        if not hasattr(module, "service"):
-            _register_legacy(reg, entry.name, module, clients)  # a family not yet declared as operations
-            continue
         service = module.service(clients)
         # None: this process cannot serve it (Qalyptus without an organization); the CLI says so.
         if service is not None:
@@ -150,6 +134,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         lifespan=lifespan,
         log_level=settings.log_level,
     )
+    follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
     reg = Registrar(mcp=mcp, audit=audit, gate=gate, read_only=settings.read_only)
     serve_toolsets(reg, settings.selected_toolsets(), Clients(qlik=qlik, qalyptus=backend.qalyptus))

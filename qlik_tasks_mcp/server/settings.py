@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
@@ -22,45 +25,125 @@ class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting to fix."""
 
 
+# Only these names are documented; a bare PORT, LOG_LEVEL or API_KEY set for another program must not reach us.
+DOCUMENTED_PREFIXES = ("QLIK_", "QALYPTUS_")
+API_PATH = "/api/v1"
+QALYPTUS_DOMAIN = ".qalyptus.net"
+MIN_CONFIRM_SECRET_BYTES = 16
+
+
+def documented_names(field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    names = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    return [n for n in names if isinstance(n, str) and n.startswith(DOCUMENTED_PREFIXES)]
+
+
+class DocumentedEnvironment(PydanticBaseSettingsSource):
+    """The environment, read through each setting's documented QLIK_*/QALYPTUS_* name only (exact case)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for name in documented_names(field):
+            value = os.environ.get(name)
+            if value:
+                return value, name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+def with_scheme(url: str) -> str:
+    """A URL pasted without a scheme gets https:// (an explicit http:// is kept, to be refused by name)."""
+    text = url.strip()
+    return text if "://" in text else f"https://{text}"
+
+
+def normal_tenant_url(url: str) -> str:
+    """The tenant's base URL: a trailing / or the API prefix /api/v1 (the clients add it) is dropped."""
+    text = with_scheme(url).rstrip("/")
+    if text.lower().endswith(API_PATH):
+        text = text[: -len(API_PATH)].rstrip("/")
+    return text
+
+
+def normal_qalyptus_url(url: str) -> str:
+    """A Qalyptus Cloud URL has one form, https://<sub-domain>.qalyptus.net/api/v1: complete a bare host."""
+    text = with_scheme(url).rstrip("/")
+    parts = urlsplit(text)
+    if not parts.path and (parts.hostname or "").endswith(QALYPTUS_DOMAIN):
+        text += API_PATH
+    return text
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
-    tenant_url: str | None = Field(None, validation_alias=AliasChoices("QLIK_TENANT_URL", "tenant_url"))
-    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("QLIK_API_KEY", "api_key"))
-    timeout_seconds: float = Field(
-        30.0, ge=1, le=300, validation_alias=AliasChoices("QLIK_TIMEOUT_SECONDS", "timeout_seconds")
-    )
-    sandbox: bool = Field(False, validation_alias=AliasChoices("QLIK_MCP_SANDBOX", "sandbox"))
-    read_only: bool = Field(False, validation_alias=AliasChoices("QLIK_MCP_READ_ONLY", "read_only"))
-    toolsets: str = Field(",".join(TOOLSETS), validation_alias=AliasChoices("QLIK_MCP_TOOLSETS", "toolsets"))
-    confirm_secret: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("QLIK_MCP_CONFIRM_SECRET", "confirm_secret")
-    )
-    confirm_ttl_minutes: int = Field(
-        10, ge=1, le=60, validation_alias=AliasChoices("QLIK_MCP_CONFIRM_TTL_MINUTES", "confirm_ttl_minutes")
-    )
+    tenant_url: str | None = Field(None, validation_alias="QLIK_TENANT_URL")
+    api_key: SecretStr | None = Field(None, validation_alias="QLIK_API_KEY")
+    timeout_seconds: float = Field(30.0, ge=1, le=300, validation_alias="QLIK_TIMEOUT_SECONDS")
+    sandbox: bool = Field(False, validation_alias="QLIK_MCP_SANDBOX")
+    read_only: bool = Field(False, validation_alias="QLIK_MCP_READ_ONLY")
+    toolsets: str = Field(",".join(TOOLSETS), validation_alias="QLIK_MCP_TOOLSETS")
+    confirm_secret: SecretStr | None = Field(None, validation_alias="QLIK_MCP_CONFIRM_SECRET")
+    confirm_ttl_minutes: int = Field(10, ge=1, le=60, validation_alias="QLIK_MCP_CONFIRM_TTL_MINUTES")
     # token: the preview's confirm_token approves (the assistant holds it); human: a person approves on a page.
-    approval: Literal["token", "human"] = Field("token", validation_alias=AliasChoices("QLIK_MCP_APPROVAL", "approval"))
-    audit_log: str | None = Field(None, validation_alias=AliasChoices("QLIK_MCP_AUDIT_LOG", "audit_log"))
-    transport: Literal["stdio", "http"] = Field(
-        "stdio", validation_alias=AliasChoices("QLIK_MCP_TRANSPORT", "transport")
+    approval: Literal["token", "human"] = Field("token", validation_alias="QLIK_MCP_APPROVAL")
+    audit_log: str | None = Field(None, validation_alias="QLIK_MCP_AUDIT_LOG")
+    transport: Literal["stdio", "http"] = Field("stdio", validation_alias="QLIK_MCP_TRANSPORT")
+    host: str = Field("127.0.0.1", validation_alias="QLIK_MCP_HOST")
+    port: int = Field(8000, ge=1, le=65535, validation_alias="QLIK_MCP_PORT")
+    http_token: SecretStr | None = Field(None, validation_alias="QLIK_MCP_HTTP_TOKEN")
+    allowed_hosts: str = Field("", validation_alias="QLIK_MCP_ALLOWED_HOSTS")
+    allowed_origins: str = Field("", validation_alias="QLIK_MCP_ALLOWED_ORIGINS")
+    stateless: bool = Field(False, validation_alias="QLIK_MCP_STATELESS")
+    # Bounds on the HTTP transport, so clients that connect and never finish their headers cannot pile up.
+    http_header_timeout_seconds: float = Field(
+        10.0, ge=0.5, le=300, validation_alias="QLIK_MCP_HTTP_HEADER_TIMEOUT_SECONDS"
     )
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("QLIK_MCP_HOST", "host"))
-    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("QLIK_MCP_PORT", "port"))
-    http_token: SecretStr | None = Field(None, validation_alias=AliasChoices("QLIK_MCP_HTTP_TOKEN", "http_token"))
-    allowed_hosts: str = Field("", validation_alias=AliasChoices("QLIK_MCP_ALLOWED_HOSTS", "allowed_hosts"))
-    allowed_origins: str = Field("", validation_alias=AliasChoices("QLIK_MCP_ALLOWED_ORIGINS", "allowed_origins"))
-    stateless: bool = Field(False, validation_alias=AliasChoices("QLIK_MCP_STATELESS", "stateless"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "WARNING", validation_alias=AliasChoices("QLIK_MCP_LOG_LEVEL", "log_level")
-    )
+    http_max_connections: int = Field(100, ge=4, le=10_000, validation_alias="QLIK_MCP_HTTP_MAX_CONNECTIONS")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", validation_alias="QLIK_MCP_LOG_LEVEL")
     # Qalyptus Cloud: one organization (URL + key) and/or named ones (QALYPTUS_ORGS, JSON), and path overrides.
-    qalyptus_url: str | None = Field(None, validation_alias=AliasChoices("QALYPTUS_URL", "qalyptus_url"))
-    qalyptus_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("QALYPTUS_API_KEY", "qalyptus_api_key")
-    )
-    qalyptus_orgs: SecretStr | None = Field(None, validation_alias=AliasChoices("QALYPTUS_ORGS", "qalyptus_orgs"))
-    qalyptus_paths: str | None = Field(None, validation_alias=AliasChoices("QALYPTUS_PATHS", "qalyptus_paths"))
+    qalyptus_url: str | None = Field(None, validation_alias="QALYPTUS_URL")
+    qalyptus_api_key: SecretStr | None = Field(None, validation_alias="QALYPTUS_API_KEY")
+    qalyptus_orgs: SecretStr | None = Field(None, validation_alias="QALYPTUS_ORGS")
+    qalyptus_paths: str | None = Field(None, validation_alias="QALYPTUS_PATHS")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags and code pass field names (init); the environment offers only the documented names.
+        return init_settings, DocumentedEnvironment(settings_cls)
+
+    @field_validator("tenant_url")
+    @classmethod
+    def _tenant_base_url(cls, value: str | None) -> str | None:
+        return normal_tenant_url(value) if value else value
+
+    @field_validator("qalyptus_url")
+    @classmethod
+    def _qalyptus_base_url(cls, value: str | None) -> str | None:
+        return normal_qalyptus_url(value) if value else value
+
+    @field_validator("confirm_secret")
+    @classmethod
+    def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_CONFIRM_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_CONFIRM_SECRET_BYTES} bytes (e.g. openssl rand -hex 24), "
+                "or unset for a random per-process secret"
+            )
+        return value
 
     @field_validator("toolsets")
     @classmethod
@@ -115,4 +198,25 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"QLIK_TENANT_URL must start with https:// (got {self.tenant_url.split('://')[0]}://...): "
                 "the API key is never sent without TLS"
+            )
+        self._check_tenant_base(urlsplit(self.tenant_url))
+
+    @staticmethod
+    def _check_tenant_base(parts: SplitResult) -> None:
+        """Every call appends /api/v1/... to this URL, so anything beyond scheme and host would break them all."""
+        extra = [
+            what
+            for what, present in (
+                ("a path", parts.path),
+                ("a query", parts.query),
+                ("a fragment", parts.fragment),
+                ("credentials", parts.username or parts.password),
+            )
+            if present
+        ]
+        if extra or not parts.hostname:
+            problem = ", ".join(extra) if extra else "no host name"
+            raise ConfigError(
+                f"QLIK_TENANT_URL must be the tenant's base URL like https://your-tenant.eu.qlikcloud.com "
+                f"(it has {problem})"
             )

@@ -1,4 +1,8 @@
-"""The audit trail: one JSON line per call of a tool that writes, never with a secret in it."""
+"""The audit trail: one JSON line per call of a tool that writes, never with a secret in it.
+
+Lines are ASCII-only JSON: a newline, U+2028 or any other character in an argument is escaped, so one
+call is always exactly one line, whatever a reader counts as a line break.
+"""
 
 import json
 import sys
@@ -7,7 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from qlik_tasks_mcp.client.redact import redact
+from qlik_tasks_mcp.client.redact import redact, redact_cut
+
+DETAIL_MAX = 500
 
 
 class Audit:
@@ -29,8 +35,8 @@ class Audit:
             "outcome": outcome,
         }
         if detail:
-            record["detail"] = detail[:500]
-        line = redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False))
+            record["detail"] = redact_cut(detail, DETAIL_MAX)
+        line = redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=True))
         with self._lock:
             if self._path is not None:
                 with self._path.open("a", encoding="utf-8") as handle:

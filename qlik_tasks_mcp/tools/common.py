@@ -76,19 +76,6 @@ class Registrar:
             tool.fn_metadata.arg_model = refusing_unknown(tool.fn_metadata.arg_model, name)
         self.registered.append(ToolInfo(name, toolset, effect))
 
-    def tool(self, toolset: str, kind: Effect, *, title: str, idempotent: bool = False) -> Callable[[F], F]:
-        """The decorator of families not yet declared as operations."""
-
-        def decorate(fn: F) -> F:
-            if kind != "read" and self.read_only:
-                return fn
-            if kind == "destructive" and "confirm_token" not in fn.__annotations__:
-                raise TypeError(f"destructive tool {fn.__name__} must take confirm_token and use the gate")
-            self._register(toolset, kind, fn, title, idempotent)
-            return fn
-
-        return decorate
-
     def _audited(self, fn: Callable[..., Any], name: str, effect: Effect) -> Callable[..., Any]:
         @functools.wraps(fn)
         async def call(**kwargs: Any) -> Any:
@@ -120,10 +107,6 @@ class Registrar:
             return result
 
         return call
-
-    def resolver(self, fn: F) -> F:
-        """Wrap a hand-written gate resolver (families not yet declared as operations)."""
-        return mapped_errors(fn)  # type: ignore[return-value]
 
 
 def mapped_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

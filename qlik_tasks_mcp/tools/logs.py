@@ -1,8 +1,19 @@
 """Reading long logs the same way everywhere: the tail by default, offset paging, or a bounded grep;
-always saying which lines of how many were returned, and framing the text as untrusted tenant data."""
+always saying which lines of how many were returned, and framing the text as untrusted tenant data.
+
+Lines are consumed one at a time and only the slice asked for is kept (a bounded deque for the tail, the
+offset window, at most `lines` matches), so a log read as a stream costs memory for the answer only.
+"""
 
 import re
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
 
+import anyio
+import re2
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import InvalidInput
@@ -11,6 +22,8 @@ from qlik_tasks_mcp.tools.model import Compact
 
 GREP_MAX = 200
 LINE_MAX = 500
+GREP_SECONDS = 3.0
+_BATCH = 2000
 # A repeated group holding a repetition or alternatives, e.g. (a+)+ or (a|aa)+: catastrophic backtracking's shape.
 _NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
 
@@ -27,7 +40,16 @@ class RunLog(Compact):
     log: str
 
 
-def compile_grep(pattern: str) -> re.Pattern[str]:
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error comes back to the caller; nothing goes to stderr
+    options.never_capture = True
+    return options
+
+
+def compile_grep(pattern: str) -> re2._Regexp:  # pyright: ignore[reportPrivateUsage]  # re2's compiled type
+    """A case-insensitive RE2 pattern: it cannot backtrack, so a line costs time linear in its length."""
     if len(pattern) > GREP_MAX:
         raise InvalidInput(f"grep is {len(pattern)} characters; at most {GREP_MAX} are accepted")
     if _NESTED_REPEAT.search(pattern):
@@ -36,13 +58,156 @@ def compile_grep(pattern: str) -> re.Pattern[str]:
             "which can run for very long; simplify it"
         )
     try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidInput(f"grep {pattern[:60]!r} is not a valid regular expression: {exc}") from None
+        return re2.compile(pattern, _options())
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise InvalidInput(
+            f"grep {pattern[:60]!r} is not a valid regular expression: {why} (RE2 syntax: no backreferences "
+            "or lookarounds)"
+        ) from None
 
 
 def _clip(line: str) -> str:
     return line if len(line) <= LINE_MAX else line[:LINE_MAX] + " [line cut]"
+
+
+@dataclass
+class _Grep:
+    """Matches a pattern line by line, within GREP_SECONDS of matching in all (a huge log's bound)."""
+
+    pattern: re2._Regexp  # pyright: ignore[reportPrivateUsage]
+    spent: float = 0.0
+
+    def hit(self, line: str) -> bool:
+        if self.spent > GREP_SECONDS:
+            raise InvalidInput(
+                f"grep pattern took too long (over {GREP_SECONDS:g} s on this log); simplify it, or read the log "
+                "by offset"
+            )
+        began = time.monotonic()
+        found = self.pattern.search(line[: LINE_MAX * 4])
+        self.spent += time.monotonic() - began
+        return found is not None
+
+
+@dataclass
+class _Slicer:
+    """Takes a log's lines in order; keeps the tail, the offset window, or at most `lines` grep matches."""
+
+    lines: int
+    offset: int | None
+    grep: _Grep | None
+    total: int = 0
+    matches: int = 0
+    matches_after: int = 0
+    kept: deque[tuple[int, str]] = field(default_factory=deque[tuple[int, str]])
+
+    def __post_init__(self) -> None:
+        if self.offset is None:
+            self.kept = deque(maxlen=self.lines)
+
+    @property
+    def total_lines(self) -> int:
+        return self.total
+
+    def feed(self, batch: Iterable[str]) -> None:
+        for line in batch:
+            self.feed_line(self.total, line)
+
+    def feed_line(self, number: int, line: str) -> bool:
+        """One line, numbered from 0 (client.lines.LineSink's call); never ends the reading early."""
+        self.total = number + 1
+        if self.grep is None:
+            if self.offset is None or self.offset <= number < self.offset + self.lines:
+                self.kept.append((number, _clip(line)))
+        elif self.grep.hit(line):
+            self.matches += 1
+            self._keep_match(number, line)
+        return True
+
+    def _keep_match(self, index: int, line: str) -> None:
+        if self.offset is None:
+            self.kept.append((index, _clip(line)))
+        elif index >= self.offset:
+            self.matches_after += 1
+            if len(self.kept) < self.lines:
+                self.kept.append((index, _clip(line)))
+
+
+def _grep_result(slicer: _Slicer, grep: str, ids: tuple[str, str], source: str) -> RunLog:
+    chosen = list(slicer.kept)
+    next_offset: int | None = None
+    if slicer.offset is None:
+        where = "the last " if slicer.matches > slicer.lines else ""
+    else:
+        next_offset = chosen[-1][0] + 1 if slicer.matches_after > slicer.lines else None
+        where = f"from line {slicer.offset + 1}: "
+    body = "\n".join(f"{i + 1}: {line}" for i, line in chosen)
+    returned = f"{where}{len(chosen)} of {slicer.matches} lines matching /{grep}/i (prefixed with their line numbers)"
+    return RunLog(
+        task_id=ids[0],
+        run_id=ids[1],
+        total_lines=slicer.total,
+        returned=returned,
+        first_line=chosen[0][0] + 1 if chosen else None,
+        last_line=chosen[-1][0] + 1 if chosen else None,
+        matches=slicer.matches,
+        next_offset=next_offset,
+        log=untrusted(body, source),
+    )
+
+
+def _lines_result(slicer: _Slicer, ids: tuple[str, str], source: str) -> RunLog:
+    total = slicer.total
+    next_offset: int | None = None
+    if slicer.offset is None:
+        start, end = max(0, total - slicer.lines), total
+        how = "tail; pass offset to read from another line" if start > 0 else "whole log"
+    else:
+        start = min(slicer.offset, total)
+        end = min(total, start + slicer.lines)
+        next_offset = end if end < total else None
+        how = "from offset"
+    body = "\n".join(line for _, line in slicer.kept)
+    returned = f"lines {start + 1}-{end} of {total} ({how})" if end > start else f"no lines (the log has {total})"
+    return RunLog(
+        task_id=ids[0],
+        run_id=ids[1],
+        total_lines=total,
+        returned=returned,
+        first_line=start + 1 if end > start else None,
+        last_line=end if end > start else None,
+        next_offset=next_offset,
+        log=untrusted(body, source),
+    )
+
+
+def _result(slicer: _Slicer, grep: str | None, ids: tuple[str, str], source: str) -> RunLog:
+    return _grep_result(slicer, grep, ids, source) if grep else _lines_result(slicer, ids, source)
+
+
+def _slicer(lines: int, grep: str | None, offset: int | None) -> _Slicer:
+    return _Slicer(lines=lines, offset=offset, grep=_Grep(compile_grep(grep)) if grep else None)
+
+
+class LogSink:
+    """A client.lines.LineSink for TenantHttp.read_lines: keeps the slice slice_log() would return.
+
+    Its grep runs on the calling thread within GREP_SECONDS (there is no await between lines there)."""
+
+    def __init__(self, *, lines: int, grep: str | None, offset: int | None) -> None:
+        self._slicer = _slicer(lines, grep, offset)
+        self._grep = grep
+
+    @property
+    def total_lines(self) -> int:
+        return self._slicer.total
+
+    def feed(self, number: int, line: str) -> bool:
+        return self._slicer.feed_line(number, line)
+
+    def result(self, task_id: str, run_id: str, source: str = "run log") -> RunLog:
+        return _result(self._slicer, self._grep, (task_id, run_id), source)
 
 
 def slice_log(
@@ -57,52 +222,54 @@ def slice_log(
 ) -> RunLog:
     """The tail (default), `lines` from `offset`, or the lines matching `grep`, saying what was returned.
 
-    `source` names the log in its untrusted-content frame."""
-    all_lines = text.splitlines()
-    total = len(all_lines)
-    next_offset: int | None = None
-    if grep:
-        pattern = compile_grep(grep)
-        hits = [i for i, line in enumerate(all_lines) if pattern.search(line[: LINE_MAX * 4])]
-        if offset is None:
-            chosen = hits[-lines:]
-            where = "the last " if len(hits) > lines else ""
-        else:
-            after = [i for i in hits if i >= offset]
-            chosen = after[:lines]
-            next_offset = chosen[-1] + 1 if len(after) > lines else None
-            where = f"from line {offset + 1}: "
-        body = "\n".join(f"{i + 1}: {_clip(all_lines[i])}" for i in chosen)
-        returned = f"{where}{len(chosen)} of {len(hits)} lines matching /{grep}/i (prefixed with their line numbers)"
-        return RunLog(
-            task_id=task_id,
-            run_id=run_id,
-            total_lines=total,
-            returned=returned,
-            first_line=chosen[0] + 1 if chosen else None,
-            last_line=chosen[-1] + 1 if chosen else None,
-            matches=len(hits),
-            next_offset=next_offset,
-            log=untrusted(body, source),
-        )
-    if offset is None:
-        start = max(0, total - lines)
-        end = total
-        how = "tail; pass offset to read from another line" if start > 0 else "whole log"
+    `source` names the log in its untrusted-content frame. Runs on the calling thread: from a tool, prefer
+    read_log(), which greps off the event loop."""
+    slicer = _slicer(lines, grep, offset)
+    slicer.feed(text.splitlines())
+    return _result(slicer, grep, (task_id, run_id), source)
+
+
+def _split(item: str) -> list[str]:
+    # An item may be a line or carry separators of its own: split as str.splitlines() would, so a log read
+    # as a stream is numbered exactly as the same log read whole.
+    return item.splitlines() or [""]
+
+
+async def read_log(
+    task_id: str,
+    run_id: str,
+    log: str | Iterable[str] | AsyncIterable[str],
+    *,
+    lines: int,
+    grep: str | None,
+    offset: int | None,
+    source: str = "run log",
+) -> RunLog:
+    """slice_log() for a tool: over the whole text or a stream of lines, keeping only the slice asked for;
+    a grep runs in a worker thread (within GREP_SECONDS), so other sessions never wait for it."""
+    slicer = _slicer(lines, grep, offset)
+    if isinstance(log, str):
+        await anyio.to_thread.run_sync(slicer.feed, log.splitlines())
+    elif isinstance(log, AsyncIterable):
+        batch: list[str] = []
+        async for item in log:
+            batch.extend(_split(item))
+            if len(batch) >= _BATCH:
+                await _feed(slicer, batch)
+                batch = []
+        await _feed(slicer, batch)
     else:
-        start = min(offset, total)
-        end = min(total, start + lines)
-        next_offset = end if end < total else None
-        how = "from offset"
-    body = "\n".join(_clip(line) for line in all_lines[start:end])
-    returned = f"lines {start + 1}-{end} of {total} ({how})" if end > start else f"no lines (the log has {total})"
-    return RunLog(
-        task_id=task_id,
-        run_id=run_id,
-        total_lines=total,
-        returned=returned,
-        first_line=start + 1 if end > start else None,
-        last_line=end if end > start else None,
-        next_offset=next_offset,
-        log=untrusted(body, source),
-    )
+        await anyio.to_thread.run_sync(partial(_feed_all, slicer, log))
+    return _result(slicer, grep, (task_id, run_id), source)
+
+
+async def _feed(slicer: _Slicer, batch: list[str]) -> None:
+    if slicer.grep is None:
+        slicer.feed(batch)  # keeping lines is cheap: no thread hop per batch
+    else:
+        await anyio.to_thread.run_sync(slicer.feed, batch)
+
+
+def _feed_all(slicer: _Slicer, log: Iterable[str]) -> None:
+    for item in log:
+        slicer.feed(_split(item))

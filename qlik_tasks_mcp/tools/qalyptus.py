@@ -1,32 +1,38 @@
-"""Qalyptus Cloud report tasks: list, get (with reports, recipients, triggers), update, duplicate, delete;
-the report catalogue. Schedules and runs are in qalyptus_schedules / qalyptus_runs; all share one toolset.
+"""Qalyptus Cloud report tasks, the toolset's one module: tasks (list, get with reports, recipients and triggers,
+update, duplicate, delete), the report catalogue, and the ops tools' view (`QalyptusTaskSource`). Schedules
+(qalyptus_schedules) and runs (qalyptus_runs) are named here too, after the task tools and before the reports,
+so the catalogue keeps the README's order.
 """
 
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from pydantic import Field
 
-from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, update_body
+from qlik_tasks_mcp.client import qalyptus_schedule as sched
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
+from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, QalyptusTaskDoc, StatusDoc
+from qlik_tasks_mcp.client.schedule import time_zone
 from qlik_tasks_mcp.tools import qalyptus_runs, qalyptus_schedules
-from qlik_tasks_mcp.tools.common import ConfirmToken, Limit, Registrar
-from qlik_tasks_mcp.tools.gate import Consent, Gated, Plan
-from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.common import Limit
+from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.model import Compact, Deleted
+from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.qalyptus_model import (
-    TOOLSET,
     Offset,
     OrgName,
-    Orgs,
+    QalyptusOrgs,
     Report,
     TaskDetail,
     TaskId,
     TaskRow,
     Window,
     addresses,
+    classify,
     text_of,
     window,
 )
+from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, first_error_line, gather, parse_time
 
 NameFilter = Annotated[str | None, Field(max_length=100, description="Only names containing this (any case).")]
 Flag = Annotated[bool | None, Field(description="Leave out to keep as is.")]
@@ -57,11 +63,7 @@ class Duplicated(Compact):
     note: str | None = None
 
 
-class Deleted(Compact):
-    id: str
-    deleted: bool
-
-
+# update_qalyptus_task's parameters and the task fields each sets.
 PARAMS = {
     "is_active": "isActive",
     "send_notifications": "sendNotifications",
@@ -77,211 +79,334 @@ PARAMS = {
 ADDRESS_FIELDS = {"notificationRecipients", "notificationCc", "notificationBcc", "testModeRecipients"}
 
 
-def describe(task: dict[str, Any]) -> str:
-    state = "active" if task.get("isActive") else "inactive"
-    return f"Qalyptus task '{text_of(task.get('name'), 100)}' ({task.get('id')}, {state})"
+def service(clients: Clients) -> QalyptusOrgs | None:
+    """None without a configured organization: the CLI says the qalyptus tools are off."""
+    return QalyptusOrgs(clients.qalyptus) if clients.qalyptus else None
 
 
-def register(reg: Registrar, orgs: Orgs) -> None:
-    @reg.tool(TOOLSET, "read", title="List Qalyptus tasks")
-    async def list_qalyptus_tasks(
-        name: NameFilter = None,
-        active: Annotated[bool | None, Field(description="Only active (true) or inactive (false) tasks.")] = None,
-        limit: Limit = 20,
-        offset: Offset = 0,
-        organization: OrgName = None,
-    ) -> TaskPage:
-        """Qalyptus report tasks: active, scheduled, project, owner, last execution."""
-        api = orgs.get(organization)
-        tasks = await api.tasks()
-        if name:
-            tasks = [t for t in tasks if name.lower() in str(t.get("name", "")).lower()]
-        if active is not None:
-            tasks = [t for t in tasks if bool(t.get("isActive")) is active]
-        tasks.sort(key=lambda t: str(t.get("name", "")).lower())
-        rows, info = window(tasks, limit, offset, "tasks")
-        return TaskPage(organization=api.name, tasks=[TaskRow.of(t) for t in rows], **info)
+def describe(task: QalyptusTaskDoc) -> str:
+    state = "active" if task.is_active else "inactive"
+    return f"Qalyptus task '{text_of(task.name, 100)}' ({task.id}, {state})"
 
-    @reg.tool(TOOLSET, "read", title="Get Qalyptus task")
-    async def get_qalyptus_task(task_id: TaskId, organization: OrgName = None) -> TaskResult:
-        """One Qalyptus task with its notifications, reports, recipients and triggers (schedules, Qlik events)."""
-        api = orgs.get(organization)
-        task = await api.task(task_id)
-        reports = await api.task_reports(task_id)
-        recipients = await api.recipients(task_id)
-        triggers = await api.triggers(task_id)
-        return TaskResult(organization=api.name, task=TaskDetail.build(task, reports, recipients, triggers))
 
-    def new_values(given: dict[str, Any]) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for param, value in given.items():
-            if value is None:
+@read("List Qalyptus tasks")
+async def list_qalyptus_tasks(
+    orgs: QalyptusOrgs,
+    name: NameFilter = None,
+    active: Annotated[bool | None, Field(description="Only active (true) or inactive (false) tasks.")] = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    organization: OrgName = None,
+) -> TaskPage:
+    """Qalyptus report tasks: active, scheduled, project, owner, last execution."""
+    api = orgs.get(organization)
+    tasks = await api.tasks()
+    if name:
+        tasks = [t for t in tasks if name.lower() in t.name.lower()]
+    if active is not None:
+        tasks = [t for t in tasks if t.is_active is active]
+    tasks.sort(key=lambda t: t.name.lower())
+    rows, info = window(tasks, limit, offset, "tasks")
+    return TaskPage(organization=api.name, tasks=[TaskRow.of(t) for t in rows], **info)
+
+
+@read("Get Qalyptus task")
+async def get_qalyptus_task(orgs: QalyptusOrgs, task_id: TaskId, organization: OrgName = None) -> TaskResult:
+    """One Qalyptus task with its notifications, reports, recipients and triggers (schedules, Qlik events)."""
+    api = orgs.get(organization)
+    task = await api.task(task_id)
+    reports = await api.task_reports(task_id)
+    recipients = await api.recipients(task_id)
+    triggers = await api.triggers(task_id)
+    return TaskResult(organization=api.name, task=TaskDetail.build(task, reports, recipients, triggers))
+
+
+def new_values(given: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for param, value in given.items():
+        if value is None:
+            continue
+        field = PARAMS[param]
+        values[field] = addresses(value, param) if field in ADDRESS_FIELDS else value
+    if not values:
+        raise InvalidInput(f"give at least one of {', '.join(PARAMS)} to change")
+    return values
+
+
+def update_notes(before: dict[str, Any], body: dict[str, Any]) -> list[str]:
+    if body["testMode"] and not body.get("testModeRecipients"):
+        raise InvalidInput("test mode sends only to test_mode_recipients: give them (e-mail addresses)")
+    if body["sendNotifications"] and not body.get("notificationRecipients"):
+        raise InvalidInput("notifications need notification_recipients (e-mail addresses)")
+    notes = ["Qalyptus's update takes the whole task: the other fields are sent back as they are."]
+    if before["isActive"] and not body["isActive"]:
+        notes.append("An inactive task does not run on its schedules or Qlik events.")
+    if body["testMode"] and not before["testMode"]:
+        notes.append("In test mode reports go only to the test recipients, not to the task's recipients.")
+    return notes
+
+
+async def plan_update(
+    orgs: QalyptusOrgs,
+    task_id: str,
+    organization: str | None,
+    is_active: bool | None,
+    send_notifications: bool | None,
+    notify_on_success: bool | None,
+    notify_on_warning: bool | None,
+    notify_on_error: bool | None,
+    notification_recipients: str | None,
+    notification_cc: str | None,
+    notification_bcc: str | None,
+    test_mode: bool | None,
+    test_mode_recipients: str | None,
+) -> Plan:
+    given = {
+        "is_active": is_active,
+        "send_notifications": send_notifications,
+        "notify_on_success": notify_on_success,
+        "notify_on_warning": notify_on_warning,
+        "notify_on_error": notify_on_error,
+        "notification_recipients": notification_recipients,
+        "notification_cc": notification_cc,
+        "notification_bcc": notification_bcc,
+        "test_mode": test_mode,
+        "test_mode_recipients": test_mode_recipients,
+    }
+    values = new_values(given)
+    api = orgs.get(organization)
+    current = await api.task(task_id)
+    before = current.update_body()
+    body = before | values
+    notes = update_notes(before, body)
+    changes = [
+        f"{key}: {text_of(before.get(key)) or '(none)'} -> {text_of(body.get(key)) or '(none)'}"
+        for key in UPDATE_FIELDS
+        if before.get(key) != body.get(key)
+    ]
+    if not changes:
+        raise InvalidInput("the task already has these values; nothing to change")
+    action = f"Update {describe(current)} in {api.name}"
+    return Plan(action=action, changes=changes, state=before, notes=notes, payload=body)
+
+
+@destructive("Update Qalyptus task", plan=plan_update, idempotent=True)
+async def update_qalyptus_task(
+    orgs: QalyptusOrgs,
+    plan: Plan,
+    task_id: TaskId,
+    is_active: Annotated[bool | None, Field(description="false stops its schedules and events.")] = None,
+    send_notifications: Flag = None,
+    notify_on_success: Flag = None,
+    notify_on_warning: Flag = None,
+    notify_on_error: Flag = None,
+    notification_recipients: Addresses = None,
+    notification_cc: Addresses = None,
+    notification_bcc: Addresses = None,
+    test_mode: Annotated[bool | None, Field(description="true sends only to test_mode_recipients.")] = None,
+    test_mode_recipients: Addresses = None,
+    organization: OrgName = None,
+) -> TaskRow:
+    """Change a Qalyptus task: active, notifications, test mode. Needs the user's confirmation."""
+    body: dict[str, Any] = plan.payload
+    updated = await orgs.get(organization).update_task(task_id, body)
+    return TaskRow.of(updated or QalyptusTaskDoc.model_validate({**body, "id": task_id}))
+
+
+@write("Duplicate Qalyptus task")
+async def duplicate_qalyptus_task(orgs: QalyptusOrgs, task_id: TaskId, organization: OrgName = None) -> Duplicated:
+    """Copy a Qalyptus task (reports, recipients, triggers) as a new task."""
+    api = orgs.get(organization)
+    orgs.copies.take(api.name, task_id)
+    try:
+        copy = await api.duplicate_task(task_id)
+    except ApiError as exc:
+        if 400 <= exc.status < 500:
+            orgs.copies.give_back(api.name, task_id)
+        raise
+    if copy is None:
+        note = "Qalyptus duplicated the task but did not return the copy; list_qalyptus_tasks shows it."
+        return Duplicated(organization=api.name, source_id=task_id, note=note)
+    note = None
+    if copy.is_active and copy.is_scheduled:
+        note = (
+            "The copy is active with its own schedules: it sends reports on them. update_qalyptus_task with "
+            "is_active=false pauses it."
+        )
+    return Duplicated(organization=api.name, source_id=task_id, task=TaskRow.of(copy), note=note)
+
+
+async def plan_delete(orgs: QalyptusOrgs, task_id: str, organization: str | None) -> Plan:
+    api = orgs.get(organization)
+    current = await api.task(task_id)
+    triggers = await api.triggers(task_id)
+    return Plan(
+        action=f"Delete {describe(current)} in {api.name}",
+        changes=[
+            "the task, its report settings, recipients and "
+            f"{len(triggers)} trigger{'s' if len(triggers) != 1 else ''} (schedules, Qlik events) are removed"
+        ],
+        state=[current.update_body(), sorted(t.id for t in triggers)],
+        notes=["This cannot be undone. The reports themselves stay; duplicate_qalyptus_task first keeps a copy."],
+    )
+
+
+@destructive("Delete Qalyptus task", plan=plan_delete, idempotent=True)
+async def delete_qalyptus_task(
+    orgs: QalyptusOrgs, plan: Plan, task_id: TaskId, organization: OrgName = None
+) -> Deleted:
+    """Delete a Qalyptus task. Needs the user's confirmation."""
+    await orgs.get(organization).delete_task(task_id)
+    return Deleted(id=task_id, deleted=True)
+
+
+class QalyptusTaskSource:
+    """Report tasks of every configured organization as the ops tools see them; a failure is a failed run."""
+
+    kind = "qalyptus"
+    chains = False
+
+    def __init__(self, orgs: QalyptusOrgs) -> None:
+        self.orgs = orgs
+
+    async def _find(self, task_id: str) -> tuple[QalyptusClient, QalyptusTaskDoc]:
+        """A task id is unique to its organization: ask each configured one in turn."""
+        last: ApiError | None = None
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+            try:
+                return client, await client.task(task_id)
+            except ApiError as exc:
+                if exc.status not in (400, 404):
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def info(doc: QalyptusTaskDoc) -> TaskInfo:
+        return TaskInfo(
+            kind="qalyptus",
+            id=doc.id,
+            name=doc.name,
+            enabled=doc.is_active,
+            state="active" if doc.is_active else "inactive",
+            disabled_reason=None if doc.is_active else "inactive",
+        )
+
+    async def get(self, task_id: str) -> TaskInfo:
+        client, doc = await self._find(task_id)
+        info = self.info(doc)
+        schedules = [t.wire() for t in await client.schedules(task_id) if sched.frequency_of(t.frequency)]
+        if schedules:
+            first = schedules[0]
+            zone = first.get("timeZone") or "UTC"
+            try:
+                start = (
+                    sched.parse_date(first["startDate"], time_zone(zone), "startDate")
+                    if first.get("startDate")
+                    else None
+                )
+                info.recurrence = sched.rrule_of(first, start)
+                info.start = start.strftime("%Y-%m-%dT%H:%M:%S") if start else None
+            except InvalidInput:
+                info.recurrence = []
+            info.time_zone = zone
+            more = f" (+{len(schedules) - 1} more)" if len(schedules) > 1 else ""
+            info.schedule_text = sched.describe(first) + more
+        return info
+
+    async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
+        found: dict[str, TaskInfo] = {}
+
+        async def one(task_id: str) -> None:
+            found[task_id] = await self.get(task_id)
+
+        await gather(task_ids, one)
+        return found
+
+    async def of_app(self, app_id: str) -> list[TaskInfo]:
+        # Qalyptus tasks are not tied to one Qlik app through any confirmed field.
+        return []
+
+    async def app_ids(self) -> set[str]:
+        return set()
+
+    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
+        client, doc = await self._find(info.id)
+        body = doc.update_body()
+        body["isActive"] = enabled
+        await client.update_task(info.id, body)
+
+    async def failures(self, scan: FailureScan) -> None:
+        """Failed executions since `scan.since`, newest per task, with the first error line of its log."""
+        found: dict[str, Failure] = {}
+        read = 0
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+            if not scan.budget.spend(scan.clock(), f"Qalyptus statuses of {name}"):
                 continue
-            field = PARAMS[param]
-            values[field] = addresses(value, param) if field in ADDRESS_FIELDS else value
-        if not values:
-            raise InvalidInput(f"give at least one of {', '.join(PARAMS)} to change")
-        return values
+            statuses = await client.statuses()
+            read += len(statuses)
+            for run in sorted(statuses, key=lambda r: r.sort_time, reverse=True):
+                if run.task_id and run.task_id not in found and self._failed_since(run, scan):
+                    found[run.task_id] = await self._failure(client, run, scan)
+        scan.found.extend(found.values())
+        scan.checked["qalyptus"] = read
 
-    async def plan_update(api: QalyptusClient, task_id: str, given: dict[str, Any]) -> tuple[Plan, dict[str, Any]]:
-        values = new_values(given)
-        current = await api.task(task_id)
-        before = update_body(current)
-        body = before | values
-        if body["testMode"] and not body.get("testModeRecipients"):
-            raise InvalidInput("test mode sends only to test_mode_recipients: give them (e-mail addresses)")
-        if body["sendNotifications"] and not body.get("notificationRecipients"):
-            raise InvalidInput("notifications need notification_recipients (e-mail addresses)")
-        changes = [
-            f"{key}: {text_of(before.get(key)) or '(none)'} -> {text_of(body.get(key)) or '(none)'}"
-            for key in UPDATE_FIELDS
-            if before.get(key) != body.get(key)
-        ]
-        if not changes:
-            raise InvalidInput("the task already has these values; nothing to change")
-        notes = ["Qalyptus's update takes the whole task: the other fields are sent back as they are."]
-        if before["isActive"] and not body["isActive"]:
-            notes.append("An inactive task does not run on its schedules or Qlik events.")
-        if body["testMode"] and not before["testMode"]:
-            notes.append("In test mode reports go only to the test recipients, not to the task's recipients.")
-        plan = Plan(action=f"Update {describe(current)} in {api.name}", changes=changes, state=before, notes=notes)
-        return plan, body
+    @staticmethod
+    def _failed_since(run: StatusDoc, scan: FailureScan) -> bool:
+        when = parse_time(run.ended_at or run.started_at or run.created_at)
+        return when is not None and when >= scan.since and classify(run.status) == "failure"
 
-    @reg.resolver
-    async def ask_update(
-        ctx: Context,
-        task_id: str,
-        organization: str | None,
-        is_active: bool | None,
-        send_notifications: bool | None,
-        notify_on_success: bool | None,
-        notify_on_warning: bool | None,
-        notify_on_error: bool | None,
-        notification_recipients: str | None,
-        notification_cc: str | None,
-        notification_bcc: str | None,
-        test_mode: bool | None,
-        test_mode_recipients: str | None,
-    ) -> Elicit[Consent] | None:
-        given = {
-            "is_active": is_active,
-            "send_notifications": send_notifications,
-            "notify_on_success": notify_on_success,
-            "notify_on_warning": notify_on_warning,
-            "notify_on_error": notify_on_error,
-            "notification_recipients": notification_recipients,
-            "notification_cc": notification_cc,
-            "notification_bcc": notification_bcc,
-            "test_mode": test_mode,
-            "test_mode_recipients": test_mode_recipients,
-        }
-
-        async def plan() -> Plan:
-            return (await plan_update(orgs.get(organization), task_id, given))[0]
-
-        return await reg.gate.ask(ctx, plan)
-
-    @reg.tool(TOOLSET, "destructive", title="Update Qalyptus task", idempotent=True)
-    async def update_qalyptus_task(
-        task_id: TaskId,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_update)],
-        is_active: Annotated[bool | None, Field(description="false stops its schedules and events.")] = None,
-        send_notifications: Flag = None,
-        notify_on_success: Flag = None,
-        notify_on_warning: Flag = None,
-        notify_on_error: Flag = None,
-        notification_recipients: Addresses = None,
-        notification_cc: Addresses = None,
-        notification_bcc: Addresses = None,
-        test_mode: Annotated[bool | None, Field(description="true sends only to test_mode_recipients.")] = None,
-        test_mode_recipients: Addresses = None,
-        organization: OrgName = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[TaskRow]:
-        """Change a Qalyptus task: active, notifications, test mode. Needs the user's confirmation."""
-        api = orgs.get(organization)
-        given = {
-            "is_active": is_active,
-            "send_notifications": send_notifications,
-            "notify_on_success": notify_on_success,
-            "notify_on_warning": notify_on_warning,
-            "notify_on_error": notify_on_error,
-            "notification_recipients": notification_recipients,
-            "notification_cc": notification_cc,
-            "notification_bcc": notification_bcc,
-            "test_mode": test_mode,
-            "test_mode_recipients": test_mode_recipients,
-        }
-        plan, body = await plan_update(api, task_id, given)
-
-        async def act() -> TaskRow:
-            data = await api.update_task(task_id, body)
-            return TaskRow.of(data if isinstance(data, dict) else {**body, "id": task_id})
-
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
-
-    @reg.tool(TOOLSET, "write", title="Duplicate Qalyptus task")
-    async def duplicate_qalyptus_task(task_id: TaskId, organization: OrgName = None) -> Duplicated:
-        """Copy a Qalyptus task (reports, recipients, triggers) as a new task."""
-        api = orgs.get(organization)
-        data = await api.duplicate_task(task_id)
-        if isinstance(data, dict) and data.get("id"):
-            return Duplicated(organization=api.name, source_id=task_id, task=TaskRow.of(data))
-        return Duplicated(
-            organization=api.name,
-            source_id=task_id,
-            note="Qalyptus duplicated the task but did not return the copy; list_qalyptus_tasks shows it.",
+    @staticmethod
+    async def _failure(client: QalyptusClient, run: StatusDoc, scan: FailureScan) -> Failure:
+        task_id = run.task_id or ""
+        failure = Failure(
+            kind="qalyptus",
+            task_id=task_id,
+            name=text_of(run.task_name) or task_id,
+            app_id=None,
+            at=text_of(run.ended_at or run.started_at),
+            ref=text_of(run.id),
         )
+        if scan.budget.spend(scan.clock(), f"Qalyptus log of task {task_id}"):
+            try:
+                failure.error = first_error_line(await client.log(task_id))
+            except ApiError as exc:
+                failure.error = f"(log not readable: HTTP {exc.status})"
+        return failure
 
-    async def plan_delete(api: QalyptusClient, task_id: str) -> Plan:
-        current = await api.task(task_id)
-        triggers = await api.triggers(task_id)
-        return Plan(
-            action=f"Delete {describe(current)} in {api.name}",
-            changes=[
-                "the task, its report settings, recipients and "
-                f"{len(triggers)} trigger{'s' if len(triggers) != 1 else ''} (schedules, Qlik events) are removed"
-            ],
-            state=[update_body(current), sorted(str(t.get("id")) for t in triggers)],
-            notes=["This cannot be undone. The reports themselves stay; duplicate_qalyptus_task first keeps a copy."],
-        )
 
-    @reg.resolver
-    async def ask_delete(ctx: Context, task_id: str, organization: str | None) -> Elicit[Consent] | None:
-        return await reg.gate.ask(ctx, lambda: plan_delete(orgs.get(organization), task_id))
+def source(clients: Clients) -> QalyptusTaskSource | None:
+    return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus)) if clients.qalyptus else None
 
-    @reg.tool(TOOLSET, "destructive", title="Delete Qalyptus task", idempotent=True)
-    async def delete_qalyptus_task(
-        task_id: TaskId,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
-        organization: OrgName = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[Deleted]:
-        """Delete a Qalyptus task. Needs the user's confirmation."""
-        api = orgs.get(organization)
-        plan = await plan_delete(api, task_id)
 
-        async def act() -> Deleted:
-            await api.delete_task(task_id)
-            return Deleted(id=task_id, deleted=True)
+# The catalogue lists tasks, then schedules, then runs, then reports, as the README does: the inventory reads
+# operations in the order their names enter this module.
+list_qalyptus_task_schedules = qalyptus_schedules.list_qalyptus_task_schedules
+set_qalyptus_task_schedule = qalyptus_schedules.set_qalyptus_task_schedule
+delete_qalyptus_task_schedules = qalyptus_schedules.delete_qalyptus_task_schedules
+run_qalyptus_task = qalyptus_runs.run_qalyptus_task
+stop_qalyptus_task = qalyptus_runs.stop_qalyptus_task
+get_qalyptus_task_status = qalyptus_runs.get_qalyptus_task_status
+list_qalyptus_task_statuses = qalyptus_runs.list_qalyptus_task_statuses
+get_qalyptus_task_log = qalyptus_runs.get_qalyptus_task_log
 
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
 
-    @reg.tool(TOOLSET, "read", title="List Qalyptus reports")
-    async def list_qalyptus_reports(
-        name: NameFilter = None,
-        limit: Limit = 20,
-        offset: Offset = 0,
-        organization: OrgName = None,
-    ) -> ReportPage:
-        """Qalyptus report templates: type, output formats, iteration, project."""
-        api = orgs.get(organization)
-        reports = await api.reports()
-        if name:
-            reports = [r for r in reports if name.lower() in str(r.get("name", "")).lower()]
-        reports.sort(key=lambda r: str(r.get("name", "")).lower())
-        rows, info = window(reports, limit, offset, "reports")
-        return ReportPage(organization=api.name, reports=[Report.of(r) for r in rows], **info)
-
-    qalyptus_schedules.register(reg, orgs)
-    qalyptus_runs.register(reg, orgs)
+@read("List Qalyptus reports")
+async def list_qalyptus_reports(
+    orgs: QalyptusOrgs,
+    name: NameFilter = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+    organization: OrgName = None,
+) -> ReportPage:
+    """Qalyptus report templates: type, output formats, iteration, project."""
+    api = orgs.get(organization)
+    reports = await api.reports()
+    if name:
+        reports = [r for r in reports if name.lower() in r.name.lower()]
+    reports.sort(key=lambda r: r.name.lower())
+    rows, info = window(reports, limit, offset, "reports")
+    return ReportPage(organization=api.name, reports=[Report.of(r) for r in rows], **info)

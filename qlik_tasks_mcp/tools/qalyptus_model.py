@@ -1,25 +1,35 @@
-"""What the Qalyptus tools share: parameter types, compact rows, client-side windows, status classes.
+"""What the Qalyptus tools share: the service, parameter types, compact rows, client-side windows, status classes.
 
-Qalyptus field names are read as seen live (misspellings included); fields whose names are not confirmed
-(status rows) are read under each plausible spelling, and unknown status values pass through unchanged.
+The client reads what Qalyptus sends into typed docs (client/qalyptus.py); the rows here are shaped from them.
+Unknown status values pass through unchanged.
 """
 
 import json
 import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+from qlik_tasks_mcp.client.qalyptus import (
+    QalyptusClient,
+    QalyptusTaskDoc,
+    RecipientDoc,
+    ReportDoc,
+    StatusDoc,
+    TaskReportDoc,
+    TriggerDoc,
+)
 from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
 from qlik_tasks_mcp.tools.fence import untrusted
-from qlik_tasks_mcp.tools.kinds import parse_time
 from qlik_tasks_mcp.tools.model import Compact
-
-TOOLSET = "qalyptus"
-Orgs = Organizations[QalyptusClient]
+from qlik_tasks_mcp.tools.sources import parse_time
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Qalyptus task id.")]
 Offset = Annotated[int, Field(ge=0, le=1_000_000, description="Skip this many rows (paging is done here).")]
@@ -36,6 +46,65 @@ FAILURE = frozenset({"failed", "failure", "error", "aborted", "stopped", "cancel
 StatusClass = Literal["active", "success", "warning", "failure", "unknown"]
 _EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
 
+# Copies of one task, and copies in one organization, per window. A duplicate is a one-off admin action (a
+# variant to edit, a backup before a change); each copy carries the task's reports, recipients and triggers, so a
+# loop of calls fills the organization with tasks that can each send reports once someone activates them (or at
+# once, where Qalyptus keeps the copy active). Gating each copy would change the tool's arguments and result and
+# ask about what is usually harmless; a bound refuses only the flood, and says when to retry.
+COPIES_PER_TASK = 3
+COPIES_PER_ORGANIZATION = 10
+COPY_WINDOW_SECONDS = 60.0
+
+
+@dataclass
+class CopyLimit:
+    """Duplicates made in this process in the last `window` seconds, by task and by organization (per replica:
+    the count lives in memory, like the gate's pending approvals)."""
+
+    window: float = field(default_factory=lambda: COPY_WINDOW_SECONDS)
+    made: dict[str, deque[float]] = field(default_factory=dict)
+
+    def take(self, organization: str, task_id: str) -> None:
+        """Count one copy of `task_id`, or refuse it naming when a copy is possible again."""
+        now = time.monotonic()
+        keys = ((f"{organization}\n{task_id}", COPIES_PER_TASK), (organization, COPIES_PER_ORGANIZATION))
+        for key, limit in keys:
+            times = self._recent(key, now)
+            if len(times) >= limit:
+                wait = max(1, round(times[0] + self.window - now + 0.5))
+                raise ToolError(self._refusal(organization, task_id, key != organization, limit, wait))
+        for key, _ in keys:
+            self.made[key].append(now)
+
+    def give_back(self, organization: str, task_id: str) -> None:
+        """A copy the tenant refused was not made: it does not count."""
+        for key in (f"{organization}\n{task_id}", organization):
+            if self.made.get(key):
+                self.made[key].pop()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self.made.setdefault(key, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def _refusal(self, organization: str, task_id: str, per_task: bool, limit: int, wait: int) -> str:
+        at = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="seconds").replace("+00:00", "Z")
+        scope = f"of task {task_id}" if per_task else f"in organization {organization}"
+        return (
+            f"Not duplicated: {limit} copies {scope} were made in the last {self.window:g} s, the most this server "
+            f"makes, so repeated calls cannot flood the organization with copies that carry the task's recipients "
+            f"and schedules. Retry in {wait} s (after {at}); list_qalyptus_tasks shows the copies already made."
+        )
+
+
+class QalyptusOrgs(Organizations[QalyptusClient]):
+    """The Qalyptus toolset's service: the configured organizations, and the bound on duplicates."""
+
+    def __init__(self, clients: dict[str, QalyptusClient]) -> None:
+        super().__init__(clients)
+        self.copies = CopyLimit()
+
 
 def classify(status: str | None) -> StatusClass:
     key = re.sub(r"[\s_-]", "", (status or "").lower())
@@ -45,8 +114,9 @@ def classify(status: str | None) -> StatusClass:
     return "unknown"
 
 
-def pick(raw: dict[str, Any], *keys: str) -> Any:
-    return next((raw[k] for k in keys if raw.get(k) not in (None, "")), None)
+def first(*values: Any) -> Any:
+    """The first value given (not None, not empty)."""
+    return next((v for v in values if v not in (None, "")), None)
 
 
 def text_of(value: Any, width: int = 160) -> str | None:
@@ -101,11 +171,6 @@ def window(items: list[Any], limit: int, offset: int, what: str) -> tuple[list[A
     }
 
 
-class Project(Compact):
-    id: str | None = None
-    name: str | None = None
-
-
 class TaskRow(Compact):
     id: str
     name: str
@@ -117,21 +182,21 @@ class TaskRow(Compact):
     last_execution: str | None = None
 
     @classmethod
-    def fields_of(cls, raw: dict[str, Any]) -> dict[str, Any]:
+    def fields_of(cls, doc: QalyptusTaskDoc) -> dict[str, Any]:
         return {
-            "id": str(raw.get("id", "")),
-            "name": str(raw.get("name", "")),
-            "active": bool(raw.get("isActive")),
-            "scheduled": raw.get("isScheduled") if isinstance(raw.get("isScheduled"), bool) else None,
-            "test_mode": True if raw.get("testMode") else None,
-            "project": name_of(raw.get("project")),
-            "owner": text_of(pick(raw, "ownerName", "owner")),
-            "last_execution": text_of(raw.get("lastExecution")),
+            "id": doc.id,
+            "name": doc.name,
+            "active": doc.is_active,
+            "scheduled": doc.is_scheduled,
+            "test_mode": True if doc.test_mode else None,
+            "project": name_of(doc.project),
+            "owner": text_of(first(doc.owner_name, doc.owner)),
+            "last_execution": text_of(doc.last_execution),
         }
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "TaskRow":
-        return cls(**cls.fields_of(raw))
+    def of(cls, doc: QalyptusTaskDoc) -> "TaskRow":
+        return cls(**cls.fields_of(doc))
 
 
 class Notifications(Compact):
@@ -159,21 +224,20 @@ class Trigger(Compact):
     app_id: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "Trigger":
-        scheduled = raw.get("frequency") not in (None, "")
+    def of(cls, doc: TriggerDoc) -> "Trigger":
         return cls(
-            id=str(raw.get("id", "")),
-            name=text_of(raw.get("name")),
-            type=text_of(raw.get("type")),
-            active=raw.get("isActive") if isinstance(raw.get("isActive"), bool) else None,
-            when=sched.describe(raw) if scheduled else None,
-            frequency=text_of(raw.get("frequency")),
-            time_zone=text_of(raw.get("timeZone")) if scheduled else None,
-            start=text_of(raw.get("startDate")),
-            end=text_of(raw.get("endDate")),
-            next_run=text_of(raw.get("nextExecutionDate")),
-            event=text_of(pick(raw, "qlikEvent", "eventType")),
-            app_id=text_of(pick(raw, "appId", "appID")),
+            id=doc.id,
+            name=text_of(doc.name),
+            type=text_of(doc.type),
+            active=doc.is_active,
+            when=sched.describe(doc.wire()) if doc.scheduled else None,
+            frequency=text_of(doc.frequency),
+            time_zone=text_of(doc.time_zone) if doc.scheduled else None,
+            start=text_of(doc.start_date),
+            end=text_of(doc.end_date),
+            next_run=text_of(doc.next_execution_date),
+            event=text_of(first(doc.qlik_event, doc.event_type)),
+            app_id=text_of(doc.app_id),
         )
 
 
@@ -186,14 +250,14 @@ class TaskReport(Compact):
     embedded: bool | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "TaskReport":
+    def of(cls, doc: TaskReportDoc) -> "TaskReport":
         return cls(
-            id=str(raw.get("id", "")),
-            report_id=text_of(pick(raw, "reportID", "reportId")),
-            name=text_of(pick(raw, "reportName", "name")),
-            format=text_of(pick(raw, "format", "outputFormat")),
-            attached=raw.get("emailAttachment") if isinstance(raw.get("emailAttachment"), bool) else None,
-            embedded=raw.get("emailEmbedment") if isinstance(raw.get("emailEmbedment"), bool) else None,
+            id=doc.id,
+            report_id=text_of(doc.report_id),
+            name=text_of(doc.name),
+            format=text_of(doc.format),
+            attached=doc.email_attachment,
+            embedded=doc.email_embedment,
         )
 
 
@@ -204,16 +268,8 @@ class Recipient(Compact):
     email: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "Recipient":
-        name = pick(raw, "name", "displayName")
-        if name is None and (raw.get("firstName") or raw.get("lastName")):
-            name = f"{raw.get('firstName') or ''} {raw.get('lastName') or ''}".strip()
-        return cls(
-            id=text_of(raw.get("id")),
-            type=text_of(raw.get("type")),
-            name=text_of(name),
-            email=text_of(raw.get("email")),
-        )
+    def of(cls, doc: RecipientDoc) -> "Recipient":
+        return cls(id=text_of(doc.id), type=text_of(doc.type), name=text_of(doc.full_name), email=text_of(doc.email))
 
 
 class TaskDetail(TaskRow):
@@ -227,25 +283,24 @@ class TaskDetail(TaskRow):
     @classmethod
     def build(
         cls,
-        raw: dict[str, Any],
-        reports: list[dict[str, Any]],
-        recipients: list[dict[str, Any]],
-        triggers: list[dict[str, Any]],
+        doc: QalyptusTaskDoc,
+        reports: list[TaskReportDoc],
+        recipients: list[RecipientDoc],
+        triggers: list[TriggerDoc],
     ) -> "TaskDetail":
-        send = bool(raw.get("sendNotifications"))
         return cls(
-            **cls.fields_of(raw),
-            description=text_of(raw.get("description"), 500),
+            **cls.fields_of(doc),
+            description=text_of(doc.description, 500),
             notifications=Notifications(
-                send=send,
-                on_success=raw.get("notifyIfSuccess"),
-                on_warning=raw.get("notifyIfWarning"),
-                on_error=raw.get("notifyIfError"),
-                to=text_of(raw.get("notificationRecipients"), 500),
-                cc=text_of(raw.get("notificationCc"), 500),
-                bcc=text_of(raw.get("notificationBcc"), 500),
+                send=doc.send_notifications,
+                on_success=doc.notify_if_success,
+                on_warning=doc.notify_if_warning,
+                on_error=doc.notify_if_error,
+                to=text_of(doc.notification_recipients, 500),
+                cc=text_of(doc.notification_cc, 500),
+                bcc=text_of(doc.notification_bcc, 500),
             ),
-            test_mode_recipients=text_of(raw.get("testModeRecipients"), 500) if raw.get("testMode") else None,
+            test_mode_recipients=text_of(doc.test_mode_recipients, 500) if doc.test_mode else None,
             reports=[TaskReport.of(r) for r in reports],
             recipients=[Recipient.of(r) for r in recipients],
             triggers=[Trigger.of(t) for t in triggers],
@@ -262,39 +317,21 @@ class Report(Compact):
     project: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "Report":
-        formats = raw.get("outputFormats")
+    def of(cls, doc: ReportDoc) -> "Report":
         return cls(
-            id=str(raw.get("id", "")),
-            name=str(raw.get("name", "")),
-            type=text_of(raw.get("type")),
-            formats=[str(f) for f in formats] if isinstance(formats, list) else [],
-            iteration=True if raw.get("isIteration") else None,
-            template=text_of(raw.get("templateFile")),
-            project=name_of(raw.get("project")),
+            id=doc.id,
+            name=doc.name,
+            type=text_of(doc.type),
+            formats=doc.output_formats,
+            iteration=True if doc.is_iteration else None,
+            template=text_of(doc.template_file),
+            project=name_of(doc.project),
         )
 
 
-def _seconds(start: Any, end: Any) -> float | None:
-    began, ended = (
-        parse_time(start if isinstance(start, str) else None),
-        parse_time(end if isinstance(end, str) else None),
-    )
+def _seconds(start: str | None, end: str | None) -> float | None:
+    began, ended = parse_time(start), parse_time(end)
     return round((ended - began).total_seconds(), 1) if began and ended else None
-
-
-STARTED = ("startDate", "startTime", "startedAt", "executionStartDate")
-ENDED = ("endDate", "endTime", "endedAt", "executionEndDate")
-CREATED = ("creationDate", "createdDate", "createdAt", "requestDate")
-
-
-def status_text(raw: dict[str, Any]) -> str:
-    return str(pick(raw, "status", "state", "executionStatus") or "")
-
-
-def status_time(raw: dict[str, Any]) -> str:
-    """A sort key for newest first: start, else creation, time."""
-    return str(pick(raw, *STARTED, *CREATED) or "")
 
 
 class Status(Compact):
@@ -310,18 +347,17 @@ class Status(Compact):
     message: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "Status":
-        message = pick(raw, "message", "error", "errorMessage")
-        started, ended = pick(raw, *STARTED), pick(raw, *ENDED)
+    def of(cls, doc: StatusDoc) -> "Status":
+        message = doc.message
         return cls(
-            id=text_of(pick(raw, "id", "requestID", "requestId")),
-            task_id=text_of(pick(raw, "taskID", "taskId")),
-            task_name=text_of(raw.get("taskName")),
-            status=status_text(raw),
-            by=text_of(pick(raw, "executionType", "triggeredBy", "type")),
-            created_at=text_of(pick(raw, *CREATED)),
-            started_at=text_of(started),
-            ended_at=text_of(ended),
-            seconds=_seconds(started, ended),
+            id=text_of(doc.id),
+            task_id=text_of(doc.task_id),
+            task_name=text_of(doc.task_name),
+            status=doc.status,
+            by=text_of(doc.by),
+            created_at=text_of(doc.created_at),
+            started_at=text_of(doc.started_at),
+            ended_at=text_of(doc.ended_at),
+            seconds=_seconds(doc.started_at, doc.ended_at),
             message=untrusted(str(message)[:1000], "Qalyptus message") if message else None,
         )

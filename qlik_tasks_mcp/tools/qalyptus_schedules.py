@@ -3,17 +3,16 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+from qlik_tasks_mcp.client.qalyptus import TriggerDoc
 from qlik_tasks_mcp.client.schedule import local_datetime, time_zone, utc_z
-from qlik_tasks_mcp.tools.common import ConfirmToken, Registrar
-from qlik_tasks_mcp.tools.gate import Consent, Gated, Plan
+from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.qalyptus_model import TOOLSET, OrgName, Orgs, TaskId, Trigger, text_of
+from qlik_tasks_mcp.tools.operation import destructive, read
+from qlik_tasks_mcp.tools.qalyptus_model import OrgName, QalyptusOrgs, TaskId, Trigger, text_of
 
 NEXT_RUNS = 3
 # The tool's parameters and the API fields each sets, to refuse one that a frequency does not use, in the
@@ -152,9 +151,10 @@ def _missing(body: dict[str, Any], freq: str) -> str | None:
     return None
 
 
-def stored(schedule: dict[str, Any]) -> dict[str, Any]:
+def stored(schedule: TriggerDoc) -> dict[str, Any]:
     """What identifies a schedule's settings (not the derived next run)."""
-    return {k: schedule.get(k) for k in (*sched.FIELDS, "id", "isActive")}
+    sent = schedule.wire()
+    return {k: sent.get(k) for k in (*sched.FIELDS, "id", "isActive")}
 
 
 def runs_note(body: dict[str, Any], now_utc: datetime) -> str:
@@ -167,138 +167,129 @@ def runs_note(body: dict[str, Any], now_utc: datetime) -> str:
     return "Next runs: " + ", ".join(f"{r.isoformat(timespec='minutes')} ({utc_z(r)})" for r in runs)
 
 
-def register(reg: Registrar, orgs: Orgs) -> None:
-    @reg.tool(TOOLSET, "read", title="List Qalyptus task schedules")
-    async def list_qalyptus_task_schedules(task_id: TaskId, organization: OrgName = None) -> ScheduleList:
-        """A Qalyptus task's schedules: frequency in words, zone, start/end, next run, active."""
-        api = orgs.get(organization)
-        found = await api.schedules(task_id)
-        return ScheduleList(organization=api.name, task_id=task_id, schedules=[Trigger.of(s) for s in found])
+def _known(schedules: list[TriggerDoc]) -> str:
+    return ", ".join(f"{s.id} ({text_of(s.name, 40)})" for s in schedules) or "none"
 
-    async def plan_set(
-        api: QalyptusClient, task_id: str, schedule_id: str | None, schedule: ScheduleIn
-    ) -> tuple[Plan, dict[str, Any]]:
-        now = datetime.now(UTC)
-        existing = await api.schedules(task_id)
-        current = None
-        if schedule_id:
-            current = next((s for s in existing if s.get("id") == schedule_id), None)
-            if current is None:
-                known = ", ".join(f"{s.get('id')} ({text_of(s.get('name'), 40)})" for s in existing) or "none"
-                raise InvalidInput(f"task {task_id} has no schedule {schedule_id}; its schedules: {known}")
-        body = build_body(schedule, current, now)
-        where = f"Qalyptus task {task_id} in {api.name}"
+
+@read("List Qalyptus task schedules")
+async def list_qalyptus_task_schedules(
+    orgs: QalyptusOrgs, task_id: TaskId, organization: OrgName = None
+) -> ScheduleList:
+    """A Qalyptus task's schedules: frequency in words, zone, start/end, next run, active."""
+    api = orgs.get(organization)
+    found = await api.schedules(task_id)
+    return ScheduleList(organization=api.name, task_id=task_id, schedules=[Trigger.of(s) for s in found])
+
+
+def _plan_add(body: dict[str, Any], existing: list[TriggerDoc], where: str, now: datetime) -> Plan:
+    # Zero is a real minute or hour, but an unused day, month or interval.
+    unused = ("day", "month", "everyHours", "priority")
+    changes = [f"{k}: {text_of(v)}" for k, v in body.items() if v not in (None, "") and not (v == 0 and k in unused)]
+    words = sched.describe(body)
+    return Plan(
+        action=f"Add schedule '{body['name']}'"
+        + (f" ({words})" if body["name"] != words[:100] else "")
+        + f" to {where}",
+        changes=changes,
+        state=["add", sorted(s.id for s in existing)],
+        notes=[runs_note(body, now)],
+        payload=body,
+    )
+
+
+def _plan_change(body: dict[str, Any], current: TriggerDoc, where: str, now: datetime) -> Plan:
+    sent = current.wire()
+    before = {k: sent.get(k) for k in sched.FIELDS}
+    changes = [
+        f"{k}: {text_of(before.get(k)) or '(none)'} -> {text_of(body.get(k)) or '(none)'}"
+        for k in sched.FIELDS
+        if before.get(k) != body.get(k)
+    ]
+    if not changes:
+        raise InvalidInput("the schedule already has these values; nothing to change")
+    return Plan(
+        action=f"Update schedule '{text_of(current.name, 80)}' of {where}: "
+        f"{sched.describe(before)} -> {sched.describe(body)}",
+        changes=changes,
+        state=stored(current),
+        notes=[runs_note(body, now)],
+        payload=body,
+    )
+
+
+async def plan_set(
+    orgs: QalyptusOrgs, task_id: str, schedule: ScheduleIn, schedule_id: str | None, organization: str | None
+) -> Plan:
+    api = orgs.get(organization)
+    now = datetime.now(UTC)
+    existing = await api.schedules(task_id)
+    current = None
+    if schedule_id:
+        current = next((s for s in existing if s.id == schedule_id), None)
         if current is None:
-            # Zero is a real minute or hour, but an unused day, month or interval.
-            unused = ("day", "month", "everyHours", "priority")
-            changes = [
-                f"{k}: {text_of(v)}" for k, v in body.items() if v not in (None, "") and not (v == 0 and k in unused)
-            ]
-            plan = Plan(
-                action=f"Add schedule '{body['name']}'"
-                + (f" ({sched.describe(body)})" if body["name"] != sched.describe(body)[:100] else "")
-                + f" to {where}",
-                changes=changes,
-                state=["add", sorted(str(s.get("id")) for s in existing)],
-                notes=[runs_note(body, now)],
-            )
-            return plan, body
-        before = {k: current.get(k) for k in sched.FIELDS}
-        changes = [
-            f"{k}: {text_of(before.get(k)) or '(none)'} -> {text_of(body.get(k)) or '(none)'}"
-            for k in sched.FIELDS
-            if before.get(k) != body.get(k)
-        ]
-        if not changes:
-            raise InvalidInput("the schedule already has these values; nothing to change")
-        plan = Plan(
-            action=f"Update schedule '{text_of(current.get('name'), 80)}' of {where}: "
-            f"{sched.describe(before)} -> {sched.describe(body)}",
-            changes=changes,
-            state=stored(current),
-            notes=[runs_note(body, now)],
-        )
-        return plan, body
+            raise InvalidInput(f"task {task_id} has no schedule {schedule_id}; its schedules: {_known(existing)}")
+    body = build_body(schedule, current.wire() if current else None, now)
+    where = f"Qalyptus task {task_id} in {api.name}"
+    return _plan_add(body, existing, where, now) if current is None else _plan_change(body, current, where, now)
 
-    @reg.resolver
-    async def ask_set(
-        ctx: Context, task_id: str, schedule: ScheduleIn, schedule_id: str | None, organization: str | None
-    ) -> Elicit[Consent] | None:
-        async def plan() -> Plan:
-            return (await plan_set(orgs.get(organization), task_id, schedule_id, schedule))[0]
 
-        return await reg.gate.ask(ctx, plan)
-
-    @reg.tool(TOOLSET, "destructive", title="Set Qalyptus task schedule")
-    async def set_qalyptus_task_schedule(
-        task_id: TaskId,
-        schedule: ScheduleIn,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_set)],
-        schedule_id: Annotated[
-            str | None, Field(max_length=128, description="Schedule to update; leave out to add one.")
-        ] = None,
-        organization: OrgName = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[ScheduleSet]:
-        """Add a schedule to a Qalyptus task, or update one (schedule_id). Needs the user's confirmation."""
-        api = orgs.get(organization)
-        plan, body = await plan_set(api, task_id, schedule_id, schedule)
-
-        async def act() -> ScheduleSet:
-            data = await api.set_schedule(task_id, body, schedule_id)
-            if isinstance(data, dict) and data.get("id"):
-                return ScheduleSet(task_id=task_id, schedule=Trigger.of(data))
-            return ScheduleSet(task_id=task_id, note="Saved; list_qalyptus_task_schedules shows it.")
-
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
-
-    async def plan_delete(api: QalyptusClient, task_id: str, schedule_ids: list[str]) -> Plan:
-        existing = await api.schedules(task_id)
-        by_id = {str(s.get("id")): s for s in existing}
-        unknown = [i for i in schedule_ids if i not in by_id]
-        if unknown:
-            known = ", ".join(f"{k} ({text_of(s.get('name'), 40)})" for k, s in by_id.items()) or "none"
-            raise InvalidInput(f"task {task_id} has no schedule {unknown[0]}; its schedules: {known}")
-        doomed = [by_id[i] for i in schedule_ids]
-        notes = ["This cannot be undone."]
-        if len(doomed) == len(by_id):
-            notes.append("The task is left with no schedule: it runs only on Qlik events or when run by hand.")
-        return Plan(
-            action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of Qalyptus task {task_id} "
-            f"in {api.name}",
-            changes=[f"{text_of(s.get('name'), 60)} ({s.get('id')}): {sched.describe(s)}" for s in doomed],
-            state=[stored(s) for s in doomed],
-            notes=notes,
-        )
-
-    @reg.resolver
-    async def ask_delete(
-        ctx: Context, task_id: str, schedule_ids: list[str], organization: str | None
-    ) -> Elicit[Consent] | None:
-        return await reg.gate.ask(ctx, lambda: plan_delete(orgs.get(organization), task_id, _unique(schedule_ids)))
-
-    @reg.tool(TOOLSET, "destructive", title="Delete Qalyptus task schedules", idempotent=True)
-    async def delete_qalyptus_task_schedules(
-        task_id: TaskId,
-        schedule_ids: Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=128)]],
-            Field(min_length=1, max_length=50, description="Schedule ids to delete."),
-        ],
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
-        organization: OrgName = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[SchedulesDeleted]:
-        """Delete schedules of a Qalyptus task. Needs the user's confirmation."""
-        api = orgs.get(organization)
-        ids = _unique(schedule_ids)
-        plan = await plan_delete(api, task_id, ids)
-
-        async def act() -> SchedulesDeleted:
-            await api.delete_schedules(task_id, ids)
-            return SchedulesDeleted(task_id=task_id, deleted=ids)
-
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+@destructive("Set Qalyptus task schedule", plan=plan_set)
+async def set_qalyptus_task_schedule(
+    orgs: QalyptusOrgs,
+    plan: Plan,
+    task_id: TaskId,
+    schedule: ScheduleIn,
+    schedule_id: Annotated[
+        str | None, Field(max_length=128, description="Schedule to update; leave out to add one.")
+    ] = None,
+    organization: OrgName = None,
+) -> ScheduleSet:
+    """Add a schedule to a Qalyptus task, or update one (schedule_id). Needs the user's confirmation."""
+    saved = await orgs.get(organization).set_schedule(task_id, plan.payload, schedule_id)
+    if saved is not None:
+        return ScheduleSet(task_id=task_id, schedule=Trigger.of(saved))
+    return ScheduleSet(task_id=task_id, note="Saved; list_qalyptus_task_schedules shows it.")
 
 
 def _unique(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
+
+
+async def plan_delete_schedules(
+    orgs: QalyptusOrgs, task_id: str, schedule_ids: list[str], organization: str | None
+) -> Plan:
+    api = orgs.get(organization)
+    ids = _unique(schedule_ids)
+    existing = await api.schedules(task_id)
+    by_id = {s.id: s for s in existing}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise InvalidInput(f"task {task_id} has no schedule {unknown[0]}; its schedules: {_known(existing)}")
+    doomed = [by_id[i] for i in ids]
+    notes = ["This cannot be undone."]
+    if len(doomed) == len(by_id):
+        notes.append("The task is left with no schedule: it runs only on Qlik events or when run by hand.")
+    return Plan(
+        action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of Qalyptus task {task_id} "
+        f"in {api.name}",
+        changes=[f"{text_of(s.name, 60)} ({s.id}): {sched.describe(s.wire())}" for s in doomed],
+        state=[stored(s) for s in doomed],
+        notes=notes,
+        payload=ids,
+    )
+
+
+@destructive("Delete Qalyptus task schedules", plan=plan_delete_schedules, idempotent=True)
+async def delete_qalyptus_task_schedules(
+    orgs: QalyptusOrgs,
+    plan: Plan,
+    task_id: TaskId,
+    schedule_ids: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        Field(min_length=1, max_length=50, description="Schedule ids to delete."),
+    ],
+    organization: OrgName = None,
+) -> SchedulesDeleted:
+    """Delete schedules of a Qalyptus task. Needs the user's confirmation."""
+    await orgs.get(organization).delete_schedules(task_id, plan.payload)
+    return SchedulesDeleted(task_id=task_id, deleted=plan.payload)

@@ -119,7 +119,8 @@ async def list_reload_tasks(
 ) -> ReloadTaskPage:
     """List scheduled app reloads (state, schedule, next/last run, why disabled)."""
     page = await api.list(app_id=app_id, partial=partial, limit=limit, cursor=cursor)
-    return ReloadTaskPage(tasks=[ReloadTask.of(t) for t in page.items], next_cursor=page.next_cursor)
+    note = " ".join(filter(None, (NOTE, page.cut_note)))
+    return ReloadTaskPage(tasks=[ReloadTask.of(t) for t in page.items], next_cursor=page.next_cursor, note=note)
 
 
 @read("Get reload task")

@@ -1,6 +1,7 @@
 """Sharing tasks: typed inputs turned into the bodies the spec takes, and compact views of what the API answers."""
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -8,7 +9,15 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
-from qlik_tasks_mcp.client.sharing_tasks import recipient_values
+from qlik_tasks_mcp.client.sharing_tasks import (
+    ExecutionDoc,
+    RecipientDoc,
+    RecipientsDoc,
+    ScheduleOptionsDoc,
+    SharingSettingsDoc,
+    SharingTaskDoc,
+    TemplateDoc,
+)
 from qlik_tasks_mcp.tools.fence import untrusted
 from qlik_tasks_mcp.tools.model import Compact, Input
 
@@ -64,25 +73,25 @@ class SharingSchedule(Input):
         None, max_length=40, description='Local end; default never (patch: keep current, "" clears).'
     )
 
-    def to_api(self, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    def to_api(self, current: ScheduleOptionsDoc | None = None) -> dict[str, Any]:
         """The `scheduleOptions` body; on a patch, `current` supplies the start and end the caller left out."""
         zone = time_zone(self.time_zone)
         lines = rrule_lines(self.recurrence)
         for index, line in enumerate(lines):
             if "UNTIL=" in line.upper():
                 raise InvalidInput(f"recurrence[{index}]: UNTIL is not allowed in sharing schedules; use end instead")
-        current = current or {}
+        current = current or ScheduleOptionsDoc()
         body: dict[str, Any] = {"timezone": self.time_zone, "recurrence": lines}
-        start = start_after_change(self.start, current.get("startDateTime"), None)
+        start = start_after_change(self.start, current.start_date_time or None, None)
         if start:
             body["startDateTime"] = start
-        body["endDateTime"] = end_after_change(self.end, current.get("endDateTime"), start, zone)
+        body["endDateTime"] = end_after_change(self.end, current.end_date_time or None, start, zone)
         return body
 
 
-def schedule_line(options: dict[str, Any]) -> str:
-    start, end = options.get("startDateTime") or "now", options.get("endDateTime") or "never"
-    return f"{options.get('recurrence')} {options.get('timezone')} from {start} until {end}"
+def schedule_line(options: ScheduleOptionsDoc) -> str:
+    start, end = options.start_date_time or "now", options.end_date_time or "never"
+    return f"{options.recurrence or None} {options.timezone or None} from {start} until {end}"
 
 
 class Chart(Input):
@@ -140,7 +149,7 @@ class Content(Input):
         return [template]
 
 
-def transport_problem(channels: list[str], folder: str | None, connection: str | None) -> str | None:
+def transport_problem(channels: Sequence[str], folder: str | None, connection: str | None) -> str | None:
     if not channels:
         return "transport needs at least one channel: email and/or sharepoint"
     if "sharepoint" in channels and not (folder and connection):
@@ -163,23 +172,22 @@ class SharingTaskRow(Compact):
     last_run: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "SharingTaskRow":
-        schedule = raw.get("scheduleOptions") or {}
-        return cls(
-            id=raw.get("id", ""),
-            name=raw.get("name", ""),
-            type=raw.get("type", ""),
-            app=raw.get("appName") or raw.get("appId") or None,
-            owner=raw.get("ownerName") or raw.get("owner") or None,
-            enabled=is_enabled(raw),
-            status=raw.get("statusCode") or None,
-            next_run=raw.get("nextScheduledRun") or schedule.get("nextExecutionTime") or None,
-            last_run=raw.get("lastExecutionDate") or raw.get("lastRun") or None,
-        )
+    def of(cls, doc: SharingTaskDoc) -> "SharingTaskRow":
+        return cls(**cls.row_fields(doc))
 
-
-def is_enabled(raw: dict[str, Any]) -> bool:
-    return bool(raw.get("enabled", raw.get("enabledByUser", True))) and raw.get("enabledBySystem", True) is not False
+    @staticmethod
+    def row_fields(doc: SharingTaskDoc) -> dict[str, Any]:
+        return {
+            "id": doc.id,
+            "name": doc.name,
+            "type": doc.type,
+            "app": doc.app_name or doc.app_id or None,
+            "owner": doc.owner_name or doc.owner or None,
+            "enabled": doc.is_enabled,
+            "status": doc.status_code or None,
+            "next_run": doc.next_run or None,
+            "last_run": doc.last_ran or None,
+        }
 
 
 RecipientKind = Literal["user", "group", "email", "list-user", "list-group"]
@@ -223,89 +231,83 @@ class SharingTaskDetail(SharingTaskRow):
     updated: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "SharingTaskDetail":
-        row = SharingTaskRow.of(raw).model_dump()
-        schedule = raw.get("scheduleOptions") or {}
-        lines = schedule.get("recurrence") or []
-        zone = schedule.get("timezone") or None
-        trigger = raw.get("trigger") or {}
-        email = raw.get("emailContent") or {}
-        return cls(
-            **row,
-            app_id=raw.get("appId") or None,
-            owner_id=raw.get("owner") or None,
-            description=raw.get("description") or None,
-            tags=raw.get("tags") or [],
-            schedule=describe_schedule(lines, zone, schedule.get("startDateTime"), schedule.get("endDateTime"))
+    def of(cls, doc: SharingTaskDoc) -> "SharingTaskDetail":
+        schedule = doc.schedule_options
+        lines, zone = schedule.recurrence, schedule.timezone or None
+        described = (
+            describe_schedule(lines, zone, schedule.start_date_time or None, schedule.end_date_time or None)
             if lines
-            else None,
+            else None
+        )
+        return cls(
+            **cls.row_fields(doc),
+            app_id=doc.app_id or None,
+            owner_id=doc.owner or None,
+            description=doc.description or None,
+            tags=doc.tags,
+            schedule=described,
             recurrence=lines,
             time_zone=zone,
-            on_app_reload=bool(trigger.get("executeOnAppReload")),
-            recipients=recipient_views(raw.get("recipients")),
-            templates=[template_view(t) for t in raw.get("templates") or [] if isinstance(t, dict)],
-            transport=raw.get("transportChannels") or [],
-            sharepoint_folder=raw.get("sharePointFolder") or None,
-            data_connection_id=raw.get("dataConnectionID") or None,
-            status_label=raw.get("statusLabel") or None,
-            task_errors=[f"{e.get('value')} at {e.get('timestamp')}" for e in raw.get("taskErrors") or []],
-            email_subject=email.get("subject") or None,
-            failed_executions_in_a_row=raw.get("failedExecutionsCount") or None,
-            created=raw.get("dateCreated") or None,
-            updated=raw.get("lastUpdated") or None,
+            on_app_reload=doc.trigger.execute_on_app_reload,
+            recipients=recipient_views(doc.recipients),
+            templates=[template_view(t) for t in doc.templates],
+            transport=doc.transport_channels,
+            sharepoint_folder=doc.share_point_folder or None,
+            data_connection_id=doc.data_connection_id or None,
+            status_label=doc.status_label or None,
+            task_errors=[f"{e.value} at {e.timestamp}" for e in doc.task_errors],
+            email_subject=doc.email_content.subject or None,
+            failed_executions_in_a_row=doc.failed_executions_count or None,
+            created=doc.date_created or None,
+            updated=doc.last_updated or None,
         )
 
 
-def recipient_views(recipients: dict[str, Any] | None) -> list[RecipientView]:
+def recipient_views(recipients: RecipientsDoc) -> list[RecipientView]:
     out: list[RecipientView] = []
-    recipients = recipients or {}
-    kinds: tuple[tuple[str, RecipientKind, str], ...] = (
-        ("userIds", "user", "taskRecipientErrors"),
-        ("groupIds", "group", "taskGroupRecipientErrors"),
-        ("emailAddresses", "email", "taskRecipientErrors"),
-        ("DLUsers", "list-user", "taskRecipientErrors"),
-        ("DLGroups", "list-group", "taskGroupRecipientErrors"),
+    kinds: tuple[tuple[list[RecipientDoc], RecipientKind, bool], ...] = (
+        (recipients.user_ids, "user", False),
+        (recipients.group_ids, "group", True),
+        (recipients.email_addresses, "email", False),
+        (recipients.dl_users, "list-user", False),
+        (recipients.dl_groups, "list-group", True),
     )
-    for key, kind, errors_key in kinds:
-        for item in recipients.get(key) or []:
-            if not isinstance(item, dict):
-                item = {"value": item}
-            enabled = item.get("enabled", True) is not False and item.get("enabledByUser", True) is not False
-            enabled = enabled and item.get("enabledBySystem", True) is not False
-            errors = [str(e.get("value")) for e in item.get(errors_key) or [] if isinstance(e, dict)]
-            out.append(RecipientView(kind=kind, value=str(item.get("value", "")), enabled=enabled, errors=errors))
+    for entries, kind, group in kinds:
+        for entry in entries:
+            errors = entry.task_group_recipient_errors if group else entry.task_recipient_errors
+            out.append(
+                RecipientView(kind=kind, value=entry.value, enabled=entry.switched_on, errors=[e.value for e in errors])
+            )
     return out
 
 
-def template_view(raw: dict[str, Any]) -> TemplateView:
-    sheets = [s.get("sheetId", "") for s in raw.get("multiSheetData") or [] if isinstance(s, dict)]
-    sheet = raw.get("sheetData") or {}
-    chart = raw.get("chartData") or {}
+def template_view(doc: TemplateDoc) -> TemplateView:
+    sheets = [s.sheet_id for s in doc.multi_sheet_data]
+    sheet, chart = doc.sheet_data, doc.chart_data
+    app_ids = [chart.app_id if chart else "", sheet.app_id if sheet else ""] + [s.app_id for s in doc.multi_sheet_data]
     return TemplateView(
-        type=raw.get("type", ""),
-        format=raw.get("subType") or None,
-        app_id=chart.get("appId")
-        or sheet.get("appId")
-        or next((s.get("appId") for s in raw.get("multiSheetData") or [] if isinstance(s, dict)), None),
-        sheets=sheets or ([sheet["sheetId"]] if sheet.get("sheetId") else []),
-        chart=f"{chart.get('objectId')} on sheet {chart.get('sheetId')}" if chart.get("objectId") else None,
-        file_name=raw.get("fileName") or None,
+        type=doc.type,
+        format=doc.sub_type or None,
+        app_id=next((a for a in app_ids if a), None),
+        sheets=sheets or ([sheet.sheet_id] if sheet and sheet.sheet_id else []),
+        chart=f"{chart.object_id} on sheet {chart.sheet_id}" if chart and chart.object_id else None,
+        file_name=doc.file_name or None,
     )
 
 
-def who(raw: dict[str, Any]) -> str:
-    app = raw.get("appName") or raw.get("appId")
-    return f"sharing task {raw.get('name')!r} ({raw.get('id')}, {raw.get('type')}, app {app})"
+def who(doc: SharingTaskDoc) -> str:
+    app = doc.app_name or doc.app_id or None
+    return f"sharing task {doc.name!r} ({doc.id}, {doc.type}, app {app})"
 
 
-def recipients_line(recipients: dict[str, Any] | None) -> str:
-    values = recipient_values(recipients)
+def recipients_line(recipients: RecipientsDoc) -> str:
+    values = recipients.values()
     line = f"{len(values['users'])} users, {len(values['groups'])} groups, {len(values['emails'])} addresses"
     listed = len(values["list_users"]) + len(values["list_groups"])
     return line + (f", {listed} from a distribution list" if listed else "")
 
 
-def replacement_recipients(current: dict[str, Any] | None, wanted: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def replacement_recipients(current: RecipientsDoc, wanted: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The `/recipients` value for a patch, in the create request's shape, and the addresses it switches back on.
 
     Users and groups that stay keep their on/off and subscription switches (a replacement must not switch back
@@ -313,37 +315,34 @@ def replacement_recipients(current: dict[str, Any] | None, wanted: dict[str, Any
     tool, are carried over as they are. Addresses are plain strings in that shape, so a switched-off address
     that stays is switched on again: the caller is told.
     """
-    current = current or {}
-
-    def stored(key: str) -> dict[str, dict[str, Any]]:
-        return {i.get("value", ""): i for i in current.get(key) or [] if isinstance(i, dict)}
-
-    users, groups = stored("userIds"), stored("groupIds")
+    users = {u.value: u for u in current.user_ids}
+    groups = {g.value: g for g in current.group_ids}
     out: dict[str, Any] = {}
     if wanted.get("userIds"):
-        out["userIds"] = []
-        for entry in wanted["userIds"]:
-            before = users.get(entry["value"], {})
-            kept = {k: before[k] for k in ("groups", "subscribed") if k in before}
-            if before.get("enabledByUser") is False:
-                kept["enabled"] = False
-            out["userIds"].append(entry | kept)
+        out["userIds"] = [entry | _kept_switches(users.get(entry["value"])) for entry in wanted["userIds"]]
     if wanted.get("groupIds"):
         out["groupIds"] = [
-            g | ({"enabled": False} if groups.get(g["value"], {}).get("enabledByUser") is False else {})
+            g | ({"enabled": False} if g["value"] in groups and groups[g["value"]].enabled_by_user is False else {})
             for g in wanted["groupIds"]
         ]
     if wanted.get("emailAddresses"):
         out["emailAddresses"] = wanted["emailAddresses"]
+    sent = current.wire()
     for key in ("DLUsers", "DLGroups"):
-        if current.get(key):
-            out[key] = current[key]
-    switched_off = {
-        str(i.get("value"))
-        for i in current.get("emailAddresses") or []
-        if isinstance(i, dict) and i.get("enabled") is False
-    }
+        if sent.get(key):
+            out[key] = sent[key]
+    switched_off = {e.value for e in current.email_addresses if e.enabled is False}
     return out, [str(e) for e in wanted.get("emailAddresses") or [] if e in switched_off]
+
+
+def _kept_switches(before: RecipientDoc | None) -> dict[str, Any]:
+    if before is None:
+        return {}
+    sent = before.wire()
+    kept = {k: sent[k] for k in ("groups", "subscribed") if k in sent}
+    if before.enabled_by_user is False:
+        kept["enabled"] = False
+    return kept
 
 
 class ExecutionRow(Compact):
@@ -356,18 +355,21 @@ class ExecutionRow(Compact):
     error_codes: list[str] = []
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "ExecutionRow":
-        target = raw.get("targetUser") or {}
-        total = raw.get("totalCount")
-        return cls(
-            id=raw.get("id", ""),
-            status=raw.get("status", ""),
-            started=raw.get("startTime") or None,
-            ended=raw.get("endTime") or raw.get("failedTime") or raw.get("cancelledTime") or None,
-            recipient=f"{target.get('type')}:{target.get('value')}" if target.get("value") else None,
-            reports=f"{raw.get('successCount', 0)}/{total} ok" if total else None,
-            error_codes=[str(e.get("code")) for e in raw.get("errors") or [] if isinstance(e, dict) and e.get("code")],
-        )
+    def of(cls, doc: ExecutionDoc) -> "ExecutionRow":
+        return cls(**cls.row_fields(doc))
+
+    @staticmethod
+    def row_fields(doc: ExecutionDoc) -> dict[str, Any]:
+        target = doc.target_user
+        return {
+            "id": doc.id,
+            "status": doc.status,
+            "started": doc.start_time or None,
+            "ended": doc.ended_at or None,
+            "recipient": f"{target.type or None}:{target.value}" if target.value else None,
+            "reports": f"{doc.success_count}/{doc.total_count} ok" if doc.total_count else None,
+            "error_codes": [e.code for e in doc.errors if e.code],
+        }
 
 
 class ExecutionFile(Compact):
@@ -386,26 +388,17 @@ class ExecutionDetail(ExecutionRow):
     errors: str | None = Field(None, description="Error titles and details, as the tenant wrote them.")
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "ExecutionDetail":
-        row = ExecutionRow.of(raw).model_dump()
-        errors = [
-            f"{e.get('code', '?')}: {e.get('title', '')}" + (f" - {e['detail']}" if e.get("detail") else "")
-            for e in raw.get("errors") or []
-            if isinstance(e, dict)
-        ]
-        uploads = raw.get("totalUploadCount")
+    def of(cls, doc: ExecutionDoc) -> "ExecutionDetail":
+        errors = [f"{e.code or '?'}: {e.title}" + (f" - {e.detail}" if e.detail else "") for e in doc.errors]
+        uploads = doc.total_upload_count
         return cls(
-            **row,
-            task_id=raw.get("sharingTaskID") or None,
-            app_id=raw.get("appId") or None,
-            triggered_by_reload=raw.get("reloadId") or None,
-            failed_reports=raw.get("failedCount") or None,
-            uploads=f"{raw.get('successUploadCount', 0)}/{uploads} uploaded" if uploads else None,
-            files=[
-                ExecutionFile(alias=f.get("fileAlias"), type=f.get("type"), file_id=f.get("fileID"))
-                for f in raw.get("files") or []
-                if isinstance(f, dict)
-            ],
+            **cls.row_fields(doc),
+            task_id=doc.sharing_task_id or None,
+            app_id=doc.app_id or None,
+            triggered_by_reload=doc.reload_id or None,
+            failed_reports=doc.failed_count or None,
+            uploads=f"{doc.success_upload_count}/{uploads} uploaded" if uploads else None,
+            files=[ExecutionFile(alias=f.file_alias, type=f.type, file_id=f.file_id) for f in doc.files],
             errors=untrusted("\n".join(errors), "sharing execution errors") if errors else None,
         )
 
@@ -419,14 +412,13 @@ class SharingSettingsView(Compact):
     reporting_license: str | None = None
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "SharingSettingsView":
-        status = raw.get("reportSubscriptionStatus")
-        since = raw.get("reportSubscriptionStatusChangeTime")
+    def of(cls, doc: SharingSettingsDoc) -> "SharingSettingsView":
+        status, since = doc.report_subscription_status, doc.report_subscription_status_change_time or None
         return cls(
-            sharing_enabled=raw.get("enable-sharing"),
-            report_subscription_enabled=raw.get("enable-report-subscription"),
+            sharing_enabled=doc.enable_sharing,
+            report_subscription_enabled=doc.enable_report_subscription,
             report_subscription_change=f"{status} since {since}" if status and status != "none" else None,
-            max_recipients=int(raw["maxRecipients"]) if isinstance(raw.get("maxRecipients"), int | float) else None,
-            max_subscription_recipients=raw.get("maxSubscriptionRecipients"),
-            reporting_license=raw.get("reporting-service-license-status"),
+            max_recipients=int(doc.max_recipients) if doc.max_recipients is not None else None,
+            max_subscription_recipients=doc.max_subscription_recipients,
+            reporting_license=doc.reporting_license,
         )

@@ -1,23 +1,34 @@
-"""Sharing tasks (`/api/v1/sharing-tasks`): report subscriptions, chart sharing and monitoring, executions, settings."""
+"""Sharing tasks (`/api/v1/sharing-tasks`): report subscriptions, chart sharing and monitoring, executions, settings.
 
-import time
+What sends a report out of the tenant, or takes one away from its recipients, goes through the gate: a patch that
+disables, changes the owner, removes recipients or a channel, swaps the content or the selection filter, moves
+the start far ahead or adds addresses outside the tenant; and a creation that mails outside addresses at once.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-import anyio
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.sharing_tasks import (
-    FINAL_STATUSES,
-    RUNNING_STATUSES,
+    ExecutionDoc,
+    RecipientsDoc,
+    ScheduleOptionsDoc,
+    SharingTaskDoc,
     SharingTasksApi,
-    recipient_limit,
-    recipient_values,
+    TemplateDoc,
 )
-from qlik_tasks_mcp.tools.common import ConfirmToken, Cursor, Limit, Registrar
-from qlik_tasks_mcp.tools.gate import Consent, Gated, Plan
+from qlik_tasks_mcp.tools.common import Cursor, Limit
+from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow
+from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.sharing_model import (
     Channel,
     Content,
@@ -29,16 +40,20 @@ from qlik_tasks_mcp.tools.sharing_model import (
     SharingTaskDetail,
     SharingTaskRow,
     SharingType,
-    is_enabled,
+    TemplateView,
     recipients_line,
     replacement_recipients,
     schedule_line,
+    template_view,
     transport_problem,
     who,
 )
-from qlik_tasks_mcp.tools.watch import Progress, WaitSeconds, watch
+from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time
 
 TOOLSET = "sharing"
+CHECK_WITH = "list_sharing_task_executions"
+# A new start further than this beyond today (or the next planned send) leaves the recipients without reports.
+QUIET_DAYS = 7
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Sharing task id.")]
 ExecutionId = Annotated[str, Field(min_length=1, max_length=128, description="Execution id.")]
@@ -83,473 +98,738 @@ class PatchResult(Compact):
     ops: list[str]
 
 
-def register(reg: Registrar, api: SharingTasksApi) -> None:
-    @reg.tool(TOOLSET, "read", title="List sharing tasks")
-    async def list_sharing_tasks(
-        app_id: Annotated[str | None, Field(max_length=128, description="Only this app's tasks.")] = None,
-        owner_id: Annotated[str | None, Field(max_length=128)] = None,
-        owner_name: Annotated[str | None, Field(max_length=200)] = None,
-        role: Annotated[
-            list[Literal["owner", "recipient"]] | None, Field(max_length=2, description="Caller's role in the task.")
-        ] = None,
-        types: Annotated[list[SharingType] | None, Field(max_length=4)] = None,
-        template_ids: Annotated[list[str] | None, Field(max_length=20)] = None,
-        exclude_deleting: bool = True,
-        sort: SORTS = "name",
-        limit: Limit = 20,
-        cursor: Cursor = None,
-    ) -> SharingTaskPage:
-        """List report subscriptions and chart sharing/monitoring: type, owner, enabled, status, next/last run."""
-        params: dict[str, Any] = {"sort": sort, "excludeDeleting": "true" if exclude_deleting else "false"}
-        for key, value in (("appid", app_id), ("owner", owner_id), ("ownername", owner_name)):
-            if value:
-                params[key] = value
-        for key, values in (("role", role), ("type", types), ("templateId", template_ids)):
-            if values:
-                params[key] = list(dict.fromkeys(values))
-        page = await api.list(params, limit=limit, cursor=cursor)
-        return SharingTaskPage(
-            tasks=[SharingTaskRow.of(t) for t in page.items], total=page.total, next_cursor=page.next_cursor
+def service(clients: Clients) -> SharingTasksApi:
+    return SharingTasksApi(clients.qlik)
+
+
+# Reading --------------------------------------------------------------------------------------------
+
+
+@read("List sharing tasks")
+async def list_sharing_tasks(
+    api: SharingTasksApi,
+    app_id: Annotated[str | None, Field(max_length=128, description="Only this app's tasks.")] = None,
+    owner_id: Annotated[str | None, Field(max_length=128)] = None,
+    owner_name: Annotated[str | None, Field(max_length=200)] = None,
+    role: Annotated[
+        list[Literal["owner", "recipient"]] | None, Field(max_length=2, description="Caller's role in the task.")
+    ] = None,
+    types: Annotated[list[SharingType] | None, Field(max_length=4)] = None,
+    template_ids: Annotated[list[str] | None, Field(max_length=20)] = None,
+    exclude_deleting: bool = True,
+    sort: SORTS = "name",
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> SharingTaskPage:
+    """List report subscriptions and chart sharing/monitoring: type, owner, enabled, status, next/last run."""
+    params: dict[str, Any] = {"sort": sort, "excludeDeleting": "true" if exclude_deleting else "false"}
+    for key, value in (("appid", app_id), ("owner", owner_id), ("ownername", owner_name)):
+        if value:
+            params[key] = value
+    for key, values in (("role", role), ("type", types), ("templateId", template_ids)):
+        if values:
+            params[key] = list(dict.fromkeys(values))
+    page = await api.list(params, limit=limit, cursor=cursor)
+    return SharingTaskPage(
+        tasks=[SharingTaskRow.of(t) for t in page.items], total=page.total, next_cursor=page.next_cursor
+    )
+
+
+@read("Get sharing task")
+async def get_sharing_task(api: SharingTasksApi, task_id: TaskId) -> SharingTaskResult:
+    """One sharing task: schedule, recipients (with their errors), content, status and task errors."""
+    return SharingTaskResult(task=SharingTaskDetail.of(await api.get(task_id)))
+
+
+# What a change lets out or takes away ------------------------------------------------------------------
+
+
+async def check_recipients(api: SharingTasksApi, count: int, task_type: str) -> None:
+    settings = await api.settings()
+    if settings.enable_sharing is False:
+        raise InvalidInput(
+            "sharing is disabled on this tenant (settings enable-sharing=false); a tenant admin can enable it"
+        )
+    cap = settings.recipient_limit(task_type)
+    if cap is not None and count > cap:
+        raise InvalidInput(
+            f"{count} recipients is more than the tenant allows on a {task_type} ({cap}): remove {count - cap}"
         )
 
-    @reg.tool(TOOLSET, "read", title="Get sharing task")
-    async def get_sharing_task(task_id: TaskId) -> SharingTaskResult:
-        """One sharing task: schedule, recipients (with their errors), content, status and task errors."""
-        return SharingTaskResult(task=SharingTaskDetail.of(await api.get(task_id)))
 
-    async def check_recipients(count: int, task_type: str) -> None:
-        settings = await api.settings()
-        if settings.get("enable-sharing") is False:
-            raise InvalidInput(
-                "sharing is disabled on this tenant (settings enable-sharing=false); a tenant admin can enable it"
-            )
-        cap = recipient_limit(settings, task_type)
-        if cap is not None and count > cap:
-            over = count - cap
-            raise InvalidInput(
-                f"{count} recipients is more than the tenant allows on a {task_type} ({cap}): remove {over}"
-            )
+async def outside_addresses(api: SharingTasksApi, addresses: list[str]) -> tuple[list[str], str | None]:
+    """Those of `addresses` that are no tenant user's e-mail, and a note when the users could not be read."""
+    if not addresses:
+        return [], None
+    try:
+        known = await api.tenant_emails(addresses)
+    except ApiError as exc:
+        return list(addresses), (
+            f"The tenant's users could not be read (HTTP {exc.status}), so every address counts as outside."
+        )
+    return [a for a in addresses if a.lower() not in known], None
 
-    @reg.tool(TOOLSET, "write", title="Create sharing task")
-    async def create_sharing_task(
-        name: Annotated[str, Field(min_length=1, max_length=200)],
-        type: Annotated[SharingType, Field(description="template-sharing cannot be created through the API.")],
-        content: Content,
-        recipients: Recipients,
-        schedule: Annotated[SharingSchedule | None, Field(description="When to send; omit with on_app_reload.")] = None,
-        on_app_reload: Annotated[bool, Field(description="Send after each reload of the app.")] = False,
-        transport: Annotated[list[Channel], Field(min_length=1, max_length=2)] = ["email"],  # noqa: B006
-        sharepoint_folder: Annotated[str | None, Field(max_length=1000)] = None,
-        data_connection_id: Annotated[str | None, Field(max_length=128)] = None,
-        email_subject: Annotated[str | None, Field(max_length=255)] = None,
-        email_body: Annotated[str | None, Field(max_length=5000)] = None,
-        message: Annotated[str | None, Field(max_length=280)] = None,
-        description: Text = None,
-        tags: Annotated[list[str], Field(max_length=20)] = [],  # noqa: B006
-        history_size: Annotated[
-            int | None, Field(ge=1, le=100, description="Reports kept; chart-monitoring takes only 10.")
-        ] = None,
-        execute_on_creation: Annotated[bool, Field(description="Also send once right away.")] = False,
-        enabled: bool = True,
-    ) -> SharingTaskResult:
-        """Create a sheet/chart report subscription or chart monitoring. Validated against the spec and tenant first."""
-        if type == "chart-monitoring" and history_size not in (None, 10):
-            raise InvalidInput(f"history_size {history_size}: chart-monitoring keeps exactly 10; leave it out")
-        if schedule is None and not on_app_reload:
-            raise InvalidInput("give a schedule, or on_app_reload=true to send after each app reload")
-        problem = transport_problem(list(transport), sharepoint_folder, data_connection_id)
+
+def outside_note(outside: list[str], when: str) -> str:
+    shown = ", ".join(outside[:10]) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+    return f"sends the report outside the tenant to {shown} ({when})"
+
+
+def _aware(value: str, zone: ZoneInfo) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+
+
+def quiet_start(before: ScheduleOptionsDoc, after: ScheduleOptionsDoc, next_run: str) -> str | None:
+    """Why a new start silences the report: it lies more than QUIET_DAYS beyond today and the next planned send."""
+    if not after.start_date_time or after.start_date_time == before.start_date_time:
+        return None
+    start = _aware(after.start_date_time, ZoneInfo(after.timezone))
+    planned = parse_time(next_run)
+    now = datetime.now(UTC)
+    horizon = max(now, planned) if planned else now
+    if start is None or start <= horizon + timedelta(days=QUIET_DAYS):
+        return None
+    since = "the next planned send" if planned and planned > now else "today"
+    return (
+        f"moves the start to {after.start_date_time} ({after.timezone}), more than {QUIET_DAYS} days after "
+        f"{since}: nobody receives the report until then"
+    )
+
+
+def content_line(views: list[TemplateView]) -> str:
+    parts = []
+    for view in views:
+        what = f"chart {view.chart}" if view.chart else f"sheets {', '.join(view.sheets) or '-'}"
+        parts.append(f"{what} of app {view.app_id} ({view.format or view.type})")
+    return "; ".join(parts) or "nothing"
+
+
+# Creating -------------------------------------------------------------------------------------------
+
+
+def create_body(
+    name: str,
+    type: str,
+    content: Content,
+    recipients: dict[str, Any],
+    schedule: SharingSchedule | None,
+    on_app_reload: bool,
+    transport: Sequence[str],
+) -> dict[str, Any]:
+    """The POST body's required part: what is sent, to whom, and when."""
+    body: dict[str, Any] = {
+        "name": name,
+        "type": type,
+        "state": {},
+        "templates": content.templates(type),
+        "recipients": recipients,
+        "transportChannels": list(dict.fromkeys(transport)),
+    }
+    lines: list[str] = []
+    if schedule is not None:
+        body["scheduleOptions"] = schedule.to_api()
+        lines = body["scheduleOptions"]["recurrence"]
+    body["trigger"] = {"recurrence": lines, "executeOnAppReload": on_app_reload}
+    return body
+
+
+def retention(type: str, history_size: int | None) -> dict[str, Any] | None:
+    if type == "chart-monitoring":
+        return {"historySize": history_size or 10, "overrideInterval": "FREQ=DAILY;INTERVAL=1"}
+    return {"historySize": history_size} if history_size else None
+
+
+def check_create(
+    type: str, history_size: int | None, schedule: SharingSchedule | None, on_app_reload: bool, problem: str | None
+) -> None:
+    if type == "chart-monitoring" and history_size not in (None, 10):
+        raise InvalidInput(f"history_size {history_size}: chart-monitoring keeps exactly 10; leave it out")
+    if schedule is None and not on_app_reload:
+        raise InvalidInput("give a schedule, or on_app_reload=true to send after each app reload")
+    if problem:
+        raise InvalidInput(problem)
+
+
+async def plan_create(
+    api: SharingTasksApi,
+    name: str,
+    type: SharingType,
+    content: Content,
+    recipients: Recipients,
+    schedule: SharingSchedule | None,
+    on_app_reload: bool,
+    transport: list[Channel],
+    sharepoint_folder: str | None,
+    data_connection_id: str | None,
+    email_subject: str | None,
+    email_body: str | None,
+    message: str | None,
+    description: str | None,
+    tags: list[str],
+    history_size: int | None,
+    execute_on_creation: bool,
+    enabled: bool,
+) -> Plan:
+    """The POST body, checked as the spec and the tenant would; a yes is needed only to mail outside at once."""
+    check_create(
+        type,
+        history_size,
+        schedule,
+        on_app_reload,
+        transport_problem(list(transport), sharepoint_folder, data_connection_id),
+    )
+    wanted = recipients.to_api()
+    if not wanted:
+        raise InvalidInput("recipients is empty: give user_ids, group_ids or emails")
+    body = create_body(name, type, content, wanted, schedule, on_app_reload, transport)
+    body |= {"enabled": enabled, "executeOnCreation": execute_on_creation}
+    kept = retention(type, history_size)
+    optional = {
+        "retentionPolicy": kept,
+        "sharePointFolder": sharepoint_folder,
+        "dataConnectionID": data_connection_id,
+        "message": message,
+        "description": description,
+        "tags": list(dict.fromkeys(tags)),
+        "emailContent": {"subject": email_subject or "", "body": email_body or ""}
+        if email_subject or email_body
+        else None,
+    }
+    body.update({k: v for k, v in optional.items() if v})
+    await check_recipients(api, recipients.count(), type)
+    return await _create_plan(api, body, execute_on_creation)
+
+
+async def _create_plan(api: SharingTasksApi, body: dict[str, Any], execute_now: bool) -> Plan:
+    recipients = RecipientsDoc.model_validate(body["recipients"])
+    outside, unknown = await outside_addresses(api, recipients.values()["emails"]) if execute_now else ([], None)
+    when = [
+        "once right away" if execute_now else "",
+        "on its schedule" if "scheduleOptions" in body else "",
+        "after each reload of the app" if body["trigger"]["executeOnAppReload"] else "",
+    ]
+    changes = [f"recipients: {recipients_line(recipients)}", f"sends {', '.join(w for w in when if w)}"]
+    notes = [outside_note(outside, "execute_on_creation sends it as soon as the task exists")] if outside else []
+    return Plan(
+        action=f"Create {body['type']} task {body['name']!r}",
+        changes=changes,
+        state={"outside": outside},
+        notes=notes + ([unknown] if unknown and outside else []),
+        needs_consent=bool(outside),
+        payload=body,
+    )
+
+
+@destructive("Create sharing task", plan=plan_create)
+async def create_sharing_task(
+    api: SharingTasksApi,
+    plan: Plan,
+    name: Annotated[str, Field(min_length=1, max_length=200)],
+    type: Annotated[SharingType, Field(description="template-sharing cannot be created through the API.")],
+    content: Content,
+    recipients: Recipients,
+    schedule: Annotated[SharingSchedule | None, Field(description="When to send; omit with on_app_reload.")] = None,
+    on_app_reload: Annotated[bool, Field(description="Send after each reload of the app.")] = False,
+    transport: Annotated[list[Channel], Field(min_length=1, max_length=2)] = ["email"],  # noqa: B006
+    sharepoint_folder: Annotated[str | None, Field(max_length=1000)] = None,
+    data_connection_id: Annotated[str | None, Field(max_length=128)] = None,
+    email_subject: Annotated[str | None, Field(max_length=255)] = None,
+    email_body: Annotated[str | None, Field(max_length=5000)] = None,
+    message: Annotated[str | None, Field(max_length=280)] = None,
+    description: Text = None,
+    tags: Annotated[list[str], Field(max_length=20)] = [],  # noqa: B006
+    history_size: Annotated[
+        int | None, Field(ge=1, le=100, description="Reports kept; chart-monitoring takes only 10.")
+    ] = None,
+    execute_on_creation: Annotated[bool, Field(description="Also send once right away.")] = False,
+    enabled: bool = True,
+) -> SharingTaskResult:
+    """Create a sheet/chart report subscription or chart monitoring. Validated against the spec and tenant first;
+    sending at once to addresses outside the tenant needs the user's confirmation."""
+    return SharingTaskResult(task=SharingTaskDetail.of(await api.create(plan.payload)))
+
+
+# Patching -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PatchDraft:
+    """A patch being planned against the task's current state: the JSON Patch ops, the lines shown, the risks."""
+
+    current: SharingTaskDoc
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    risky: list[str] = field(default_factory=list)
+
+    def replace(self, path: str, value: Any, shown: str) -> None:
+        self.ops.append({"op": "replace", "path": path, "value": value})
+        self.changes.append(shown)
+
+    def text(self, path: str, before: str, value: str | None, label: str) -> bool:
+        """Set, replace or ("") remove a text field; True when it changes."""
+        if value is None or value == before:
+            return False
+        if value == "":
+            self.ops.append({"op": "remove", "path": path})
+            self.changes.append(f"{label}: {before!r} -> removed")
+        else:
+            self.replace(path, value, f"{label}: {before or None!r} -> {value!r}")
+        return True
+
+
+def patch_basics(draft: PatchDraft, name: str | None, description: str | None, tags: list[str] | None) -> None:
+    current = draft.current
+    draft.text("/name", current.name, name, "name")
+    draft.text("/description", current.description, description, "description")
+    if tags is not None and list(tags) != current.tags:
+        draft.replace("/tags", list(dict.fromkeys(tags)), f"tags: {current.tags} -> {tags}")
+
+
+def patch_enabled_and_owner(draft: PatchDraft, enabled: bool | None, owner_id: str | None) -> None:
+    current = draft.current
+    # The user's own switch: a task the system paused can still be switched off so it stays off when the
+    # system lets it run again, and switching it on also lifts the system's pause.
+    if (enabled is True and not current.is_enabled) or (enabled is False and current.user_on):
+        paused = " (also paused by the system)" if current.user_on and not current.is_enabled else ""
+        draft.replace("/enabled", enabled, f"enabled: {current.is_enabled}{paused} -> {enabled}")
+        if not enabled:
+            draft.risky.append("disables the task: nobody receives it until it is enabled again")
+    if owner_id is not None and owner_id != current.owner:
+        draft.replace("/ownerId", owner_id, f"owner: {current.owner_name or current.owner} -> {owner_id}")
+        draft.risky.append("changes the owner: the report then runs with the new owner's access")
+
+
+def patch_schedule(draft: PatchDraft, schedule: SharingSchedule | None) -> None:
+    if schedule is None:
+        return
+    before = draft.current.schedule_options
+    new = schedule.to_api(before)
+    after = ScheduleOptionsDoc.model_validate(new)
+    if schedule_line(after) == schedule_line(before):
+        return
+    draft.replace("/scheduleOptions", new, f"schedule: {schedule_line(before)} -> {schedule_line(after)}")
+    quiet = quiet_start(before, after, draft.current.next_run)
+    if quiet:
+        draft.risky.append(quiet)
+
+
+async def patch_recipients(api: SharingTasksApi, draft: PatchDraft, recipients: Recipients | None) -> None:
+    if recipients is None:
+        return
+    current = draft.current
+    wanted = recipients.to_api()
+    if not wanted:
+        raise InvalidInput("recipients would be empty; disable the task (enabled=false) instead")
+    new_body, woken = replacement_recipients(current.recipients, wanted)
+    after = RecipientsDoc.model_validate(new_body)
+    old, new = current.recipients.values(), after.values()
+    removed = [f"{k[:-1]} {v}" for k in old for v in old[k] if v not in new[k]]
+    added = [f"{k[:-1]} {v}" for k in new for v in new[k] if v not in old[k]]
+    if not (removed or added):
+        return
+    await check_recipients(api, recipients.count(), current.type)
+    shown = f"recipients: {recipients_line(current.recipients)} -> {recipients_line(after)}"
+    draft.replace("/recipients", new_body, shown + (f"; adds {', '.join(added)}" if added else ""))
+    if removed:
+        draft.risky.append(f"removes recipients: {', '.join(removed)}")
+    if woken:
+        draft.risky.append(f"switches back on addresses that were switched off: {', '.join(woken)}")
+    outside, unknown = await outside_addresses(api, [e for e in new["emails"] if e not in old["emails"]])
+    if outside:
+        draft.risky.append(outside_note(outside, "at the next scheduled send, or at once with execute_sharing_task"))
+        if unknown:
+            draft.risky.append(unknown)
+
+
+def patch_content(draft: PatchDraft, content: Content | None) -> None:
+    if content is None:
+        return
+    templates = content.templates(draft.current.type)
+    before = [template_view(t) for t in draft.current.templates]
+    after = [template_view(TemplateDoc.model_validate(t)) for t in templates]
+    if after == before:
+        return
+    draft.replace("/templates", templates, f"content: {content_line(before)} -> {content_line(after)}")
+    draft.risky.append("replaces what the report shows: recipients receive other sheets or charts from now on")
+
+
+def patch_transport(
+    draft: PatchDraft, transport: list[Channel] | None, folder: str | None, connection: str | None
+) -> None:
+    current = draft.current
+    before = current.transport_channels
+    if transport is not None or folder is not None or connection is not None:
+        # Checked as the task will be after the patch: "" removes a folder or connection.
+        channels = list(dict.fromkeys(transport)) if transport is not None else before
+        after_folder = current.share_point_folder if folder is None else folder
+        after_connection = current.data_connection_id if connection is None else connection
+        problem = transport_problem(channels, after_folder or None, after_connection or None)
         if problem:
             raise InvalidInput(problem)
-        recipient_body = recipients.to_api()
-        if not recipient_body:
-            raise InvalidInput("recipients is empty: give user_ids, group_ids or emails")
-        body: dict[str, Any] = {
-            "name": name,
-            "type": type,
-            "state": {},
-            "templates": content.templates(type),
-            "recipients": recipient_body,
-            "transportChannels": list(dict.fromkeys(transport)),
-            "enabled": enabled,
-            "executeOnCreation": execute_on_creation,
-        }
-        lines: list[str] = []
-        if schedule is not None:
-            body["scheduleOptions"] = schedule.to_api()
-            lines = body["scheduleOptions"]["recurrence"]
-        body["trigger"] = {"recurrence": lines, "executeOnAppReload": on_app_reload}
-        if type == "chart-monitoring":
-            body["retentionPolicy"] = {"historySize": history_size or 10, "overrideInterval": "FREQ=DAILY;INTERVAL=1"}
-        elif history_size:
-            body["retentionPolicy"] = {"historySize": history_size}
-        optional = {
-            "sharePointFolder": sharepoint_folder,
-            "dataConnectionID": data_connection_id,
-            "message": message,
-            "description": description,
-        }
-        body.update({k: v for k, v in optional.items() if v})
-        if tags:
-            body["tags"] = list(dict.fromkeys(tags))
-        if email_subject or email_body:
-            body["emailContent"] = {"subject": email_subject or "", "body": email_body or ""}
-        await check_recipients(recipients.count(), type)
-        return SharingTaskResult(task=SharingTaskDetail.of(await api.create(body)))
+        if channels != before:
+            draft.replace("/transportChannels", channels, f"transport: {before} -> {channels}")
+            lost = [c for c in before if c not in channels]
+            if lost:
+                draft.risky.append(f"stops delivery by {' and '.join(lost)} to every recipient")
+    draft.text("/sharePointFolder", current.share_point_folder, folder, "SharePoint folder")
+    draft.text("/dataConnectionID", current.data_connection_id, connection, "data connection")
 
-    async def plan_patch(
-        task_id: str,
-        fields: dict[str, Any],
-    ) -> tuple[Plan, list[dict[str, Any]]]:
-        current = await api.get(task_id)
-        ops: list[dict[str, Any]] = []
-        changes: list[str] = []
-        risky: list[str] = []
 
-        def replace(path: str, value: Any, shown: str) -> None:
-            ops.append({"op": "replace", "path": path, "value": value})
-            changes.append(shown)
+def patch_bookmark(draft: PatchDraft, bookmark_id: str | None) -> None:
+    if draft.text("/bookmarkId", draft.current.bookmark_id, bookmark_id, "bookmark (filter)"):
+        draft.risky.append("changes the selection filter (bookmark): recipients see other data from now on")
 
-        def text(path: str, key: str, value: str | None, label: str) -> None:
-            if value is None:
-                return
-            if value == "":
-                if current.get(key):
-                    ops.append({"op": "remove", "path": path})
-                    changes.append(f"{label}: {current.get(key)!r} -> removed")
-            elif value != current.get(key):
-                replace(path, value, f"{label}: {current.get(key)!r} -> {value!r}")
 
-        text("/name", "name", fields["name"], "name")
-        text("/description", "description", fields["description"], "description")
-        if fields["tags"] is not None and list(fields["tags"]) != (current.get("tags") or []):
-            replace(
-                "/tags", list(dict.fromkeys(fields["tags"])), f"tags: {current.get('tags') or []} -> {fields['tags']}"
-            )
-        enabled = fields["enabled"]
-        # The user's own switch: a task the system paused can still be switched off so it stays off when the
-        # system lets it run again, and switching it on also lifts the system's pause.
-        user_on = current.get("enabledByUser", current.get("enabled", True)) is not False
-        if (enabled is True and not is_enabled(current)) or (enabled is False and user_on):
-            paused = " (also paused by the system)" if user_on and not is_enabled(current) else ""
-            replace("/enabled", enabled, f"enabled: {is_enabled(current)}{paused} -> {enabled}")
-            if not enabled:
-                risky.append("disables the task: nobody receives it until it is enabled again")
-        owner = fields["owner_id"]
-        if owner is not None and owner != current.get("owner"):
-            replace("/ownerId", owner, f"owner: {current.get('ownerName') or current.get('owner')} -> {owner}")
-            risky.append("changes the owner: the report then runs with the new owner's access")
-        schedule: SharingSchedule | None = fields["schedule"]
-        if schedule is not None:
-            before = current.get("scheduleOptions") or {}
-            new = schedule.to_api(before)
-            if schedule_line(new) != schedule_line(before):
-                replace("/scheduleOptions", new, f"schedule: {schedule_line(before)} -> {schedule_line(new)}")
-        recipients: Recipients | None = fields["recipients"]
-        if recipients is not None:
-            wanted = recipients.to_api()
-            if not wanted:
-                raise InvalidInput("recipients would be empty; disable the task (enabled=false) instead")
-            new_body, woken = replacement_recipients(current.get("recipients"), wanted)
-            old, new_values = recipient_values(current.get("recipients")), recipient_values(new_body)
-            removed = [f"{k[:-1]} {v}" for k in old for v in old[k] if v not in new_values[k]]
-            added = [f"{k[:-1]} {v}" for k in new_values for v in new_values[k] if v not in old[k]]
-            if removed or added:
-                await check_recipients(recipients.count(), current.get("type", ""))
-                replace(
-                    "/recipients",
-                    new_body,
-                    f"recipients: {recipients_line(current.get('recipients'))} -> {recipients_line(new_body)}"
-                    + (f"; adds {', '.join(added)}" if added else ""),
-                )
-            if removed:
-                risky.append(f"removes recipients: {', '.join(removed)}")
-            if woken and (removed or added):
-                risky.append(f"switches back on addresses that were switched off: {', '.join(woken)}")
-        content: Content | None = fields["content"]
-        if content is not None:
-            replace("/templates", content.templates(current.get("type", "")), "content: replaced")
-        transport, folder, connection = fields["transport"], fields["sharepoint_folder"], fields["data_connection_id"]
-        channels_before = current.get("transportChannels") or []
-        if transport is not None or folder is not None or connection is not None:
-            # Checked as the task will be after the patch: "" removes a folder or connection.
-            channels = list(dict.fromkeys(transport)) if transport is not None else channels_before
-            after_folder = current.get("sharePointFolder") if folder is None else folder
-            after_connection = current.get("dataConnectionID") if connection is None else connection
-            problem = transport_problem(channels, after_folder or None, after_connection or None)
-            if problem:
-                raise InvalidInput(problem)
-            if channels != channels_before:
-                replace("/transportChannels", channels, f"transport: {channels_before} -> {channels}")
-                lost = [c for c in channels_before if c not in channels]
-                if lost:
-                    risky.append(f"stops delivery by {' and '.join(lost)} to every recipient")
-        text("/sharePointFolder", "sharePointFolder", fields["sharepoint_folder"], "SharePoint folder")
-        text("/dataConnectionID", "dataConnectionID", fields["data_connection_id"], "data connection")
-        text("/bookmarkId", "bookmarkId", fields["bookmark_id"], "bookmark (filter)")
-        if not ops:
-            raise InvalidInput("the task already has these values; nothing to change")
-        plan = Plan(
-            action=f"Change {who(current)}",
-            changes=changes,
-            state=current,
-            notes=risky,
-            needs_consent=bool(risky),
-        )
-        return plan, ops
+async def plan_patch(
+    api: SharingTasksApi,
+    task_id: str,
+    name: str | None = None,
+    description: str | None = None,
+    tags: list[str] | None = None,
+    enabled: bool | None = None,
+    owner_id: str | None = None,
+    schedule: SharingSchedule | None = None,
+    recipients: Recipients | None = None,
+    content: Content | None = None,
+    transport: list[Channel] | None = None,
+    sharepoint_folder: str | None = None,
+    data_connection_id: str | None = None,
+    bookmark_id: str | None = None,
+) -> Plan:
+    draft = PatchDraft(await api.get(task_id))
+    patch_basics(draft, name, description, tags)
+    patch_enabled_and_owner(draft, enabled, owner_id)
+    patch_schedule(draft, schedule)
+    await patch_recipients(api, draft, recipients)
+    patch_content(draft, content)
+    patch_transport(draft, transport, sharepoint_folder, data_connection_id)
+    patch_bookmark(draft, bookmark_id)
+    if not draft.ops:
+        raise InvalidInput("the task already has these values; nothing to change")
+    return Plan(
+        action=f"Change {who(draft.current)}",
+        changes=draft.changes,
+        state=draft.current.wire(),
+        notes=draft.risky,
+        needs_consent=bool(draft.risky),
+        payload=draft.ops,
+    )
 
-    @reg.resolver
-    async def ask_patch(
-        ctx: Context,
-        task_id: str,
-        name: str | None = None,
-        description: str | None = None,
-        tags: list[str] | None = None,
-        enabled: bool | None = None,
-        owner_id: str | None = None,
-        schedule: SharingSchedule | None = None,
-        recipients: Recipients | None = None,
-        content: Content | None = None,
-        transport: list[Channel] | None = None,
-        sharepoint_folder: str | None = None,
-        data_connection_id: str | None = None,
-        bookmark_id: str | None = None,
-    ) -> Elicit[Consent] | None:
-        fields = dict(locals())
-        fields.pop("ctx")
-        fields.pop("task_id")
 
-        async def plan() -> Plan:
-            return (await plan_patch(task_id, fields))[0]
+@destructive("Change sharing task", plan=plan_patch, idempotent=True)
+async def patch_sharing_task(
+    api: SharingTasksApi,
+    plan: Plan,
+    task_id: TaskId,
+    name: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
+    description: Annotated[str | None, Field(max_length=255, description='"" removes it.')] = None,
+    tags: Annotated[list[str] | None, Field(max_length=20)] = None,
+    enabled: bool | None = None,
+    owner_id: Annotated[str | None, Field(min_length=1, max_length=128, description="New owner's user id.")] = None,
+    schedule: SharingSchedule | None = None,
+    recipients: Annotated[
+        Recipients | None, Field(description="Replaces the list; distribution-list members stay.")
+    ] = None,
+    content: Annotated[Content | None, Field(description="Replaces what the report shows.")] = None,
+    transport: Annotated[list[Channel] | None, Field(min_length=1, max_length=2)] = None,
+    sharepoint_folder: Annotated[str | None, Field(max_length=1000, description='"" removes it.')] = None,
+    data_connection_id: Annotated[str | None, Field(max_length=128, description='"" removes it.')] = None,
+    bookmark_id: Annotated[str | None, Field(max_length=128, description='Filter; "" removes it.')] = None,
+) -> PatchResult:
+    """Change only the given fields. Changes that take something away or send data out (disable, owner,
+    recipients, channel, content, filter, a far start, outside addresses) need the user's confirmation."""
+    await api.patch(task_id, plan.payload)
+    shown = [f"{o['op']} {o['path']}" for o in plan.payload]
+    return PatchResult(task=SharingTaskDetail.of(await api.get(task_id)), ops=shown)
 
-        return await reg.gate.ask(ctx, plan)
 
-    @reg.tool(TOOLSET, "destructive", title="Change sharing task", idempotent=True)
-    async def patch_sharing_task(
-        task_id: TaskId,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_patch)],
-        name: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
-        description: Annotated[str | None, Field(max_length=255, description='"" removes it.')] = None,
-        tags: Annotated[list[str] | None, Field(max_length=20)] = None,
-        enabled: bool | None = None,
-        owner_id: Annotated[str | None, Field(min_length=1, max_length=128, description="New owner's user id.")] = None,
-        schedule: SharingSchedule | None = None,
-        recipients: Annotated[
-            Recipients | None, Field(description="Replaces the list; distribution-list members stay.")
-        ] = None,
-        content: Annotated[Content | None, Field(description="Replaces what the report shows.")] = None,
-        transport: Annotated[list[Channel] | None, Field(min_length=1, max_length=2)] = None,
-        sharepoint_folder: Annotated[str | None, Field(max_length=1000, description='"" removes it.')] = None,
-        data_connection_id: Annotated[str | None, Field(max_length=128, description='"" removes it.')] = None,
-        bookmark_id: Annotated[str | None, Field(max_length=128, description='Filter; "" removes it.')] = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[PatchResult]:
-        """Change only the given fields. Changes that take something away (disable, owner, recipients, channel)
-        need the user's confirmation."""
-        fields = {
-            "name": name,
-            "description": description,
-            "tags": tags,
-            "enabled": enabled,
-            "owner_id": owner_id,
-            "schedule": schedule,
-            "recipients": recipients,
-            "content": content,
-            "transport": transport,
-            "sharepoint_folder": sharepoint_folder,
-            "data_connection_id": data_connection_id,
-            "bookmark_id": bookmark_id,
-        }
-        plan, ops = await plan_patch(task_id, fields)
+# Delete, cancel, execute, executions ------------------------------------------------------------------
 
-        async def act() -> PatchResult:
-            await api.patch(task_id, ops)
-            shown = [f"{o['op']} {o['path']}" for o in ops]
-            return PatchResult(task=SharingTaskDetail.of(await api.get(task_id)), ops=shown)
 
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+async def plan_delete(api: SharingTasksApi, task_id: str) -> Plan:
+    current = await api.get(task_id)
+    return Plan(
+        action=f"Delete {who(current)}",
+        changes=[f"the task, its schedule and execution history; {recipients_line(current.recipients)}"],
+        state=current.wire(),
+        notes=["This cannot be undone; recipients stop receiving the report."],
+    )
 
-    async def plan_delete(task_id: str) -> Plan:
-        current = await api.get(task_id)
-        return Plan(
-            action=f"Delete {who(current)}",
-            changes=[f"the task, its schedule and execution history; {recipients_line(current.get('recipients'))}"],
-            state=current,
-            notes=["This cannot be undone; recipients stop receiving the report."],
+
+@destructive("Delete sharing task", plan=plan_delete, idempotent=True)
+async def delete_sharing_task(api: SharingTasksApi, plan: Plan, task_id: TaskId) -> Done:
+    """Delete a sharing task. Needs the user's confirmation."""
+    await api.delete(task_id)
+    return Done(id=task_id, done="deleted")
+
+
+async def plan_cancel(api: SharingTasksApi, task_id: str) -> Plan:
+    current = await api.get(task_id)
+    active = [e for e in (await api.executions(task_id, limit=50)).items if e.running]
+    if not active:
+        raise InvalidInput(f"{who(current)} has no execution in progress; nothing to cancel")
+    targets = [ExecutionRow.of(e).recipient or e.id for e in active]
+    return Plan(
+        action=f"Cancel the running execution of {who(current)}",
+        changes=[f"{len(active)} in-progress deliveries stop: {', '.join(targets[:10])}"],
+        state=[e.id for e in active],
+        notes=["Recipients not yet served will not get this run's report."],
+    )
+
+
+@destructive("Cancel sharing task run", plan=plan_cancel, idempotent=True)
+async def cancel_sharing_task(api: SharingTasksApi, plan: Plan, task_id: TaskId) -> Done:
+    """Cancel the task's execution in progress. Needs the user's confirmation."""
+    await api.cancel(task_id)
+    return Done(id=task_id, done="cancel requested")
+
+
+class Deliveries:
+    """The executions one execute makes (one per recipient): those not there at the first look, before the start."""
+
+    def __init__(self, api: SharingTasksApi, task_id: str) -> None:
+        self.api = api
+        self.task_id = task_id
+        self.before: set[str] | None = None
+
+    async def latest(self) -> list[ExecutionDoc] | None:
+        page = await self.api.executions(self.task_id, limit=100)
+        if self.before is None:
+            self.before = {e.id for e in page.items}
+            return None
+        return [e for e in page.items if e.id not in self.before] or None
+
+    def watch(self) -> RunWatch[list[ExecutionDoc]]:
+        return RunWatch(
+            latest=self.latest,
+            run_id=lambda run: ",".join(sorted(e.id for e in run)),
+            ended=lambda run: all(e.final for e in run),
+            say=lambda run: f"{sum(e.final for e in run or [])}/{len(run or [])} deliveries done",
         )
 
-    @reg.resolver
-    async def ask_delete(ctx: Context, task_id: str) -> Elicit[Consent] | None:
-        return await reg.gate.ask(ctx, lambda: plan_delete(task_id))
 
-    @reg.tool(TOOLSET, "destructive", title="Delete sharing task", idempotent=True)
-    async def delete_sharing_task(
-        task_id: TaskId,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_delete)],
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[Done]:
-        """Delete a sharing task. Needs the user's confirmation."""
-        plan = await plan_delete(task_id)
+@write("Execute sharing task")
+async def execute_sharing_task(
+    api: SharingTasksApi,
+    ctx: Context,
+    task_id: TaskId,
+    wait: Annotated[bool, Field(description="Wait for every delivery to end, with progress.")] = False,
+    timeout_seconds: WaitSeconds = 60,
+) -> ExecuteResult:
+    """Send the task's report now to all its recipients; wait=true follows the deliveries to the end."""
+    followed = await follow(
+        Deliveries(api, task_id).watch(),
+        ctx=ctx,
+        start=lambda: api.execute(task_id),
+        wait=wait,
+        timeout_seconds=timeout_seconds,
+        check_with=CHECK_WITH,
+    )
+    result = ExecuteResult(task_id=task_id, started=True)
+    result.executions = [ExecutionRow.of(e) for e in followed.run or []]
+    result.note = followed.note
+    if not wait:
+        result.note = result.note or f"Follow it with {CHECK_WITH}."
+    elif followed.waited_seconds is not None:
+        result.waited_seconds = followed.waited_seconds
+        result.wait_ended = "finished" if followed.finished else "timeout"
+        failed = [e for e in result.executions if e.status == "failed"]
+        if followed.finished and failed:
+            result.note = f"{len(failed)} deliveries failed; get_sharing_task_execution says why."
+    return result
 
-        async def act() -> Done:
-            await api.delete(task_id)
-            return Done(id=task_id, done="deleted")
 
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+@read("List sharing task executions")
+async def list_sharing_task_executions(
+    api: SharingTasksApi,
+    task_id: TaskId,
+    status: Literal["successful", "failed"] | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> ExecutionPage:
+    """A task's deliveries, newest first: status, recipient, error codes."""
+    page = await api.executions(task_id, limit=limit, status=status, cursor=cursor)
+    return ExecutionPage(
+        task_id=task_id,
+        executions=[ExecutionRow.of(e) for e in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+    )
 
-    async def running(task_id: str) -> list[dict[str, Any]]:
-        page = await api.executions(task_id, limit=50)
-        return [e for e in page.items if e.get("status") in RUNNING_STATUSES]
 
-    async def plan_cancel(task_id: str) -> Plan:
-        current = await api.get(task_id)
-        active = await running(task_id)
-        if not active:
-            raise InvalidInput(f"{who(current)} has no execution in progress; nothing to cancel")
-        targets = [ExecutionRow.of(e).recipient or e.get("id", "") for e in active]
-        return Plan(
-            action=f"Cancel the running execution of {who(current)}",
-            changes=[f"{len(active)} in-progress deliveries stop: {', '.join(targets[:10])}"],
-            state=[e.get("id") for e in active],
-            notes=["Recipients not yet served will not get this run's report."],
+@read("Get sharing task execution")
+async def get_sharing_task_execution(
+    api: SharingTasksApi, task_id: TaskId, execution_id: ExecutionId
+) -> ExecutionDetail:
+    """One delivery: status, recipient, errors (why a report did not arrive), files."""
+    return ExecutionDetail.of(await api.execution(task_id, execution_id))
+
+
+# Settings -------------------------------------------------------------------------------------------
+
+
+@read("Get sharing settings")
+async def get_sharing_settings(api: SharingTasksApi) -> SharingSettingsView:
+    """Tenant sharing settings: sharing and report subscriptions on/off, recipient limits, license."""
+    return SharingSettingsView.of(await api.settings())
+
+
+async def plan_settings(
+    api: SharingTasksApi, sharing_enabled: bool | None = None, report_subscription_enabled: bool | None = None
+) -> Plan:
+    current = await api.settings()
+    ops: list[dict[str, Any]] = []
+    changes: list[str] = []
+    notes: list[str] = []
+    for key, before, value in (
+        ("enable-sharing", current.enable_sharing, sharing_enabled),
+        ("enable-report-subscription", current.enable_report_subscription, report_subscription_enabled),
+    ):
+        if value is not None and value != before:
+            ops.append({"op": "replace", "path": f"/{key}", "value": value})
+            changes.append(f"{key}: {before} -> {value}")
+            if not value:
+                notes.append(f"turning {key} off stops it for every user of the tenant")
+    if not ops:
+        raise InvalidInput("the settings already have these values; nothing to change")
+    notes.append("Only a tenant admin may change these settings.")
+    return Plan(
+        action="Change the tenant's sharing settings", changes=changes, state=current.wire(), notes=notes, payload=ops
+    )
+
+
+@destructive("Update sharing settings", plan=plan_settings, idempotent=True)
+async def update_sharing_settings(
+    api: SharingTasksApi,
+    plan: Plan,
+    sharing_enabled: bool | None = None,
+    report_subscription_enabled: bool | None = None,
+) -> SharingSettingsView:
+    """Turn sharing or report subscriptions on/off tenant-wide (tenant admin). Needs the user's confirmation."""
+    await api.patch_settings(plan.payload)
+    return SharingSettingsView.of(await api.settings())
+
+
+# The ops tools' view --------------------------------------------------------------------------------
+
+
+class SharingTaskSource:
+    """Report subscriptions and chart sharing/monitoring as the ops tools see them; failures are failed deliveries."""
+
+    kind = "sharing"
+    chains = False
+
+    def __init__(self, api: SharingTasksApi) -> None:
+        self.api = api
+
+    @staticmethod
+    def info(doc: SharingTaskDoc) -> TaskInfo:
+        schedule = doc.schedule_options
+        lines = list(schedule.recurrence)
+        reason = None
+        if not doc.is_enabled:
+            errors = [e.value for e in doc.task_errors]
+            by = "by the system" if doc.enabled_by_system is False else "by a user"
+            reason = f"disabled {by}" + (f" ({', '.join(errors)})" if errors else "")
+        on_reload = "after each reload of the app" if doc.trigger.execute_on_app_reload else None
+        return TaskInfo(
+            kind="sharing",
+            id=doc.id,
+            name=f"{doc.name} ({doc.type or 'sharing'})",
+            enabled=doc.is_enabled,
+            app_id=doc.app_id or None,
+            state=doc.status_code or ("enabled" if doc.is_enabled else "disabled"),
+            disabled_reason=reason,
+            recurrence=lines,
+            time_zone=schedule.timezone or None,
+            start=schedule.start_date_time or None,
+            end=schedule.end_date_time or None,
+            schedule_text=None if lines else on_reload,
+            next_run=doc.next_run or None,
         )
 
-    @reg.resolver
-    async def ask_cancel(ctx: Context, task_id: str) -> Elicit[Consent] | None:
-        return await reg.gate.ask(ctx, lambda: plan_cancel(task_id))
+    async def get(self, task_id: str) -> TaskInfo:
+        return self.info(await self.api.get(task_id))
 
-    @reg.tool(TOOLSET, "destructive", title="Cancel sharing task run", idempotent=True)
-    async def cancel_sharing_task(
-        task_id: TaskId,
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_cancel)],
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[Done]:
-        """Cancel the task's execution in progress. Needs the user's confirmation."""
-        plan = await plan_cancel(task_id)
+    async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
+        found: dict[str, TaskInfo] = {}
 
-        async def act() -> Done:
-            await api.cancel(task_id)
-            return Done(id=task_id, done="cancel requested")
+        async def one(task_id: str) -> None:
+            found[task_id] = await self.get(task_id)
 
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+        await gather(task_ids, one)
+        return found
 
-    async def new_executions(task_id: str, before: set[str]) -> list[dict[str, Any]]:
-        page = await api.executions(task_id, limit=100)
-        return [e for e in page.items if e.get("id") not in before]
+    async def of_app(self, app_id: str) -> list[TaskInfo]:
+        return [self.info(doc) async for doc in self.api.all(app_id=app_id)]
 
-    @reg.tool(TOOLSET, "write", title="Execute sharing task")
-    async def execute_sharing_task(
-        ctx: Context,
-        task_id: TaskId,
-        wait: Annotated[bool, Field(description="Wait for every delivery to end, with progress.")] = False,
-        timeout_seconds: WaitSeconds = 60,
-    ) -> ExecuteResult:
-        """Send the task's report now to all its recipients; wait=true follows the deliveries to the end."""
-        before = {e.get("id", "") for e in (await api.executions(task_id, limit=100)).items}
-        await api.execute(task_id)
-        # From here on the task has been executed: no error may suggest executing it again.
-        began = time.monotonic()
-        result = ExecuteResult(task_id=task_id, started=True)
+    async def app_ids(self) -> set[str]:
+        # Sharing tasks name their app, but listing them all to learn apps costs more than it tells.
+        return set()
+
+    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
+        await self.api.patch(info.id, [{"op": "replace", "path": "/enabled", "value": enabled}])
+
+    async def failures(self, scan: FailureScan) -> None:
+        """Failed executions since `scan.since`, of every task that ran in the window, with the tenant's errors."""
+        ran: list[SharingTaskDoc] = []
+        async for doc in self.api.all():
+            last = parse_time(doc.last_ran)
+            # A task that has not run since `since` cannot have failed since: its executions are not read.
+            if last is not None and last >= scan.since:
+                ran.append(doc)
+        found: list[Failure] = []
+
+        async def read_failed(doc: SharingTaskDoc) -> None:
+            found.extend(await self._failed(doc, scan))
+
+        await gather(ran, read_failed)
+        found.sort(key=lambda f: f.at or "", reverse=True)
+        scan.found.extend(found)
+        scan.checked["sharing"] = len(ran)
+
+    async def _failed(self, doc: SharingTaskDoc, scan: FailureScan) -> list[Failure]:
+        budget = scan.budget
+        if not budget.spend(scan.clock(), f"executions of sharing task {doc.id}"):
+            return []
         try:
-            if not wait:
-                await anyio.sleep(0.2)
-                result.executions = [ExecutionRow.of(e) for e in await new_executions(task_id, before)]
-                result.note = "Follow it with list_sharing_task_executions."
-                return result
-            progress = Progress(ctx, timeout_seconds)
-            await progress.report(0, "executed; waiting for deliveries")
-            found, finished = await watch(
-                lambda: new_executions(task_id, before),
-                lambda xs: bool(xs) and all(e.get("status") in FINAL_STATUSES for e in xs),
-                lambda xs: (
-                    f"{sum(e.get('status') in FINAL_STATUSES for e in xs or [])}/{len(xs or [])} deliveries done"
-                ),
-                progress=progress,
-                limit=timeout_seconds,
-                began=began,
-            )
-            result.executions = [ExecutionRow.of(e) for e in found or []]
-            result.waited_seconds = round(time.monotonic() - began, 1)
-            result.wait_ended = "finished" if finished else "timeout"
-            failed = [e for e in result.executions if e.status == "failed"]
-            if not finished:
-                result.note = f"Stopped waiting after {timeout_seconds} s; the deliveries continue on the tenant."
-            elif failed:
-                result.note = f"{len(failed)} deliveries failed; get_sharing_task_execution says why."
+            page = await self.api.executions(doc.id, limit=100, status="failed")
         except ApiError as exc:
-            result.note = (
-                f"The task was executed, but reading its executions failed ({exc}). Do not execute it again; "
-                "check with list_sharing_task_executions."
+            budget.skipped.append(f"executions of sharing task {doc.id} (HTTP {exc.status})")
+            return []
+        out = []
+        for execution in page.items:
+            at = execution.failed_time or execution.end_time or execution.start_time
+            when = parse_time(at)
+            if when is None or when < scan.since:
+                continue
+            out.append(
+                Failure(
+                    kind="sharing",
+                    task_id=doc.id,
+                    name=doc.name or doc.id,
+                    app_id=doc.app_id or None,
+                    at=at,
+                    ref=execution.id or None,
+                    error=failure_line(execution),
+                )
             )
-        return result
+        return out
 
-    @reg.tool(TOOLSET, "read", title="List sharing task executions")
-    async def list_sharing_task_executions(
-        task_id: TaskId,
-        status: Literal["successful", "failed"] | None = None,
-        limit: Limit = 20,
-        cursor: Cursor = None,
-    ) -> ExecutionPage:
-        """A task's deliveries, newest first: status, recipient, error codes."""
-        page = await api.executions(task_id, limit=limit, status=status, cursor=cursor)
-        return ExecutionPage(
-            task_id=task_id,
-            executions=[ExecutionRow.of(e) for e in page.items],
-            total=page.total,
-            next_cursor=page.next_cursor,
-        )
 
-    @reg.tool(TOOLSET, "read", title="Get sharing task execution")
-    async def get_sharing_task_execution(task_id: TaskId, execution_id: ExecutionId) -> ExecutionDetail:
-        """One delivery: status, recipient, errors (why a report did not arrive), files."""
-        return ExecutionDetail.of(await api.execution(task_id, execution_id))
+def failure_line(execution: ExecutionDoc) -> str | None:
+    error = None
+    if execution.errors:
+        first = execution.errors[0]
+        error = f"{first.code or None}: {first.title} {first.detail}".strip()
+    if execution.target_user.value:
+        error = f"to {execution.target_user.value}: {error or 'failed'}"
+    return error[:300] if error else None
 
-    @reg.tool(TOOLSET, "read", title="Get sharing settings")
-    async def get_sharing_settings() -> SharingSettingsView:
-        """Tenant sharing settings: sharing and report subscriptions on/off, recipient limits, license."""
-        return SharingSettingsView.of(await api.settings())
 
-    async def plan_settings(
-        sharing_enabled: bool | None, report_subscription_enabled: bool | None
-    ) -> tuple[Plan, list[dict[str, Any]]]:
-        current = await api.settings()
-        ops: list[dict[str, Any]] = []
-        changes: list[str] = []
-        notes: list[str] = []
-        for path, key, value in (
-            ("/enable-sharing", "enable-sharing", sharing_enabled),
-            ("/enable-report-subscription", "enable-report-subscription", report_subscription_enabled),
-        ):
-            if value is not None and value != current.get(key):
-                ops.append({"op": "replace", "path": path, "value": value})
-                changes.append(f"{key}: {current.get(key)} -> {value}")
-                if not value:
-                    notes.append(f"turning {key} off stops it for every user of the tenant")
-        if not ops:
-            raise InvalidInput("the settings already have these values; nothing to change")
-        notes.append("Only a tenant admin may change these settings.")
-        return Plan(action="Change the tenant's sharing settings", changes=changes, state=current, notes=notes), ops
-
-    @reg.resolver
-    async def ask_settings(
-        ctx: Context, sharing_enabled: bool | None = None, report_subscription_enabled: bool | None = None
-    ) -> Elicit[Consent] | None:
-        async def plan() -> Plan:
-            return (await plan_settings(sharing_enabled, report_subscription_enabled))[0]
-
-        return await reg.gate.ask(ctx, plan)
-
-    @reg.tool(TOOLSET, "destructive", title="Update sharing settings", idempotent=True)
-    async def update_sharing_settings(
-        consent: Annotated[ElicitationResult[Consent], Resolve(ask_settings)],
-        sharing_enabled: bool | None = None,
-        report_subscription_enabled: bool | None = None,
-        confirm_token: ConfirmToken = None,
-    ) -> Gated[SharingSettingsView]:
-        """Turn sharing or report subscriptions on/off tenant-wide (tenant admin). Needs the user's confirmation."""
-        plan, ops = await plan_settings(sharing_enabled, report_subscription_enabled)
-
-        async def act() -> SharingSettingsView:
-            await api.patch_settings(ops)
-            return SharingSettingsView.of(await api.settings())
-
-        return await reg.gate.run(plan=plan, consent=consent, confirm_token=confirm_token, act=act)
+def source(clients: Clients) -> SharingTaskSource:
+    return SharingTaskSource(SharingTasksApi(clients.qlik))

@@ -143,3 +143,14 @@ async def gather(items: list[T], work: Callable[[T], Awaitable[None]]) -> None:
             group.start_soon(one, item)
     if errors:
         raise errors[0]
+
+
+async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo]]) -> dict[str, TaskInfo]:
+    """`many` for a kind read one task at a time: each id by `get`, with bounded concurrency."""
+    found: dict[str, TaskInfo] = {}
+
+    async def one(task_id: str) -> None:
+        found[task_id] = await get(task_id)
+
+    await gather(task_ids, one)
+    return found

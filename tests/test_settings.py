@@ -1,0 +1,148 @@
+"""Settings as a new user meets them: only documented variables count, bad values stop the start with one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+from pydantic import SecretStr, ValidationError
+
+from qlik_tasks_mcp.sandbox import SANDBOX_API_KEY, build_sandbox
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
+from qlik_tasks_mcp.server.app import build_server
+from qlik_tasks_mcp.server.cli import load_settings, parse_args
+from qlik_tasks_mcp.server.settings import ConfigError, Settings
+from tests.conftest import data
+from tests.test_stdio import run_cli
+
+TENANT = {"QLIK_TENANT_URL": "https://tenant.example.com", "QLIK_API_KEY": "tenant-key-0123456789"}
+# Names other programs use; none of them is ours.
+BARE = {
+    "LOG_LEVEL": "info",
+    "PORT": "1",
+    "HOST": "0.0.0.0",  # noqa: S104 - the value must be ignored
+    "API_KEY": "bare-api-key-0123456789",
+    "TENANT_URL": "https://bare.example.com",
+    "SANDBOX": "true",
+    "READ_ONLY": "true",
+    "TRANSPORT": "http",
+    "TOOLSETS": "nope",
+}
+
+
+def make(**fields: Any) -> Settings:
+    """Settings from these fields (as the command line passes them) and the process environment."""
+    return Settings(**fields)
+
+
+def test_bare_variables_are_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in BARE.items():
+        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name.lower(), value)
+    settings = make()
+    assert settings.log_level == "WARNING" and settings.port == 8000 and settings.host == "127.0.0.1"
+    assert settings.api_key is None and settings.tenant_url is None
+    assert not settings.sandbox and not settings.read_only and settings.transport == "stdio"
+
+
+def test_documented_variables_are_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QLIK_MCP_PORT", "9001")
+    monkeypatch.setenv("QLIK_MCP_READ_ONLY", "true")
+    monkeypatch.setenv("QLIK_MCP_LOG_LEVEL", "INFO")
+    settings = make()
+    assert (settings.port, settings.read_only, settings.log_level) == (9001, True, "INFO")
+    flagged = load_settings(parse_args(["--port", "9002", "--log-level", "ERROR", "--sandbox"]))
+    assert (flagged.port, flagged.log_level, flagged.sandbox, flagged.read_only) == (9002, "ERROR", True, True)
+
+
+def test_short_confirm_secret_exits_with_one_line() -> None:
+    secret = "short-secret"
+    done = run_cli("--sandbox", env={"QLIK_MCP_CONFIRM_SECRET": secret})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "QLIK_MCP_CONFIRM_SECRET" in lines[0] and "16 bytes" in lines[0]
+    assert "Traceback" not in done.stderr and secret not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("t.eu.qlikcloud.com", "https://t.eu.qlikcloud.com"),
+        ("https://t.eu.qlikcloud.com/", "https://t.eu.qlikcloud.com"),
+        ("https://t.eu.qlikcloud.com/api/v1", "https://t.eu.qlikcloud.com"),
+        (" t.eu.qlikcloud.com/api/v1/ ", "https://t.eu.qlikcloud.com"),
+    ],
+)
+def test_tenant_url_is_normalised(given: str, expected: str) -> None:
+    settings = make(tenant_url=given, api_key=SecretStr("tenant-key-0123456789"))
+    assert settings.tenant_url == expected
+    settings.check_tenant()
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ("http://t.eu.qlikcloud.com", "https://"),
+        ("https://t.eu.qlikcloud.com/hub/home", "a path"),
+        ("https://t.eu.qlikcloud.com/?x=1", "a query"),
+        ("https://user:pw@t.eu.qlikcloud.com", "credentials"),
+    ],
+)
+def test_tenant_url_that_cannot_work_is_refused(given: str, named: str) -> None:
+    with pytest.raises(ConfigError, match="QLIK_TENANT_URL") as refused:
+        make(tenant_url=given, api_key=SecretStr("tenant-key-0123456789")).check_tenant()
+    assert named in str(refused.value) and "pw" not in str(refused.value)
+
+
+def test_tenant_url_with_a_path_is_refused_at_startup() -> None:
+    done = run_cli(env=TENANT | {"QLIK_TENANT_URL": "https://tenant.example.com/hub/home"})
+    assert done.returncode == 2
+    assert "QLIK_TENANT_URL" in done.stderr and "base URL" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.anyio
+async def test_tenant_url_pasted_with_api_prefix_reaches_the_tenant() -> None:
+    # The sandbox tenant answers at https://sandbox.qlikcloud.invalid/api/v1/...; before normalising, this URL
+    # made every call go to /api/v1/api/v1/... and fail.
+    _, app = build_sandbox()
+    settings = make(
+        tenant_url="sandbox.qlikcloud.invalid/api/v1/", api_key=SecretStr(SANDBOX_API_KEY), toolsets="reload"
+    )
+    mcp, backend = build_server(settings, transport=SandboxTransport(app))
+    async with Client(mcp) as client:
+        listed = data(await client.call_tool("list_reload_tasks", {"limit": 1}))
+        assert len(listed["tasks"]) == 1
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("acme.qalyptus.net", "https://acme.qalyptus.net/api/v1"),
+        ("https://acme.qalyptus.net", "https://acme.qalyptus.net/api/v1"),
+        ("https://acme.qalyptus.net/api/v1/", "https://acme.qalyptus.net/api/v1"),
+    ],
+)
+def test_qalyptus_url_is_normalised(given: str, expected: str) -> None:
+    settings = make(qalyptus_url=given, qalyptus_api_key=SecretStr("qalyptus-key-0123"))
+    assert settings.qalyptus_url == expected
+    assert [org.url for org in settings.qalyptus_organizations()] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [("http://acme.qalyptus.net/api/v1", "https"), ("https://acme.qalyptus.net/reports", "/api/v1")],
+)
+def test_qalyptus_url_that_cannot_work_is_refused(given: str, named: str) -> None:
+    with pytest.raises(ValidationError, match="QALYPTUS_URL") as refused:
+        make(qalyptus_url=given, qalyptus_api_key=SecretStr("qalyptus-key-0123"))
+    assert named in str(refused.value)
+
+
+def test_toolsets_that_leave_no_tool_exit_and_say_why() -> None:
+    done = run_cli("--toolsets", "qalyptus", env=TENANT)
+    assert done.returncode == 2
+    assert "no tool" in done.stderr and "QALYPTUS_URL" in done.stderr and "Traceback" not in done.stderr
+    assert TENANT["QLIK_API_KEY"] not in done.stderr
