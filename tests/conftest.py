@@ -84,3 +84,11 @@ def data(result: CallToolResult) -> dict[str, Any]:
 def error_text(result: CallToolResult) -> str:
     assert result.is_error, result.structured_content
     return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def fenced_once(report: dict[str, Any], group: dict[str, Any]) -> bool:
+    """A group's first_error is one line, and the result's one fence (its `errors` block) holds it as tenant data."""
+    errors: str = report["errors"]
+    line = f"{group['kind']} {group['task_id']}: {group['first_error']}"
+    one_fence = errors.count("BEGIN UNTRUSTED") == 1 and "UNTRUSTED" not in json.dumps(report["groups"])
+    return one_fence and "\n" not in group["first_error"] and line in errors.splitlines()

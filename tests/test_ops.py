@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import copy
+import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import anyio
+import httpx
 import pytest
-from mcp.types import ElicitResult, GetPromptResult, TextContent
+from mcp.types import CallToolResult, ElicitResult, GetPromptResult, TextContent
 
 from qlik_tasks_mcp.client.workflow import repeating_interval, scheduled_reload
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.tools import ops as ops_module
-from tests.conftest import Harness, data, error_text, make_harness
+from tests.conftest import Harness, data, error_text, fenced_once, make_harness
 
 pytestmark = pytest.mark.anyio
 APPS = 150
@@ -109,13 +114,13 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
     sharing_failed = failed_sharing_since(big, since)
     assert len(sharing_failed) >= APPS // 10
     assert {g["task_id"] for g in by_kind["sharing"]} == sharing_failed
-    assert all("UNTRUSTED" in g["first_error"] for g in by_kind["sharing"])
+    assert all(fenced_once(report, g) for g in by_kind["sharing"])
     assert sum(".invalid" in g["first_error"] for g in by_kind["sharing"]) >= APPS // 10
     failed_tasks = by_kind["task"]
     assert len(failed_tasks) >= 14
     for group in failed_tasks:
         assert group["ref"]
-        assert "UNTRUSTED" in group["first_error"] and "error" in group["first_error"].lower()
+        assert fenced_once(report, group) and "error" in group["first_error"].lower()
     # Newest first.
     stamps = [g.get("last_failed_at") or "" for g in report["groups"]]
     assert stamps == sorted(stamps, reverse=True)
@@ -329,7 +334,14 @@ async def test_set_tasks_enabled_in_bulk_reads_lists_not_one_get_per_task(big: H
     async with big.client() as client:
         preview = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
     gets = [x for x in big.recorder.exchanges if x.method == "GET"]
-    assert len(gets) == 2  # two pages of 100: not 150 single reads
+    task_reads = [x for x in gets if x.path.startswith("/api/v1/reload-tasks")]
+    assert len(task_reads) == 2  # two pages of 100: not 150 single reads
+    # Besides: the preview's names (one items lookup for the listed apps) and the caller (users/me, a 301).
+    assert [x.path.rsplit("/", 1)[-1] if "users" in x.path else x.path for x in gets if x not in task_reads] == [
+        "/api/v1/items",
+        "me",
+        big.sandbox.caller_id,
+    ]
     enabled = sum(1 for t in big.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled")
     assert preview["action"].startswith(f"Disable {enabled} tasks")
     assert len(preview["changes"]) == min(enabled, 100) + (1 if enabled > 100 else 0)
@@ -425,7 +437,7 @@ async def test_ops_cover_qalyptus_tasks(harness: Harness) -> None:
         groups = [g for g in report["groups"] if g["kind"] == "qalyptus"]
         assert {g["task_id"] for g in groups} == failed
         assert report["checked"]["qalyptus"] >= len(statuses)
-        assert all("UNTRUSTED" in g["first_error"] for g in groups)
+        assert all(fenced_once(report, g) for g in groups)
         task_id = groups[0]["task_id"]
         explained = data(await client.call_tool("explain_schedule", {"kind": "qalyptus", "task_id": task_id}))
         assert explained["task"].startswith("qalyptus ")
@@ -447,3 +459,179 @@ async def test_ops_cover_qalyptus_tasks(harness: Harness) -> None:
         assert done["result"]["changed"] == 1
         task = data(await client.call_tool("get_qalyptus_task", {"task_id": task_id}))
     assert task["task"]["active"] is False
+
+
+# Bounded work (issue 15): recurrences expanded off the event loop within a deadline, listings within the budget.
+IMPOSSIBLE = [
+    "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30",
+    "RRULE:FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31",
+    "RRULE:FREQ=HOURLY;BYMONTH=6;BYMONTHDAY=31",
+    "RRULE:FREQ=DAILY;BYMONTH=9;BYMONTHDAY=31",
+    "RRULE:FREQ=DAILY;BYMONTH=11;BYMONTHDAY=31",
+]
+
+
+class LoopStalls:
+    """The longest the event loop went without running a ticker task: what every other session waits."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def watch(self) -> None:
+        last = anyio.current_time()
+        while True:
+            await anyio.sleep(0.01)
+            now = anyio.current_time()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+
+async def timed_call(h: Harness, tool: str, args: dict[str, Any]) -> tuple[CallToolResult, float, float]:
+    """The call's result, its seconds, and the event loop's longest stall meanwhile (after a first call that
+    warms the session up, so only this call's own work is measured)."""
+    stalls = LoopStalls()
+    results: list[tuple[CallToolResult, float]] = []
+    async with h.client() as client, anyio.create_task_group() as group:
+        data(await client.call_tool("explain_schedule", {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0"]}))
+        group.start_soon(stalls.watch)
+        started = time.monotonic()
+        results.append((await client.call_tool(tool, args), time.monotonic() - started))
+        group.cancel_scope.cancel()
+    ((result, took),) = results
+    return result, took, stalls.longest
+
+
+def stored_reload_task(h: Harness, recurrence: list[str], *, state: str = "Enabled") -> str:
+    """A reload task as a tenant may hold it (made in the UI, say): its rules never went through our checks."""
+    table = h.sandbox.tables["reload_tasks"]
+    model = next(t for t in table.values() if t["state"] == "Enabled")
+    task = copy.deepcopy(model) | {"id": h.sandbox.hex_id(), "recurrence": recurrence, "state": state}
+    table[task["id"]] = task
+    return task["id"]
+
+
+async def test_explain_schedule_refuses_impossible_rules_quickly_and_off_the_event_loop(harness: Harness) -> None:
+    given, took, stalled = await timed_call(
+        harness, "explain_schedule", {"recurrence": IMPOSSIBLE, "time_zone": "Europe/Zurich"}
+    )
+    assert "no occurrence in the next 40 years" in error_text(given) and "BYMONTH=2;BYMONTHDAY=30" in error_text(given)
+    # Checking one such rule takes about 0.3 s of work: on the event loop, that would be the stall.
+    assert took < 3 and stalled < 0.15, (took, stalled)
+    # Disabled, so the sandbox (in this process, on this loop) works out no next run: the stall is the server's.
+    task_id = stored_reload_task(harness, IMPOSSIBLE, state="Disabled")
+    stored, took, stalled = await timed_call(harness, "explain_schedule", {"kind": "reload", "task_id": task_id})
+    assert "this schedule has no occurrence in the next 40 years" in error_text(stored)
+    assert took < 3 and stalled < 0.15, (took, stalled)
+
+
+async def test_explain_schedule_says_a_schedule_that_really_ended_has_ended(harness: Harness) -> None:
+    task_id = stored_reload_task(harness, ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0;UNTIL=20200101T000000"])
+    async with harness.client() as client:
+        ended = data(await client.call_tool("explain_schedule", {"kind": "reload", "task_id": task_id}))
+    assert ended["next_runs"] == [] and "has ended" in ended["note"]
+
+
+async def test_the_sandbox_reads_impossible_rules_within_a_bound(harness: Harness) -> None:
+    """The sandbox works out nextExecutionTime itself: an impossible rule must not stall it (it took 32 s)."""
+    task_id = stored_reload_task(harness, IMPOSSIBLE)
+    headers = {"Authorization": f"Bearer {SANDBOX_API_KEY}"}
+    # Straight to the sandbox (not through the spec recorder, which checks the client's pacing).
+    sandbox = harness.transport.inner
+    async with httpx.AsyncClient(transport=sandbox, base_url=SANDBOX_URL, headers=headers) as http:
+        started = time.monotonic()
+        answer = await http.get(f"/api/v1/reload-tasks/{task_id}")
+        took = time.monotonic() - started
+    assert answer.status_code == 200 and "nextExecutionTime" not in answer.json()
+    assert took < 3, took
+
+
+async def test_app_overview_names_a_task_whose_runs_cannot_be_worked_out(harness: Harness) -> None:
+    # Two rules: the sandbox, in this process, spends about 0.3 s per rule on each of the two listings that hold it.
+    task_id = stored_reload_task(harness, IMPOSSIBLE[:2])
+    app_id = harness.sandbox.tables["reload_tasks"][task_id]["appId"]
+    overview, took, _ = await timed_call(harness, "get_app_schedule_overview", {"app_id": app_id})
+    found = data(overview)
+    item = next(i for i in found["items"] if i["id"] == task_id)
+    assert item["enabled"] and item["schedule"] and "next_runs" not in item and took < 3, took
+    assert f"No next runs shown for reload {task_id}: explain_schedule says why." in found["note"]
+    assert all(i.get("next_runs") for i in found["items"] if i["id"] != task_id and i["enabled"] and i.get("schedule"))
+
+
+class LoopingListing(httpx.AsyncBaseTransport):
+    """A tenant whose reload-task listing never ends: every page links to a next page with a new cursor, and
+    every other page is empty, so neither a repeated cursor nor a page sent twice in a row gives it away."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.pages = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or request.url.path != "/api/v1/reload-tasks":
+            return await self.inner.handle_async_request(request)
+        params = [(k, v) for k, v in request.url.params.multi_items() if k != "next"]
+        request.url = request.url.copy_with(params=params)
+        answer = await self.inner.handle_async_request(request)
+        body = json.loads(await answer.aread())
+        self.pages += 1
+        if self.pages % 2 == 0:
+            body["data"] = []
+        body["links"]["next"] = {"href": str(request.url.copy_merge_params({"next": f"loop{self.pages}"}))}
+        headers = [(k, v) for k, v in answer.headers.multi_items() if k.lower() != "content-length"]
+        return httpx.Response(answer.status_code, headers=headers, json=body, request=request)
+
+
+def looping(h: Harness) -> LoopingListing:
+    loop = LoopingListing(h.transport.inner)
+    h.transport.inner = loop
+    return loop
+
+
+def huge(h: Harness, tasks: int, *, away_from: str | None = None) -> None:
+    """A tenant with `tasks` more reload tasks, spread over its apps (but `away_from`)."""
+    table = h.sandbox.tables["reload_tasks"]
+    model = next(t for t in table.values() if t["state"] == "Enabled")
+    apps = [a for a in h.sandbox.apps if a != away_from]
+    for index in range(tasks):
+        task = model | {"id": f"{index:024x}", "appId": apps[index % len(apps)]}
+        table[task["id"]] = task
+
+
+def reload_listings(h: Harness) -> int:
+    return sum(1 for x in h.recorder.exchanges if x.method == "GET" and x.path == "/api/v1/reload-tasks")
+
+
+@pytest.mark.parametrize("tenant", ["looping next link", "huge tenant"])
+async def test_find_failures_reads_every_listing_page_within_its_budget(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> None:
+    monkeypatch.setattr(ops_module, "SCAN_REQUESTS", 25)
+    loop = looping(harness) if tenant == "looping next link" else huge(harness, 20_000)
+    async with harness.client() as client:
+        with anyio.fail_after(ops_module.SCAN_SECONDS):
+            report = data(await client.call_tool("find_failures", {}))
+    assert 0 < reload_listings(harness) <= 25
+    if loop is not None:
+        assert loop.pages == reload_listings(harness)
+    assert (
+        report["stopped_early"] is True and "Stopped early" in report["note"] and "within 25 requests" in report["note"]
+    )
+    assert any(what.startswith("/api/v1/reload-tasks page") for what in report["not_checked"])
+
+
+@pytest.mark.parametrize("tenant", ["looping next link", "huge tenant"])
+async def test_app_overview_reads_every_listing_page_within_its_budget(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> None:
+    monkeypatch.setattr(ops_module, "OVERVIEW_REQUESTS", 25)
+    app_id = next(t["appId"] for t in harness.sandbox.tables["reload_tasks"].values())
+    if tenant == "looping next link":
+        looping(harness)
+    else:
+        huge(harness, 20_000, away_from=app_id)
+    async with harness.client() as client:
+        with anyio.fail_after(ops_module.SCAN_SECONDS):
+            overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": app_id}))
+    assert 0 < reload_listings(harness) <= 25
+    assert "Stopped early" in overview["note"] and "may miss tasks or chains" in overview["note"]
+    ids = [(i["kind"], i["id"]) for i in overview["items"]]
+    assert ids and len(ids) == len(set(ids)), "a looping listing repeats tasks; the overview shows each once"

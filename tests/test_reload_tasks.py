@@ -32,6 +32,7 @@ async def test_catalogue_annotations_are_honest(harness: Harness) -> None:
         "create_reload_task",
         "update_reload_task",
         "delete_reload_task",
+        "migrate_reload_tasks",
     }
     hints = {name: tool.annotations for name, tool in tools.items()}
 
@@ -43,7 +44,8 @@ async def test_catalogue_annotations_are_honest(harness: Harness) -> None:
     assert flags("list_reload_tasks") == flags("get_reload_task") == (True, False, True, True)
     assert flags("create_reload_task") == (False, False, False, True)
     assert flags("update_reload_task") == flags("delete_reload_task") == (False, True, True, True)
-    for name in ("update_reload_task", "delete_reload_task"):
+    assert flags("migrate_reload_tasks") == (False, True, True, True)
+    for name in ("update_reload_task", "delete_reload_task", "migrate_reload_tasks"):
         assert "confirm_token" in tools[name].input_schema["properties"]
         assert "consent" not in tools[name].input_schema["properties"]
     for tool in tools.values():

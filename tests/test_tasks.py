@@ -1,4 +1,6 @@
-"""Task tools (`/api/v1/tasks`) through a real MCP client session against the sandbox.
+"""Task tools on `/api/v1/tasks` (QLIK_TASKS_API=v1) through a real MCP client session against the sandbox.
+
+The Scheduling Tasks API, the default, is tested in tests/test_scheduling.py.
 
 Every request and answer is validated against tasks.json by the harness recorder (checked at teardown).
 """
@@ -27,7 +29,7 @@ DAILY = {"interval": "R/2026-03-01T06:00:00/P1D", "time_zone": "Europe/Zurich"}
 
 @pytest.fixture
 async def h() -> AsyncIterator[Harness]:
-    harness = make_harness(toolsets="tasks")
+    harness = make_harness(toolsets="tasks", tasks_api="v1")
     tables(harness).run_seconds = 0.3
     yield harness
     await harness.backend.aclose()
@@ -55,7 +57,7 @@ async def test_catalogue_annotations_are_honest(h: Harness) -> None:
     async with h.client() as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     reads = {"list_tasks", "get_task", "list_task_runs", "list_resource_task_runs", "get_last_task_run"}
-    reads.add("get_task_run_log")
+    reads |= {"get_task_run_log", "get_task_dependencies"}
     assert set(tools) == reads | {"create_task", "start_task", "update_task", "delete_task"}
     for name, tool in tools.items():
         ann = tool.annotations
@@ -65,7 +67,8 @@ async def test_catalogue_annotations_are_honest(h: Harness) -> None:
         assert len(tool.description or "") < 120, name
     assert ann_flags(tools["start_task"]) == (False, False, False)
     assert "requires resource_id" in (tools["list_tasks"].description or "")
-    assert tools["list_tasks"].input_schema["required"] == ["resource_id"]
+    # Issue 16: resource_id became optional (tenant-wide on the scheduling API); v1 still refuses without it.
+    assert "resource_id" not in tools["list_tasks"].input_schema.get("required", [])
     for name in ("update_task", "delete_task"):
         assert "confirm_token" in tools[name].input_schema["properties"]
         assert "consent" not in tools[name].input_schema["properties"]

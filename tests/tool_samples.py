@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qlik_tasks_mcp.sandbox import qalyptus
+from qlik_tasks_mcp.sandbox import reloads as app_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sharing
 from qlik_tasks_mcp.sandbox.qalyptus import Org
 from tests.conftest import Harness
@@ -61,6 +62,11 @@ async def _delete_reload(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _enabled_reload_task(h)}
 
 
+@sample("migrate_reload_tasks")
+async def _migrate_reload(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _enabled_reload_task(h)}
+
+
 # Tasks (/api/v1/tasks).
 def _task(h: Harness, *, scheduled: bool = True) -> dict[str, Any]:
     return next(t for t in h.sandbox.tables["tasks"].tasks.values() if t["enabled"] and ("start" in t) == scheduled)
@@ -94,6 +100,11 @@ async def _update_task(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _task(h)["id"], "enabled": False}
 
 
+@sample("get_task_dependencies")
+async def _get_task_dependencies(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _task(h)["id"], "direction": "descendants"}
+
+
 @sample("delete_task")
 async def _delete_task(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _task(h)["id"]}
@@ -125,6 +136,60 @@ async def _get_task_run_log(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": run["taskId"], "run_id": run["id"], "lines": 10}
 
 
+# App reloads.
+def _failed_reload(h: Harness) -> dict[str, Any]:
+    return next(r for r in app_reloads.tables(h.sandbox).reloads.values() if r["_outcome"] == "FAILED")
+
+
+@sample("list_reloads")
+async def _list_reloads(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"status": ["FAILED"], "limit": 5}
+
+
+@sample("get_reload")
+async def _get_app_reload(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"reload_id": _failed_reload(h)["id"]}
+
+
+@sample("reload_app")
+async def _reload_app(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"app_id": next(iter(h.sandbox.apps))}
+
+
+@sample("cancel_reload")
+async def _cancel_reload(h: Harness, destructive: bool) -> dict[str, Any]:
+    app_id = list(h.sandbox.apps)[-1]
+    running = app_reloads.start_reload(h.sandbox, app_id, type="external", resource_type="api", seconds=600)
+    return {"reload_id": running["id"]}
+
+
+@sample("get_reload_log")
+async def _get_reload_log(h: Harness, destructive: bool) -> dict[str, Any]:
+    reload = _failed_reload(h)
+    return {"reload_id": reload["id"], "app_id": reload["appId"], "lines": 10}
+
+
+@sample("get_app_script")
+async def _get_app_script(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"app_id": next(iter(h.sandbox.apps)), "line": 20, "context": 3}
+
+
+@sample("check_app_script")
+async def _check_app_script(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"script": "Orders:\nLOAD OrderID, Amount\nFROM [lib://DataFiles/orders.qvd] (qvd);"}
+
+
+# Directory.
+@sample("find_apps")
+async def _find_apps(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"name": "sales", "limit": 5}
+
+
+@sample("find_users")
+async def _find_users(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"text": "example.com", "limit": 5}
+
+
 # Ops, across kinds.
 @sample("explain_schedule")
 async def _explain(h: Harness, destructive: bool) -> dict[str, Any]:
@@ -144,6 +209,11 @@ async def _set_enabled(h: Harness, destructive: bool) -> dict[str, Any]:
 @sample("get_app_schedule_overview")
 async def _overview(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"app_id": next(iter(h.sandbox.apps)), "runs": 1}
+
+
+@sample("find_orphans")
+async def _find_orphans(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"app_ids": list(h.sandbox.apps)[:2]}
 
 
 # Qalyptus (the sandbox organization).

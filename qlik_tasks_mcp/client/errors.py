@@ -7,6 +7,7 @@ an error code, a traceId, the x-request-id header or any other field never gets 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -96,6 +97,50 @@ def _body(response: httpx.Response) -> Any:
         return None
 
 
+# Qlik's Scheduling Tasks error codes (NOTES-2026-11.md 1.1): what to fix for each. Where the code sits in the
+# body is not documented, so the body is searched for it.
+CHO_HINTS = {
+    "CHO-001": "Qlik refused the request body: check names (1-100 characters), descriptions and statuses",
+    "CHO-003": "The app does not exist or the caller lacks app:reload on it (Qlik answers 403, not 404, for a "
+    "missing app): check app_id and the API key user's permissions",
+    "CHO-013": "Qlik could not store the task and created nothing: try again",
+    "CHO-014": "The app already has its maximum of 10 tasks: delete or reuse one (list_tasks with resource_id)",
+    "CHO-015": "The caller cannot read the upstream task's app: get read access to it first",
+    "CHO-016": "The upstream task id is not a UUID or no such task exists here: check after_task.task_id",
+    "CHO-017": "Qlik rejected the schedule: check the RRULE lines and the IANA time zone; the end must be after "
+    "the start and in the future",
+    "CHO-018": "The caller has reached the per-user task quota: delete tasks no longer needed, or ask an admin",
+    "CHO-024": "The scheduler is temporarily unavailable and created nothing: try again shortly",
+    "CHO-030": "The app uses no dataset that a data pipeline produces, so nothing could trigger this task",
+    "CHO-031": "The app already has its one dataset-update task (shared with the reload task autoReload setting): "
+    "change that task instead",
+}
+_CHO = re.compile(r"CHO-\d{3}")
+
+
+def cho_code(body: Any) -> str | None:
+    """The first CHO-xxx code anywhere in an error body."""
+    found = _CHO.search(json.dumps(body)) if body is not None else None
+    return found.group(0) if found else None
+
+
+def _existing_task(body: Any) -> str | None:
+    """A conflicting task's id (CHO-031): `value.existingTaskId`, in the body or its first error."""
+    places = [body, *(body.get("errors") or [])[:1]] if isinstance(body, dict) else []
+    for place in places:
+        value = place.get("value") if isinstance(place, dict) else None
+        found = value.get("existingTaskId") if isinstance(value, dict) else None
+        if isinstance(found, str) and found:
+            return found
+    return None
+
+
+def cho_hint(code: str, body: Any) -> str | None:
+    hint = CHO_HINTS.get(code)
+    existing = _existing_task(body) if code == "CHO-031" else None
+    return f"{hint}: task {redact_cut(existing, 80)}" if hint and existing else hint
+
+
 def error_from_response(response: httpx.Response, hint: str | None = None) -> ApiError:
     """Map any of the error bodies the specs describe into ApiError.
 
@@ -129,6 +174,9 @@ def error_from_response(response: httpx.Response, hint: str | None = None) -> Ap
             detail = _text(body.get("detail"))
     elif response.content:
         detail = _text(response.content[:ERROR_BODY_BYTES].decode("utf-8", errors="replace").strip())
+    cho = cho_code(body)
+    if cho:
+        code, hint = cho, hint or cho_hint(cho, body)
     return ApiError(status, title, code=code, detail=detail, trace_id=trace_id, method=method, path=path, hint=hint)
 
 

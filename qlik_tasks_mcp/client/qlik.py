@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from qlik_tasks_mcp.client.allowance import may_read_page
 from qlik_tasks_mcp.client.errors import ApiError
 from qlik_tasks_mcp.client.http import Params, TenantHttp
 from qlik_tasks_mcp.client.paging import Page, check_same_origin, cursor_params, fingerprint, next_cursor, row_limit
@@ -103,6 +104,9 @@ class QlikClient(TenantHttp):
         previous: str | None = None
         seen = 0
         while True:
+            # Under a scan's allowance (client/allowance.py) a page it refuses ends the listing here.
+            if not may_read_page(f"{path} page {len(cursors) + 1}"):
+                return
             page = await self.page(
                 path, tier=tier, params=params, cursor=cursor, items_key=items_key, cursor_param=cursor_param
             )

@@ -1,16 +1,24 @@
-"""Qlik reload tasks, `/api/v1/reload-tasks` (deprecated by Qlik for `/api/scheduling/tasks`, still served)."""
+"""Qlik reload tasks, `/api/v1/reload-tasks`: deprecated by Qlik for `/api/scheduling/tasks`, removal on or after
+2026-09-29 (NOTES-2026-11.md section 2), and their migration to tasks (`POST /api/v1/tasks?migrateFrom=<id>`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from qlik_tasks_mcp.client.errors import ApiError
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.ratelimit import Tier
 from qlik_tasks_mcp.client.resource import Doc, Listing, listing
+from qlik_tasks_mcp.client.workflow import SPEC_VERSION, TIME_SCHEDULE_REF, reload_action
 
 BASE = "/api/v1/reload-tasks"
+# The migration endpoint of Qlik's migration guide; NOTES-2026-11.md names no newer one.
+TASKS = "/api/v1/tasks"
+# Where tasks are listed first: it supersedes /api/v1/tasks, which is read where a tenant lacks it.
+SCHEDULING_TASKS = "/api/scheduling/tasks"
 # What a PUT carries besides `state`: the TaskBase fields; the rest is the service's.
 BASE_FIELDS = (
     "appId",
@@ -22,11 +30,37 @@ BASE_FIELDS = (
     "startDateTime",
     "autoReloadPartial",
 )
+# How a tenant that removed the API answers (not documented by Qlik; NOTES-2026-11.md: treat both as retired).
+RETIRED_STATUSES = (404, 410)
+REPLACING_TOOLS = "list_tasks, get_task, create_task, update_task, delete_task"
+RETIRED_HINT = (
+    "Qlik deprecated /api/v1/reload-tasks and removes it on or after 2026-09-29. Scheduled reloads are tasks now: "
+    f"use the tasks toolset ({REPLACING_TOOLS}); reload tasks migrated before the removal are tasks there "
+    "(metadata.migratedFrom holds the reload task id). migrate_reload_tasks moves reload tasks to tasks only "
+    "while this API still answers."
+)
+
+
+class ApiRetired(ApiError):
+    """The tenant no longer serves /api/v1/reload-tasks: every reload tool says so and names what replaces it."""
+
+
+def retired(exc: ApiError) -> ApiRetired:
+    return ApiRetired(
+        exc.status,
+        "this tenant has retired the Reload Tasks API",
+        code=exc.code,
+        trace_id=exc.trace_id,
+        method=exc.method,
+        path=exc.path,
+        hint=RETIRED_HINT,
+    )
 
 
 class ReloadTaskDoc(Doc):
     id: str
     app_id: str = ""
+    space_id: str = ""
     state: str = ""
     partial: bool = False
     recurrence: list[str] = []
@@ -39,25 +73,104 @@ class ReloadTaskDoc(Doc):
     auto_reload: bool = False
     disabled_code: str = ""
     log: str = ""
+    migrated: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.state == "Enabled"
+        return self.state == "Enabled" and not self.migrated
 
     def put_body(self) -> dict[str, Any]:
-        """A PUT body that keeps everything the task has, so a change of one field loses no other."""
+        """A PUT body that keeps everything the task has, so a change of one field loses no other.
+
+        `state` goes only where the task has one: a migrated task has none, and a `state: Enabled` would
+        switch it back on beside the task that replaced it (the app would reload twice).
+        """
         sent = self.wire()
         body = {k: sent[k] for k in BASE_FIELDS if k in sent}
-        body["state"] = self.state or "Enabled"
+        if self.state:
+            body["state"] = self.state
         return body
 
 
+class TaskMetaDoc(Doc):
+    migrated_from: str = ""
+
+
+class ReplacementDoc(Doc):
+    """A task as far as a migration needs it: which reload task it replaced."""
+
+    id: str = ""
+    name: str = ""
+    enabled: bool = False
+    metadata: TaskMetaDoc = TaskMetaDoc()
+
+
+def task_name(reload_task_id: str) -> str:
+    """A name the v1 Task schema takes (lower-case words joined by single dashes) that says where it came from."""
+    slug = "-".join(re.findall(r"[a-z0-9]+", reload_task_id.lower()))
+    return f"migrated-reload-task-{slug}" if slug else "migrated-reload-task"
+
+
+def migration_body(doc: ReloadTaskDoc) -> dict[str, Any]:
+    """The task the migration guide's step 2 sends for one reload task (one RRULE line, its zone and bounds).
+
+    `enabled` follows the reload task: the guide's example is enabled, and so is every enabled reload task;
+    a disabled one stays disabled rather than starting to reload its app.
+    """
+    schedule: dict[str, Any] = {"recurrence": doc.recurrence[0], "timezone": doc.time_zone or "UTC"}
+    if doc.start_date_time:
+        schedule["startDateTime"] = doc.start_date_time
+    if doc.end_date_time:
+        schedule["endDateTime"] = doc.end_date_time
+    metadata: dict[str, Any] = {"usage": "ANALYTICS"}
+    if doc.space_id:
+        metadata["spaceId"] = doc.space_id
+    return {
+        "name": task_name(doc.id),
+        "specVersion": SPEC_VERSION,
+        "enabled": doc.enabled,
+        "metadata": metadata,
+        "start": {"schedule": schedule, "stateName": "reload"},
+        "states": [
+            {
+                "name": "reload",
+                "type": "EVENT",
+                "end": True,
+                "onEvents": [{"eventRefs": [TIME_SCHEDULE_REF], "actions": [reload_action(doc.app_id, doc.partial)]}],
+            }
+        ],
+    }
+
+
 class ReloadTasksApi:
+    """Every call maps a 404/410 of the retired API to ApiRetired, in `_failed`, once for all tools."""
+
     def __init__(self, qlik: QlikClient) -> None:
         self.qlik = qlik
 
     def _one(self, task_id: str) -> str:
         return f"{BASE}/{path_segment(task_id, 'task_id')}"
+
+    async def _failed(self, exc: ApiError) -> ApiError:
+        """The error to raise for `exc`: ApiRetired when the API itself is gone, else `exc` as it was.
+
+        A 404 on one task may only mean that task is missing: the collection answers that question.
+        """
+        if isinstance(exc, ApiRetired) or exc.status not in RETIRED_STATUSES:
+            return exc
+        if exc.status == 410 or (exc.method == "GET" and exc.path.rstrip("/") == BASE):
+            return retired(exc)
+        try:
+            await self.qlik.json("GET", BASE, tier=Tier.T1, params={"limit": 1})
+        except ApiError as probe:
+            return retired(exc) if probe.status in RETIRED_STATUSES else exc
+        return exc
+
+    async def _json(self, method: str, path: str, tier: Tier, body: Any = None) -> Any:
+        try:
+            return await self.qlik.json(method, path, tier=tier, body=body)
+        except ApiError as exc:
+            raise await self._failed(exc) from exc
 
     async def list(
         self, *, app_id: str | None = None, partial: bool | None = None, limit: int = 20, cursor: str | None = None
@@ -67,21 +180,49 @@ class ReloadTasksApi:
             params["appId"] = app_id
         if partial is not None:
             params["partial"] = "true" if partial else "false"
-        return listing(await self.qlik.page(BASE, tier=Tier.T1, params=params, cursor=cursor), ReloadTaskDoc)
+        try:
+            page = await self.qlik.page(BASE, tier=Tier.T1, params=params, cursor=cursor)
+        except ApiError as exc:
+            raise await self._failed(exc) from exc
+        return listing(page, ReloadTaskDoc)
 
     async def all(self, *, app_id: str | None = None) -> AsyncIterator[ReloadTaskDoc]:
         params: dict[str, Any] = {"limit": 100} | ({"appId": app_id} if app_id else {})
-        async for raw in self.qlik.iterate(BASE, tier=Tier.T1, params=params):
-            yield ReloadTaskDoc.model_validate(raw)
+        try:
+            async for raw in self.qlik.iterate(BASE, tier=Tier.T1, params=params):
+                yield ReloadTaskDoc.model_validate(raw)
+        except ApiError as exc:
+            raise await self._failed(exc) from exc
 
     async def get(self, task_id: str) -> ReloadTaskDoc:
-        return ReloadTaskDoc.model_validate(await self.qlik.json("GET", self._one(task_id), tier=Tier.T1))
+        return ReloadTaskDoc.model_validate(await self._json("GET", self._one(task_id), Tier.T1))
 
     async def create(self, body: dict[str, Any]) -> ReloadTaskDoc:
-        return ReloadTaskDoc.model_validate(await self.qlik.json("POST", BASE, tier=Tier.T2, body=body))
+        return ReloadTaskDoc.model_validate(await self._json("POST", BASE, Tier.T2, body))
 
     async def replace(self, task_id: str, body: dict[str, Any]) -> ReloadTaskDoc:
-        return ReloadTaskDoc.model_validate(await self.qlik.json("PUT", self._one(task_id), tier=Tier.T2, body=body))
+        return ReloadTaskDoc.model_validate(await self._json("PUT", self._one(task_id), Tier.T2, body))
 
     async def delete(self, task_id: str) -> None:
-        await self.qlik.json("DELETE", self._one(task_id), tier=Tier.T2)
+        await self._json("DELETE", self._one(task_id), Tier.T2)
+
+    async def tasks_of_app(self, app_id: str) -> list[ReplacementDoc]:
+        """The app's tasks (those a migration made carry metadata.migratedFrom): no API filter takes that field,
+        so the app's tasks (at most 10 per app, changelog 135) are read and matched here."""
+        try:
+            return await self._tasks(SCHEDULING_TASKS, Tier.T1, app_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        return await self._tasks(TASKS, Tier.SPECIAL, app_id)
+
+    async def _tasks(self, path: str, tier: Tier, app_id: str) -> list[ReplacementDoc]:
+        params = {"resourceId": app_id, "limit": 100}
+        found = self.qlik.iterate(path, tier=tier, params=params, max_items=500, cursor_param="page")
+        return [ReplacementDoc.model_validate(raw) async for raw in found]
+
+    async def migrate(self, doc: ReloadTaskDoc) -> ReplacementDoc:
+        """Step 2 of Qlik's migration guide: the new task names the reload task it replaces."""
+        params = {"migrateFrom": doc.id}
+        raw = await self.qlik.json("POST", TASKS, tier=Tier.SPECIAL, params=params, body=migration_body(doc))
+        return ReplacementDoc.model_validate(raw)

@@ -19,9 +19,10 @@ from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import local_datetime
 from qlik_tasks_mcp.specs import QLIK
 
-SPEC_PATH = QLIK / "tasks.json"
+SPECS = {"v1": QLIK / "tasks.json", "scheduling": QLIK / "scheduling-tasks.json"}
 EVENT_TYPE = "com.qlik.v1.task.run.finished"
 EVENT_SOURCE = "system-events.task"
+DATASET_SOURCE = "dataset.updated"
 RELOAD = "app.reload"
 SPEC_VERSION = "0.8"
 # The Task schema only has EVENT states, and an EVENT state must name at least one event; a state that
@@ -35,8 +36,8 @@ RUN_STATUSES = ("SUCCEEDED", "FAILED")
 
 
 @cache
-def _validator() -> Draft7Validator:
-    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+def _validator(api: str) -> Draft7Validator:
+    spec = json.loads(SPECS[api].read_text(encoding="utf-8"))
     # OpenAPI 3.0 component schemas are JSON Schema (draft 4-7 keywords); the refs point into components.
     root = {"$ref": "#/components/schemas/Task", "components": {"schemas": spec["components"]["schemas"]}}
     return Draft7Validator(root)
@@ -46,9 +47,9 @@ def _where(path: Any) -> str:
     return "/".join(str(p) for p in path) or "(body)"
 
 
-def schema_problems(body: Any, limit: int = 5) -> list[str]:
-    """Where `body` breaks the spec's Task schema, one short line each (at most `limit`)."""
-    errors = sorted(_validator().iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+def schema_problems(body: Any, limit: int = 5, api: str = "v1") -> list[str]:
+    """Where `body` breaks the Task schema of `api`'s spec, one short line each (at most `limit`)."""
+    errors = sorted(_validator(api).iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     out: list[str] = []
     for error in errors[:limit]:
         message = error.message if len(error.message) <= 160 else error.message[:160] + "..."
@@ -91,15 +92,19 @@ def meaning_problems(task: dict[str, Any]) -> list[str]:
     if not _actions(task.get("states")):
         problems.append("states: no action; a task needs one app.reload action")
     for index, event in enumerate(task.get("events") or []):
+        if not isinstance(event, dict) or event.get("type") != EVENT_TYPE:
+            continue
         names = [c.get("contextAttributeName") for c in event.get("correlation") or [] if isinstance(c, dict)]
-        if isinstance(event, dict) and "id" not in names:
+        if "id" not in names:
             problems.append(f"events/{index}/correlation: needs the id of the task whose run finishing starts this")
     return problems
 
 
-def check_workflow(body: Any) -> dict[str, Any]:
-    """`body` if it is a Task the API takes, else InvalidInput listing what to fix."""
-    problems = schema_problems(body)
+def check_workflow(body: Any, api: str = "v1") -> dict[str, Any]:
+    """`body` if it is a Task that `api` ("v1" or "scheduling") takes, else InvalidInput listing what to fix.
+
+    For new definitions only: a document the tenant returned is never checked whole (see tools/tasks.py)."""
+    problems = schema_problems(body, api=api)
     if not problems and isinstance(body, dict):
         problems = meaning_problems(body)
     if problems:
@@ -263,6 +268,21 @@ def reload_targets(states: list[Any] | None) -> list[tuple[str, bool]]:
         args = ref.get("arguments") if isinstance(ref, dict) else None
         if isinstance(args, dict) and isinstance(args.get("appId"), str):
             out.append((args["appId"], bool(args.get("partial", False))))
+    return out
+
+
+def dataset_triggers(events: list[Any] | None) -> list[str]:
+    """For each dataset-update event, what it is correlated on (`appId <id>`, `datasetId <id>`)."""
+    out: list[str] = []
+    for event in events or []:
+        if not isinstance(event, dict) or event.get("source") != DATASET_SOURCE:
+            continue
+        pairs = [
+            f"{c.get('contextAttributeName')} {c.get('contextAttributeValue')}"
+            for c in event.get("correlation") or []
+            if isinstance(c, dict)
+        ]
+        out.append(", ".join(pairs) or "any dataset")
     return out
 
 

@@ -8,7 +8,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from qlik_tasks_mcp.sandbox import qalyptus, qalyptus_seed, reload_tasks, sharing_seed, sharing_tasks, users
+from qlik_tasks_mcp.sandbox import (
+    items,
+    qalyptus,
+    qalyptus_seed,
+    reload_tasks,
+    reloads,
+    sharing_seed,
+    sharing_tasks,
+    spaces,
+    users,
+)
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
 from qlik_tasks_mcp.sandbox.core import App, Sandbox, User
 from qlik_tasks_mcp.sandbox.faults import FaultInjector
@@ -27,28 +37,43 @@ APP_NAMES = [
     "Service Desk SLA",
     "Web Analytics",
 ]
-PEOPLE = [
+PEOPLE: list[tuple[str, str, bool] | tuple[str, str, bool, str]] = [
     ("Ada Admin", "ada.admin@example.com", True),
     ("Ben Builder", "ben.builder@example.com", False),
     ("Cleo Controller", "cleo.controller@example.com", False),
     ("Dan Data", "dan.data@example.com", False),
+    # People who left: they still own apps, tasks and subscriptions (find_orphans finds those).
+    ("Eve Exited", "eve.exited@example.com", False, "deleted"),
+    ("Finn Frozen", "finn.frozen@example.com", False, "disabled"),
 ]
 
 
 def seed_people_and_apps(sandbox: Sandbox, app_count: int) -> None:
-    for name, email, admin in PEOPLE:
-        user = User(id=sandbox.hex_id(32), name=name, email=email, admin=admin)
+    for name, email, admin, *status in PEOPLE:
+        user = User(id=sandbox.hex_id(32), name=name, email=email, admin=admin, status=(status or ["active"])[0])
         sandbox.users[user.id] = user
     sandbox.caller_id = next(iter(sandbox.users))
     owners = list(sandbox.users)
+    space_ids = spaces.seed(sandbox)
     for index in range(app_count):
         base = APP_NAMES[index % len(APP_NAMES)]
         name = base if index < len(APP_NAMES) else f"{base} {index // len(APP_NAMES) + 1}"
-        app = App(id=sandbox.uuid(), name=name, space_id=sandbox.hex_id(), owner_id=owners[index % len(owners)])
+        # Owners start after the caller (the first person), so the first app's tasks change hands on a PUT.
+        owner, space_id = owners[(index + 1) % len(owners)], space_ids[index % len(space_ids)]
+        app = App(id=sandbox.uuid(), name=name, space_id=space_id, owner_id=owner)
         sandbox.apps[app.id] = app
 
 
-def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = True) -> tuple[Sandbox, ASGIApp]:
+def build_sandbox(
+    *,
+    seed: int = 7,
+    app_count: int = 12,
+    rate_limits: bool = True,
+    migrated_reload_tasks: int = 0,
+    reload_tasks_retired: int | None = None,
+) -> tuple[Sandbox, ASGIApp]:
+    """`migrated_reload_tasks`: that many reload tasks migrated to tasks as Qlik's guide does;
+    `reload_tasks_retired`: 404 or 410, the answer of every /api/v1/reload-tasks request (a retired API)."""
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
     seed_people_and_apps(sandbox, app_count)
     # One seed call per API family.
@@ -56,6 +81,11 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
     workflow_tasks.seed(sandbox)
     qalyptus_seed.seed(sandbox)
     sharing_seed.seed(sandbox)
+    items.seed(sandbox)
+    reloads.seed(sandbox)
+    reload_tasks.seed_migrated(sandbox, migrated_reload_tasks, workflow_tasks.migrate)
+    if reload_tasks_retired:
+        reload_tasks.retire(sandbox, reload_tasks_retired)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})
@@ -68,7 +98,10 @@ def build_sandbox(*, seed: int = 7, app_count: int = 12, rate_limits: bool = Tru
         *reload_tasks.routes(sandbox),
         *workflow_tasks.routes(sandbox),
         *sharing_tasks.routes(sandbox),
+        *reloads.routes(sandbox),
         *users.routes(sandbox),
+        *items.routes(sandbox),
+        *spaces.routes(sandbox),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

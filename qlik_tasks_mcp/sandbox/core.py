@@ -31,6 +31,8 @@ class App:
     name: str
     space_id: str
     owner_id: str
+    # Gone from the tenant (no item any more) while tasks that name it remain.
+    deleted: bool = False
 
 
 @dataclass
@@ -39,6 +41,8 @@ class User:
     name: str
     email: str
     admin: bool = False
+    # As the users spec says: active, invited, disabled, deleted or provisioned.
+    status: str = "active"
 
 
 class Clock:
@@ -72,7 +76,7 @@ class SlidingWindow:
         return None
 
 
-TIER_LIMITS = {"1": 1000, "2": 100, "special": 600, "qalyptus": 300}
+TIER_LIMITS = {"1": 1000, "2": 100, "special": 600, "reloads": 50, "qalyptus": 300}
 
 
 @dataclass

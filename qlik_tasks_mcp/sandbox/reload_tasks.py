@@ -1,7 +1,13 @@
-"""Sandbox `/api/v1/reload-tasks`: in-memory tasks answering as reload-tasks.json describes."""
+"""Sandbox `/api/v1/reload-tasks`: in-memory tasks answering as reload-tasks.json describes.
+
+Also what NOTES-2026-11.md section 2 adds: migrated reload tasks shaped as Qlik's migration guide shows them (no
+`state`, `migrated: true`), an app that has tasks having its reload tasks turned off (changelog 135), and a
+switch under which the whole API answers as a retired one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +28,12 @@ SPEC = "reload-tasks.json"
 # "not used for creating a schedule reload"; `state` is applied on its own).
 STORED = tuple(k for k in contract.writable(SPEC, "PutTaskBody") if k != "state")
 CURSORS = Cursors(next="next", prev="prev")
+# The task store's `POST /api/v1/tasks?migrateFrom=<id>`: (sandbox, body, reload task id) -> the new task.
+Migrate = Callable[[Sandbox, dict[str, Any], str], dict[str, Any]]
+# sandbox.tables key of the retirement switch: the HTTP status every reload-tasks request then gets (404 or 410).
+RETIRED = "reload_tasks_retired"
+# What the migration guide's migrated task shows instead of `state` and the job fields.
+MIGRATED_FIELDS = {"disabledCode": "", "fortressId": "", "log": "", "migrated": True}
 
 SCHEDULES = [
     ("Europe/Zurich", ["RRULE:FREQ=DAILY;INTERVAL=1;BYHOUR=6;BYMINUTE=0;BYSECOND=0"]),
@@ -36,9 +48,87 @@ def tasks(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
     return sandbox.tables.setdefault(TABLE, {})
 
 
+def retire(sandbox: Sandbox, status: int | None = 404) -> None:
+    """From now on every /api/v1/reload-tasks request answers `status` (None: served again)."""
+    if status not in (None, 404, 410):
+        raise ValueError("a retired API answers 404 or 410")
+    sandbox.tables[RETIRED] = status
+
+
+def unless_retired(sandbox: Sandbox, handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        status = sandbox.tables.get(RETIRED)
+        if status:
+            title = "Gone" if status == 410 else "Not Found"
+            return err(status, "the Reload Tasks API is not available on this tenant", title)
+        return await handler(request)
+
+    return endpoint
+
+
+def migration_problem(sandbox: Sandbox, task_id: str) -> tuple[int, str] | None:
+    """Why `POST /api/v1/tasks?migrateFrom=<task_id>` cannot migrate that reload task, or None."""
+    task = tasks(sandbox).get(task_id)
+    if task is None:
+        return 404, f"reload task {task_id} not found"
+    if task.get("migrated"):
+        return 400, f"reload task {task_id} is already migrated"
+    return None
+
+
+def mark_migrated(sandbox: Sandbox, task_id: str) -> None:
+    """The guide's step 3: the reload task shows `migrated: true` (no state, no job); by changelog 135 its app now
+    has a task, so the app's reload tasks are turned off."""
+    task = tasks(sandbox)[task_id]
+    for key in ("state", "jobId", "nextExecutionTime"):
+        task.pop(key, None)
+    task.update(MIGRATED_FIELDS)
+    turn_off_for_app(sandbox, task["appId"])
+
+
+def turn_off_for_app(sandbox: Sandbox, app_id: str) -> None:
+    """Changelog 135: once an app has tasks its reload tasks no longer run. How Qlik shows that is not documented;
+    here they keep their state and lose their next run."""
+    for task in tasks(sandbox).values():
+        if task["appId"] == app_id:
+            task["_off_by_tasks"] = True
+
+
+def guide_body(task: dict[str, Any], space_id: str) -> dict[str, Any]:
+    """The task body of the migration guide's step 2 for one reload task (its first RRULE line)."""
+    schedule = {"recurrence": task["recurrence"][0], "timezone": task.get("timeZone") or "UTC"}
+    if task.get("startDateTime"):
+        schedule["startDateTime"] = task["startDateTime"]
+    action = {"name": "reload-app", "functionRef": {"refName": "app.reload", "arguments": {"appId": task["appId"]}}}
+    action["functionRef"]["arguments"]["partial"] = task.get("partial", False)
+    return {
+        "name": f"migrated-reload-task-{task['id']}",
+        "specVersion": "0.8",
+        "enabled": True,
+        "metadata": {"spaceId": space_id, "usage": "ANALYTICS"},
+        "start": {"schedule": schedule, "stateName": "reload"},
+        "states": [
+            {
+                "name": "reload",
+                "type": "EVENT",
+                "end": True,
+                "onEvents": [{"eventRefs": ["time-schedule"], "actions": [action]}],
+            }
+        ],
+    }
+
+
+def seed_migrated(sandbox: Sandbox, count: int, migrate: Migrate) -> None:
+    """Migrate the reload tasks of the last `count` apps as the guide does: `migrate(sandbox, body, task_id)` is
+    the task store's POST ?migrateFrom handling."""
+    chosen = [t for t in tasks(sandbox).values() if t.get("state") == "Enabled"][-count:] if count else []
+    for task in chosen:
+        migrate(sandbox, guide_body(task, sandbox.apps[task["appId"]].space_id), task["id"])
+
+
 def next_execution(sandbox: Sandbox, task: dict[str, Any]) -> str | None:
     zone = zone_of(task.get("timeZone") or "UTC")
-    if task.get("state") != "Enabled" or not task.get("recurrence") or zone is None:
+    if task.get("state") != "Enabled" or task.get("_off_by_tasks") or not task.get("recurrence") or zone is None:
         return None
     start, end = wall_clock(task.get("startDateTime"), zone), wall_clock(task.get("endDateTime"), zone)
     run = next_occurrence(task["recurrence"], zone, start, end, sandbox.clock.now())
@@ -170,7 +260,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         for key in STORED:
             if key in body:
                 task[key] = body[key]
-        if "state" in body and body["state"] != task["state"]:
+        if "state" in body and body["state"] != task.get("state"):
             task["state"] = body["state"]
             if body["state"] == "Disabled":
                 task["disabledCode"] = "MANUALLY"
@@ -187,7 +277,9 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return Response(status_code=204)
 
     def g(tier: str, handler: Any, component: str | None = None) -> Any:
-        return guarded(sandbox, tier, err, handler, body=contract.checker(SPEC, component) if component else None)
+        check = contract.checker(SPEC, component) if component else None
+        # A retired API answers before anything else is looked at.
+        return unless_retired(sandbox, guarded(sandbox, tier, err, handler, body=check))
 
     return [
         Route(BASE, g("1", list_tasks), methods=["GET"]),

@@ -14,6 +14,14 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil import rrule
 
+# How far ahead a next run is looked for. dateutil alone looks until year 9999 and yields nothing meanwhile, so a
+# rule that cannot happen (30 February) would cost seconds to tens of seconds of the sandbox's event loop.
+HORIZON_YEARS = 40
+# The Gregorian calendar, weekdays and leap years included, repeats every 400 years.
+_CALENDAR_CYCLE = 400
+# Runs skipped in a row (wall times in a spring-forward gap) before giving up.
+_GAP_SKIPS = 16
+
 
 @cache
 def _zones() -> frozenset[str]:
@@ -52,13 +60,17 @@ def recurrence_problem(lines: Iterable[str]) -> str | None:
 def next_occurrence(
     lines: Iterable[str], zone: ZoneInfo, start: datetime | None, end: datetime | None, after: datetime
 ) -> datetime | None:
-    """The first run after `after` (aware), as an aware time in `zone`; wall times that do not exist are skipped."""
+    """The first run after `after` (aware) and within HORIZON_YEARS, as an aware time in `zone`; wall times that do
+    not exist are skipped. The search is bounded: see `_shift`."""
     dtstart = start or after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
-    rules = rrule.rrulestr("\n".join(line.strip() for line in lines), dtstart=dtstart, forceset=True)
     cursor = after.astimezone(zone).replace(tzinfo=None)
-    for _ in range(16):
-        found = rules.after(cursor, inc=False)
-        if found is None or (end is not None and found > end):
+    horizon = _years_later(cursor, HORIZON_YEARS)
+    shift = _shift(max(cursor, dtstart))
+    rules = _shifted_set(lines, dtstart, shift)
+    for _ in range(_GAP_SKIPS):
+        shifted = rules.after(_years_later(cursor, shift), inc=False)
+        found = _years_later(shifted, -shift) if shifted is not None else None
+        if found is None or found > horizon or (end is not None and found > end):
             return None
         cursor = found
         aware = found.replace(tzinfo=zone)
@@ -66,6 +78,53 @@ def next_occurrence(
         if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == found:
             return aware
     return None
+
+
+def _shift(base: datetime) -> int:
+    """Whole calendar cycles that move `base` to within HORIZON_YEARS + 400 years of datetime's last year.
+
+    Moved by whole cycles a rule has the same runs, moved; and dateutil's search for a run that never comes ends at
+    year 9999, so from there it costs a few centuries of work rather than thousands of years.
+    """
+    room = datetime.max.year - HORIZON_YEARS - base.year
+    return max(0, room // _CALENDAR_CYCLE * _CALENDAR_CYCLE)
+
+
+def _shifted_set(lines: Iterable[str], dtstart: datetime, shift: int) -> rrule.rruleset:
+    """The lines as one recurrence set, every date in it `shift` years later (dates past year 9999 dropped)."""
+    # A line given twice costs twice and adds no run.
+    text = "\n".join(dict.fromkeys(line.strip() for line in lines))
+    parsed = rrule.rrulestr(text, dtstart=_years_later(dtstart, shift), forceset=True)
+    assert isinstance(parsed, rrule.rruleset)
+    moved = rrule.rruleset()
+    # dateutil keeps a set's parts only in these attributes; UNTIL, RDATE and EXDATE are absolute, so they move too.
+    for rule in parsed._rrule:  # pyright: ignore[reportAttributeAccessIssue]
+        moved.rrule(_until_moved(rule, shift))
+    for rule in parsed._exrule:  # pyright: ignore[reportAttributeAccessIssue]
+        moved.exrule(_until_moved(rule, shift))
+    for day in parsed._rdate:  # pyright: ignore[reportAttributeAccessIssue]
+        if day.year + shift <= datetime.max.year:
+            moved.rdate(_years_later(day, shift))
+    for day in parsed._exdate:  # pyright: ignore[reportAttributeAccessIssue]
+        if day.year + shift <= datetime.max.year:
+            moved.exdate(_years_later(day, shift))
+    return moved
+
+
+def _until_moved(rule: rrule.rrule, shift: int) -> rrule.rrule:
+    until = getattr(rule, "_until", None)  # dateutil keeps the parsed UNTIL only there
+    if not isinstance(until, datetime) or shift == 0:
+        return rule
+    # Past the last year the search ends anyway.
+    return rule.replace(until=_years_later(until, shift) if until.year + shift <= datetime.max.year else None)
+
+
+def _years_later(value: datetime, years: int) -> datetime:
+    # Shifts are whole 400-year cycles (29 February stays a real date); the horizon may land on a 29 February.
+    try:
+        return value.replace(year=min(value.year + years, datetime.max.year))
+    except ValueError:
+        return value.replace(year=min(value.year + years, datetime.max.year), day=28)
 
 
 def utc_z(value: datetime) -> str:

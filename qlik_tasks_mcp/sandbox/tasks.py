@@ -8,24 +8,29 @@ then; so reads never change state, and a chain plays out however fast the clock 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from qlik_tasks_mcp.sandbox import contract
+from qlik_tasks_mcp.sandbox import contract, reload_tasks
 from qlik_tasks_mcp.sandbox.contract import TASKS_ERRORS as err
 from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
 from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit
 from qlik_tasks_mcp.sandbox.workflow import meaning_problems, reload_targets, triggers
 
 BASE = "/api/v1/tasks"
+SCHEDULING_BASE = "/api/scheduling/tasks"
 TABLE = "tasks"
 SPEC = "tasks.json"
+SCHEDULING_SPEC = "scheduling-tasks.json"
+# Changelog 135: a resource (app) has at most this many tasks.
+MAX_TASKS_PER_APP = 10
 # What a task keeps of a body: the Task fields a request may set. The service computes `resourceId` ("the value
 # from user input is ignored") and owns `metadata`.
 WRITABLE = tuple(k for k in contract.writable(SPEC, "Task") if k not in ("resourceId", "metadata"))
@@ -47,6 +52,45 @@ class TaskTables:
     run_seconds: float = DEFAULT_RUN_SECONDS
     failing_apps: set[str] = field(default_factory=set)
     big_log_apps: set[str] = field(default_factory=set)
+    # True: /api/scheduling/tasks answers 404, as on a tenant that lacks the Scheduling Tasks API.
+    scheduling_gone: bool = False
+    # True: the scheduling list's next token is the cursor of the page just read (a tenant whose paging loops).
+    looping_pages: bool = False
+
+
+@dataclass(frozen=True)
+class TasksApi:
+    """One of the two APIs over the one task store: its base path, spec, tiers and error shape."""
+
+    base: str
+    spec: str
+    reads: str
+    writes: str
+
+    @property
+    def scheduling(self) -> bool:
+        return self.base == SCHEDULING_BASE
+
+
+V1_API = TasksApi(BASE, SPEC, "special", "special")
+SCHEDULING_API = TasksApi(SCHEDULING_BASE, SCHEDULING_SPEC, "1", "2")
+
+
+class Refused(Exception):
+    """A request the store will not take: the status, what is wrong, and Qlik's CHO code where it has one."""
+
+    def __init__(self, status: int, detail: str, cho: str | None = None, value: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.cho, self.value = status, detail, cho, value
+
+    def response(self) -> Response:
+        answer = err(
+            self.status, self.detail, f"{self.cho}: {contract.TITLES.get(self.status, 'Error')}" if self.cho else None
+        )
+        if self.value is not None:
+            body = json.loads(bytes(answer.body))
+            return JSONResponse(body | {"value": self.value}, status_code=self.status)
+        return answer
 
 
 def tables(sandbox: Sandbox) -> TaskTables:
@@ -276,9 +320,11 @@ def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]
 
 
 def trigger_type(task: dict[str, Any]) -> int:
-    """TriggerMeta.type: 0 time schedule, 1 single event, 2 multi event, 3 mixed."""
+    """TriggerMeta.type: 0 time schedule, 1 single event, 2 multi event, 3 mixed, 4 data updated."""
     scheduled = isinstance(task.get("start"), dict) and "schedule" in task["start"]
     events = len(task.get("events") or [])
+    if any(isinstance(e, dict) and e.get("source") == "dataset.updated" for e in task.get("events") or []):
+        return 4
     if scheduled and events:
         return 3
     if scheduled:
@@ -288,7 +334,7 @@ def trigger_type(task: dict[str, Any]) -> int:
 
 def build_task(sandbox: Sandbox, body: dict[str, Any], task_id: str, owner: str, created: str) -> dict[str, Any]:
     app_id = reload_targets(body)[0][0]
-    app = sandbox.apps[app_id]
+    app = sandbox.apps.get(app_id) or next(iter(sandbox.apps.values()))
     task: dict[str, Any] = {k: body[k] for k in WRITABLE if k in body}
     task.setdefault("enabled", False)
     task["id"] = task_id
@@ -310,18 +356,64 @@ def build_task(sandbox: Sandbox, body: dict[str, Any], task_id: str, owner: str,
     return task
 
 
-def body_problem(sandbox: Sandbox, body: dict[str, Any]) -> tuple[int, str] | None:
-    """A body that matches the schema yet cannot be stored: 400 for what it says, 404 for an app that is not there."""
+def check_body(sandbox: Sandbox, body: dict[str, Any], *, scheduling: bool, replacing: str | None = None) -> None:
+    """Refused when a body that matches the schema cannot be stored: 400 for what it says; an app that is not
+    there is 404 on v1 and 403 CHO-003 on scheduling; an app with its maximum of tasks is CHO-014."""
     problems = meaning_problems(body)
     if problems:
-        return 400, "; ".join(problems[:5])
+        raise Refused(400, "; ".join(problems[:5]), "CHO-001" if scheduling else None)
+    st = tables(sandbox)
     for app_id, _ in reload_targets(body):
         if app_id not in sandbox.apps:
-            return 404, f"resource {app_id} not found"
+            if scheduling:
+                raise Refused(403, f"app {app_id} is missing or the caller lacks app:reload on it", "CHO-003")
+            raise Refused(404, f"resource {app_id} not found")
+        count = sum(1 for t in st.tasks.values() if t["resourceId"] == app_id and t["id"] != replacing)
+        if replacing is None and count >= MAX_TASKS_PER_APP:
+            raise Refused(400, f"app {app_id} already has {count} tasks, the maximum", "CHO-014")
     for trigger in triggers(body):
-        if trigger.task_id not in tables(sandbox).tasks:
-            return 400, f"events: task {trigger.task_id} in the correlation does not exist"
-    return None
+        if trigger.task_id not in st.tasks:
+            raise Refused(
+                400,
+                f"events: task {trigger.task_id} in the correlation does not exist",
+                "CHO-016" if scheduling else None,
+            )
+
+
+def create_task(sandbox: Sandbox, body: dict[str, Any], *, scheduling: bool = False) -> dict[str, Any]:
+    """Store a new task made from `body` (checked; Refused if it cannot be), owned by the caller, and chain it."""
+    check_body(sandbox, body, scheduling=scheduling)
+    now = stamp(sandbox.clock.now())
+    task = build_task(sandbox, body, sandbox.uuid() if scheduling else sandbox.hex_id(), sandbox.caller_id, now)
+    tables(sandbox).tasks[task["id"]] = task
+    chain_to_running(sandbox, task)
+    return task
+
+
+def migrate(sandbox: Sandbox, body: dict[str, Any], reload_task_id: str) -> dict[str, Any]:
+    """`POST /api/v1/tasks?migrateFrom=<id>` (the migration guide): the new task names the reload task it replaces
+    (metadata.migratedFrom), which then shows `migrated: true`; Refused if that one is missing or migrated."""
+    problem = reload_tasks.migration_problem(sandbox, reload_task_id)
+    if problem:
+        raise Refused(*problem)
+    task = create_task(sandbox, body)
+    task["metadata"]["migratedFrom"] = reload_task_id
+    reload_tasks.mark_migrated(sandbox, reload_task_id)
+    return task
+
+
+def replace_task(sandbox: Sandbox, task: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """A task redefined by `body` (PUT, or a patched document); as the real service does, the caller becomes
+    the owner."""
+    updated = build_task(sandbox, body, task["id"], sandbox.caller_id, task["metadata"]["createdAt"])
+    for key in ("createdBy", "orchestration", "migratedFrom"):
+        if key in task["metadata"]:
+            updated["metadata"][key] = task["metadata"][key]
+    updated["metadata"]["trigger"]["id"] = task["metadata"]["trigger"]["id"]
+    tables(sandbox).tasks[task["id"]] = updated
+    drop_pending(sandbox, task["id"])
+    chain_to_running(sandbox, updated)
+    return updated
 
 
 def seed(sandbox: Sandbox) -> None:
@@ -423,6 +515,9 @@ def seed(sandbox: Sandbox) -> None:
     }
     chained = build_task(sandbox, chained_body, sandbox.hex_id(), follower_app.owner_id, created)
     st.tasks[chained["id"]] = chained
+    from qlik_tasks_mcp.sandbox.scheduling import seed_ui
+
+    seed_ui(sandbox, first)
     # History: three finished daily runs per enabled scheduled task, chained runs following on their own.
     for day in (3, 2, 1):
         for task in seeded.values():
@@ -431,70 +526,88 @@ def seed(sandbox: Sandbox) -> None:
                 start_run(sandbox, task, at=at, triggered_by="time-schedule", seconds=sandbox.rng.randint(40, 600))
 
 
-def public_task(task: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in task.items() if not k.startswith("_")}
+def last_run_of(st: TaskTables, task_id: str, now: datetime) -> dict[str, Any] | None:
+    runs = [r for r in st.runs.values() if r["taskId"] == task_id and run_status(r, now) is not None]
+    return max(runs, key=lambda r: r["_start"]) if runs else None
+
+
+def public_task(sandbox: Sandbox, task: dict[str, Any]) -> dict[str, Any]:
+    """The task as the service shows it, its last run in `metadata.orchestration.attrs` (as Qlik's example has)."""
+    out = {k: v for k, v in task.items() if not k.startswith("_")}
+    now = sandbox.clock.now()
+    last = last_run_of(tables(sandbox), task["id"], now)
+    if last is not None:
+        shown = public_run(last, now)
+        attrs = {"last_run_status": shown["status"], "last_run_startedAt": shown["startedAt"]}
+        attrs |= {"last_run_endedAt": shown["endedAt"]} if "endedAt" in shown else {}
+        metadata = dict(out["metadata"])
+        metadata["orchestration"] = dict(metadata.get("orchestration") or {}) | {"attrs": attrs}
+        out["metadata"] = metadata
+    return out
 
 
 def _sorted(items: list[dict[str, Any]], sort: str, key: Any) -> list[dict[str, Any]]:
     return sorted(items, key=lambda x: (key(x, sort[1:]), x["id"]), reverse=sort.startswith("-"))
 
 
+def token_links(links: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The scheduling API's paging: the next cursor in `token`, with an href that does not carry it."""
+    out = dict(links)
+    nxt = links.get("next")
+    if nxt is not None:
+        href = nxt["href"]
+        query = (
+            [part for part in href.split("?", 1)[-1].split("&") if not part.startswith("page=")] if "?" in href else []
+        )
+        out["next"] = {
+            "href": href.split("?", 1)[0] + ("?" + "&".join(query) if query else ""),
+            "token": href.split("page=", 1)[1].split("&", 1)[0],
+        }
+    return out
+
+
 def routes(sandbox: Sandbox) -> list[Route]:
+    from qlik_tasks_mcp.sandbox import scheduling
+
+    return family_routes(sandbox, V1_API) + scheduling.routes(sandbox) + family_routes(sandbox, SCHEDULING_API)
+
+
+def family_routes(sandbox: Sandbox, api: TasksApi) -> list[Route]:
+    """The endpoints both APIs have, over the one store."""
     st = tables(sandbox)
 
     def task_of(request: Request) -> dict[str, Any] | None:
         return st.tasks.get(request.path_params["id"])
 
     async def list_tasks(request: Request) -> Response:
-        q = request.query_params
-        resource_id = q.get("resourceId")
-        if not resource_id:
-            return err(400, "resourceId is required: list the tasks of one resource (app) at a time")
-        limit = parse_limit(q.get("limit"), 20, 100)
-        sort = q.get("sort", "-updatedAt")
-        if limit is None or sort not in TASK_SORTS:
-            return err(400, "limit must be 1-100 and sort one of " + ", ".join(sorted(TASK_SORTS)))
-        items = [t for t in st.tasks.values() if t["resourceId"] == resource_id]
-        items = _sorted(items, sort, lambda t, k: t["metadata"][k])
-        page = paginate(request, items, limit, CURSORS, {"resourceId": resource_id, "sort": sort})
-        if isinstance(page, str):
-            return err(400, page)
-        return JSONResponse({"data": [public_task(t) for t in page.items], "links": page.links})
+        from qlik_tasks_mcp.sandbox.scheduling import listed
+
+        return listed(sandbox, request, api)
 
     async def create(request: Request) -> Response:
-        body = await json_body(request)
-        problem = body_problem(sandbox, body)
-        if problem:
-            return err(*problem)
-        now = stamp(sandbox.clock.now())
-        task = build_task(sandbox, body, sandbox.hex_id(), sandbox.caller_id, now)
-        st.tasks[task["id"]] = task
-        chain_to_running(sandbox, task)
-        return JSONResponse(public_task(task), status_code=201)
+        body, source = await json_body(request), request.query_params.get("migrateFrom")
+        try:
+            task = migrate(sandbox, body, source) if source else create_task(sandbox, body, scheduling=api.scheduling)
+        except Refused as refused:
+            return refused.response()
+        return JSONResponse(public_task(sandbox, task), status_code=201)
 
     async def get_one(request: Request) -> Response:
         task = task_of(request)
         if task is None:
             return err(404, "task not found")
-        return JSONResponse(public_task(task))
+        return JSONResponse(public_task(sandbox, task))
 
     async def put_one(request: Request) -> Response:
         task = task_of(request)
         if task is None:
             return err(404, "task not found")
         body = await json_body(request)
-        problem = body_problem(sandbox, body)
-        if problem:
-            return err(*problem)
-        # PUT replaces the definition and, as the real service does, makes the caller the owner.
-        updated = build_task(sandbox, body, task["id"], sandbox.caller_id, task["metadata"]["createdAt"])
-        updated["metadata"]["createdBy"] = task["metadata"]["createdBy"]
-        updated["metadata"]["trigger"]["id"] = task["metadata"]["trigger"]["id"]
-        updated["metadata"]["orchestration"] = task["metadata"]["orchestration"]
-        st.tasks[task["id"]] = updated
-        drop_pending(sandbox, task["id"])
-        chain_to_running(sandbox, updated)
-        return JSONResponse(public_task(updated))
+        try:
+            check_body(sandbox, body, scheduling=api.scheduling, replacing=task["id"])
+        except Refused as refused:
+            return refused.response()
+        return JSONResponse(public_task(sandbox, replace_task(sandbox, task, body)))
 
     async def delete_one(request: Request) -> Response:
         task = task_of(request)
@@ -527,7 +640,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         page = paginate(request, items, limit, CURSORS, {"sort": sort})
         if isinstance(page, str):
             return err(400, page)
-        return JSONResponse({"data": page.items, "links": page.links})
+        return JSONResponse({"data": page.items, "links": token_links(page.links) if api.scheduling else page.links})
 
     async def task_runs(request: Request) -> Response:
         task = task_of(request)
@@ -546,10 +659,10 @@ def routes(sandbox: Sandbox) -> list[Route]:
         if task is None:
             return err(404, "task not found")
         now = sandbox.clock.now()
-        runs = [r for r in st.runs.values() if r["taskId"] == task["id"] and run_status(r, now) is not None]
-        if not runs:
+        run = last_run_of(st, task["id"], now)
+        if run is None:
             return err(404, "the task has no runs yet")
-        return JSONResponse(public_run(max(runs, key=lambda r: r["_start"]), now))
+        return JSONResponse(public_run(run, now))
 
     async def run_log(request: Request) -> Response:
         task = task_of(request)
@@ -559,20 +672,39 @@ def routes(sandbox: Sandbox) -> list[Route]:
         now = sandbox.clock.now()
         if run is None or run["taskId"] != task["id"] or run_status(run, now) is None:
             return err(404, "run not found for this task")
-        return JSONResponse({"logContent": "\n".join(log_lines(sandbox, run, now))})
+        text = "\n".join(log_lines(sandbox, run, now))
+        if "text/plain" in request.headers.get("accept", ""):
+            return PlainTextResponse(text)
+        return JSONResponse({"logContent": text})
 
-    def g(handler: Any, body: bool = False) -> Any:
-        return guarded(sandbox, "special", err, handler, body=contract.checker(SPEC, "Task") if body else None)
+    def g(handler: Any, tier: str, body: bool = False) -> Any:
+        return guarded_api(sandbox, api, tier, handler, "Task" if body else None)
 
+    base, r, w = api.base, api.reads, api.writes
     return [
-        Route(BASE, g(list_tasks), methods=["GET"]),
-        Route(BASE, g(create, body=True), methods=["POST"]),
-        Route(BASE + "/resources/{id}/runs", g(resource_runs), methods=["GET"]),
-        Route(BASE + "/{id}", g(get_one), methods=["GET"]),
-        Route(BASE + "/{id}", g(put_one, body=True), methods=["PUT"]),
-        Route(BASE + "/{id}", g(delete_one), methods=["DELETE"]),
-        Route(BASE + "/{id}/actions/start", g(start), methods=["POST"]),
-        Route(BASE + "/{id}/runs", g(task_runs), methods=["GET"]),
-        Route(BASE + "/{id}/runs/last", g(last_run), methods=["GET"]),
-        Route(BASE + "/{id}/runs/{runId}/log", g(run_log), methods=["GET"]),
+        Route(base, g(list_tasks, r), methods=["GET"]),
+        Route(base, g(create, w, body=True), methods=["POST"]),
+        Route(base + "/resources/{id}/runs", g(resource_runs, r), methods=["GET"]),
+        Route(base + "/{id}", g(get_one, r), methods=["GET"]),
+        Route(base + "/{id}", g(put_one, w, body=True), methods=["PUT"]),
+        Route(base + "/{id}", g(delete_one, w), methods=["DELETE"]),
+        Route(base + "/{id}/actions/start", g(start, w), methods=["POST"]),
+        Route(base + "/{id}/runs", g(task_runs, r), methods=["GET"]),
+        Route(base + "/{id}/runs/last", g(last_run, r), methods=["GET"]),
+        Route(base + "/{id}/runs/{runId}/log", g(run_log, r), methods=["GET"]),
     ]
+
+
+def guarded_api(sandbox: Sandbox, api: TasksApi, tier: str, handler: Any, component: str | None = None) -> Any:
+    """Auth, tier and body check in front of a handler; the scheduling API answers 404 while it is switched off."""
+    check = contract.checker(api.spec, component) if component else None
+    inner = guarded(sandbox, tier, err, handler, body=check)
+    if not api.scheduling:
+        return inner
+
+    async def endpoint(request: Request) -> Response:
+        if tables(sandbox).scheduling_gone:
+            return err(404, "Not Found")
+        return await inner(request)
+
+    return endpoint

@@ -137,7 +137,9 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
     reg = Registrar(mcp=mcp, audit=audit, gate=gate, read_only=settings.read_only)
-    serve_toolsets(reg, settings.selected_toolsets(), Clients(qlik=qlik, qalyptus=backend.qalyptus))
+    serve_toolsets(
+        reg, settings.selected_toolsets(), Clients(qlik=qlik, qalyptus=backend.qalyptus, tasks_api=settings.tasks_api)
+    )
     backend.tools = reg.registered
     backend.prompts = ops_prompts.register(mcp, [t.name for t in reg.registered])
     return mcp, backend

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     qalyptus_api_key: SecretStr | None = Field(None, validation_alias="QALYPTUS_API_KEY")
     qalyptus_orgs: SecretStr | None = Field(None, validation_alias="QALYPTUS_ORGS")
     qalyptus_paths: str | None = Field(None, validation_alias="QALYPTUS_PATHS")
+    # Which API serves the tasks toolset: auto = scheduling, or v1 when /api/scheduling/tasks answers 404.
+    tasks_api: Literal["auto", "scheduling", "v1"] = Field("auto", validation_alias="QLIK_TASKS_API")
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,7 @@ to each destructive operation), and the common parameter types."""
 import functools
 import inspect
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar, get_type_hints
 
@@ -247,9 +247,17 @@ def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def put_owner_note(owners: Iterable[str | None]) -> str:
-    """What a PUT of a reload task or task does besides the change: Qlik makes the caller the owner."""
-    counts = Counter(o or "unknown" for o in owners)
+def put_owner_note(
+    owners: Iterable[str | None], *, caller: str | None = None, labels: Mapping[str, str] | None = None
+) -> str:
+    """What a PUT of a reload task or task does besides the change: Qlik makes the caller the owner.
+
+    `caller`: the caller's user id (Names.me()); tasks it owns already change no hands, and when it owns them
+    all the note is "". `labels`: how to show an owner id (Names.describe_users()).
+    """
+    counts = Counter((labels or {}).get(o, o) if o else "unknown" for o in owners if not caller or o != caller)
+    if not counts:
+        return ""
     now = ", ".join(f"{o} ({n})" if n > 1 else o for o, n in counts.most_common(5))
     more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
     return (

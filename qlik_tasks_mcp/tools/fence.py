@@ -16,7 +16,7 @@ from collections.abc import Iterable
 _RULE = "=" * 8
 # Characters that move, hide or break text when shown: controls (C0, DEL, C1), line and paragraph separators,
 # and format characters (bidi embeddings, overrides and isolates, zero-width joiners and spaces, BOM).
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _FENCE_WORD = re.compile(r"untrusted", re.IGNORECASE)
 _KEEP_IN_BLOCK = frozenset("\n\t")
 
@@ -28,13 +28,21 @@ def _tag(body: str, source: str) -> str:
     return hmac.new(_KEY, f"{source}\n{body}".encode(errors="surrogatepass"), hashlib.sha256).hexdigest()[:12]
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escaped(char: str) -> str:
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return _NAMED.get(char) or (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def _shown(text: str, keep: frozenset[str] = frozenset()) -> str:
     return "".join(_escaped(c) if c not in keep and unicodedata.category(c) in _HIDDEN_CATEGORIES else c for c in text)
+
+
+def escaped(text: str) -> str:
+    """`text` on one line, uncut: line breaks, tabs, other control and format characters (bidi too) escaped."""
+    return _shown(text)
 
 
 def one_line(text: str, limit: int = 120) -> str:

@@ -23,7 +23,6 @@ import json
 import secrets
 import threading
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -46,6 +45,7 @@ from mcp.types import ElicitRequestURLParams
 from pydantic import BaseModel, Field, field_validator
 
 from qlik_tasks_mcp.tools.approval import Approvals, Pending, Preview
+from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.model import Compact
 
 R = TypeVar("R")
@@ -63,20 +63,10 @@ LINE_LIMIT = 2000
 SIDE_LIMIT = 4000
 ABSENT = "(absent)"
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 
 def one_line(text: str) -> str:
-    """`text` on one line: line breaks, tabs, other control and format characters (bidi too) escaped."""
-    out: list[str] = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
-            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
-        else:
-            out.append(char)
-    return "".join(out)
+    """`text` on one line, escaped as every tenant text is (tools/fence.py), uncut."""
+    return escaped(text)
 
 
 def bounded(text: str, limit: int = LINE_LIMIT) -> str:
@@ -88,12 +78,6 @@ def bounded(text: str, limit: int = LINE_LIMIT) -> str:
 def shown(text: str) -> str:
     """How one item of tenant-derived text is shown anywhere a person reads it."""
     return bounded(one_line(text))
-
-
-def tenant_text(value: object, limit: int = 200) -> str:
-    """A name from the tenant, framed in guillemets that the name itself cannot close."""
-    text = one_line(str(value)).replace("\u00ab", "\\u00ab").replace("\u00bb", "\\u00bb")
-    return f"\u00ab{bounded(text, limit)}\u00bb"
 
 
 def _render(value: object) -> str:

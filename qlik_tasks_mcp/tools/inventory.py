@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from qlik_tasks_mcp.client.qlik import QlikClient
+from qlik_tasks_mcp.tools.names import Names
 from qlik_tasks_mcp.tools.operation import Operation, operations_of
 
 if TYPE_CHECKING:
@@ -44,11 +45,17 @@ TOOLSETS: tuple[Toolset, ...] = (
     ),
     Toolset("tasks", "tasks and task chains, /api/v1/tasks", "qlik_tasks_mcp.tools.tasks", ("task",)),
     Toolset(
+        "reloads",
+        "app reloads (start, follow, cancel), their script logs, load scripts and script checks, /api/v1/reloads",
+        "qlik_tasks_mcp.tools.reloads",
+    ),
+    Toolset(
         "sharing",
         "report subscriptions and chart sharing, /api/v1/sharing-tasks",
         "qlik_tasks_mcp.tools.sharing_tasks",
         ("sharing",),
     ),
+    Toolset("directory", "apps and users by name: /api/v1/items, /api/v1/users", "qlik_tasks_mcp.tools.directory"),
     Toolset("ops", "across every served kind: failures, schedules, bulk enable/disable", "qlik_tasks_mcp.tools.ops"),
     Toolset("qalyptus", "Qalyptus Cloud report tasks", "qlik_tasks_mcp.tools.qalyptus", ("qalyptus",)),
 )
@@ -69,3 +76,10 @@ class Clients:
     qlik: QlikClient
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
     sources: dict[str, TaskSource] = field(default_factory=dict)
+    # QLIK_TASKS_API: which API the tasks toolset uses (auto | scheduling | v1).
+    tasks_api: Literal["auto", "scheduling", "v1"] = "auto"
+    # The one name lookup (apps, users, spaces, the caller), shared by every family for its lists and previews.
+    names: Names = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = Names.of(self.qlik)

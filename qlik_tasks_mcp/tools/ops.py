@@ -2,32 +2,48 @@
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
 import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
+import anyio
 from pydantic import Field
 
+from qlik_tasks_mcp.client.allowance import pages_allowed
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
-from qlik_tasks_mcp.client.schedule import local_datetime, occurrences, rrule_lines, start_after_change, utc_z
+from qlik_tasks_mcp.client.schedule import (
+    EXPANSION_SECONDS,
+    local_datetime,
+    occurrences_off_loop,
+    rrule_lines,
+    start_after_change,
+    utc_z,
+)
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import describe_schedule, rrule_parts
 from qlik_tasks_mcp.client.workflow import interval_rrule, repeating_interval
-from qlik_tasks_mcp.tools.common import put_owner_note
-from qlik_tasks_mcp.tools.fence import untrusted
+from qlik_tasks_mcp.tools import orphans
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Input
+from qlik_tasks_mcp.tools.names import Names, owner_change_note, task_lines
 from qlik_tasks_mcp.tools.operation import destructive, read
 from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, TaskSource, gather
 
 SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
+# An overview reads one app's tasks, the tenant's app ids, then other apps' tasks for chains: every page counts.
+OVERVIEW_REQUESTS = 400
 PREVIEW_LINES = 100
 MAX_TARGETS = 5000
 CHAIN_SCAN_APPS = 200
+ERROR_CHARS = 300
 
 KindName = Literal["reload", "task", "sharing", "qalyptus"]
+T = TypeVar("T")
 
 
 class RunTime(Compact):
@@ -57,6 +73,7 @@ class FailureGroup(Compact):
 class FailureReport(Compact):
     since: str
     groups: list[FailureGroup]
+    errors: str | None = Field(None, description="Every group's first_error, fenced once, by kind and task id.")
     checked: dict[str, int]
     stopped_early: bool = False
     not_checked: list[str] = []
@@ -98,13 +115,20 @@ class AppOverview(Compact):
     note: str | None = None
 
 
-def run_times(info: TaskInfo, *, count: int, now: datetime, even_if_disabled: bool = False) -> list[datetime]:
+async def run_times(
+    info: TaskInfo, *, count: int, now: datetime, deadline: float, even_if_disabled: bool = False, strict: bool = False
+) -> list[datetime]:
+    """The next runs, worked out off the event loop within `deadline` (one per tool call, shared by its tasks).
+
+    `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
     if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
         return []
     zone = zone_info(info.time_zone)
     start = local_datetime(info.start[:19], "start") if info.start else None
     end = local_datetime(info.end[:19], "end") if info.end else None
-    return occurrences(info.recurrence, zone, start, after=now, count=count, end=end)
+    return await occurrences_off_loop(
+        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, deadline=deadline
+    )
 
 
 def schedule_line(info: TaskInfo) -> str | None:
@@ -122,6 +146,7 @@ class Sources:
     """The task sources of the served toolsets, by kind."""
 
     by_kind: dict[str, TaskSource]
+    names: Names
 
     def of(self, kind: str) -> TaskSource:
         if kind not in self.by_kind:
@@ -134,13 +159,31 @@ class Sources:
 
 
 def service(clients: Clients) -> Sources:
-    return Sources(clients.sources)
+    return Sources(clients.sources, clients.names)
+
+
+class KindUnavailable(ClientError):
+    """Raised by a TaskSource whose API this tenant no longer serves (e.g. retired): the ops tools skip that
+    kind with this message as a note instead of failing."""
+
+
+async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:
+    """`call`'s answer, or `fallback` with the source's note when its kind is unavailable on this tenant."""
+    try:
+        return await call
+    except KindUnavailable as exc:
+        if str(exc) not in notes:
+            notes.append(str(exc))
+        return fallback
 
 
 async def _explained_task(sources: Sources, kind: str | None, task_id: str) -> TaskInfo:
     if kind is None:
         raise InvalidInput(f"give the kind of task {task_id}: one of {sources.available}")
-    return await sources.of(kind).get(task_id)
+    try:
+        return await sources.of(kind).get(task_id)
+    except KindUnavailable as exc:
+        return TaskInfo(kind, task_id, "-", False, schedule_text=f"{exc}: its schedule cannot be read here")
 
 
 def _proposed(
@@ -188,11 +231,15 @@ async def explain_schedule(
             what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
             return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
     else:
-        info, hint = _proposed(recurrence, interval, time_zone, start, end)
+        # Checking the rules expands them (bounded): in a worker thread, so other sessions never wait on it.
+        info, hint = await anyio.to_thread.run_sync(_proposed, recurrence, interval, time_zone, start, end)
     zone = zone_info(info.time_zone or "UTC")
     if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
         raise InvalidInput(f"end {info.end} must be after start {info.start}")
-    runs = run_times(info, count=count, now=datetime.now(UTC), even_if_disabled=True)
+    deadline = time.monotonic() + EXPANSION_SECONDS
+    runs = await run_times(
+        info, count=count, now=datetime.now(UTC), deadline=deadline, even_if_disabled=True, strict=True
+    )
     note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
     if not runs:
         note = "No future runs: the schedule has ended."
@@ -216,14 +263,36 @@ def _grouped(found: list[Failure]) -> list[FailureGroup]:
         groups[key] = FailureGroup(
             kind=failure.kind,
             task_id=failure.task_id,
-            name=failure.name,
+            name=one_line(failure.name, 200),
             app_id=failure.app_id,
             failures=1,
             last_failed_at=failure.at,
             ref=failure.ref,
-            first_error=untrusted(failure.error, "log line") if failure.error else None,
+            first_error=one_line(failure.error, ERROR_CHARS) if failure.error else None,
         )
     return sorted(groups.values(), key=lambda g: g.last_failed_at or "", reverse=True)
+
+
+def _errors_block(groups: list[FailureGroup]) -> str | None:
+    """The groups' first error lines in one fence: tenant text, read as data."""
+    pairs = [(f"{g.kind} {g.task_id}", g.first_error) for g in groups if g.first_error]
+    return untrusted_fields(pairs, "first error lines") if pairs else None
+
+
+@contextmanager
+def _spending(budget: Budget) -> Iterator[None]:
+    """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
+    with pages_allowed(lambda what: budget.spend(time.monotonic(), what)):
+        yield
+
+
+def _stopped_note(budget: Budget, requests: int, narrow: str) -> str | None:
+    if not budget.skipped:
+        return None
+    return (
+        f"Stopped early: {len(budget.skipped)} reads skipped to stay within {requests} requests / "
+        f"{SCAN_SECONDS:.0f} s; {narrow}."
+    )
 
 
 @read("Find failures")
@@ -238,29 +307,31 @@ async def find_failures(
     since = datetime.now(UTC) - timedelta(hours=hours)
     scan = FailureScan(since=since, budget=budget, clock=clock, apps=set(app_ids or []))
     # In inventory order: reload tasks name the apps that the tasks scan then reads app by app.
+    unavailable: list[str] = []
     for kind, found in sources.by_kind.items():
         try:
-            await found.failures(scan)
+            with _spending(budget):
+                await _unless_unavailable(found.failures(scan), None, unavailable)
         except ClientError as exc:
             status = getattr(exc, "status", None)
             budget.skipped.append(f"{kind} failures" + (f" (HTTP {status})" if status is not None else f" ({exc})"))
+    groups = _grouped(scan.found)
+    notes = [*unavailable, _stopped_note(budget, SCAN_REQUESTS, "narrow with hours or app_ids")]
+    if groups:
+        notes.append(tenant_text_note(["name", "first_error"]) + " The errors block has them fenced as tenant data.")
     return FailureReport(
         since=utc_z(since),
-        groups=_grouped(scan.found),
+        groups=groups,
+        errors=_errors_block(groups),
         checked=scan.checked,
         stopped_early=bool(budget.skipped),
-        not_checked=budget.skipped[:20],
-        note=(
-            f"Stopped early: {len(budget.skipped)} reads skipped to stay within {SCAN_REQUESTS} requests / "
-            f"{SCAN_SECONDS:.0f} s; narrow with hours or app_ids."
-            if budget.skipped
-            else None
-        ),
+        not_checked=(unavailable + budget.skipped)[:20],
+        note=" ".join(filter(None, notes)) or None,
     )
 
 
 async def _targets(
-    sources: Sources, tasks: list[TaskRef] | None, app_id: str | None, only: list[KindName] | None
+    sources: Sources, tasks: list[TaskRef] | None, app_id: str | None, only: list[KindName] | None, notes: list[str]
 ) -> list[TaskInfo]:
     if bool(tasks) == bool(app_id):
         raise InvalidInput("give either tasks (kind + id each) or app_id")
@@ -268,7 +339,7 @@ async def _targets(
     if app_id:
         for kind, source in sources.by_kind.items():
             if only is None or kind in only:
-                found += await source.of_app(app_id)
+                found += await _unless_unavailable(source.of_app(app_id), [], notes)
         return found
     assert tasks is not None
     if len(tasks) > MAX_TARGETS:
@@ -278,7 +349,9 @@ async def _targets(
         wanted.setdefault(ref.kind, []).append(ref.id)
     for kind, ids in wanted.items():
         unique = list(dict.fromkeys(ids))
-        got = await sources.of(kind).many(unique)
+        got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
+        if got is None:
+            continue
         missing = [i for i in unique if i not in got]
         if missing:
             raise InvalidInput(f"no {kind} task with id {', '.join(missing[:10])}; nothing was changed")
@@ -286,12 +359,13 @@ async def _targets(
     return found
 
 
-def _bulk_notes(targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
+async def _bulk_notes(names: Names, targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
     notes = [f"{len(targets) - len(todo)} already {state_word}: left as they are"] if len(todo) < len(targets) else []
     notes.append("Tasks are changed one by one; if some fail, the result lists what changed and what did not.")
     put = [t.owner_before_put for t in todo if t.owner_before_put]
-    if put:
-        notes.append(f"{len(put)} reload tasks/tasks: " + put_owner_note(put))
+    note = await owner_change_note(names, put) if put else ""
+    if note:
+        notes.append(f"{len(put)} reload tasks/tasks: " + note)
     return notes
 
 
@@ -302,15 +376,17 @@ async def plan_bulk(
     app_id: str | None,
     kinds_filter: list[KindName] | None,
 ) -> Plan:
-    targets = await _targets(sources, tasks, app_id, kinds_filter)
+    unavailable: list[str] = []
+    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable)
     state_word = "enabled" if enabled else "disabled"
     todo = [t for t in targets if t.enabled != enabled]
     if not todo:
-        raise InvalidInput(f"all {len(targets)} tasks are already {state_word}; nothing to change")
+        skipped = "".join(f" ({note}: skipped)" for note in unavailable)
+        raise InvalidInput(f"all {len(targets)} tasks are already {state_word}{skipped}; nothing to change")
     per_kind: dict[str, int] = {}
     for t in todo:
         per_kind[t.kind] = per_kind.get(t.kind, 0) + 1
-    changes = [f"{t.kind} {t.id} ({t.name}): {t.state or 'now'} -> {state_word}" for t in todo[:PREVIEW_LINES]]
+    changes = await task_lines(sources.names, todo[:PREVIEW_LINES], state_word)
     if len(todo) > PREVIEW_LINES:
         changes.append(f"... and {len(todo) - PREVIEW_LINES} more (all bound by the confirmation)")
     kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(per_kind.items()))
@@ -319,7 +395,8 @@ async def plan_bulk(
         + (f" of app {app_id}" if app_id else ""),
         changes=changes,
         state=sorted((t.kind, t.id, t.enabled) for t in targets),
-        notes=_bulk_notes(targets, todo, state_word),
+        notes=[f"{note}: skipped" for note in unavailable]
+        + await _bulk_notes(sources.names, targets, todo, state_word),
         payload=todo,
     )
 
@@ -351,15 +428,15 @@ async def set_tasks_enabled(
 
 async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str | None]:
     """Chains cross apps: a task of another app may start when one of these ends. Read the other apps' tasks
-    (bounded) of the kinds that chain, to find such followers."""
+    (bounded, and every page within the overview's budget) of the kinds that chain, to find such followers."""
     chaining = [s for s in sources.by_kind.values() if s.chains]
     if not chaining:
         return [], None
     apps: set[str] = set()
     for found in sources.by_kind.values():
-        apps |= await found.app_ids()
-    budget = Budget(requests=CHAIN_SCAN_APPS, deadline=time.monotonic() + SCAN_SECONDS)
-    scanned = [a for a in sorted(apps - {app_id, ""}) if budget.spend(time.monotonic(), f"tasks of app {a}")]
+        apps |= await _unless_unavailable(found.app_ids(), set(), [])
+    others_apps = sorted(apps - {app_id, ""})
+    scanned = others_apps[:CHAIN_SCAN_APPS]
     others: list[TaskInfo] = []
 
     async def read_app(other: str) -> None:
@@ -367,13 +444,16 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
             others.extend(await found.of_app(other))
 
     await gather(scanned, read_app)
-    if budget.skipped:
-        return others, f"Followers in {len(budget.skipped)} other apps were not checked (limit {CHAIN_SCAN_APPS} apps)."
+    if len(others_apps) > len(scanned):
+        left = len(others_apps) - len(scanned)
+        return others, f"Followers in {left} other apps were not checked (limit {CHAIN_SCAN_APPS} apps)."
     return others, None
 
 
-def _overview_item(info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]]) -> OverviewItem:
-    times = run_times(info, count=runs, now=now) if runs else []
+async def _overview_item(
+    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], deadline: float
+) -> OverviewItem:
+    times = await run_times(info, count=runs, now=now, deadline=deadline, strict=True) if runs else []
     return OverviewItem(
         kind=info.kind,
         id=info.id,
@@ -387,6 +467,51 @@ def _overview_item(info: TaskInfo, runs: int, now: datetime, starts: dict[str, l
     )
 
 
+async def _overview_items(
+    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]]
+) -> tuple[list[OverviewItem], str | None]:
+    """Every task's item; next runs share one deadline, and a task whose runs cannot be worked out in it says so."""
+    now = datetime.now(UTC)
+    deadline = time.monotonic() + EXPANSION_SECONDS
+    items: list[OverviewItem] = []
+    unknown: list[str] = []
+    for info in infos:
+        try:
+            items.append(await _overview_item(info, runs, now, starts, deadline))
+        except InvalidInput:
+            unknown.append(f"{info.kind} {info.id}")
+            items.append(await _overview_item(info, 0, now, starts, deadline))
+    if not unknown:
+        return items, None
+    return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
+
+
+def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
+    starts: dict[str, list[str]] = {}
+    for info in infos:
+        for task_id, status in info.after:
+            starts.setdefault(task_id, []).append(f"{info.kind} {info.id} ({info.name}), when this {outcome(status)}")
+    return starts
+
+
+async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None]:
+    """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget."""
+    budget = Budget(requests=OVERVIEW_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    unavailable: list[str] = []
+    with _spending(budget):
+        infos: list[TaskInfo] = []
+        for found in sources.by_kind.values():
+            infos += await _unless_unavailable(found.of_app(app_id), [], unavailable)
+        others, note = await _followers(sources, app_id) if infos else ([], None)
+    stopped = _stopped_note(budget, OVERVIEW_REQUESTS, "the overview may miss tasks or chains")
+    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None
+
+
+def _unique(infos: list[TaskInfo]) -> list[TaskInfo]:
+    # A tenant whose listing loops sends the same task again: it is shown once.
+    return list({(info.kind, info.id): info for info in infos}.values())
+
+
 @read("App schedule overview")
 async def get_app_schedule_overview(
     sources: Sources,
@@ -394,17 +519,12 @@ async def get_app_schedule_overview(
     runs: Annotated[int, Field(ge=0, le=10, description="Next runs to show per task.")] = 3,
 ) -> AppOverview:
     """Everything scheduled for one app, every kind: what runs when, what triggers what, what is disabled."""
-    infos: list[TaskInfo] = []
-    for found in sources.by_kind.values():
-        infos += await found.of_app(app_id)
-    others, note = await _followers(sources, app_id) if infos else ([], None)
-    starts: dict[str, list[str]] = {}
-    for info in infos + others:
-        for task_id, status in info.after:
-            starts.setdefault(task_id, []).append(f"{info.kind} {info.id} ({info.name}), when this {outcome(status)}")
-    now = datetime.now(UTC)
-    items = [_overview_item(info, runs, now, starts) for info in infos]
+    infos, others, note = await _app_tasks(sources, app_id)
+    items, unknown = await _overview_items(infos, runs, _chains(infos + others))
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
-        note = "Nothing is scheduled for this app (or the id is not an app's)."
-    return AppOverview(app_id=app_id, items=items, note=note)
+        note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))
+    return AppOverview(app_id=app_id, items=items, note=" ".join(filter(None, [note, unknown])) or None)
+
+
+find_orphans = orphans.find_orphans

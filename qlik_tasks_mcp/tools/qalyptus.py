@@ -14,11 +14,13 @@ from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, Qalypt
 from qlik_tasks_mcp.client.schedule import time_zone
 from qlik_tasks_mcp.tools import qalyptus_runs, qalyptus_schedules
 from qlik_tasks_mcp.tools.common import Limit
-from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.fence import quoted, tenant_text_note
+from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Deleted
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.qalyptus_model import (
+    CUT_TEXT,
     Offset,
     OrgName,
     QalyptusOrgs,
@@ -29,16 +31,22 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     Window,
     addresses,
     classify,
+    task_text,
     text_of,
     window,
 )
-from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, first_error_line, gather, parse_time
+from qlik_tasks_mcp.tools.sources import ERROR_LINE, Failure, FailureScan, TaskInfo, gather, parse_time
 
 NameFilter = Annotated[str | None, Field(max_length=100, description="Only names containing this (any case).")]
 Flag = Annotated[bool | None, Field(description="Leave out to keep as is.")]
 Addresses = Annotated[
     str | None, Field(max_length=2000, description="E-mail addresses separated by ; (empty string clears).")
 ]
+
+
+TASK_TEXT_NOTE = tenant_text_note(("name", "project", "owner", "names in reports, recipients and triggers")) + (
+    " " + CUT_TEXT
+)
 
 
 class TaskPage(Window):
@@ -54,6 +62,8 @@ class ReportPage(Window):
 class TaskResult(Compact):
     organization: str
     task: TaskDetail
+    text: str | None = Field(None, description="The task's description, fenced as tenant text.")
+    note: str = TASK_TEXT_NOTE
 
 
 class Duplicated(Compact):
@@ -86,7 +96,7 @@ def service(clients: Clients) -> QalyptusOrgs | None:
 
 def describe(task: QalyptusTaskDoc) -> str:
     state = "active" if task.is_active else "inactive"
-    return f"Qalyptus task '{text_of(task.name, 100)}' ({task.id}, {state})"
+    return f"Qalyptus task {quoted(task.name, 100)} ({task.id}, {state})"
 
 
 @read("List Qalyptus tasks")
@@ -106,7 +116,7 @@ async def list_qalyptus_tasks(
     if active is not None:
         tasks = [t for t in tasks if t.is_active is active]
     tasks.sort(key=lambda t: t.name.lower())
-    rows, info = window(tasks, limit, offset, "tasks")
+    rows, info = window(tasks, limit, offset, "tasks", ("name", "project", "owner"))
     return TaskPage(organization=api.name, tasks=[TaskRow.of(t) for t in rows], **info)
 
 
@@ -118,7 +128,8 @@ async def get_qalyptus_task(orgs: QalyptusOrgs, task_id: TaskId, organization: O
     reports = await api.task_reports(task_id)
     recipients = await api.recipients(task_id)
     triggers = await api.triggers(task_id)
-    return TaskResult(organization=api.name, task=TaskDetail.build(task, reports, recipients, triggers))
+    detail = TaskDetail.build(task, reports, recipients, triggers)
+    return TaskResult(organization=api.name, task=detail, text=task_text(task))
 
 
 def new_values(given: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +198,8 @@ async def plan_update(
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
     action = f"Update {describe(current)} in {api.name}"
-    return Plan(action=action, changes=changes, state=before, notes=notes, payload=body)
+    diff = field_diff(before, body, UPDATE_FIELDS)
+    return Plan(action=action, changes=changes, state=before, notes=notes, payload=body, diff=diff)
 
 
 @destructive("Update Qalyptus task", plan=plan_update, idempotent=True)
@@ -258,6 +270,31 @@ async def delete_qalyptus_task(
     """Delete a Qalyptus task. Needs the user's confirmation."""
     await orgs.get(organization).delete_task(task_id)
     return Deleted(id=task_id, deleted=True)
+
+
+class FirstErrorLine:
+    """A log sink (client/lines.py) that keeps the first error line (with the next one when it announces the
+    error, as sources.first_error_line does) and ends the reading there."""
+
+    def __init__(self) -> None:
+        self.total_lines = 0
+        self._found: str | None = None
+        self._announced = False
+
+    @property
+    def line(self) -> str | None:
+        return self._found[:300] if self._found is not None else None
+
+    def feed(self, number: int, line: str) -> bool:
+        self.total_lines = number + 1
+        if self._announced:
+            self._found = f"{self._found} {line.strip()}"
+            return False
+        if not ERROR_LINE.search(line):
+            return True
+        self._found = line.strip()
+        self._announced = self._found.endswith(":")
+        return self._announced
 
 
 class QalyptusTaskSource:
@@ -372,7 +409,7 @@ class QalyptusTaskSource:
         )
         if scan.budget.spend(scan.clock(), f"Qalyptus log of task {task_id}"):
             try:
-                failure.error = first_error_line(await client.log(task_id))
+                failure.error = (await client.stream_log(task_id, FirstErrorLine())).line
             except ApiError as exc:
                 failure.error = f"(log not readable: HTTP {exc.status})"
         return failure
@@ -408,5 +445,5 @@ async def list_qalyptus_reports(
     if name:
         reports = [r for r in reports if name.lower() in r.name.lower()]
     reports.sort(key=lambda r: r.name.lower())
-    rows, info = window(reports, limit, offset, "reports")
+    rows, info = window(reports, limit, offset, "reports", ("name", "type", "template", "project"))
     return ReportPage(organization=api.name, reports=[Report.of(r) for r in rows], **info)

@@ -27,7 +27,7 @@ from qlik_tasks_mcp.client.qalyptus import (
     TriggerDoc,
 )
 from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
-from qlik_tasks_mcp.tools.fence import untrusted
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.sources import parse_time
 
@@ -45,6 +45,14 @@ WARNING = frozenset({"warning", "warnings", "completedwithwarnings"})
 FAILURE = frozenset({"failed", "failure", "error", "aborted", "stopped", "cancelled", "canceled"})
 StatusClass = Literal["active", "success", "warning", "failure", "unknown"]
 _EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
+
+# Qalyptus lists come whole, so every row field is bounded here: names, and any other text, on one line.
+NAME_CHARS = 200
+LIST_ITEMS = 20
+CUT_TEXT = (
+    f"Names longer than {NAME_CHARS} characters, and other text longer than its bound (160 characters in rows), "
+    f'end with "…"; a list in a row keeps its first {LIST_ITEMS} items.'
+)
 
 # Copies of one task, and copies in one organization, per window. A duplicate is a one-off admin action (a
 # variant to edit, a backup before a change); each copy carries the task's reports, recipients and triggers, so a
@@ -120,10 +128,11 @@ def first(*values: Any) -> Any:
 
 
 def text_of(value: Any, width: int = 160) -> str | None:
+    """Tenant text (or a value of unknown shape) on one line, hidden characters escaped, at most `width` long."""
     if value is None or value == "":
         return None
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return one_line(text, width)
 
 
 def name_of(value: Any) -> str | None:
@@ -148,8 +157,11 @@ class Window(Compact):
     note: str | None = None
 
 
-def window(items: list[Any], limit: int, offset: int, what: str) -> tuple[list[Any], dict[str, Any]]:
-    """Qalyptus lists come whole; cut them here and say what was cut and how to get the rest."""
+def window(
+    items: list[Any], limit: int, offset: int, what: str, text_fields: tuple[str, ...]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Qalyptus lists come whole; cut them here and say what was cut and how to get the rest, and which row
+    fields hold tenant text (on one line, bounded: CUT_TEXT)."""
     total = len(items)
     chosen = items[offset : offset + limit]
     more = offset + len(chosen) < total
@@ -167,7 +179,7 @@ def window(items: list[Any], limit: int, offset: int, what: str) -> tuple[list[A
         "total": total,
         "offset": offset,
         "next_offset": offset + len(chosen) if more else None,
-        "note": note,
+        "note": " ".join(filter(None, (note, tenant_text_note(text_fields), CUT_TEXT))),
     }
 
 
@@ -185,7 +197,7 @@ class TaskRow(Compact):
     def fields_of(cls, doc: QalyptusTaskDoc) -> dict[str, Any]:
         return {
             "id": doc.id,
-            "name": doc.name,
+            "name": one_line(doc.name, NAME_CHARS),
             "active": doc.is_active,
             "scheduled": doc.is_scheduled,
             "test_mode": True if doc.test_mode else None,
@@ -273,7 +285,6 @@ class Recipient(Compact):
 
 
 class TaskDetail(TaskRow):
-    description: str | None = None
     notifications: Notifications | None = None
     test_mode_recipients: str | None = None
     reports: list[TaskReport] = []
@@ -290,7 +301,6 @@ class TaskDetail(TaskRow):
     ) -> "TaskDetail":
         return cls(
             **cls.fields_of(doc),
-            description=text_of(doc.description, 500),
             notifications=Notifications(
                 send=doc.send_notifications,
                 on_success=doc.notify_if_success,
@@ -320,13 +330,18 @@ class Report(Compact):
     def of(cls, doc: ReportDoc) -> "Report":
         return cls(
             id=doc.id,
-            name=doc.name,
+            name=one_line(doc.name, NAME_CHARS),
             type=text_of(doc.type),
-            formats=doc.output_formats,
+            formats=[one_line(f, 40) for f in doc.output_formats[:LIST_ITEMS]],
             iteration=True if doc.is_iteration else None,
             template=text_of(doc.template_file),
             project=name_of(doc.project),
         )
+
+
+def task_text(doc: QalyptusTaskDoc) -> str | None:
+    """A task's description in one fence, on one line."""
+    return untrusted_fields([("description", doc.description)], "Qalyptus task text") if doc.description else None
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -353,7 +368,7 @@ class Status(Compact):
             id=text_of(doc.id),
             task_id=text_of(doc.task_id),
             task_name=text_of(doc.task_name),
-            status=doc.status,
+            status=one_line(doc.status, 60),
             by=text_of(doc.by),
             created_at=text_of(doc.created_at),
             started_at=text_of(doc.started_at),

@@ -9,9 +9,10 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import QalyptusClient, StatusDoc
 from qlik_tasks_mcp.tools.common import Limit
+from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
-from qlik_tasks_mcp.tools.logs import GREP_MAX, compile_grep, slice_log
+from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.qalyptus_model import (
@@ -22,7 +23,6 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     TaskId,
     Window,
     classify,
-    text_of,
     window,
 )
 
@@ -90,8 +90,8 @@ class FailedTail:
     async def __call__(self, run: StatusDoc) -> str | None:
         if classify(run.status) not in ("failure", "warning"):
             return None
-        text = await self.api.log(self.task_id)
-        cut = slice_log(self.task_id, "", text, lines=FAILED_TAIL, grep=None, offset=None, source="Qalyptus log")
+        sink = await self.api.stream_log(self.task_id, LogSink(lines=FAILED_TAIL, grep=None, offset=None))
+        cut = sink.result(self.task_id, "", "Qalyptus log")
         self.returned = cut.returned
         return cut.log
 
@@ -156,10 +156,10 @@ async def plan_stop(orgs: QalyptusOrgs, task_id: str, organization: str | None) 
     if current is None or classify(current.status) != "active":
         last = current.status if current else "never ran"
         raise InvalidInput(f"Qalyptus task {task_id} is not queued or running (last status: {last}); nothing to stop")
-    name = text_of(current.task_name, 100) or task_id
+    name = quoted(current.task_name, 100) if current.task_name else task_id
     return Plan(
         # No status in the question: a run going from queued to running must not make the user be asked again.
-        action=f"Stop run {current.id} (queued or running) of Qalyptus task '{name}' in {api.name}",
+        action=f"Stop run {current.id} (queued or running) of Qalyptus task {name} in {api.name}",
         changes=["the run ends now; reports not yet generated or sent are not delivered"],
         # The run, not its status: queued -> running between preview and yes is still the same run to stop.
         state={"run": current.id},
@@ -206,7 +206,7 @@ async def list_qalyptus_task_statuses(
     if status:
         rows = [r for r in rows if r.status.lower() == status.strip().lower()]
     rows.sort(key=lambda r: r.sort_time, reverse=True)
-    chosen, info = window(rows, limit, offset, "runs")
+    chosen, info = window(rows, limit, offset, "runs", ("task_name", "by"))
     return StatusPage(organization=api.name, statuses=[Status.of(r) for r in chosen], **info)
 
 
@@ -227,12 +227,11 @@ async def get_qalyptus_task_log(
     organization: OrgName = None,
 ) -> TaskLog:
     """The log of a Qalyptus task's latest run (or its SMTP log): tail, from offset, or grep."""
-    if grep:
-        compile_grep(grep)
+    sink = LogSink(lines=lines, grep=grep, offset=offset)  # a bad grep is refused here, before any request
     api = orgs.get(organization)
-    text = await api.log(task_id, smtp=log_kind == "smtp")
+    await api.stream_log(task_id, sink, smtp=log_kind == "smtp")
     source = "Qalyptus SMTP log" if log_kind == "smtp" else "Qalyptus log"
-    cut = slice_log(task_id, "", text, lines=lines, grep=grep, offset=offset, source=source)
+    cut = sink.result(task_id, "", source)
     return TaskLog(
         organization=api.name,
         log_kind=log_kind,

@@ -9,6 +9,7 @@ from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.qalyptus import TriggerDoc
 from qlik_tasks_mcp.client.schedule import local_datetime, time_zone, utc_z
+from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
 from qlik_tasks_mcp.tools.operation import destructive, read
@@ -208,7 +209,7 @@ def _plan_change(body: dict[str, Any], current: TriggerDoc, where: str, now: dat
     if not changes:
         raise InvalidInput("the schedule already has these values; nothing to change")
     return Plan(
-        action=f"Update schedule '{text_of(current.name, 80)}' of {where}: "
+        action=f"Update schedule {quoted(current.name or '', 80)} of {where}: "
         f"{sched.describe(before)} -> {sched.describe(body)}",
         changes=changes,
         state=stored(current),
@@ -272,7 +273,7 @@ async def plan_delete_schedules(
     return Plan(
         action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of Qalyptus task {task_id} "
         f"in {api.name}",
-        changes=[f"{text_of(s.name, 60)} ({s.id}): {sched.describe(s.wire())}" for s in doomed],
+        changes=[f"{text_of(s.name, 60) or ''} ({s.id}): {sched.describe(s.wire())}" for s in doomed],
         state=[stored(s) for s in doomed],
         notes=notes,
         payload=ids,

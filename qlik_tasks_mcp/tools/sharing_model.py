@@ -18,7 +18,7 @@ from qlik_tasks_mcp.client.sharing_tasks import (
     SharingTaskDoc,
     TemplateDoc,
 )
-from qlik_tasks_mcp.tools.fence import untrusted
+from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact, Input
 
 SharingType = Literal["sheet-sharing", "chart-sharing", "chart-monitoring", "template-sharing"]
@@ -29,6 +29,11 @@ MAX_RRULES = 5
 FILE_TIMESTAMPS = Literal["yyyy-MM-dd", "yyyy-MM-dd_HH-mm", "yyyyMMdd", "yyyyMMdd_HH-mm"]
 
 Id = Field(min_length=1, max_length=128)
+# Tenant names shown in rows: one line, at most this many characters (a longer one ends with "…").
+NAME_CHARS = 200
+# The row fields that hold tenant text, for the result's note.
+ROW_TEXT = ("name", "app", "owner")
+ROW_TEXT_NOTE = tenant_text_note(ROW_TEXT) + f' Names longer than {NAME_CHARS} characters end with "…".'
 
 
 class Recipients(Input):
@@ -179,15 +184,19 @@ class SharingTaskRow(Compact):
     def row_fields(doc: SharingTaskDoc) -> dict[str, Any]:
         return {
             "id": doc.id,
-            "name": doc.name,
+            "name": one_line(doc.name, NAME_CHARS),
             "type": doc.type,
-            "app": doc.app_name or doc.app_id or None,
-            "owner": doc.owner_name or doc.owner or None,
+            "app": _shown(doc.app_name or doc.app_id),
+            "owner": _shown(doc.owner_name or doc.owner),
             "enabled": doc.is_enabled,
             "status": doc.status_code or None,
             "next_run": doc.next_run or None,
             "last_run": doc.last_ran or None,
         }
+
+
+def _shown(text: str) -> str | None:
+    return one_line(text, NAME_CHARS) if text else None
 
 
 RecipientKind = Literal["user", "group", "email", "list-user", "list-group"]
@@ -212,7 +221,6 @@ class TemplateView(Compact):
 class SharingTaskDetail(SharingTaskRow):
     app_id: str | None = None
     owner_id: str | None = None
-    description: str | None = None
     tags: list[str] = []
     schedule: str | None = None
     recurrence: list[str] = []
@@ -225,7 +233,6 @@ class SharingTaskDetail(SharingTaskRow):
     data_connection_id: str | None = None
     status_label: str | None = None
     task_errors: list[str] = []
-    email_subject: str | None = None
     failed_executions_in_a_row: int | None = None
     created: str | None = None
     updated: str | None = None
@@ -243,8 +250,7 @@ class SharingTaskDetail(SharingTaskRow):
             **cls.row_fields(doc),
             app_id=doc.app_id or None,
             owner_id=doc.owner or None,
-            description=doc.description or None,
-            tags=doc.tags,
+            tags=[one_line(t, NAME_CHARS) for t in doc.tags],
             schedule=described,
             recurrence=lines,
             time_zone=zone,
@@ -256,11 +262,16 @@ class SharingTaskDetail(SharingTaskRow):
             data_connection_id=doc.data_connection_id or None,
             status_label=doc.status_label or None,
             task_errors=[f"{e.value} at {e.timestamp}" for e in doc.task_errors],
-            email_subject=doc.email_content.subject or None,
             failed_executions_in_a_row=doc.failed_executions_count or None,
             created=doc.date_created or None,
             updated=doc.last_updated or None,
         )
+
+
+def task_text(doc: SharingTaskDoc) -> str | None:
+    """A task's free text in one fence: the description and the e-mail subject, each on one line."""
+    fields = [("description", doc.description or None), ("e-mail subject", doc.email_content.subject or None)]
+    return untrusted_fields(fields, "sharing task text") if any(v for _, v in fields) else None
 
 
 def recipient_views(recipients: RecipientsDoc) -> list[RecipientView]:
@@ -296,8 +307,8 @@ def template_view(doc: TemplateDoc) -> TemplateView:
 
 
 def who(doc: SharingTaskDoc) -> str:
-    app = doc.app_name or doc.app_id or None
-    return f"sharing task {doc.name!r} ({doc.id}, {doc.type}, app {app})"
+    app = quoted(doc.app_name) if doc.app_name else doc.app_id or None
+    return f"sharing task {quoted(doc.name)} ({doc.id}, {doc.type}, app {app})"
 
 
 def recipients_line(recipients: RecipientsDoc) -> str:
@@ -399,7 +410,11 @@ class ExecutionDetail(ExecutionRow):
             failed_reports=doc.failed_count or None,
             uploads=f"{doc.success_upload_count}/{uploads} uploaded" if uploads else None,
             files=[ExecutionFile(alias=f.file_alias, type=f.type, file_id=f.file_id) for f in doc.files],
-            errors=untrusted("\n".join(errors), "sharing execution errors") if errors else None,
+            errors=untrusted_fields(
+                [(f"error {n}", line) for n, line in enumerate(errors, 1)], "sharing execution errors"
+            )
+            if errors
+            else None,
         )
 
 

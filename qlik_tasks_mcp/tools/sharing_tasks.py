@@ -24,12 +24,14 @@ from qlik_tasks_mcp.client.sharing_tasks import (
     TemplateDoc,
 )
 from qlik_tasks_mcp.tools.common import Cursor, Limit
+from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow
-from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.gate import FieldChange, Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.sharing_model import (
+    ROW_TEXT_NOTE,
     Channel,
     Content,
     ExecutionDetail,
@@ -44,6 +46,7 @@ from qlik_tasks_mcp.tools.sharing_model import (
     recipients_line,
     replacement_recipients,
     schedule_line,
+    task_text,
     template_view,
     transport_problem,
     who,
@@ -51,6 +54,9 @@ from qlik_tasks_mcp.tools.sharing_model import (
 from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time
 
 TOOLSET = "sharing"
+# How failures() lists every task: the largest page the spec allows, in a stable order.
+LISTING = {"sort": "+name"}
+LISTING_ROWS = 100
 CHECK_WITH = "list_sharing_task_executions"
 # A new start further than this beyond today (or the next planned send) leaves the recipients without reports.
 QUIET_DAYS = 7
@@ -65,11 +71,20 @@ class SharingTaskPage(Compact):
     tasks: list[SharingTaskRow]
     total: int | None = None
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
+    note: str = ROW_TEXT_NOTE
+
+
+TaskText = Annotated[str | None, Field(description="The task's description and e-mail subject, fenced.")]
 
 
 class SharingTaskResult(Compact):
     task: SharingTaskDetail
-    note: str | None = None
+    text: TaskText = None
+    note: str | None = ROW_TEXT_NOTE
+
+    @classmethod
+    def of(cls, doc: SharingTaskDoc) -> "SharingTaskResult":
+        return cls(task=SharingTaskDetail.of(doc), text=task_text(doc))
 
 
 class ExecutionPage(Compact):
@@ -77,6 +92,7 @@ class ExecutionPage(Compact):
     executions: list[ExecutionRow]
     total: int | None = None
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
+    note: str | None = None
 
 
 class ExecuteResult(Compact):
@@ -96,6 +112,7 @@ class Done(Compact):
 class PatchResult(Compact):
     task: SharingTaskDetail
     ops: list[str]
+    text: TaskText = None
 
 
 def service(clients: Clients) -> SharingTasksApi:
@@ -131,14 +148,17 @@ async def list_sharing_tasks(
             params[key] = list(dict.fromkeys(values))
     page = await api.list(params, limit=limit, cursor=cursor)
     return SharingTaskPage(
-        tasks=[SharingTaskRow.of(t) for t in page.items], total=page.total, next_cursor=page.next_cursor
+        tasks=[SharingTaskRow.of(t) for t in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+        note=" ".join(filter(None, (ROW_TEXT_NOTE, page.cut_note))),
     )
 
 
 @read("Get sharing task")
 async def get_sharing_task(api: SharingTasksApi, task_id: TaskId) -> SharingTaskResult:
     """One sharing task: schedule, recipients (with their errors), content, status and task errors."""
-    return SharingTaskResult(task=SharingTaskDetail.of(await api.get(task_id)))
+    return SharingTaskResult.of(await api.get(task_id))
 
 
 # What a change lets out or takes away ------------------------------------------------------------------
@@ -315,7 +335,7 @@ async def _create_plan(api: SharingTasksApi, body: dict[str, Any], execute_now: 
     changes = [f"recipients: {recipients_line(recipients)}", f"sends {', '.join(w for w in when if w)}"]
     notes = [outside_note(outside, "execute_on_creation sends it as soon as the task exists")] if outside else []
     return Plan(
-        action=f"Create {body['type']} task {body['name']!r}",
+        action=f"Create {body['type']} task {quoted(body['name'])}",
         changes=changes,
         state={"outside": outside},
         notes=notes + ([unknown] if unknown and outside else []),
@@ -350,7 +370,7 @@ async def create_sharing_task(
 ) -> SharingTaskResult:
     """Create a sheet/chart report subscription or chart monitoring. Validated against the spec and tenant first;
     sending at once to addresses outside the tenant needs the user's confirmation."""
-    return SharingTaskResult(task=SharingTaskDetail.of(await api.create(plan.payload)))
+    return SharingTaskResult.of(await api.create(plan.payload))
 
 
 # Patching -------------------------------------------------------------------------------------------
@@ -365,6 +385,18 @@ class PatchDraft:
     changes: list[str] = field(default_factory=list)
     risky: list[str] = field(default_factory=list)
 
+    def diff(self) -> list[FieldChange]:
+        """Each field the ops change, before and after in full: the task as sent, then with the ops applied."""
+        before = self.current.wire() | {"ownerId": self.current.owner}
+        after = dict(before)
+        for op in self.ops:
+            key = op["path"][1:]
+            if op["op"] == "remove":
+                after.pop(key, None)
+            else:
+                after[key] = op["value"]
+        return field_diff(before, after, [op["path"][1:] for op in self.ops])
+
     def replace(self, path: str, value: Any, shown: str) -> None:
         self.ops.append({"op": "replace", "path": path, "value": value})
         self.changes.append(shown)
@@ -375,9 +407,9 @@ class PatchDraft:
             return False
         if value == "":
             self.ops.append({"op": "remove", "path": path})
-            self.changes.append(f"{label}: {before!r} -> removed")
+            self.changes.append(f"{label}: {quoted(before)} -> removed")
         else:
-            self.replace(path, value, f"{label}: {before or None!r} -> {value!r}")
+            self.replace(path, value, f"{label}: {quoted(before) if before else None} -> {quoted(value)}")
         return True
 
 
@@ -517,6 +549,7 @@ async def plan_patch(
         notes=draft.risky,
         needs_consent=bool(draft.risky),
         payload=draft.ops,
+        diff=draft.diff(),
     )
 
 
@@ -544,7 +577,8 @@ async def patch_sharing_task(
     recipients, channel, content, filter, a far start, outside addresses) need the user's confirmation."""
     await api.patch(task_id, plan.payload)
     shown = [f"{o['op']} {o['path']}" for o in plan.payload]
-    return PatchResult(task=SharingTaskDetail.of(await api.get(task_id)), ops=shown)
+    after = await api.get(task_id)
+    return PatchResult(task=SharingTaskDetail.of(after), ops=shown, text=task_text(after))
 
 
 # Delete, cancel, execute, executions ------------------------------------------------------------------
@@ -658,6 +692,7 @@ async def list_sharing_task_executions(
         executions=[ExecutionRow.of(e) for e in page.items],
         total=page.total,
         next_cursor=page.next_cursor,
+        note=page.cut_note,
     )
 
 
@@ -776,12 +811,7 @@ class SharingTaskSource:
 
     async def failures(self, scan: FailureScan) -> None:
         """Failed executions since `scan.since`, of every task that ran in the window, with the tenant's errors."""
-        ran: list[SharingTaskDoc] = []
-        async for doc in self.api.all():
-            last = parse_time(doc.last_ran)
-            # A task that has not run since `since` cannot have failed since: its executions are not read.
-            if last is not None and last >= scan.since:
-                ran.append(doc)
+        ran = await self._ran_since(scan)
         found: list[Failure] = []
 
         async def read_failed(doc: SharingTaskDoc) -> None:
@@ -791,6 +821,27 @@ class SharingTaskSource:
         found.sort(key=lambda f: f.at or "", reverse=True)
         scan.found.extend(found)
         scan.checked["sharing"] = len(ran)
+
+    async def _ran_since(self, scan: FailureScan) -> list[SharingTaskDoc]:
+        """The tasks that ran since `scan.since`, listed page by page while the scan's budget allows: a tenant
+        with endless pages (or a next link that comes round again) costs the budget, never more."""
+        ran: list[SharingTaskDoc] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        pages = 0
+        while scan.budget.spend(scan.clock(), f"sharing tasks listing, page {pages + 1} on"):
+            page = await self.api.list(LISTING, limit=LISTING_ROWS, cursor=cursor)
+            pages += 1
+            # A task that has not run since `since` cannot have failed since: its executions are not read.
+            ran.extend(doc for doc in page.items if _ran_since(doc, scan))
+            if not page.next_cursor:
+                break
+            if page.next_cursor in seen:
+                scan.budget.skipped.append(f"sharing tasks listing after page {pages} (its next link came round)")
+                break
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+        return ran
 
     async def _failed(self, doc: SharingTaskDoc, scan: FailureScan) -> list[Failure]:
         budget = scan.budget
@@ -819,6 +870,11 @@ class SharingTaskSource:
                 )
             )
         return out
+
+
+def _ran_since(doc: SharingTaskDoc, scan: FailureScan) -> bool:
+    last = parse_time(doc.last_ran)
+    return last is not None and last >= scan.since
 
 
 def failure_line(execution: ExecutionDoc) -> str | None:

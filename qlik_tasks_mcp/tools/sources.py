@@ -39,6 +39,8 @@ class TaskInfo:
     next_run: str | None = None
     # Set for the kinds whose change is a PUT, which makes the caller the owner.
     owner_before_put: str | None = None
+    # The owner's Qlik user id, for the kinds that have one (find_orphans, names in previews); None: not known.
+    owner_id: str | None = None
 
 
 @dataclass
