@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from qlik_tasks_mcp.sandbox import items as sandbox_items
+from qlik_tasks_mcp.sandbox import qalyptus as sandbox_qalyptus
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.sandbox.core import App, User
@@ -93,9 +94,25 @@ def expected_orphans(h: Harness) -> set[tuple[str, str]]:
         for t in sandbox_tasks.tables(h.sandbox).tasks.values()
         if t["metadata"]["ownerId"] in gone or t["resourceId"] in deleted_apps
     }
-    # Sharing tasks: only their apps are known to find_orphans until the sharing source reports owners.
-    found |= {("sharing", i) for i, t in sandbox_sharing.tables(h.sandbox).tasks.items() if t["appId"] in deleted_apps}
+    # Sharing tasks name their owner; an app no family but sharing names is gone all the same.
+    gone_apps = deleted_apps | (sharing_apps(h) - set(h.sandbox.apps))
+    found |= {
+        ("sharing", i)
+        for i, t in sandbox_sharing.tables(h.sandbox).tasks.items()
+        if t["owner"] in gone or t["appId"] in gone_apps
+    }
+    # Qalyptus tasks whose owner is no longer a user of their organization.
+    found |= {
+        ("qalyptus", task_id)
+        for org in sandbox_qalyptus.tables(h.sandbox).orgs.values()
+        for task_id, t in org.tasks.items()
+        if t["owner"] not in {u["id"] for u in org.users}
+    }
     return found
+
+
+def sharing_apps(h: Harness) -> set[str]:
+    return {t["appId"] for t in sandbox_sharing.tables(h.sandbox).tasks.values()}
 
 
 async def test_find_orphans_finds_the_seeded_orphans_with_their_fix(harness: Harness) -> None:
@@ -106,15 +123,20 @@ async def test_find_orphans_finds_the_seeded_orphans_with_their_fix(harness: Har
         report = data(await client.call_tool("find_orphans", {}))
     found = {(o["kind"], o["id"]): o for o in report["orphans"]}
     expected = expected_orphans(harness)
-    assert {k for k, _ in expected} >= {"reload", "task", "sharing"}
+    assert {k for k, _ in expected} >= {"reload", "task", "sharing", "qalyptus"}
     assert set(found) == expected
+    long_gone = sharing_apps(harness) - set(harness.sandbox.apps)
     for orphan in found.values():
         if "app no longer exists" in orphan["problem"]:
-            assert orphan["fix"].startswith("delete it") and deleted.id in orphan["app"]
+            assert orphan["fix"].startswith("delete it")
+            assert any(a in orphan["app"] for a in {deleted.id} | long_gone)
+        elif orphan["kind"] == "qalyptus":
+            assert any(u.id in orphan["owner"] and u.name in orphan["owner"] for u in gone.values())
+            assert "no longer a user of Qalyptus organization" in orphan["owner"] and "Qalyptus" in orphan["fix"]
         else:
             assert any(u.id in orphan["owner"] and u.status in orphan["owner"] for u in gone.values())
             assert "new owner" in orphan["fix"]
-    assert report["checked"]["apps"] == len(harness.sandbox.apps)
+    assert report["checked"]["apps"] == len(set(harness.sandbox.apps) | sharing_apps(harness))
 
 
 async def test_name_lookups_cost_one_request_per_page_and_kind(harness: Harness) -> None:

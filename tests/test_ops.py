@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from mcp.types import CallToolResult, ElicitResult, GetPromptResult, TextContent
 
 from qlik_tasks_mcp.client.workflow import repeating_interval, scheduled_reload
+from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
@@ -99,7 +101,9 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
     async with big.client() as client:
         report = data(await client.call_tool("find_failures", {"hours": 24}))
     assert report["stopped_early"] is False
-    assert report["checked"]["reload"] == APPS and report["checked"]["task apps"] == APPS
+    # Tasks are read from tenant-wide queries (failing tasks, failed reloads), not app by app (issue 17).
+    assert report["checked"]["reload"] == APPS and report["checked"]["task apps"] == 0
+    assert not [x for x in big.recorder.exchanges if "/resources/" in x.path]
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for group in report["groups"]:
         by_kind.setdefault(group["kind"], []).append(group)
@@ -110,7 +114,17 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
         if t.get("disabledCode") == "CONSECUTIVE-FAILURES" and t["lastExecutionTime"] >= since
     }
     assert recent and len(recent) < len(failing_reloads(big))
-    assert {g["task_id"] for g in by_kind["reload"]} == recent
+    # Every failed run counts: a reload task's failed reloads in the window (each names it) too (issue 17).
+    cutoff = big.sandbox.clock.now() - timedelta(hours=24)
+    failed_runs = Counter(
+        r["resourceId"]
+        for r in sandbox_reloads.tables(big.sandbox).reloads.values()
+        if r.get("resourceType") == "reload-tasks"
+        and r["_outcome"] == "FAILED"
+        and sandbox_reloads.finished_at(r) >= cutoff
+    )
+    assert {g["task_id"] for g in by_kind["reload"]} == recent | set(failed_runs)
+    assert all(g["failures"] == failed_runs.get(g["task_id"], 1) for g in by_kind["reload"])
     sharing_failed = failed_sharing_since(big, since)
     assert len(sharing_failed) >= APPS // 10
     assert {g["task_id"] for g in by_kind["sharing"]} == sharing_failed
@@ -139,7 +153,10 @@ async def test_find_failures_says_when_it_stopped_early(big: Harness, monkeypatc
 async def test_find_failures_checks_extra_apps_and_stays_bounded(harness: Harness) -> None:
     async with harness.client() as client:
         report = data(await client.call_tool("find_failures", {"hours": 1, "app_ids": ["not-an-app"]}))
-    assert report["checked"]["task apps"] == len(harness.sandbox.apps) + 1
+    # The named app is read one by one; the tenant's other apps are covered by its tenant-wide queries.
+    assert report["checked"]["task apps"] == 1
+    runs = [x.path for x in harness.recorder.exchanges if x.path.endswith("/runs")]
+    assert runs == ["/api/scheduling/tasks/resources/not-an-app/runs"]
     assert all(g["kind"] != "task" for g in report["groups"])
 
 
@@ -387,6 +404,7 @@ async def test_prompts_render_with_their_arguments(harness: Harness) -> None:
             "setup_report_distribution",
             "maintenance_window",
             "daily_ops_review",
+            "migrate_off_reload_tasks",
         }
         tool_names = {t.name for t in (await client.list_tools()).tools}
         cases = {
@@ -402,6 +420,7 @@ async def test_prompts_render_with_their_arguments(harness: Harness) -> None:
                 "end": "2027-01-06 02:00 Europe/Zurich",
             },
             "daily_ops_review": {"hours": "12"},
+            "migrate_off_reload_tasks": {"app": "Sales"},
         }
         for name, args in cases.items():
             text = prompt_text(await client.get_prompt(name, args))
@@ -635,3 +654,121 @@ async def test_app_overview_reads_every_listing_page_within_its_budget(
     assert "Stopped early" in overview["note"] and "may miss tasks or chains" in overview["note"]
     ids = [(i["kind"], i["id"]) for i in overview["items"]]
     assert ids and len(ids) == len(set(ids)), "a looping listing repeats tasks; the overview shows each once"
+
+
+async def test_app_overview_shows_recent_reloads_and_their_failure_rate(harness: Harness) -> None:
+    st = sandbox_reloads.tables(harness.sandbox)
+    app_id = next(iter(st.defects))
+    async with harness.client() as client:
+        overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": app_id}))
+    history = overview["recent_reloads"]
+    now = harness.sandbox.clock.now()
+    newest = sorted((st.reloads[i] for i in st.by_app[app_id]), key=lambda r: r["_created"], reverse=True)[:10]
+    statuses = [sandbox_reloads.status_at(r, now) for r in newest]
+    assert [r["id"] for r in history["reloads"]] == [r["id"] for r in newest]
+    assert history["failed"] == statuses.count("FAILED") > 0
+    assert history["failure_rate"] == round(history["failed"] / history["ended"], 2)
+    assert all(r["seconds"] for r in history["reloads"] if r["status"] != "QUEUED")
+    reloads_read = [x for x in harness.recorder.exchanges if x.path == "/api/v1/reloads"]
+    assert len(reloads_read) == 1
+
+
+async def test_find_failures_names_the_apps_with_one_lookup(harness: Harness) -> None:
+    async with harness.client() as client:
+        before = len(harness.recorder.exchanges)
+        report = data(await client.call_tool("find_failures", {"hours": 72}))
+    items = [x for x in harness.recorder.exchanges[before:] if x.path.startswith("/api/v1/items")]
+    apps = {a.id: a for a in harness.sandbox.apps.values() if not a.deleted}
+    named = [g for g in report["groups"] if g.get("app_id") in apps]
+    assert named and len(items) == 1
+    for group in named:
+        assert group["app"] == apps[group["app_id"]].name
+
+
+# Sharing failures are read from what the task listing shows (sharing-tasks.json) -------------------------------
+
+
+def sharing_view(h: Harness, task: dict[str, Any]) -> dict[str, Any]:
+    """A task as the sandbox answers it: its deliveries' outcome shown the spec's way."""
+    view = copy.deepcopy(task)
+    history = sandbox_sharing.tables(h.sandbox).executions.get(task["id"], [])
+    sandbox_sharing.show_deliveries(view, history, h.sandbox.clock.now())
+    return view
+
+
+def shows_failure(view: dict[str, Any]) -> bool:
+    recipients = [r for entries in view["recipients"].values() if isinstance(entries, list) for r in entries]
+    return bool(
+        view["failedExecutionsCount"]
+        or view.get("statusCode") not in ("VALID", "DELETING")
+        or view.get("taskErrors")
+        or any(r.get("taskRecipientErrors") or r.get("taskGroupRecipientErrors") for r in recipients)
+    )
+
+
+def sharing_executions_read(h: Harness, start: int = 0) -> set[str]:
+    paths = [x.path for x in h.recorder.exchanges[start:] if x.method == "GET" and x.path.endswith("/executions")]
+    return {p.split("/")[-2] for p in paths if p.startswith("/api/v1/sharing-tasks/")}
+
+
+async def test_find_failures_reads_executions_only_of_sharing_tasks_showing_a_failure(big: Harness) -> None:
+    async with big.client() as client:
+        report = data(await client.call_tool("find_failures", {"hours": 24}))
+        bounced = next(t for t in sandbox_sharing.tables(big.sandbox).tasks.values() if "bounce.invalid" in str(t))
+        got = data(await client.call_tool("get_sharing_task", {"task_id": bounced["id"]}))["task"]
+    assert report["stopped_early"] is False
+    since = (big.sandbox.clock.now() - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tasks = sandbox_sharing.tables(big.sandbox).tasks.values()
+    flagged = {t["id"] for t in tasks if t.get("lastRun", "") >= since and shows_failure(sharing_view(big, t))}
+    read = sharing_executions_read(big)
+    assert read == flagged and len(read) < len(tasks) // 5
+    assert failed_sharing_since(big, since) <= read
+    assert report["checked"]["sharing"] == len(tasks) and report["checked"]["sharing tasks read"] == len(read)
+    assert "not read for executions" in report["note"] and "list_sharing_task_executions" in report["note"]
+    # A bounced address fails that recipient alone: the task shows it on the recipient, not as a failed run.
+    email = next(r for r in got["recipients"] if r["value"].endswith("@bounce.invalid"))
+    assert email.get("errors") == ["GENERIC_EXECUTION_FAILURE"]
+    assert not any(r.get("errors") for r in got["recipients"] if r is not email)
+    assert got["status"] == "VALID" and "failed_executions_in_a_row" not in got
+
+
+async def test_find_failures_finds_a_sharing_task_whose_only_failure_is_one_recipients(harness: Harness) -> None:
+    sharing = sandbox_sharing.tables(harness.sandbox)
+    task = next(
+        t
+        for t in sharing.tasks.values()
+        if t["type"] == "sheet-sharing" and not shows_failure(sharing_view(harness, t)) and t["enabled"]
+    )
+    task["recipients"]["emailAddresses"].append({"value": "left@bounce.invalid", "enabled": True})
+    now = harness.sandbox.clock.now()
+    sandbox_sharing.start_execution(harness.sandbox, task, at=now - timedelta(hours=1), seconds=30)
+    async with harness.client() as client:
+        got = data(await client.call_tool("get_sharing_task", {"task_id": task["id"]}))["task"]
+        start = len(harness.recorder.exchanges)
+        report = data(await client.call_tool("find_failures", {"hours": 24, "kinds": ["sharing"]}))
+    assert got["status"] == "VALID" and not got.get("task_errors") and "failed_executions_in_a_row" not in got
+    assert [r.get("errors") for r in got["recipients"] if r.get("errors")] == [["GENERIC_EXECUTION_FAILURE"]]
+    group = next(g for g in report["groups"] if g["task_id"] == task["id"])
+    assert group["failures"] == 1 and "left@bounce.invalid" in group["first_error"]
+    assert task["id"] in sharing_executions_read(harness, start)
+
+
+async def test_a_sharing_run_failed_for_everyone_shows_on_the_task_until_a_success(harness: Harness) -> None:
+    sharing = sandbox_sharing.tables(harness.sandbox)
+    task = next(t for t in sharing.tasks.values() if t["enabled"] and not shows_failure(sharing_view(harness, t)))
+    now = harness.sandbox.clock.now()
+    error = {"code": "REPORT-SEND-FAILED", "title": "Report delivery failed", "detail": "SMTP relay refused"}
+    for hours in (3, 2):
+        at = now - timedelta(hours=hours)
+        sandbox_sharing.start_execution(harness.sandbox, task, at=at, seconds=30, error=error, every_delivery=True)
+    async with harness.client() as client:
+        failed = data(await client.call_tool("get_sharing_task", {"task_id": task["id"]}))["task"]
+        sandbox_sharing.start_execution(harness.sandbox, task, at=now - timedelta(hours=1), seconds=30)
+        cleared = data(await client.call_tool("get_sharing_task", {"task_id": task["id"]}))["task"]
+    assert failed["status"] == "FAILED" and failed["status_label"] == "Report delivery failed"
+    assert failed["failed_executions_in_a_row"] == 2
+    users = [r for r in failed["recipients"] if r["kind"] in ("user", "email")]
+    assert users and all(r.get("errors") == ["GENERIC_EXECUTION_FAILURE"] for r in users)
+    # A run that reached its recipients resets the count and the status, and clears their delivery errors.
+    assert cleared["status"] == "VALID" and "status_label" not in cleared
+    assert "failed_executions_in_a_row" not in cleared and not any(r.get("errors") for r in cleared["recipients"])

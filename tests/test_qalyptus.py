@@ -141,7 +141,7 @@ async def test_read_only_mode_serves_only_the_reads() -> None:
 def test_every_path_is_in_one_table_marked_verified_or_inferred() -> None:
     table = PathTable()
     verified = {e.op for e in table.entries() if e.source == "verified"}
-    assert verified == {"list_tasks", "list_reports", "task_recipients", "task_reports", "task_triggers"}
+    assert verified == {"list_tasks", "list_reports", "list_users", "task_recipients", "task_reports", "task_triggers"}
     assert {e.source for e in table.entries()} == {"verified", "inferred"}
     assert table["list_tasks"].hint() is None
     assert "QALYPTUS_PATHS" in (table["run_task"].hint() or "")

@@ -63,7 +63,12 @@ async def test_list_filters_sorts_and_pages_with_compact_rows(harness: Harness) 
         names = [t["name"] for t in first["tasks"]]
         assert names == sorted(names, key=str.lower) or names == sorted(names)
         row = first["tasks"][0]
-        assert set(row) <= {"id", "name", "type", "app", "owner", "enabled", "status", "next_run", "last_run"}
+        # Names beside ids (issue 18), the schedule in words beside the next run (issue 19).
+        assert set(row) <= {
+            *("id", "name", "type", "app", "owner", "enabled", "status", "next_run", "last_run"),
+            *("app_id", "owner_id", "owner_status", "schedule"),
+        }
+        assert {"app", "app_id", "owner", "owner_id", "schedule"} <= set(row)
         charts = data(await client.call_tool("list_sharing_tasks", {"types": ["chart-monitoring"], "limit": 100}))
         assert charts["tasks"] and {t["type"] for t in charts["tasks"]} == {"chart-monitoring"}
         app_id = a_task(harness)["appId"]

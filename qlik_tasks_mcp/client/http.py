@@ -24,7 +24,7 @@ import httpx
 from qlik_tasks_mcp.client.errors import ERROR_BODY_BYTES, ApiError, InvalidInput, ProbablyDone, error_from_response
 from qlik_tasks_mcp.client.lines import LineSink, feed_lines, text_of_log_json
 from qlik_tasks_mcp.client.paging import same_origin
-from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
+from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter, report_pacing
 from qlik_tasks_mcp.client.redact import redact, register_secret
 from qlik_tasks_mcp.client.transport_errors import describe_transport_error
 
@@ -348,18 +348,29 @@ class TenantHttp:
                 path=request.url.path,
                 hint=f"Retry after {held:.0f} s (at {at_wall_clock(held)}).",
             )
-        with anyio.move_on_after(max(0.0, deadline.left())) as scope:
+        # Pacing waits at most `max_wait` (and never past the call's budget): a tier spent by earlier calls (a
+        # scan, say) fails this one fast with the time to retry, instead of holding it silently for a minute.
+        free_in = self.limiter.free_in(tier)
+        bound = min(self.retry.max_wait, max(0.0, deadline.left()))
+        if held + free_in > bound:
+            raise self._tier_spent(tier, request, held + free_in)
+        if held + free_in > 0:
+            await report_pacing(tier, held + free_in)
+        with anyio.move_on_after(bound) as scope:
             await anyio.sleep(held)
             await self.limiter.acquire(tier)
         if scope.cancelled_caught:
-            raise ApiError(
-                429,
-                f"Rate limited: no free request in rate tier {tier.label} within this call's "
-                f"{deadline.budget:.0f} s bound; not sent",
-                method=request.method,
-                path=request.url.path,
-                hint="Other calls are using the tier's requests per minute; try again in a minute.",
-            )
+            raise self._tier_spent(tier, request, self.limiter.free_in(tier))
+
+    def _tier_spent(self, tier: Tier, request: httpx.Request, wait: float) -> ApiError:
+        return ApiError(
+            429,
+            f"Rate limited: this server's requests in rate tier {tier.label} are spent for {wait:.0f} s, longer "
+            f"than a call waits ({self.retry.max_wait:.0f} s); not sent",
+            method=request.method,
+            path=request.url.path,
+            hint=f"Retry after {wait:.0f} s (at {at_wall_clock(wait)}).",
+        )
 
     def _bound_timeout(self, request: httpx.Request, deadline: Deadline) -> None:
         """No single request outlives the call's budget: each of the client's timeouts is cut to what is left."""

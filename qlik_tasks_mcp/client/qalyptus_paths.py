@@ -42,6 +42,7 @@ DEFAULTS: dict[str, tuple[str, str, Source]] = {
     "task_log": ("GET", "/status/tasks/{id}/log", "inferred"),
     "task_smtp_log": ("GET", "/status/tasks/{id}/smtp-log", "inferred"),
     "list_reports": ("GET", "/reports", "verified"),
+    "list_users": ("GET", "/users", "verified"),
 }
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import Enum
 
 import anyio
@@ -68,6 +70,16 @@ class TierLimiter:
                 self.waited_seconds += wait
                 await anyio.sleep(wait)
 
+    def free_in(self, tier: Tier) -> float:
+        """Seconds until the tier's window has a free request (0: one is free now), as far as this process knows."""
+        sent = self._sent[tier]
+        now = self._clock()
+        while sent and now - sent[0] >= self._window:
+            sent.popleft()
+        if len(sent) < self._limits[tier]:
+            return 0.0
+        return self._window - (now - sent[len(sent) - self._limits[tier]])
+
     def pause(self, tier: Tier, seconds: float) -> None:
         """After a 429 whose Retry-After a call may wait out, hold the whole tier back: the next send waits.
 
@@ -89,3 +101,25 @@ class TierLimiter:
     def held_for(self, tier: Tier) -> float:
         """Seconds left of the tier's hold; 0 when it is free."""
         return max(0.0, self._held_until.get(tier, 0.0) - self._clock())
+
+
+# Told before a call waits for its tier (tier label, seconds): a tool sends it on as a progress notification, so
+# no wait is silent. Set per call with `pacing_reported`.
+PacingNotice = Callable[[str, float], Awaitable[None]]
+_notice: ContextVar[PacingNotice | None] = ContextVar("pacing_notice", default=None)
+
+
+@contextmanager
+def pacing_reported(notice: PacingNotice) -> Iterator[None]:
+    """Pacing waits of the requests sent in this block (and the tasks it starts) are told to `notice` first."""
+    token = _notice.set(notice)
+    try:
+        yield
+    finally:
+        _notice.reset(token)
+
+
+async def report_pacing(tier: Tier, seconds: float) -> None:
+    notice = _notice.get()
+    if notice is not None:
+        await notice(tier.label, seconds)

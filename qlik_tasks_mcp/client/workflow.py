@@ -11,13 +11,14 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
-
-from jsonschema import Draft7Validator
+from typing import TYPE_CHECKING, Any, Literal
 
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import local_datetime
 from qlik_tasks_mcp.specs import QLIK
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator
 
 SPECS = {"v1": QLIK / "tasks.json", "scheduling": QLIK / "scheduling-tasks.json"}
 EVENT_TYPE = "com.qlik.v1.task.run.finished"
@@ -37,6 +38,9 @@ RUN_STATUSES = ("SUCCEEDED", "FAILED")
 
 @cache
 def _validator(api: str) -> Draft7Validator:
+    # Imported when a body is first checked: a server that never checks one starts without it.
+    from jsonschema import Draft7Validator
+
     spec = json.loads(SPECS[api].read_text(encoding="utf-8"))
     # OpenAPI 3.0 component schemas are JSON Schema (draft 4-7 keywords); the refs point into components.
     root = {"$ref": "#/components/schemas/Task", "components": {"schemas": spec["components"]["schemas"]}}

@@ -39,15 +39,28 @@ def register(mcp: MCPServer, tool_names: Iterable[str]) -> list[str]:
         return mcp.prompt(name=name, title=title, description=description)
 
     @prompt("diagnose_failed_reload", "Diagnose a failed reload", "Why did a reload fail, and how to fix it.")
-    def diagnose_failed_reload(target: Annotated[str, Field(description="An app id or a task id.")]) -> str:
+    def diagnose_failed_reload(
+        target: Annotated[str, Field(description="An app (name or id), a task id or a reload id.")],
+    ) -> str:
         steps = Steps(available)
-        steps.add(f"Find the failed runs of {target}: as an app id, look back 48 hours.", "find_failures")
-        steps.add(f"If {target} is a task id, read its latest run.", "get_last_task_run")
-        steps.add(f"If {target} is a reload task, read why it is disabled (disabled_code).", "get_reload_task")
-        steps.add("Read the failed run's log: grep 'error|failed' first, then a small tail.", "get_task_run_log")
+        steps.add(f"If {target} is an app's name rather than an id, find the app's id.", "find_apps")
+        steps.add("List the app's failed reloads of the last 48 hours (status FAILED).", "list_reloads")
+        steps.add(f"If {target} is a task or reload task, read its latest run.", "get_last_task_run", "get_reload_task")
+        steps.add("Read the failed reload: what started it, its error code and message.", "get_reload")
+        steps.add(
+            "Read the log's error lines (grep 'error'), then a small tail; note the script line it names.",
+            "get_reload_log",
+            "get_task_run_log",
+        )
+        steps.add("Show the load script around that line.", "get_app_script")
         steps.add("Explain the cause in plain words and propose a fix (script, connection, credentials, data).")
         steps.add(
-            "If it was disabled after consecutive failures, offer to re-enable it once fixed.",
+            "If the fix is a script change, check the proposed script first (it changes nothing).", "check_app_script"
+        )
+        steps.add("Once fixed in Qlik, offer to reload the app now and follow it to the end.", "reload_app")
+        steps.add(
+            "If a task was disabled after consecutive failures, offer to re-enable it once fixed.",
+            "update_task",
             "update_reload_task",
             "set_tasks_enabled",
         )
@@ -64,6 +77,9 @@ def register(mcp: MCPServer, tool_names: Iterable[str]) -> list[str]:
         schedule: Annotated[str, Field(description="When, e.g. 'weekdays 07:00 Europe/Zurich'.")],
     ) -> str:
         steps = Steps(available)
+        steps.add(
+            f"Resolve the app {app_id} and the recipients {recipients} by name if needed.", "find_apps", "find_users"
+        )
         steps.add("Read the tenant's sharing settings and limits (e.g. maximum recipients).", "get_sharing_settings")
         steps.add(
             f"Turn '{schedule}' into RRULE lines and a time zone; check them and show the next runs.",
@@ -95,6 +111,7 @@ def register(mcp: MCPServer, tool_names: Iterable[str]) -> list[str]:
         end: Annotated[str, Field(description="Local end with zone.")],
     ) -> str:
         steps = Steps(available)
+        steps.add(f"If {app_id} is an app's name, find its id.", "find_apps")
         steps.add(
             f"List everything scheduled for app {app_id}, and which runs fall between {start} and {end}.",
             "get_app_schedule_overview",
@@ -115,13 +132,40 @@ def register(mcp: MCPServer, tool_names: Iterable[str]) -> list[str]:
     ) -> str:
         steps = Steps(available)
         steps.add(f"Find every failure of the last {hours} hours across all task kinds.", "find_failures")
-        steps.add("For each failed task, read the first error in its log.", "get_task_run_log", "get_qalyptus_task_log")
+        steps.add(
+            "For each failure, read the first error in its log.",
+            "get_reload_log",
+            "get_task_run_log",
+            "get_qalyptus_task_log",
+        )
         steps.add("For report distributions that failed, read per-recipient errors.", "get_sharing_task_execution")
         steps.add("For apps with failures, show what runs next and what it triggers.", "get_app_schedule_overview")
+        steps.add("List tasks whose owner left or whose app is gone.", "find_orphans")
         steps.add(
             "Summarize: a table of failures (task, kind, when, first error), then proposed actions. Change "
             "nothing unless the user asks."
         )
         return steps.text(f"Daily ops review of the last {hours} hours.", UNTRUSTED, CONFIRM)
+
+    @prompt(
+        "migrate_off_reload_tasks",
+        "Migrate off reload tasks",
+        "Move an app's (or the tenant's) reload tasks to Qlik's scheduling tasks before the API is removed.",
+    )
+    def migrate_off_reload_tasks(
+        app: Annotated[str, Field(description="An app (name or id), or 'all' for the whole tenant.")] = "all",
+    ) -> str:
+        steps = Steps(available)
+        steps.add(f"If {app} is an app's name, find its id.", "find_apps")
+        steps.add(
+            f"List the reload tasks of {app}: which are enabled, migrated, and their schedules.", "list_reload_tasks"
+        )
+        steps.add(
+            "Show what else is scheduled for those apps (tasks already there stop their reload tasks).",
+            "get_app_schedule_overview",
+        )
+        steps.add("Preview the migration and show it to the user; confirm only on their yes.", "migrate_reload_tasks")
+        steps.add("Check the new tasks and their next runs.", "list_tasks", "explain_schedule")
+        return steps.text(f"Migrate the reload tasks of {app} to scheduling tasks.", CONFIRM)
 
     return names

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 
 from qlik_tasks_mcp.sandbox import (
     items,
+    large,
     qalyptus,
     qalyptus_seed,
     reload_tasks,
@@ -76,13 +77,19 @@ def build_sandbox(
     `reload_tasks_retired`: 404 or 410, the answer of every /api/v1/reload-tasks request (a retired API)."""
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
     seed_people_and_apps(sandbox, app_count)
+    # The size switch (sandbox.large): thousands of apps, each with a task, and no reload tasks.
+    is_large = app_count >= large.LARGE_FROM
     # One seed call per API family.
-    reload_tasks.seed(sandbox)
+    if not is_large:
+        reload_tasks.seed(sandbox)
     workflow_tasks.seed(sandbox)
     qalyptus_seed.seed(sandbox)
     sharing_seed.seed(sandbox)
     items.seed(sandbox)
-    reloads.seed(sandbox)
+    if is_large:
+        large.seed(sandbox)
+    else:
+        reloads.seed(sandbox)
     reload_tasks.seed_migrated(sandbox, migrated_reload_tasks, workflow_tasks.migrate)
     if reload_tasks_retired:
         reload_tasks.retire(sandbox, reload_tasks_retired)

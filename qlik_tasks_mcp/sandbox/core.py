@@ -20,6 +20,11 @@ from qlik_tasks_mcp.sandbox.faults import Faults
 
 SANDBOX_URL = "https://sandbox.qlikcloud.invalid"
 SANDBOX_API_KEY = "sandbox-api-key-not-a-secret-0000"
+# The sandbox's Qalyptus organization, named here (not in qalyptus.py) so a server can point its client at it
+# without loading the simulated tenant and its checker.
+QALYPTUS_HOST = "sandbox.qalyptus.invalid"
+QALYPTUS_SANDBOX_URL = f"https://{QALYPTUS_HOST}/api/v1"
+QALYPTUS_SANDBOX_KEY = SANDBOX_API_KEY
 TENANT_ID = "SbxTenant0Qx7pLm2Rk9vWz4Nc6Hd1Ty"
 
 Handler = Callable[[Request], Awaitable[Response]]

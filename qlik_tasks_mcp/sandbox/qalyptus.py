@@ -23,12 +23,11 @@ from starlette.routing import BaseRoute, Host, Route, Router
 
 from qlik_tasks_mcp.sandbox import qalyptus_contract as contract
 from qlik_tasks_mcp.sandbox.contract import TITLES
-from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, Handler, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import QALYPTUS_HOST, Handler, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import QALYPTUS_SANDBOX_KEY as QALYPTUS_SANDBOX_KEY
+from qlik_tasks_mcp.sandbox.core import QALYPTUS_SANDBOX_URL as QALYPTUS_SANDBOX_URL
 from qlik_tasks_mcp.sandbox.schedule import zone_of
 
-QALYPTUS_HOST = "sandbox.qalyptus.invalid"
-QALYPTUS_SANDBOX_URL = f"https://{QALYPTUS_HOST}/api/v1"
-QALYPTUS_SANDBOX_KEY = SANDBOX_API_KEY
 # A second organization, for choosing between organizations; its key reaches only it.
 EU_HOST = "sandbox-eu.qalyptus.invalid"
 EU_URL = f"https://{EU_HOST}/api/v1"
@@ -54,6 +53,8 @@ class Org:
     executions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # How each task's runs end (Completed, Warning or Failed): the simulation's choice, never served.
     outcomes: dict[str, str] = field(default_factory=dict)
+    # The organization's Qalyptus users (GET /users); a task may still name an owner who is no longer one.
+    users: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -468,6 +469,9 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
     async def reports(_: Request) -> Response:
         return ok(list(org.reports.values()))
 
+    async def users(_: Request) -> Response:
+        return ok(org.users)
+
     def g(template: str, handler: Handler, body: str | None = None) -> Handler:
         check = contract.checker(body) if body else None
         guarded_handler = guarded(sandbox, "qalyptus", refused, handler, api_key=org.api_key, body=check)
@@ -498,6 +502,7 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         ("GET", "/status/tasks/{id}/log", log_file(smtp=False), None),
         ("GET", "/status/tasks/{id}/smtp-log", log_file(smtp=True), None),
         ("GET", "/reports", reports, None),
+        ("GET", "/users", users, None),
     ]
     return [Route(PREFIX + path, g(path, handler, body), methods=[method]) for method, path, handler, body in table]
 

@@ -34,6 +34,8 @@ def _schedule(sandbox: Sandbox, now: datetime, name: str, zone: str, **timing: A
 
 def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, Any]], reports: list[tuple]) -> None:
     people = list(sandbox.users.values())
+    # People who left the tenant are no longer Qalyptus users either, though tasks still name them as owners.
+    org.users = [{"id": p.id, "name": p.name, "email": p.email} for p in people if p.status == "active"]
     projects = {p: {"id": sandbox.uuid(), "name": p} for p in {r[4] for r in reports}}
     by_name: dict[str, dict[str, Any]] = {}
     for name, kind, formats, iteration, project in reports:

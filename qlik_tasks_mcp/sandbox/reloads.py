@@ -187,6 +187,19 @@ def start_reload(
     return reload
 
 
+def failure_message(sandbox: Sandbox, app_id: str, defect: str) -> str:
+    """The error a reload of `app_id` fails on when its script has `defect`."""
+    return error_message(app_scripts.broken_script(sandbox, app_id, defect), defect)
+
+
+def forget(sandbox: Sandbox, reload_id: str) -> None:
+    """Drop a reload that will not happen (a chained task run forgotten before it started)."""
+    st = tables(sandbox)
+    reload = st.reloads.pop(reload_id, None)
+    if reload is not None:
+        st.by_app[reload["appId"]].remove(reload_id)
+
+
 def _reload_task_of(sandbox: Sandbox) -> dict[str, str]:
     """app id -> one of its reload tasks, read from the reload-tasks family's table (seeded before this one)."""
     found: dict[str, str] = {}
@@ -339,7 +352,8 @@ def _selected(sandbox: Sandbox, request: Request, now: datetime) -> list[dict[st
     q = request.query_params
     st = tables(sandbox)
     ids = st.by_app.get(q["appId"], []) if q.get("appId") else list(st.reloads)
-    rows = [(status_at(st.reloads[i], now), st.reloads[i]) for i in ids]
+    # A chained task run's reload is stored ahead, like the run: it shows once it is created.
+    rows = [(status_at(st.reloads[i], now), st.reloads[i]) for i in ids if st.reloads[i]["_created"] <= now]
     if q.get("filter"):
         predicate = parse_filter(q["filter"])
         if isinstance(predicate, str):

@@ -1,8 +1,10 @@
 """Seeded sharing tasks: every type, a few days of executions, and the troubled cases an admin meets.
 
 Tests find the cases by content, not by id: a task whose recipients hold `nobody@bounce.invalid` (it fails
-delivery to that address), `statusCode` FAILED with `taskErrors`, `enabledByUser` false, `enabledBySystem`
-false, and one task in `statusCode` DELETING.
+delivery to that address), tasks with `taskErrors` whose last runs failed (one for a single recipient, one for
+every recipient: `statusCode` FAILED), `enabledByUser` false, `enabledBySystem` false, and one task in
+`statusCode` DELETING. What a task shows of its deliveries (failedExecutionsCount, recipient errors, FAILED) is
+worked out from its executions when it is read (sharing_tasks.show_deliveries), never stored here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import base64
 from datetime import timedelta
 from typing import Any
 
-from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, App, Sandbox
 from qlik_tasks_mcp.sandbox.schedule import zone_of
 from qlik_tasks_mcp.sandbox.sharing_fields import persisted_recipients
 from qlik_tasks_mcp.sandbox.sharing_tasks import BASE, stamp, start_execution, tables
@@ -34,12 +36,18 @@ SCHEDULES = [
 ]
 GROUPS = ["Sales managers", "Finance leads", "Regional directors"]
 OUTSIDE = ["cfo@partner-example.com", "board@holding-example.com", "auditor@audit-example.com"]
-# index -> what is wrong with the seeded task
-FAILED = {5: ("PARTIAL_SENT", "REPORT-GENERATION-FAILED"), 19: ("EMAIL_DELIVERY_FAILURE", "REPORT-SEND-FAILED")}
+# index -> what is wrong with the seeded task: its task error, its executions' error code, and whether its last
+# runs failed for every recipient (else only for its first)
+FAILED = {
+    5: ("PARTIAL_SENT", "REPORT-GENERATION-FAILED", False),
+    19: ("EMAIL_DELIVERY_FAILURE", "REPORT-SEND-FAILED", True),
+}
 DISABLED_BY_USER = {3, 14}
 DISABLED_BY_SYSTEM = 21
 DELETING = 10
 WITH_BAD_ADDRESS = 1
+# A task of an app deleted long ago: no other family's task names it, and the tenant no longer lists it.
+OF_A_LONG_GONE_APP = 27
 
 
 def template(sandbox: Sandbox, kind: str, app_id: str, name: str, index: int) -> dict[str, Any]:
@@ -73,6 +81,8 @@ def seed(sandbox: Sandbox) -> None:
     now = sandbox.clock.now()
     for index in range(COUNT):
         kind, app, owner = KINDS[index % len(KINDS)], apps[index % len(apps)], users[index % len(users)]
+        if index == OF_A_LONG_GONE_APP:
+            app = App(id=sandbox.hex_id(), name="Retired Forecast", space_id=app.space_id, owner_id=owner.id)
         # One name per app and round over the apps: two tasks of an app never share a name.
         name = NAMES[kind][index // len(apps) % 3].format(app=app.name)
         emails = OUTSIDE[: index % 3] + ([BAD_ADDRESS] if index == WITH_BAD_ADDRESS else [])
@@ -83,9 +93,6 @@ def seed(sandbox: Sandbox) -> None:
                 "emailAddresses": emails,
             }
         )
-        for address in recipients["emailAddresses"]:
-            if address["value"] == BAD_ADDRESS:
-                address["taskRecipientErrors"] = [{"value": "GENERIC_EXECUTION_FAILURE", "timestamp": stamp(now)}]
         zone, rule = SCHEDULES[index % len(SCHEDULES)]
         monitoring = kind == "chart-monitoring"
         created = now - timedelta(days=40 + index)
@@ -125,7 +132,6 @@ def seed(sandbox: Sandbox) -> None:
             "transportChannels": ["email"],
             "emailContent": {"subject": name, "body": f"Attached: {name}."},
             "retentionPolicy": {"historySize": 10 if monitoring else 5, "overrideInterval": "FREQ=DAILY;INTERVAL=1"},
-            "failedExecutionsCount": 0,
             # What a real tenant returns beside the useful fields; the tools must leave these out.
             "encryptedState": {
                 "value": base64.b64encode(sandbox.hex_id(32).encode()).decode(),
@@ -137,7 +143,6 @@ def seed(sandbox: Sandbox) -> None:
         }
         problem = FAILED.get(index)
         if problem:
-            task |= {"statusCode": "FAILED", "statusLabel": "Failed", "failedExecutionsCount": 1 + index % 3}
             task["taskErrors"] = [{"value": problem[0], "timestamp": stamp(now - timedelta(days=1))}]
         if index in DISABLED_BY_USER:
             task |= {"enabled": False, "enabledByUser": False}
@@ -147,14 +152,15 @@ def seed(sandbox: Sandbox) -> None:
         if index == DELETING:
             task["statusCode"] = "DELETING"
         st.tasks[task_id] = task
-        # A few days of history: one run a day, one execution per recipient.
+        # A few days of history: one run a day, one execution per recipient; a troubled task's last runs failed.
         for day in range(1 + index % 4, 0, -1):
             error = None
-            if problem and day == 1:
+            if problem and day <= 1 + index % 3:
                 error = {
                     "code": problem[1],
                     "title": "Report delivery failed",
-                    "detail": f"{name}: 1 of the reports failed",
+                    "detail": f"{name}: the report was not sent" if problem[2] else f"{name}: 1 of the reports failed",
                 }
             at = (now - timedelta(days=day)).replace(hour=6, minute=index % 60, second=0, microsecond=0)
-            start_execution(sandbox, task, at=at, seconds=20 + index, error=error)
+            every = bool(problem and problem[2])
+            start_execution(sandbox, task, at=at, seconds=20 + index, error=error, every_delivery=every)

@@ -3,6 +3,7 @@
 Executions are simulated like workflow runs (sandbox/tasks.py): executing stores one execution per recipient
 with its start, length and outcome fixed up front, and every read derives the status from the sandbox clock.
 Delivery to an address on a `.invalid` domain fails (`REPORT-SEND-FAILED`); every other recipient is served.
+A task read shows its deliveries' outcome the way the spec describes it (see `delivery_fields`).
 """
 
 from __future__ import annotations
@@ -127,14 +128,16 @@ def start_execution(
     at: datetime | None = None,
     seconds: float | None = None,
     error: dict[str, str] | None = None,
+    every_delivery: bool = False,
 ) -> list[dict[str, Any]]:
-    """One execution per recipient, sharing a workflow id; `error` makes the first of them fail (seeding)."""
+    """One execution per recipient, sharing a workflow id; `error` makes the first of them fail, or every one with
+    `every_delivery` (seeding)."""
     st = tables(sandbox)
     at = at or sandbox.clock.now()
     workflow = sandbox.uuid()
     made = []
     for index, (kind, value) in enumerate(targets(task)):
-        failure = delivery_error(kind, value) or (error if index == 0 else None)
+        failure = delivery_error(kind, value) or (error if index == 0 or every_delivery else None)
         made.append(
             {
                 "id": sandbox.hex_id(),
@@ -205,6 +208,65 @@ def public_execution(execution: dict[str, Any], now: datetime, request: Request 
     return out
 
 
+# What the spec says a task shows of its deliveries (sharing-tasks.json, SharingTaskRecurringPersist and the
+# recipient models), which `show_deliveries` follows:
+# - failedExecutionsCount: "the number of consecutive failed executions for all recipients. This is reset on a
+#   successful execution for at least one recipient" -> counts the latest runs in which no delivery succeeded.
+# - taskRecipientErrors (users, e-mail addresses): "type of error occurring on sharing task specific for
+#   recipient"; GENERIC_EXECUTION_FAILURE is its one value for a failed delivery. A recipient carries it while its
+#   latest delivery failed: the spec does not say what clears it, and a later delivery that reached the recipient
+#   is taken to. Errors of other values (a deleted user, an unsubscribe) are the tenant's and stay.
+# - taskGroupRecipientErrors has no value for a failed delivery (only a group's own state), so a delivery that
+#   failed for a group alone shows on the task only through failedExecutionsCount, when every delivery failed.
+# - statusCode FAILED, statusLabel "error message indicating the underlying failure": while the latest run failed
+#   for every recipient; VALID again after a success. Other codes (DELETING, MAX_FAILURES_REACHED, ...) are the
+#   tenant's own state and stay as stored.
+DELIVERY_FAILED = "GENERIC_EXECUTION_FAILURE"
+DELIVERY_STATUSES = ("VALID", "FAILED")
+
+
+def show_deliveries(task: dict[str, Any], history: list[dict[str, Any]], now: datetime) -> None:
+    """Set failedExecutionsCount, the recipients' delivery errors and the delivery status on `task` (a public
+    copy) from its executions that have ended by `now`."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for execution in reversed(history):  # oldest first
+        runs.setdefault(execution["workflowID"], []).append(execution)
+    in_a_row, last_error = 0, None
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs.values():
+        statuses = [execution_status(e, now) for e in run]
+        if "in-progress" in statuses:
+            continue
+        ended = [e for e, status in zip(run, statuses, strict=True) if status != "cancelled"]
+        failed = [e for e in ended if e["_error"]]
+        # A cancelled delivery neither fails nor succeeds: a run none of whose deliveries ended changes nothing.
+        if failed and len(failed) == len(ended):
+            in_a_row, last_error = in_a_row + 1, failed[0]["_error"]
+        elif ended:
+            in_a_row, last_error = 0, None
+        latest |= {(e["targetUser"]["type"], e["targetUser"]["value"]): e for e in ended}
+    task["failedExecutionsCount"] = in_a_row
+    _mark_recipient_errors(task.get("recipients") or {}, latest)
+    if task.get("statusCode", "VALID") in DELIVERY_STATUSES:
+        task["statusCode"] = "FAILED" if last_error else "VALID"
+        task.pop("statusLabel", None)
+        if last_error:
+            task["statusLabel"] = last_error["title"]
+
+
+def _mark_recipient_errors(recipients: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Each user and address whose latest delivery (in `latest`) failed carries the spec's error for it."""
+    for key, kind in (("userIds", "user"), ("emailAddresses", "email")):
+        for entry in recipients.get(key) or []:
+            kept = [e for e in entry.get("taskRecipientErrors") or [] if e.get("value") != DELIVERY_FAILED]
+            last = latest.get((kind, entry["value"]))
+            if last is not None and last["_error"]:
+                ended = last["_start"] + timedelta(seconds=last["_seconds"])
+                kept.append({"value": DELIVERY_FAILED, "timestamp": stamp(ended)})
+            if kept or "taskRecipientErrors" in entry:
+                entry["taskRecipientErrors"] = kept
+
+
 def public_executions(sandbox: Sandbox, task: dict[str, Any]) -> list[dict[str, Any]]:
     now = sandbox.clock.now()
     return [public_execution(e, now) for e in tables(sandbox).executions.get(task["id"], [])]
@@ -225,6 +287,7 @@ def next_run(sandbox: Sandbox, task: dict[str, Any]) -> str | None:
 
 def public_task(sandbox: Sandbox, task: dict[str, Any], request: Request) -> dict[str, Any]:
     out = {k: v for k, v in copy.deepcopy(task).items() if not k.startswith("_")}
+    show_deliveries(out, tables(sandbox).executions.get(task["id"], []), sandbox.clock.now())
     upcoming = next_run(sandbox, task)
     if upcoming:
         out["nextScheduledRun"] = upcoming

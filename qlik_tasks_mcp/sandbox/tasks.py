@@ -56,6 +56,11 @@ class TaskTables:
     scheduling_gone: bool = False
     # True: the scheduling list's next token is the cursor of the page just read (a tenant whose paging loops).
     looping_pages: bool = False
+    # task id -> its run ids, so a listing of thousands of tasks finds each one's last run without a scan.
+    runs_of: dict[str, list[str]] = field(default_factory=dict)
+
+    def task_runs(self, task_id: str) -> list[dict[str, Any]]:
+        return [self.runs[i] for i in self.runs_of.get(task_id, []) if i in self.runs]
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ ERRORS = [
         "Orders:\nNoConcatenate\nLOAD * RESIDENT Orders_Staging\nWHERE OrderDate >= '2025-01-01'",
     ),
 ]
+# The app script defect (sandbox.app_scripts) each run error stands for: a failed run's reload fails on it too.
+DEFECTS = ("field", "file", "syntax")
 
 
 def start_run(
@@ -161,21 +168,23 @@ def start_run(
     app_id, partial = (reload_targets(task) or [("", False)])[0]
     failing = app_id in st.failing_apps
     run_id = sandbox.uuid()
+    error_index = sum(map(ord, app_id)) % len(ERRORS)
     run: dict[str, Any] = {
         "id": run_id,
         "taskId": task["id"],
         "taskName": task["name"],
         "resourceId": app_id,
         "actionId": "reload-app",
-        "workerId": sandbox.hex_id(),
-        "workerType": "reload-engine",
+        "workerId": "",
+        "workerType": "reloads",
         "executedAs": task["metadata"]["ownerId"],
         "triggeredBy": triggered_by,
         "taskMeta": dict(task["metadata"]),
         "_start": at,
         "_seconds": st.run_seconds if seconds is None else seconds,
         "_outcome": "FAILED" if failing else "SUCCEEDED",
-        "_error": ERRORS[sum(map(ord, app_id)) % len(ERRORS)][0] if failing else "",
+        "_error": "",
+        "_error_index": error_index,
         "_lines": BIG_LOG_LINES + sandbox.rng.randint(0, 400)
         if app_id in st.big_log_apps
         else sandbox.rng.randint(40, 160),
@@ -183,6 +192,11 @@ def start_run(
         "_cause": cause,
     }
     st.runs[run_id] = run
+    st.runs_of.setdefault(task["id"], []).append(run_id)
+    if app_id in sandbox.apps:
+        run["workerId"] = _run_reload(sandbox, run, DEFECTS[error_index] if failing else None)
+    elif failing:
+        run["_error"] = ERRORS[error_index][0]
     if depth < MAX_CHAIN:
         for follower in followers(st, task["id"], run["_outcome"]):
             start_run(
@@ -195,6 +209,30 @@ def start_run(
                 seconds=seconds,
             )
     return run
+
+
+def _run_reload(sandbox: Sandbox, run: dict[str, Any], defect: str | None) -> str:
+    """The app reload a run makes (NOTES-2026-11.md 1.5: workerId is its id): type choreographer, resourceType
+    tasks, resourceId the task; a failed run's reload fails on the app's script at the run's error."""
+    from qlik_tasks_mcp.sandbox import reloads
+
+    reload = reloads.start_reload(
+        sandbox,
+        run["resourceId"],
+        type="choreographer",
+        resource_type="tasks",
+        resource_id=run["taskId"],
+        outcome="FAILED" if defect else "SUCCEEDED",
+        at=run["_start"],
+        partial=run["_partial"],
+        user_id=run["executedAs"],
+        seconds=run["_seconds"],
+    )
+    if defect:
+        # The run's error is its reload's: the app's script error at its line.
+        reload["_defect"] = defect
+        reload["_error"] = run["_error"] = reloads.failure_message(sandbox, run["resourceId"], defect)
+    return reload["id"]
 
 
 def followers(st: TaskTables, task_id: str, outcome: str) -> list[dict[str, Any]]:
@@ -214,7 +252,11 @@ def drop_pending(sandbox: Sandbox, task_id: str) -> None:
     doomed = {r["id"] for r in st.runs.values() if r["taskId"] == task_id and r["_start"] > now}
     while doomed:
         for run_id in doomed:
-            st.runs.pop(run_id, None)
+            run = st.runs.pop(run_id, None)
+            if run is not None and run["workerId"]:
+                from qlik_tasks_mcp.sandbox import reloads
+
+                reloads.forget(sandbox, run["workerId"])
         doomed = {r["id"] for r in st.runs.values() if r["_cause"] in doomed}
 
 
@@ -289,7 +331,7 @@ def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]
             emit(f"{name} << {name.lower()} {rng.randint(1_000, 900_000):,} Lines fetched")
             month += 1
     if run["_outcome"] == "FAILED":
-        message, statement = next(e for e in ERRORS if e[0] == run["_error"])
+        message, statement = run["_error"], ERRORS[run["_error_index"]][1]
         emit(statement, 240)
         emit("The following error occurred:")
         emit(message)
@@ -527,7 +569,7 @@ def seed(sandbox: Sandbox) -> None:
 
 
 def last_run_of(st: TaskTables, task_id: str, now: datetime) -> dict[str, Any] | None:
-    runs = [r for r in st.runs.values() if r["taskId"] == task_id and run_status(r, now) is not None]
+    runs = [r for r in st.task_runs(task_id) if run_status(r, now) is not None]
     return max(runs, key=lambda r: r["_start"]) if runs else None
 
 
@@ -646,7 +688,7 @@ def family_routes(sandbox: Sandbox, api: TasksApi) -> list[Route]:
         task = task_of(request)
         if task is None:
             return err(404, "task not found")
-        return run_list(request, [r for r in st.runs.values() if r["taskId"] == task["id"]])
+        return run_list(request, st.task_runs(task["id"]))
 
     async def resource_runs(request: Request) -> Response:
         resource_id = request.path_params["id"]

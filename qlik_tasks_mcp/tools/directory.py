@@ -95,7 +95,7 @@ async def _app_rows(names: Names, items: list[ItemDoc]) -> list[AppRow]:
 async def find_apps(
     directory: Directory,
     name: Fragment,
-    space: Annotated[str | None, Field(max_length=100, description="Only apps in this space (its name).")] = None,
+    space: Annotated[str | None, Field(max_length=100, description="Space name.")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> AppPage:
@@ -130,11 +130,11 @@ def _user_row(doc: UserDoc) -> UserRow:
 async def find_users(
     directory: Directory,
     text: Annotated[str, Field(min_length=1, max_length=100, description="Part of the name or e-mail, any case.")],
-    status: Annotated[list[Status] | None, Field(max_length=5, description="Only users in these states.")] = None,
+    status: Annotated[list[Status] | None, Field(max_length=5)] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> UserPage:
-    """Users whose name or e-mail contains a fragment: id, name, e-mail, status (active, disabled, deleted...)."""
+    """Users whose name or e-mail contains a fragment: id, name, e-mail, status."""
     filter_text = None if cursor else _users_filter(text, status)
     page = await directory.api.users(filter_text=filter_text, limit=limit, cursor=cursor)
     notes = [tenant_text_note(["name", "email"]), page.cut_note]

@@ -13,10 +13,11 @@ import secrets
 import unicodedata
 from collections.abc import Iterable
 
+from qlik_tasks_mcp.client.text import HIDDEN_CATEGORIES as _HIDDEN_CATEGORIES
+from qlik_tasks_mcp.client.text import escaped as escaped
+from qlik_tasks_mcp.client.text import shown as _shown
+
 _RULE = "=" * 8
-# Characters that move, hide or break text when shown: controls (C0, DEL, C1), line and paragraph separators,
-# and format characters (bidi embeddings, overrides and isolates, zero-width joiners and spaces, BOM).
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _FENCE_WORD = re.compile(r"untrusted", re.IGNORECASE)
 _KEEP_IN_BLOCK = frozenset("\n\t")
 
@@ -26,23 +27,6 @@ _KEY = secrets.token_bytes(32)
 
 def _tag(body: str, source: str) -> str:
     return hmac.new(_KEY, f"{source}\n{body}".encode(errors="surrogatepass"), hashlib.sha256).hexdigest()[:12]
-
-
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(char: str) -> str:
-    code = ord(char)
-    return _NAMED.get(char) or (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-
-
-def _shown(text: str, keep: frozenset[str] = frozenset()) -> str:
-    return "".join(_escaped(c) if c not in keep and unicodedata.category(c) in _HIDDEN_CATEGORIES else c for c in text)
-
-
-def escaped(text: str) -> str:
-    """`text` on one line, uncut: line breaks, tabs, other control and format characters (bidi too) escaped."""
-    return _shown(text)
 
 
 def one_line(text: str, limit: int = 120) -> str:

@@ -31,7 +31,7 @@ MAX_WAIT_SECONDS = 600
 # Log lines returned with a run that failed.
 FAILED_TAIL = 20
 # The `timeout_seconds` parameter of every tool that can wait for a run.
-WaitSeconds = Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait (1-600).")]
+WaitSeconds = Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Max 600.")]
 
 
 class Progress:

@@ -8,6 +8,7 @@ Names are tenant text: `describe_*` give them quoted on one line, for previews a
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from qlik_tasks_mcp.client.directory import IDS_PER_REQUEST, DirectoryApi, ItemDoc, UserDoc
+from qlik_tasks_mcp.client.directory import IDS_PER_REQUEST, DirectoryApi, ItemDoc, UserDoc, filter_value
+from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.tools.common import put_owner_note
-from qlik_tasks_mcp.tools.fence import quoted
+from qlik_tasks_mcp.tools.fence import one_line, quoted
 from qlik_tasks_mcp.tools.sources import TaskInfo
 
 # Long enough for one conversation turn's calls to share lookups, short enough that a rename shows soon.
@@ -212,3 +214,59 @@ def owner_of(task: TaskInfo) -> str | None:
     """The task's owner id, from whichever field its kind fills; None when unknown."""
     owner = task.owner_id or task.owner_before_put
     return owner if owner and owner != "unknown" else None
+
+
+@dataclass(frozen=True)
+class RowNames:
+    """The names a page of rows shows beside its ids, each on one line (tenant text: say so once per result)."""
+
+    apps: dict[str, AppName]
+    users: dict[str, UserName]
+
+    def app(self, app_id: str | None) -> str | None:
+        if not app_id:
+            return None
+        app = self.apps.get(app_id)
+        return one_line(app.name, 100) if app else "(not found)"
+
+    def user(self, user_id: str | None) -> str | None:
+        """The user's name, with its status when not active: "Eve Exited (deleted)"."""
+        user = self.users.get(user_id) if user_id else None
+        if user is None:
+            return None
+        if user.status == "missing":
+            return "(not found)"
+        state = f" ({user.status})" if user.status and user.status != "active" else ""
+        return one_line(user.name, 100) + state
+
+
+async def row_names(names: Names, app_ids: Iterable[str | None], user_ids: Iterable[str | None]) -> RowNames:
+    """Names for a page of rows: at most one apps and one users request for the lot (none when cached)."""
+    apps = await names.apps(a for a in app_ids if a)
+    users = await names.users(u for u in user_ids if u)
+    return RowNames(apps, users)
+
+
+# Qlik user ids are hex (24 characters; the sandbox's 32): such a value is taken as an id without a lookup.
+_USER_ID = re.compile(r"[0-9a-fA-F-]{16,64}")
+FOUND_USERS_SHOWN = 10
+
+
+async def user_id_of(names: Names, text: str) -> str:
+    """The id of the user `text` names: a user id as it is, else the one user whose name or e-mail contains it
+    (an exact name or e-mail wins over partial matches); ambiguous or unknown is InvalidInput, saying what to give."""
+    if _USER_ID.fullmatch(text):
+        return text
+    fields = ("email",) if "@" in text else ("name", "email")
+    query = "(" + " or ".join(f"{f} co {filter_value(text, 'owner')}" for f in fields) + ")"
+    found = (await names.api.users(filter_text=query, limit=FOUND_USERS_SHOWN + 1)).items
+    wanted = text.casefold()
+    exact = [u for u in found if wanted in (u.name.casefold(), u.email.casefold())]
+    matches = exact if len(exact) == 1 else found
+    if len(matches) == 1:
+        return matches[0].id
+    if not matches:
+        raise InvalidInput(f"no user's name or e-mail contains {quoted(text, 60)}; find_users looks people up")
+    shown = "; ".join(f"{quoted(u.name, 40)} <{one_line(u.email, 60)}> (user {u.id})" for u in found[:5])
+    count = f"more than {FOUND_USERS_SHOWN}" if len(found) > FOUND_USERS_SHOWN else str(len(found))
+    raise InvalidInput(f"{count} users match {quoted(text, 60)}: {shown}; give the e-mail or the user id")

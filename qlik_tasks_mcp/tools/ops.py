@@ -6,13 +6,16 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 import anyio
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from qlik_tasks_mcp.client.allowance import pages_allowed
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
+from qlik_tasks_mcp.client.ratelimit import pacing_reported
+from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
     EXPANSION_SECONDS,
     local_datetime,
@@ -29,20 +32,34 @@ from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fie
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.names import Names, owner_change_note, task_lines
+from qlik_tasks_mcp.tools.names import Names, owner_change_note, owner_of, task_lines
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, TaskSource, gather
+from qlik_tasks_mcp.tools.reloads import Reload
+from qlik_tasks_mcp.tools.sources import (
+    APP_RELOADS,
+    Budget,
+    Failure,
+    FailureScan,
+    TaskInfo,
+    TaskSource,
+    all_tasks,
+    gather,
+)
 
 SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
 # An overview reads one app's tasks, the tenant's app ids, then other apps' tasks for chains: every page counts.
 OVERVIEW_REQUESTS = 400
 PREVIEW_LINES = 100
+# A tenant-wide filter's listings: every page read to select the tasks counts.
+SELECT_REQUESTS = 400
 MAX_TARGETS = 5000
 CHAIN_SCAN_APPS = 200
+RECENT_RELOADS = 10
 ERROR_CHARS = 300
 
 KindName = Literal["reload", "task", "sharing", "qalyptus"]
+ScanKind = Literal["app", "reload", "task", "sharing", "qalyptus"]
 T = TypeVar("T")
 
 
@@ -60,13 +77,14 @@ class ScheduleExplained(Compact):
 
 
 class FailureGroup(Compact):
-    kind: str
-    task_id: str
+    kind: str = Field(description="Task kind, or app: reloads no served task kind started (a user, the API).")
+    task_id: str = Field(description="The task's id (kind app: the app's).")
     name: str
     app_id: str | None = None
-    failures: int
+    app: str | None = None
+    failures: int = Field(description="Failed runs in the window.")
     last_failed_at: str | None = None
-    ref: str | None = Field(None, description="Run/execution id of the newest failure.")
+    ref: str | None = Field(None, description="Run, execution or reload id of the newest failure.")
     first_error: str | None = None
 
 
@@ -75,6 +93,7 @@ class FailureReport(Compact):
     groups: list[FailureGroup]
     errors: str | None = Field(None, description="Every group's first_error, fenced once, by kind and task id.")
     checked: dict[str, int]
+    requests: dict[str, str] = Field({}, description="Per kind: requests spent / its budget.")
     stopped_early: bool = False
     not_checked: list[str] = []
     note: str | None = None
@@ -109,9 +128,17 @@ class OverviewItem(Compact):
     starts: list[str] = Field(default=[], description="Tasks this one's end starts.")
 
 
+class ReloadHistory(Compact):
+    reloads: list[Reload] = Field(description="The app's latest reloads, newest first.")
+    ended: int
+    failed: int
+    failure_rate: float | None = Field(None, description="failed / ended, among these reloads.")
+
+
 class AppOverview(Compact):
     app_id: str
     items: list[OverviewItem]
+    recent_reloads: ReloadHistory | None = None
     note: str | None = None
 
 
@@ -147,6 +174,8 @@ class Sources:
 
     by_kind: dict[str, TaskSource]
     names: Names
+    # Served with the reloads toolset: an app's overview shows its recent reloads.
+    reloads: ReloadsApi | None = None
 
     def of(self, kind: str) -> TaskSource:
         if kind not in self.by_kind:
@@ -155,11 +184,13 @@ class Sources:
 
     @property
     def available(self) -> str:
-        return ", ".join(self.by_kind) or "(none: serve a family toolset beside ops)"
+        kinds = [kind for kind in self.by_kind if kind != APP_RELOADS]
+        return ", ".join(kinds) or "(none: serve a family toolset beside ops)"
 
 
 def service(clients: Clients) -> Sources:
-    return Sources(clients.sources, clients.names)
+    reloads = ReloadsApi(clients.qlik) if APP_RELOADS in clients.sources else None
+    return Sources(clients.sources, clients.names, reloads)
 
 
 class KindUnavailable(ClientError):
@@ -212,17 +243,15 @@ def _proposed(
 async def explain_schedule(
     sources: Sources,
     kind: Annotated[KindName | None, Field(description="With task_id: the task's kind.")] = None,
-    task_id: Annotated[str | None, Field(max_length=128, description="Explain this task's schedule.")] = None,
-    recurrence: Annotated[
-        list[str] | None, Field(max_length=20, description="Or check RRULE lines before create/update.")
-    ] = None,
+    task_id: Annotated[str | None, Field(max_length=128)] = None,
+    recurrence: Annotated[list[str] | None, Field(max_length=20, description="Or RRULE lines to check.")] = None,
     interval: Annotated[str | None, Field(max_length=80, description="Or an ISO 8601 R/start/duration.")] = None,
-    time_zone: Annotated[str, Field(max_length=64, description="IANA zone of a given schedule.")] = "UTC",
-    start: Annotated[str | None, Field(max_length=40, description="Local start of a given schedule.")] = None,
-    end: Annotated[str | None, Field(max_length=40, description="Local end of a given schedule.")] = None,
-    count: Annotated[int, Field(ge=1, le=20, description="How many next runs.")] = 5,
+    time_zone: Annotated[str, Field(max_length=64, description="Of given lines/interval.")] = "UTC",
+    start: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
+    end: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
+    count: Annotated[int, Field(ge=1, le=20, description="Next runs to show.")] = 5,
 ) -> ScheduleExplained:
-    """Next runs (task's zone and UTC) and a one-line description of a task's schedule, or validate one."""
+    """A task's schedule, or one given, in words with its next runs (local and UTC); validates a given one."""
     label = hint = None
     if task_id:
         info = await _explained_task(sources, kind, task_id)
@@ -253,12 +282,15 @@ async def explain_schedule(
 
 
 def _grouped(found: list[Failure]) -> list[FailureGroup]:
-    groups: dict[tuple[str, str], FailureGroup] = {}
-    for failure in found:
-        key = (failure.kind, failure.task_id)
+    """One group per task and app, newest failure first: every failed run counts; the first error is the newest's."""
+    groups: dict[tuple[str, str, str | None], FailureGroup] = {}
+    for failure in sorted(found, key=lambda f: f.at or "", reverse=True):
+        key = (failure.kind, failure.task_id, failure.app_id)
         group = groups.get(key)
         if group is not None:
             group.failures += 1
+            if group.first_error is None and failure.error:
+                group.first_error = one_line(failure.error, ERROR_CHARS)
             continue
         groups[key] = FailureGroup(
             kind=failure.kind,
@@ -295,55 +327,175 @@ def _stopped_note(budget: Budget, requests: int, narrow: str) -> str | None:
     )
 
 
+def _scan_order(sources: Sources, kinds: list[ScanKind] | None) -> list[tuple[str, TaskSource]]:
+    """The kinds to scan; app reloads first, as the task kinds count their failed runs from them."""
+    chosen = [(k, s) for k, s in sources.by_kind.items() if kinds is None or k in kinds]
+    return sorted(chosen, key=lambda pair: pair[0] != APP_RELOADS)
+
+
+@dataclass
+class _KindShares:
+    """Each kind's share of the scan's requests and time: what is left, split over the kinds still to scan, so
+    one kind cannot starve the others and what one leaves unused goes to the next."""
+
+    requests: int
+    deadline: float
+    left: int
+    spent: dict[str, str]
+    skipped: list[str]
+
+    def budget(self, now: float) -> Budget:
+        share = max(1, self.requests // max(1, self.left))
+        return Budget(requests=share, deadline=now + max(0.0, self.deadline - now) / max(1, self.left))
+
+    def close(self, kind: str, budget: Budget, given: int) -> None:
+        used = given - budget.requests
+        self.requests -= used
+        self.left -= 1
+        self.spent[kind] = f"{used}/{given}"
+        self.skipped += budget.skipped
+
+
+async def _scan_kind(kind: str, found: TaskSource, scan: FailureScan, unavailable: list[str]) -> None:
+    try:
+        with _spending(scan.budget):
+            await _unless_unavailable(found.failures(scan), None, unavailable)
+    except ClientError as exc:
+        status = getattr(exc, "status", None)
+        scan.budget.skipped.append(
+            f"{kind} failures" + (f" (HTTP {status}: {exc})" if status is not None else f" ({exc})")
+        )
+
+
+def _rest_note(shares: _KindShares, short: list[str]) -> str | None:
+    if not shares.skipped:
+        return None
+    again = f" Call again with kinds={short} for the rest of those kinds" if short else ""
+    return (
+        f"Stopped early: {len(shares.skipped)} reads skipped to stay within {SCAN_REQUESTS} requests / "
+        f"{SCAN_SECONDS:.0f} s (each kind its share).{again}, or narrow with hours or app_ids."
+    )
+
+
 @read("Find failures")
 async def find_failures(
     sources: Sources,
+    ctx: Context,
     hours: Annotated[int, Field(ge=1, le=168, description="Look back this many hours.")] = 24,
-    app_ids: Annotated[list[str] | None, Field(max_length=200, description="Also check tasks of these apps.")] = None,
+    app_ids: Annotated[
+        list[str] | None, Field(max_length=200, description="Also read these apps' reloads and task runs one by one.")
+    ] = None,
+    kinds: Annotated[list[ScanKind] | None, Field(max_length=5, description="app: reloads not by a task.")] = None,
 ) -> FailureReport:
-    """Every failed run/execution in a window across all task kinds, grouped by task, with first error line."""
+    """Every failed run in a window across all task kinds and app reloads, grouped by task and app, with the first
+    error line; each kind has its own request budget."""
     clock = time.monotonic
-    budget = Budget(requests=SCAN_REQUESTS, deadline=clock() + SCAN_SECONDS)
+    order = _scan_order(sources, kinds)
+    shares = _KindShares(SCAN_REQUESTS, clock() + SCAN_SECONDS, len(order), {}, [])
     since = datetime.now(UTC) - timedelta(hours=hours)
-    scan = FailureScan(since=since, budget=budget, clock=clock, apps=set(app_ids or []))
-    # In inventory order: reload tasks name the apps that the tasks scan then reads app by app.
+    scan = FailureScan(since=since, budget=shares.budget(clock()), clock=clock, apps=set(app_ids or []))
+    scan.asked_apps = set(app_ids or [])
     unavailable: list[str] = []
-    for kind, found in sources.by_kind.items():
-        try:
-            with _spending(budget):
-                await _unless_unavailable(found.failures(scan), None, unavailable)
-        except ClientError as exc:
-            status = getattr(exc, "status", None)
-            budget.skipped.append(f"{kind} failures" + (f" (HTTP {status})" if status is not None else f" ({exc})"))
+    short: list[str] = []
+
+    async def waiting(tier: str, seconds: float) -> None:
+        await ctx.report_progress(0, 1, f"waiting {seconds:.0f} s for rate tier {tier}")
+
+    with pacing_reported(waiting):
+        for done, (kind, found) in enumerate(order):
+            await ctx.report_progress(done, len(order), f"reading {kind} failures")
+            scan.budget = shares.budget(clock())
+            given = scan.budget.requests
+            await _scan_kind(kind, found, scan, unavailable)
+            if scan.budget.skipped:
+                short.append(kind)
+            shares.close(kind, scan.budget, given)
+    scan.found += scan.reloads.unclaimed()
     groups = _grouped(scan.found)
-    notes = [*unavailable, _stopped_note(budget, SCAN_REQUESTS, "narrow with hours or app_ids")]
+    await _name_apps(sources.names, groups)
+    return _report(scan, groups, shares, unavailable, short)
+
+
+async def _name_apps(names: Names, groups: list[FailureGroup]) -> None:
+    """App names beside app ids: one batched lookup for the whole report (gone apps stay unnamed). The failures
+    were found at a cost; a lookup that fails (a spent rate tier) leaves the ids alone rather than lose them."""
+    try:
+        found = await names.apps({g.app_id for g in groups if g.app_id})
+    except ClientError:
+        return
+    for group in groups:
+        app = found.get(group.app_id or "")
+        group.app = one_line(app.name, 200) if app else None
+
+
+def _report(
+    scan: FailureScan,
+    groups: list[FailureGroup],
+    shares: _KindShares,
+    unavailable: list[str],
+    short: list[str],
+) -> FailureReport:
+    notes = [*unavailable, _rest_note(shares, short), *scan.notes]
     if groups:
-        notes.append(tenant_text_note(["name", "first_error"]) + " The errors block has them fenced as tenant data.")
+        notes.append(
+            tenant_text_note(["name", "app", "first_error"]) + " The errors block has them fenced as tenant data."
+        )
+    if APP_RELOADS in shares.spent and not scan.reloads.tenant_wide:
+        notes.append(
+            "Reloads were read app by app (the tenant-wide listing needs a tenant admin, or its budget ran out): "
+            "a task whose last run succeeded is found only in the apps read; name apps with app_ids."
+        )
     return FailureReport(
-        since=utc_z(since),
+        since=utc_z(scan.since),
         groups=groups,
         errors=_errors_block(groups),
         checked=scan.checked,
-        stopped_early=bool(budget.skipped),
-        not_checked=(unavailable + budget.skipped)[:20],
+        requests=shares.spent,
+        stopped_early=bool(shares.skipped),
+        not_checked=(unavailable + shares.skipped)[:20],
         note=" ".join(filter(None, notes)) or None,
     )
 
 
+class TaskFilter(Input):
+    """Which tasks a bulk change selects: every condition given must hold."""
+
+    app_id: str | None = Field(None, min_length=1, max_length=128)
+    owner_id: str | None = Field(None, min_length=1, max_length=128, description="User id.")
+    kinds: list[KindName] | None = Field(None, max_length=4)
+    enabled: bool | None = Field(None, description="Current state.")
+    name_contains: str | None = Field(None, min_length=1, max_length=200, description="Case-insensitive.")
+
+    def matches(self, info: TaskInfo) -> bool:
+        return (
+            (self.owner_id is None or owner_of(info) == self.owner_id)
+            and (self.enabled is None or info.enabled == self.enabled)
+            and (self.name_contains is None or self.name_contains.casefold() in info.name.casefold())
+        )
+
+
 async def _targets(
-    sources: Sources, tasks: list[TaskRef] | None, app_id: str | None, only: list[KindName] | None, notes: list[str]
+    sources: Sources,
+    tasks: list[TaskRef] | None,
+    app_id: str | None,
+    only: list[KindName] | None,
+    notes: list[str],
+    chosen: TaskFilter | None = None,
 ) -> list[TaskInfo]:
-    if bool(tasks) == bool(app_id):
-        raise InvalidInput("give either tasks (kind + id each) or app_id")
-    found: list[TaskInfo] = []
+    if sum(map(bool, (tasks, app_id, chosen))) != 1:
+        raise InvalidInput("give either tasks (kind + id each), app_id, or filter")
+    if chosen is not None:
+        return await _filtered(sources, chosen, notes)
     if app_id:
-        for kind, source in sources.by_kind.items():
-            if only is None or kind in only:
-                found += await _unless_unavailable(source.of_app(app_id), [], notes)
-        return found
+        return await _filtered(sources, TaskFilter.model_validate({"app_id": app_id, "kinds": only}), notes)
     assert tasks is not None
     if len(tasks) > MAX_TARGETS:
         raise InvalidInput(f"{len(tasks)} tasks given; at most {MAX_TARGETS} per call")
+    return await _named(sources, tasks, notes)
+
+
+async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> list[TaskInfo]:
+    found: list[TaskInfo] = []
     wanted: dict[str, list[str]] = {}
     for ref in tasks:
         wanted.setdefault(ref.kind, []).append(ref.id)
@@ -357,6 +509,61 @@ async def _targets(
             raise InvalidInput(f"no {kind} task with id {', '.join(missing[:10])}; nothing was changed")
         found += [got[i] for i in unique]
     return found
+
+
+async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> list[TaskInfo]:
+    """The tasks `chosen` selects, in a stable order (kind, name, id): the preview pages through it."""
+    # Only kinds whose tasks can be enabled: app reloads are a source for find_failures, not tasks.
+    kinds = [sources.of(kind).kind for kind in chosen.kinds or sources.by_kind if kind in get_args(KindName)]
+    if chosen.app_id:
+        found: list[TaskInfo] = []
+        for kind in kinds:
+            found += await _unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
+    else:
+        found = await _tenant_wide(sources, kinds, notes)
+    selected = [t for t in _unique(found) if chosen.matches(t)]
+    if len(selected) > MAX_TARGETS:
+        raise InvalidInput(f"the filter selects {len(selected)} tasks; at most {MAX_TARGETS} per call: narrow it")
+    return sorted(selected, key=lambda t: (t.kind, t.name.casefold(), t.id))
+
+
+async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
+    """Every task of `kinds`: listed tenant-wide where the kind can, else app by app, within one budget. A
+    selection cut by the budget is refused, never acted on: the confirmation must cover what the filter means."""
+    budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    found: list[TaskInfo] = []
+    by_app: list[str] = []
+    for kind in kinds:
+        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget), [], notes)
+        if listed is None:
+            by_app.append(kind)
+        else:
+            found += listed
+    if by_app:
+        with _spending(budget):
+            found += await _app_by_app(sources, by_app, notes)
+        notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
+    if budget.skipped:
+        raise InvalidInput(
+            f"the filter's tasks could not all be read within {SELECT_REQUESTS} requests / {SCAN_SECONDS:.0f} s "
+            f"({len(budget.skipped)} reads left, first: {budget.skipped[0]}); a partial selection is never "
+            "changed: narrow the filter with app_id or kinds"
+        )
+    return found
+
+
+async def _app_by_app(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
+    apps: set[str] = set()
+    for found in sources.by_kind.values():
+        apps |= await _unless_unavailable(found.app_ids(), set(), notes)
+    read: list[TaskInfo] = []
+
+    async def one(pair: tuple[str, str]) -> None:
+        kind, app = pair
+        read.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
+
+    await gather([(kind, app) for app in sorted(apps - {""}) for kind in kinds], one)
+    return read
 
 
 async def _bulk_notes(names: Names, targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
@@ -375,9 +582,11 @@ async def plan_bulk(
     tasks: list[TaskRef] | None,
     app_id: str | None,
     kinds_filter: list[KindName] | None,
+    filter: TaskFilter | None,
+    page: int,
 ) -> Plan:
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable)
+    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
     state_word = "enabled" if enabled else "disabled"
     todo = [t for t in targets if t.enabled != enabled]
     if not todo:
@@ -386,14 +595,11 @@ async def plan_bulk(
     per_kind: dict[str, int] = {}
     for t in todo:
         per_kind[t.kind] = per_kind.get(t.kind, 0) + 1
-    changes = await task_lines(sources.names, todo[:PREVIEW_LINES], state_word)
-    if len(todo) > PREVIEW_LINES:
-        changes.append(f"... and {len(todo) - PREVIEW_LINES} more (all bound by the confirmation)")
     kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(per_kind.items()))
     return Plan(
         action=f"{'Enable' if enabled else 'Disable'} {len(todo)} tasks ({kinds_text})"
         + (f" of app {app_id}" if app_id else ""),
-        changes=changes,
+        changes=await _preview_page(sources.names, todo, page, state_word),
         state=sorted((t.kind, t.id, t.enabled) for t in targets),
         notes=[f"{note}: skipped" for note in unavailable]
         + await _bulk_notes(sources.names, targets, todo, state_word),
@@ -401,18 +607,36 @@ async def plan_bulk(
     )
 
 
+async def _preview_page(names: Names, todo: list[TaskInfo], page: int, state_word: str) -> list[str]:
+    """Page `page` of the selection, PREVIEW_LINES lines, and a line saying what is left; the confirmation binds
+    the whole selection whichever page was shown."""
+    pages = -(-len(todo) // PREVIEW_LINES)
+    if page > pages:
+        raise InvalidInput(f"page {page} is past the last page ({pages}) of {len(todo)} tasks")
+    first = (page - 1) * PREVIEW_LINES
+    lines = await task_lines(names, todo[first : first + PREVIEW_LINES], state_word)
+    left = len(todo) - first - len(lines)
+    if left > 0:
+        lines.append(f"... and {left} more (page={page + 1} shows them; the confirmation binds all {len(todo)})")
+    elif first:
+        lines.append(f"(page {page} of {pages}: the confirmation binds all {len(todo)})")
+    return lines
+
+
 @destructive("Enable or disable tasks", plan=plan_bulk, idempotent=True)
 async def set_tasks_enabled(
     sources: Sources,
     plan: Plan,
-    enabled: Annotated[bool, Field(description="true enables, false disables (pauses) them.")],
-    tasks: Annotated[
-        list[TaskRef] | None, Field(max_length=MAX_TARGETS, description="These tasks (kind + id).")
-    ] = None,
+    enabled: bool,
+    tasks: Annotated[list[TaskRef] | None, Field(max_length=MAX_TARGETS)] = None,
     app_id: Annotated[str | None, Field(max_length=128, description="Or every task of this app.")] = None,
     kinds_filter: Annotated[list[KindName] | None, Field(description="With app_id: only these kinds.")] = None,
+    filter: Annotated[
+        TaskFilter | None, Field(description="Or the tasks matching all of these, tenant-wide unless app_id.")
+    ] = None,
+    page: Annotated[int, Field(ge=1, le=MAX_TARGETS // PREVIEW_LINES, description="Preview page.")] = 1,
 ) -> BulkResult:
-    """Enable or disable many tasks of any kind at once. Needs the user's confirmation of the listed tasks."""
+    """Enable or disable many tasks of any kind at once: named (tasks), of an app, or by filter."""
     todo: list[TaskInfo] = plan.payload
     failed: list[BulkFailure] = []
 
@@ -518,13 +742,35 @@ async def get_app_schedule_overview(
     app_id: Annotated[str, Field(min_length=1, max_length=128, description="App id.")],
     runs: Annotated[int, Field(ge=0, le=10, description="Next runs to show per task.")] = 3,
 ) -> AppOverview:
-    """Everything scheduled for one app, every kind: what runs when, what triggers what, what is disabled."""
+    """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
+    its recent reloads' failure rate."""
     infos, others, note = await _app_tasks(sources, app_id)
     items, unknown = await _overview_items(infos, runs, _chains(infos + others))
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
         note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))
-    return AppOverview(app_id=app_id, items=items, note=" ".join(filter(None, [note, unknown])) or None)
+    history, unread = await _recent_reloads(sources, app_id)
+    return AppOverview(
+        app_id=app_id,
+        items=items,
+        recent_reloads=history,
+        note=" ".join(filter(None, [note, unknown, unread])) or None,
+    )
+
+
+async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory | None, str | None]:
+    """One page of the app's reloads (GET /api/v1/reloads?appId=): status, duration, how many of those ended failed."""
+    if sources.reloads is None:
+        return None, None
+    try:
+        page = await sources.reloads.list(app_id=app_id, limit=RECENT_RELOADS)
+    except ClientError as exc:
+        return None, f"Its recent reloads could not be read: {exc}"
+    ended = [doc for doc in page.items if doc.ended]
+    failed = sum(1 for doc in ended if doc.status.upper() == "FAILED")
+    rate = round(failed / len(ended), 2) if ended else None
+    reloads = [Reload.of(doc) for doc in page.items]
+    return ReloadHistory(reloads=reloads, ended=len(ended), failed=failed, failure_rate=rate), None
 
 
 find_orphans = orphans.find_orphans

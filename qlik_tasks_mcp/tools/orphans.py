@@ -1,9 +1,11 @@
 """find_orphans (served by the ops toolset): tasks of every served kind whose owner is disabled or deleted, or
 whose app no longer exists, each with what would fix it.
 
-Tasks are read through each kind's TaskSource, app by app: the apps of the tenant (items) and those its task
-kinds name (a deleted app is known only from the tasks left behind). Owners and apps are then looked up by id in
-batches. The work is bounded by a request budget, like find_failures; what is left unread is named.
+A kind whose source can list its tasks tenant-wide (`all_tasks`: sharing, Qalyptus) is read whole; the others
+are read app by app: the apps of the tenant (items) and those any kind's tasks name (a deleted app is known only
+from the tasks left behind). Owners and apps are then looked up by id in batches. Qalyptus owners are Qalyptus
+users, judged by its source against each organization's users. The work is bounded by a request budget, like
+find_failures; what is left unread is named.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Annotated, Protocol
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError
-from qlik_tasks_mcp.tools.fence import tenant_text_note
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, UserName, app_label, owner_of, user_label
 from qlik_tasks_mcp.tools.operation import read
-from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, TaskSource, gather
+from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, TaskSource, all_tasks, gather
 
 SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
@@ -57,9 +59,24 @@ class OrphanReport(Compact):
     note: str | None = None
 
 
-async def _apps_to_scan(sources: OrphanSources, budget: Budget) -> list[str]:
-    """The tenant's apps (listed as items, a page of 100 per request) and those the task kinds name cheaply."""
-    found: set[str] = set()
+async def _read_whole(sources: OrphanSources, budget: Budget) -> dict[str, list[TaskInfo]]:
+    """The tasks of each kind whose source lists them tenant-wide, by kind; other kinds are left out."""
+    whole: dict[str, list[TaskInfo]] = {}
+    for kind, source in sources.by_kind.items():
+        try:
+            listed = await all_tasks(source, budget)
+        except ApiError as exc:
+            budget.skipped.append(f"{kind} tasks (HTTP {exc.status})")
+            listed = []
+        if listed is not None:
+            whole[kind] = listed
+    return whole
+
+
+async def _apps_to_scan(sources: OrphanSources, budget: Budget, named: set[str]) -> list[str]:
+    """The tenant's apps (listed as items, a page of 100 per request), those `named` by tasks already read, and
+    those the other task kinds name cheaply."""
+    found: set[str] = set(named)
     cursor: str | None = None
     while len(found) < MAX_APPS and budget.spend(time.monotonic(), "more apps of the tenant"):
         page = await sources.names.api.apps(limit=100, cursor=cursor)
@@ -73,9 +90,10 @@ async def _apps_to_scan(sources: OrphanSources, budget: Budget) -> list[str]:
     return sorted(found)[:MAX_APPS]
 
 
-async def _tasks(sources: OrphanSources, apps: list[str], budget: Budget) -> list[TaskInfo]:
+async def _tasks(sources: OrphanSources, apps: list[str], budget: Budget, kinds: list[str]) -> list[TaskInfo]:
+    """The tasks of `kinds` of each of `apps`, one request per kind and app."""
     read: dict[tuple[str, str], TaskInfo] = {}
-    pairs = [(kind, app) for app in apps for kind in sources.by_kind]
+    pairs = [(kind, app) for app in apps for kind in kinds]
     wanted = [(k, a) for k, a in pairs if budget.spend(time.monotonic(), f"{k} tasks of app {a}")]
 
     async def one(pair: tuple[str, str]) -> None:
@@ -90,20 +108,30 @@ async def _tasks(sources: OrphanSources, apps: list[str], budget: Budget) -> lis
     return sorted(read.values(), key=lambda t: (t.kind, t.name, t.id))
 
 
+def _owner_problem(info: TaskInfo, owner: UserName | None) -> tuple[str, str] | None:
+    """The owner, labelled, and what is wrong with them; None when the owner is fine or not known."""
+    if info.owner_gone:
+        return info.owner_gone, "its owner is no longer a user of its Qalyptus organization"
+    if owner is not None and owner.gone:
+        return user_label(owner), f"its owner is {'removed' if owner.status == 'missing' else owner.status}"
+    return None
+
+
 def _orphan(info: TaskInfo, app_gone: bool, owner: UserName | None) -> Orphan | None:
     problems = []
     if app_gone:
         problems.append("its app no longer exists (or this API key's user cannot see it)")
-    if owner is not None and owner.gone:
-        problems.append(f"its owner is {'removed' if owner.status == 'missing' else owner.status}")
+    owner_problem = _owner_problem(info, owner)
+    if owner_problem is not None:
+        problems.append(owner_problem[1])
     if not problems:
         return None
     return Orphan(
         kind=info.kind,
         id=info.id,
-        name=info.name,
+        name=one_line(info.name, 200),
         app=app_label(info.app_id, None) if app_gone and info.app_id else None,
-        owner=user_label(owner) if owner is not None and owner.gone else None,
+        owner=owner_problem[0] if owner_problem is not None else None,
         problem="; ".join(problems),
         fix="delete it: it reloads or sends nothing without its app" if app_gone else NEW_OWNER.get(info.kind, ""),
     )
@@ -130,11 +158,15 @@ def _checked(tasks: list[TaskInfo], sources: OrphanSources, apps: int) -> dict[s
 
 def _note(tasks: list[TaskInfo], sources: OrphanSources, budget: Budget) -> str:
     notes = [tenant_text_note(["name", "app", "owner"])]
-    unowned = sorted({t.kind for t in tasks if owner_of(t) is None})
+    unowned = sorted({t.kind for t in tasks if owner_of(t) is None and t.kind != "qalyptus"})
     if unowned:
         notes.append(f"Owners not known for {', '.join(unowned)} tasks: only their apps were checked.")
     if "qalyptus" in sources.by_kind:
-        notes.append("Qalyptus tasks are not tied to a Qlik app, so they are not reached app by app.")
+        notes.append(
+            "Qalyptus owners are Qalyptus users, checked against each organization's users (GET /users); that a "
+            "task's owner field holds such a user's id is inferred, not documented. Qalyptus tasks are tied to no "
+            "Qlik app."
+        )
     if budget.skipped:
         notes.append(f"Stopped early: {len(budget.skipped)} reads skipped to stay within {SCAN_REQUESTS} requests.")
     return " ".join(notes)
@@ -143,14 +175,17 @@ def _note(tasks: list[TaskInfo], sources: OrphanSources, budget: Budget) -> str:
 @read("Find orphaned tasks")
 async def find_orphans(
     sources: OrphanSources,
-    app_ids: Annotated[
-        list[str] | None, Field(max_length=200, description="Only these apps' tasks (default: every app).")
-    ] = None,
+    app_ids: Annotated[list[str] | None, Field(max_length=200, description="Default: every app.")] = None,
 ) -> OrphanReport:
     """Tasks of every kind whose owner is disabled or deleted, or whose app is gone, each with its fix."""
     budget = Budget(requests=SCAN_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
-    apps = sorted(set(app_ids)) if app_ids else await _apps_to_scan(sources, budget)
-    tasks = await _tasks(sources, apps, budget)
+    # With app_ids, every kind is read app by app: cheaper than listing a whole kind for a few apps.
+    whole = {} if app_ids else await _read_whole(sources, budget)
+    read_whole = [t for listed in whole.values() for t in listed]
+    named = {t.app_id for t in read_whole if t.app_id}
+    apps = sorted(set(app_ids)) if app_ids else await _apps_to_scan(sources, budget, named)
+    by_app = [k for k in sources.by_kind if k not in whole]
+    tasks = sorted(await _tasks(sources, apps, budget, by_app) + read_whole, key=lambda t: (t.kind, t.name, t.id))
     return OrphanReport(
         orphans=await _judged(sources.names, tasks),
         checked=_checked(tasks, sources, len(apps)),

@@ -4,6 +4,7 @@ update, duplicate, delete), the report catalogue, and the ops tools' view (`Qaly
 so the catalogue keeps the README's order.
 """
 
+import time
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -14,7 +15,7 @@ from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, Qalypt
 from qlik_tasks_mcp.client.schedule import time_zone
 from qlik_tasks_mcp.tools import qalyptus_runs, qalyptus_schedules
 from qlik_tasks_mcp.tools.common import Limit
-from qlik_tasks_mcp.tools.fence import quoted, tenant_text_note
+from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Deleted
@@ -31,17 +32,18 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     Window,
     addresses,
     classify,
+    owner_id_of,
+    owner_label,
+    task_label,
     task_text,
     text_of,
     window,
 )
-from qlik_tasks_mcp.tools.sources import ERROR_LINE, Failure, FailureScan, TaskInfo, gather, parse_time
+from qlik_tasks_mcp.tools.sources import ERROR_LINE, Budget, Failure, FailureScan, TaskInfo, gather, parse_time
 
-NameFilter = Annotated[str | None, Field(max_length=100, description="Only names containing this (any case).")]
-Flag = Annotated[bool | None, Field(description="Leave out to keep as is.")]
-Addresses = Annotated[
-    str | None, Field(max_length=2000, description="E-mail addresses separated by ; (empty string clears).")
-]
+NameFilter = Annotated[str | None, Field(max_length=100, description="Part of the name, any case.")]
+Flag = bool | None
+Addresses = Annotated[str | None, Field(max_length=2000, description='Addresses separated by ";"; "" clears.')]
 
 
 TASK_TEXT_NOTE = tenant_text_note(("name", "project", "owner", "names in reports, recipients and triggers")) + (
@@ -94,16 +96,11 @@ def service(clients: Clients) -> QalyptusOrgs | None:
     return QalyptusOrgs(clients.qalyptus) if clients.qalyptus else None
 
 
-def describe(task: QalyptusTaskDoc) -> str:
-    state = "active" if task.is_active else "inactive"
-    return f"Qalyptus task {quoted(task.name, 100)} ({task.id}, {state})"
-
-
 @read("List Qalyptus tasks")
 async def list_qalyptus_tasks(
     orgs: QalyptusOrgs,
     name: NameFilter = None,
-    active: Annotated[bool | None, Field(description="Only active (true) or inactive (false) tasks.")] = None,
+    active: bool | None = None,
     limit: Limit = 20,
     offset: Offset = 0,
     organization: OrgName = None,
@@ -197,7 +194,7 @@ async def plan_update(
     ]
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
-    action = f"Update {describe(current)} in {api.name}"
+    action = f"Update {task_label(current)} in {api.name}"
     diff = field_diff(before, body, UPDATE_FIELDS)
     return Plan(action=action, changes=changes, state=before, notes=notes, payload=body, diff=diff)
 
@@ -219,7 +216,7 @@ async def update_qalyptus_task(
     test_mode_recipients: Addresses = None,
     organization: OrgName = None,
 ) -> TaskRow:
-    """Change a Qalyptus task: active, notifications, test mode. Needs the user's confirmation."""
+    """Change the given fields of a Qalyptus task: active, notifications, test mode."""
     body: dict[str, Any] = plan.payload
     updated = await orgs.get(organization).update_task(task_id, body)
     return TaskRow.of(updated or QalyptusTaskDoc.model_validate({**body, "id": task_id}))
@@ -253,7 +250,7 @@ async def plan_delete(orgs: QalyptusOrgs, task_id: str, organization: str | None
     current = await api.task(task_id)
     triggers = await api.triggers(task_id)
     return Plan(
-        action=f"Delete {describe(current)} in {api.name}",
+        action=f"Delete {task_label(current)} in {api.name}",
         changes=[
             "the task, its report settings, recipients and "
             f"{len(triggers)} trigger{'s' if len(triggers) != 1 else ''} (schedules, Qlik events) are removed"
@@ -267,7 +264,7 @@ async def plan_delete(orgs: QalyptusOrgs, task_id: str, organization: str | None
 async def delete_qalyptus_task(
     orgs: QalyptusOrgs, plan: Plan, task_id: TaskId, organization: OrgName = None
 ) -> Deleted:
-    """Delete a Qalyptus task. Needs the user's confirmation."""
+    """Delete a Qalyptus task."""
     await orgs.get(organization).delete_task(task_id)
     return Deleted(id=task_id, deleted=True)
 
@@ -369,6 +366,36 @@ class QalyptusTaskSource:
     async def app_ids(self) -> set[str]:
         return set()
 
+    async def all_tasks(self, budget: Budget) -> list[TaskInfo]:
+        """Every task of every organization, each marked (owner_gone) when its owner is no longer among the
+        organization's users: two requests per organization (find_orphans)."""
+        found: list[TaskInfo] = []
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+            if not budget.spend(time.monotonic(), f"Qalyptus tasks of {name}"):
+                continue
+            tasks = await client.tasks()
+            users = await self._user_ids(client, name, budget)
+            for doc in tasks:
+                info = self.info(doc)
+                owner = owner_id_of(doc)
+                if users is not None and owner and owner not in users:
+                    info.owner_gone = f"{owner_label(doc)}, no longer a user of Qalyptus organization {name}"
+                found.append(info)
+        return found
+
+    @staticmethod
+    async def _user_ids(client: QalyptusClient, org: str, budget: Budget) -> set[str] | None:
+        """The ids of the organization's users (GET /users); None when they cannot be read."""
+        if not budget.spend(time.monotonic(), f"Qalyptus users of {org}"):
+            return None
+        try:
+            users = await client.items("list_users")
+        except ApiError as exc:
+            budget.skipped.append(f"Qalyptus users of {org} (HTTP {exc.status}): owners not checked")
+            return None
+        return {str(u["id"]) for u in users if u.get("id") not in (None, "")}
+
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
         client, doc = await self._find(info.id)
         body = doc.update_body()
@@ -376,8 +403,7 @@ class QalyptusTaskSource:
         await client.update_task(info.id, body)
 
     async def failures(self, scan: FailureScan) -> None:
-        """Failed executions since `scan.since`, newest per task, with the first error line of its log."""
-        found: dict[str, Failure] = {}
+        """Every failed execution since `scan.since`; the newest of each task gets its log's first error line."""
         read = 0
         for name in self.orgs.names:
             client = self.orgs.get(name)
@@ -385,10 +411,12 @@ class QalyptusTaskSource:
                 continue
             statuses = await client.statuses()
             read += len(statuses)
+            logged: set[str] = set()
             for run in sorted(statuses, key=lambda r: r.sort_time, reverse=True):
-                if run.task_id and run.task_id not in found and self._failed_since(run, scan):
-                    found[run.task_id] = await self._failure(client, run, scan)
-        scan.found.extend(found.values())
+                if run.task_id and self._failed_since(run, scan):
+                    newest = run.task_id not in logged
+                    logged.add(run.task_id)
+                    scan.found.append(await self._failure(client, run, scan, with_log=newest))
         scan.checked["qalyptus"] = read
 
     @staticmethod
@@ -397,7 +425,7 @@ class QalyptusTaskSource:
         return when is not None and when >= scan.since and classify(run.status) == "failure"
 
     @staticmethod
-    async def _failure(client: QalyptusClient, run: StatusDoc, scan: FailureScan) -> Failure:
+    async def _failure(client: QalyptusClient, run: StatusDoc, scan: FailureScan, *, with_log: bool) -> Failure:
         task_id = run.task_id or ""
         failure = Failure(
             kind="qalyptus",
@@ -407,7 +435,7 @@ class QalyptusTaskSource:
             at=text_of(run.ended_at or run.started_at),
             ref=text_of(run.id),
         )
-        if scan.budget.spend(scan.clock(), f"Qalyptus log of task {task_id}"):
+        if with_log and scan.budget.spend(scan.clock(), f"Qalyptus log of task {task_id}"):
             try:
                 failure.error = (await client.stream_log(task_id, FirstErrorLine())).line
             except ApiError as exc:

@@ -16,7 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
-from qlik_tasks_mcp.client.errors import InvalidInput
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import (
     QalyptusClient,
     QalyptusTaskDoc,
@@ -27,15 +27,15 @@ from qlik_tasks_mcp.client.qalyptus import (
     TriggerDoc,
 )
 from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
-from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted, untrusted_fields
+from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact
-from qlik_tasks_mcp.tools.sources import parse_time
+from qlik_tasks_mcp.tools.sources import parse_time, short_time
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Qalyptus task id.")]
-Offset = Annotated[int, Field(ge=0, le=1_000_000, description="Skip this many rows (paging is done here).")]
+Offset = Annotated[int, Field(ge=0, le=1_000_000, description="Rows to skip.")]
 OrgName = Annotated[
     str | None,
-    Field(default=None, max_length=64, description="Qalyptus organization name; default: the first."),
+    Field(default=None, max_length=64, description="Name; default: the first."),
 ]
 
 # Status values are not documented for Qalyptus Cloud: these are the spellings seen in Qalyptus products.
@@ -139,6 +139,40 @@ def name_of(value: Any) -> str | None:
     return text_of(value.get("name") if isinstance(value, dict) else value)
 
 
+def owner_id_of(doc: QalyptusTaskDoc) -> str | None:
+    """The task's owner as a Qalyptus user id (a string, or an object's id: the shape is not confirmed)."""
+    owner = doc.owner.get("id") if isinstance(doc.owner, dict) else doc.owner
+    return str(owner) if owner not in (None, "") else None
+
+
+async def task_named(api: QalyptusClient, task_id: str, name: Any = None) -> str:
+    """task_label of a task read by id; its id (and `name`, when known) when it cannot be read: the get path
+    is inferred."""
+    try:
+        return task_label(await api.task(task_id))
+    except ApiError:
+        shown = name_of(name)
+        return f"Qalyptus task {quoted(shown, 100)} ({task_id})" if shown else f"Qalyptus task {task_id}"
+
+
+def owner_label(doc: QalyptusTaskDoc) -> str:
+    """The task's owner by name and Qalyptus user id: "'Bob' (Qalyptus user 2aab...)"."""
+    owner_name = name_of(doc.owner_name) or name_of(doc.owner if isinstance(doc.owner, dict) else None)
+    owner_id = owner_id_of(doc)
+    owner = quoted(owner_name, 80) if owner_name else "unknown"
+    if owner_id and owner_id != owner_name:
+        owner += f" (Qalyptus user {one_line(owner_id, 80)})"
+    return owner
+
+
+def task_label(doc: QalyptusTaskDoc) -> str:
+    """For previews and questions: the task, its project and its owner (a Qalyptus user) by name."""
+    state = "active" if doc.is_active else "inactive"
+    project = name_of(doc.project)
+    where = f" of project {quoted(project, 80)}" if project else ""
+    return f"Qalyptus task {quoted(doc.name, 100)} ({doc.id}, {state}){where}, owner {owner_label(doc)}"
+
+
 def addresses(value: str, field: str) -> str | None:
     """E-mail addresses separated by ; or , as given (the separator Qalyptus stores is not documented)."""
     text = value.strip()
@@ -199,11 +233,11 @@ class TaskRow(Compact):
             "id": doc.id,
             "name": one_line(doc.name, NAME_CHARS),
             "active": doc.is_active,
-            "scheduled": doc.is_scheduled,
+            "scheduled": True if doc.is_scheduled else None,
             "test_mode": True if doc.test_mode else None,
             "project": name_of(doc.project),
             "owner": text_of(first(doc.owner_name, doc.owner)),
-            "last_execution": text_of(doc.last_execution),
+            "last_execution": short_time(text_of(doc.last_execution)),
         }
 
     @classmethod
@@ -268,8 +302,8 @@ class TaskReport(Compact):
             report_id=text_of(doc.report_id),
             name=text_of(doc.name),
             format=text_of(doc.format),
-            attached=doc.email_attachment,
-            embedded=doc.email_embedment,
+            attached=True if doc.email_attachment else None,
+            embedded=True if doc.email_embedment else None,
         )
 
 
@@ -370,9 +404,10 @@ class Status(Compact):
             task_name=text_of(doc.task_name),
             status=one_line(doc.status, 60),
             by=text_of(doc.by),
-            created_at=text_of(doc.created_at),
-            started_at=text_of(doc.started_at),
-            ended_at=text_of(doc.ended_at),
+            # Times to the minute: no tool takes a run's time back.
+            created_at=short_time(text_of(doc.created_at)),
+            started_at=short_time(text_of(doc.started_at)),
+            ended_at=short_time(text_of(doc.ended_at)),
             seconds=_seconds(doc.started_at, doc.ended_at),
             message=untrusted(str(message)[:1000], "Qalyptus message") if message else None,
         )

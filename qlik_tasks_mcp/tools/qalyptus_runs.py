@@ -9,7 +9,6 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import QalyptusClient, StatusDoc
 from qlik_tasks_mcp.tools.common import Limit
-from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink
@@ -23,6 +22,7 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     TaskId,
     Window,
     classify,
+    task_named,
     window,
 )
 
@@ -120,7 +120,7 @@ async def run_qalyptus_task(
     orgs: QalyptusOrgs,
     ctx: Context,
     task_id: TaskId,
-    wait: Annotated[bool, Field(description="Wait for the run to end, with progress.")] = False,
+    wait: bool = False,
     timeout_seconds: WaitSeconds = 60,
     organization: OrgName = None,
 ) -> RunResult:
@@ -156,10 +156,10 @@ async def plan_stop(orgs: QalyptusOrgs, task_id: str, organization: str | None) 
     if current is None or classify(current.status) != "active":
         last = current.status if current else "never ran"
         raise InvalidInput(f"Qalyptus task {task_id} is not queued or running (last status: {last}); nothing to stop")
-    name = quoted(current.task_name, 100) if current.task_name else task_id
+    task = await task_named(api, task_id, current.task_name)
     return Plan(
         # No status in the question: a run going from queued to running must not make the user be asked again.
-        action=f"Stop run {current.id} (queued or running) of Qalyptus task {name} in {api.name}",
+        action=f"Stop run {current.id} (queued or running) of {task} in {api.name}",
         changes=["the run ends now; reports not yet generated or sent are not delivered"],
         # The run, not its status: queued -> running between preview and yes is still the same run to stop.
         state={"run": current.id},
@@ -169,7 +169,7 @@ async def plan_stop(orgs: QalyptusOrgs, task_id: str, organization: str | None) 
 
 @destructive("Stop Qalyptus task", plan=plan_stop)
 async def stop_qalyptus_task(orgs: QalyptusOrgs, plan: Plan, task_id: TaskId, organization: OrgName = None) -> Stopped:
-    """Stop a Qalyptus task's queued or running run. Needs the user's confirmation."""
+    """Stop a Qalyptus task's queued or running run."""
     api = orgs.get(organization)
     await api.stop(task_id)
     try:
@@ -192,8 +192,8 @@ async def get_qalyptus_task_status(orgs: QalyptusOrgs, task_id: TaskId, organiza
 @read("List Qalyptus task statuses")
 async def list_qalyptus_task_statuses(
     orgs: QalyptusOrgs,
-    task_id: Annotated[str | None, Field(max_length=128, description="Only this task's runs.")] = None,
-    status: Annotated[str | None, Field(max_length=40, description="Only this status (any case), e.g. Failed.")] = None,
+    task_id: Annotated[str | None, Field(max_length=128)] = None,
+    status: Annotated[str | None, Field(max_length=40, description="Any case, e.g. Failed.")] = None,
     limit: Limit = 20,
     offset: Offset = 0,
     organization: OrgName = None,
@@ -214,16 +214,10 @@ async def list_qalyptus_task_statuses(
 async def get_qalyptus_task_log(
     orgs: QalyptusOrgs,
     task_id: TaskId,
-    log_kind: Annotated[
-        Literal["task", "smtp"], Field(description="task: the run's log; smtp: its e-mail delivery log.")
-    ] = "task",
-    lines: Annotated[int, Field(ge=1, le=500, description="Lines to return (1-500).")] = 40,
-    grep: Annotated[
-        str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex; only matching lines.")
-    ] = None,
-    offset: Annotated[
-        int | None, Field(ge=0, description="Skip this many log lines and read forward; default: the tail.")
-    ] = None,
+    log_kind: Annotated[Literal["task", "smtp"], Field(description="smtp: its e-mail delivery log.")] = "task",
+    lines: Annotated[int, Field(ge=1, le=500, description="Max 500.")] = 40,
+    grep: Annotated[str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex.")] = None,
+    offset: Annotated[int | None, Field(ge=0, description="Lines to skip; default: the tail.")] = None,
     organization: OrgName = None,
 ) -> TaskLog:
     """The log of a Qalyptus task's latest run (or its SMTP log): tail, from offset, or grep."""

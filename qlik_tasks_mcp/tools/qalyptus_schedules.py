@@ -13,7 +13,7 @@ from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.qalyptus_model import OrgName, QalyptusOrgs, TaskId, Trigger, text_of
+from qlik_tasks_mcp.tools.qalyptus_model import OrgName, QalyptusOrgs, TaskId, Trigger, task_named, text_of
 
 NEXT_RUNS = 3
 # The tool's parameters and the API fields each sets, to refuse one that a frequency does not use, in the
@@ -41,7 +41,7 @@ class ScheduleIn(Input):
     """When a Qalyptus task runs. To update, give only what changes."""
 
     frequency: Literal["once", "hourly", "daily", "weekly", "monthly", "yearly"] | None = None
-    time_zone: str | None = Field(None, max_length=64, description="IANA zone, e.g. Europe/Zurich.")
+    time_zone: str | None = Field(None, max_length=64, description="IANA zone.")
     at: str | None = Field(None, max_length=5, description="Time of day HH:MM (daily/weekly/monthly/yearly).")
     every_hours: int | None = Field(None, ge=1, le=23, description="Hourly: run every N hours.")
     from_time: str | None = Field(None, max_length=5, description="Hourly window start HH:MM.")
@@ -52,7 +52,7 @@ class ScheduleIn(Input):
     start: str | None = Field(
         None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default today 00:00 (update: keep)."
     )
-    end: str | None = Field(None, max_length=19, description="Local YYYY-MM-DDTHH:MM:SS; default never.")
+    end: str | None = Field(None, max_length=19, description="Local; default never.")
     name: str | None = Field(None, max_length=100, description="Default: the schedule in words.")
 
 
@@ -230,7 +230,7 @@ async def plan_set(
         if current is None:
             raise InvalidInput(f"task {task_id} has no schedule {schedule_id}; its schedules: {_known(existing)}")
     body = build_body(schedule, current.wire() if current else None, now)
-    where = f"Qalyptus task {task_id} in {api.name}"
+    where = f"{await task_named(api, task_id)} in {api.name}"
     return _plan_add(body, existing, where, now) if current is None else _plan_change(body, current, where, now)
 
 
@@ -245,7 +245,7 @@ async def set_qalyptus_task_schedule(
     ] = None,
     organization: OrgName = None,
 ) -> ScheduleSet:
-    """Add a schedule to a Qalyptus task, or update one (schedule_id). Needs the user's confirmation."""
+    """Add a schedule to a Qalyptus task, or update one (schedule_id)."""
     saved = await orgs.get(organization).set_schedule(task_id, plan.payload, schedule_id)
     if saved is not None:
         return ScheduleSet(task_id=task_id, schedule=Trigger.of(saved))
@@ -271,7 +271,7 @@ async def plan_delete_schedules(
     if len(doomed) == len(by_id):
         notes.append("The task is left with no schedule: it runs only on Qlik events or when run by hand.")
     return Plan(
-        action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of Qalyptus task {task_id} "
+        action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of {await task_named(api, task_id)} "
         f"in {api.name}",
         changes=[f"{text_of(s.name, 60) or ''} ({s.id}): {sched.describe(s.wire())}" for s in doomed],
         state=[stored(s) for s in doomed],
@@ -287,10 +287,10 @@ async def delete_qalyptus_task_schedules(
     task_id: TaskId,
     schedule_ids: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=128)]],
-        Field(min_length=1, max_length=50, description="Schedule ids to delete."),
+        Field(min_length=1, max_length=50),
     ],
     organization: OrgName = None,
 ) -> SchedulesDeleted:
-    """Delete schedules of a Qalyptus task. Needs the user's confirmation."""
+    """Delete schedules of a Qalyptus task."""
     await orgs.get(organization).delete_schedules(task_id, plan.payload)
     return SchedulesDeleted(task_id=task_id, deleted=plan.payload)

@@ -14,13 +14,15 @@ from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, ReloadTasksApi, ReplacementDoc
 from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
-from qlik_tasks_mcp.tools.common import Cursor, Limit, put_owner_note
+from qlik_tasks_mcp.tools.common import Cursor, Limit
+from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
+from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.ops import KindUnavailable
-from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time
+from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time, short_time
 
 TOOLSET = "reload"
 NOTE = (
@@ -36,20 +38,16 @@ AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id."
 
 
 class Schedule(Input):
-    """A reload schedule as Qlik takes it: RRULE lines expanded in an IANA time zone from start to end."""
+    """RRULE lines expanded in an IANA zone from start to end."""
 
     recurrence: list[str] = Field(
         min_length=1,
         max_length=20,
-        description="RFC 5545 lines, e.g. RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0 (no DTSTART).",
+        description="e.g. RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0 (no DTSTART).",
     )
-    time_zone: str = Field(max_length=64, description="IANA zone, e.g. Europe/Zurich.")
-    start: str | None = Field(
-        None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now (update: keep current)."
-    )
-    end: str | None = Field(
-        None, max_length=40, description='Local end; default never (update: keep current, "" clears).'
-    )
+    time_zone: str = Field(max_length=64, description="IANA zone.")
+    start: str | None = Field(None, max_length=40, description="Local YYYY-MM-DDTHH:MM:SS; default now (update: kept).")
+    end: str | None = Field(None, max_length=40, description='Local; default never (update: kept, "" clears).')
 
     def to_api(self, current: ReloadTaskDoc | None = None) -> dict[str, Any]:
         """Validate everything the API would, and say what to fix, before a request is sent.
@@ -66,17 +64,87 @@ class Schedule(Input):
         }
 
 
-class ReloadTask(Compact):
+NAMES_NOTE = tenant_text_note(["app", "owner"])
+
+
+def _true(flag: bool) -> bool | None:
+    """A flag worth a field only when set: false is what a reload task is unless told."""
+    return True if flag else None
+
+
+def _common(doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames | None) -> dict[str, Any]:
+    off = not doc.enabled
+    replacement = app.replacement(doc.id) if app else None
+    return {
+        "id": doc.id,
+        "app_id": doc.app_id,
+        "app": names.app(doc.app_id) if names else None,
+        "state": doc.state or None,
+        "disabled_code": doc.disabled_code or None if off else None,
+        "disabled_reason": doc.log or None if off else None,
+        "migrated": _true(doc.migrated),
+        "replaced_by": replacement.id if replacement else None,
+        "partial": _true(doc.partial),
+        "owner_id": doc.user_id or None,
+        "owner": names.user(doc.user_id) if names else None,
+        "auto_reload": _true(doc.auto_reload),
+        "note": app.note(doc) if app else migrated_note(doc, None) if doc.migrated else None,
+    }
+
+
+def _next_run(doc: ReloadTaskDoc) -> str | None:
+    # A migrated task no longer runs, whatever next time the tenant still shows for it.
+    return None if doc.migrated else doc.next_execution_time or None
+
+
+class ReloadTaskRow(Compact):
+    """A reload task in a list: its schedule in words beside its next run."""
+
     id: str
     app_id: str
+    app: str | None = None
     state: Literal["Enabled", "Disabled", "Completed"] | str | None = Field(
         None, description="Absent on a migrated task."
     )
     disabled_code: str | None = None
     disabled_reason: str | None = None
-    migrated: bool = False
+    migrated: bool | None = None
     replaced_by: str | None = Field(None, description="Id of the task that replaced this migrated one.")
-    partial: bool = False
+    partial: bool | None = None
+    schedule: str | None = None
+    next_run: str | None = Field(None, description="UTC, to the minute.")
+    last_run: str | None = None
+    owner_id: str | None = None
+    owner: str | None = None
+    auto_reload: bool | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames) -> "ReloadTaskRow":
+        start, end = doc.start_date_time or None, doc.end_date_time or None
+        words = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end) if doc.recurrence else None
+        return cls(
+            **_common(doc, app, names),
+            schedule=None if doc.migrated else words,
+            next_run=short_time(_next_run(doc)),
+            last_run=short_time(doc.last_execution_time),
+        )
+
+
+class ReloadTask(Compact):
+    """A reload task fetched whole: its schedule as the API has it."""
+
+    id: str
+    app_id: str
+    app: str | None = None
+    state: Literal["Enabled", "Disabled", "Completed"] | str | None = Field(
+        None, description="Absent on a migrated task."
+    )
+    disabled_code: str | None = None
+    disabled_reason: str | None = None
+    migrated: bool | None = None
+    replaced_by: str | None = Field(None, description="Id of the task that replaced this migrated one.")
+    partial: bool | None = None
     recurrence: list[str] = []
     time_zone: str | None = None
     start: str | None = None
@@ -84,37 +152,25 @@ class ReloadTask(Compact):
     next_run: str | None = None
     last_run: str | None = None
     owner_id: str | None = None
-    auto_reload: bool = False
+    owner: str | None = None
+    auto_reload: bool | None = None
     note: str | None = None
 
     @classmethod
-    def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None" = None) -> "ReloadTask":
-        off = not doc.enabled
-        replacement = app.replacement(doc.id) if app else None
+    def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None" = None, names: RowNames | None = None) -> "ReloadTask":
         return cls(
-            id=doc.id,
-            app_id=doc.app_id,
-            state=doc.state or None,
-            disabled_code=doc.disabled_code or None if off else None,
-            disabled_reason=doc.log or None if off else None,
-            migrated=doc.migrated,
-            replaced_by=replacement.id if replacement else None,
-            partial=doc.partial,
+            **_common(doc, app, names),
             recurrence=doc.recurrence,
             time_zone=doc.time_zone or None,
             start=doc.start_date_time or None,
             end=doc.end_date_time or None,
-            # A migrated task no longer runs, whatever next time the tenant still shows for it.
-            next_run=None if doc.migrated else doc.next_execution_time or None,
+            next_run=_next_run(doc),
             last_run=doc.last_execution_time or None,
-            owner_id=doc.user_id or None,
-            auto_reload=doc.auto_reload,
-            note=app.note(doc) if app else migrated_note(doc, None) if doc.migrated else None,
         )
 
 
 class ReloadTaskPage(Compact):
-    tasks: list[ReloadTask]
+    tasks: list[ReloadTaskRow]
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
     note: str = NOTE
 
@@ -122,6 +178,18 @@ class ReloadTaskPage(Compact):
 class ReloadTaskResult(Compact):
     task: ReloadTask
     note: str = NOTE
+
+
+@dataclass(frozen=True)
+class ReloadTasks:
+    """What the reload-task tools work with: the reload-tasks API and the one name lookup."""
+
+    api: ReloadTasksApi
+    names: Names
+
+
+async def task_names(names: Names, docs: list[ReloadTaskDoc]) -> RowNames:
+    return await row_names(names, [d.app_id for d in docs], [d.user_id for d in docs])
 
 
 @dataclass
@@ -179,47 +247,64 @@ async def tasks_by_app(api: ReloadTasksApi, app_ids: set[str]) -> dict[str, AppT
     return found
 
 
-def describe(task: ReloadTaskDoc) -> str:
+async def describe(names: Names, task: ReloadTaskDoc) -> str:
+    """The reload task for a preview or question: its app and owner by name, state and schedule."""
     schedule = "; ".join(task.recurrence) or "no schedule"
-    return f"reload task {task.id} of app {task.app_id} ({task.state or 'no state'}, {schedule} {task.time_zone})"
+    app = await names.describe_app(task.app_id) if task.app_id else "no app"
+    owner = f", owner {await names.describe_user(task.user_id)}" if task.user_id else ""
+    return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule} {task.time_zone})"
 
 
-def service(clients: Clients) -> ReloadTasksApi:
-    return ReloadTasksApi(clients.qlik)
+def service(clients: Clients) -> ReloadTasks:
+    return ReloadTasks(ReloadTasksApi(clients.qlik), clients.names)
 
 
 @read("List reload tasks")
 async def list_reload_tasks(
-    api: ReloadTasksApi,
-    app_id: Annotated[str | None, Field(max_length=128, description="Only this app's tasks.")] = None,
-    partial: Annotated[bool | None, Field(description="Only partial (true) or full (false) reloads.")] = None,
+    reload_tasks: ReloadTasks,
+    app_id: Annotated[str | None, Field(max_length=128)] = None,
+    partial: bool | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
+    owner_id: Annotated[
+        str | None,
+        Field(min_length=1, max_length=128, description="User id, name or e-mail (filtered here)."),
+    ] = None,
 ) -> ReloadTaskPage:
     """List scheduled app reloads (state, schedule, next/last run, why disabled, migrated to which task)."""
+    api = reload_tasks.api
+    owner = await user_id_of(reload_tasks.names, owner_id) if owner_id else None
     page = await api.list(app_id=app_id, partial=partial, limit=limit, cursor=cursor)
+    docs = [t for t in page.items if owner is None or t.user_id == owner]
     # Only migrated tasks need their app's tasks read: one listing per app, not per task.
-    apps = await tasks_by_app(api, {t.app_id for t in page.items if t.migrated and t.app_id})
-    note = " ".join(filter(None, (NOTE, page.cut_note)))
-    tasks = [ReloadTask.of(t, apps.get(t.app_id)) for t in page.items]
-    return ReloadTaskPage(tasks=tasks, next_cursor=page.next_cursor, note=note)
+    apps = await tasks_by_app(api, {t.app_id for t in docs if t.migrated and t.app_id})
+    names = await task_names(reload_tasks.names, docs)
+    # The API has no owner filter: this page's rows are filtered here, so it may be short (or empty) mid-way.
+    local = "Filtered by owner here: a page may hold fewer rows; follow next_cursor." if owner else None
+    note = " ".join(filter(None, (NOTE, page.cut_note, local, NAMES_NOTE if docs else None)))
+    rows = [ReloadTaskRow.of(t, apps.get(t.app_id), names) for t in docs]
+    return ReloadTaskPage(tasks=rows, next_cursor=page.next_cursor, note=note)
 
 
 @read("Get reload task")
-async def get_reload_task(api: ReloadTasksApi, task_id: TaskId) -> ReloadTaskResult:
+async def get_reload_task(reload_tasks: ReloadTasks, task_id: TaskId) -> ReloadTaskResult:
     """One reload task: state, schedule, next/last run, why disabled, the task that replaced it."""
+    api = reload_tasks.api
     doc = await api.get(task_id)
-    return ReloadTaskResult(task=ReloadTask.of(doc, await app_tasks(api, doc.app_id)))
+    names = await task_names(reload_tasks.names, [doc])
+    task = ReloadTask.of(doc, await app_tasks(api, doc.app_id), names)
+    return ReloadTaskResult(task=task, note=f"{NOTE} {NAMES_NOTE}")
 
 
 @write("Create reload task")
 async def create_reload_task(
-    api: ReloadTasksApi,
+    reload_tasks: ReloadTasks,
     app_id: AppId,
     schedule: Schedule,
-    partial: Annotated[bool, Field(description="Partial reload instead of full.")] = False,
+    partial: bool = False,
 ) -> ReloadTaskResult:
-    """Schedule reloads of an app. The schedule is validated before anything is sent."""
+    """Schedule reloads of an app."""
+    api = reload_tasks.api
     body = {"appId": app_id, "partial": partial, **schedule.to_api()}
     doc = await api.create(body)
     return ReloadTaskResult(task=ReloadTask.of(doc, await app_tasks(api, doc.app_id)))
@@ -233,8 +318,9 @@ async def refuse_migrated(api: ReloadTasksApi, doc: ReloadTaskDoc) -> None:
 
 
 async def plan_update(
-    api: ReloadTasksApi, task_id: str, enabled: bool | None, schedule: Schedule | None, partial: bool | None
+    reload_tasks: ReloadTasks, task_id: str, enabled: bool | None, schedule: Schedule | None, partial: bool | None
 ) -> Plan:
+    api = reload_tasks.api
     current = await api.get(task_id)
     await refuse_migrated(api, current)
     body = current.put_body()
@@ -253,29 +339,30 @@ async def plan_update(
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
     # Qlik Cloud help, "Ownership of reload schedules": changing a schedule makes the changer its owner.
-    notes = [put_owner_note([current.user_id or None])]
-    return Plan(action=f"Update {describe(current)}", changes=changes, state=sent, notes=notes, payload=body)
+    notes = [n for n in [await owner_change_note(reload_tasks.names, [current.user_id or "unknown"])] if n]
+    action = f"Update {await describe(reload_tasks.names, current)}"
+    return Plan(action=action, changes=changes, state=sent, notes=notes, payload=body)
 
 
 @destructive("Update reload task", plan=plan_update, idempotent=True)
 async def update_reload_task(
-    api: ReloadTasksApi,
+    reload_tasks: ReloadTasks,
     plan: Plan,
     task_id: TaskId,
-    enabled: Annotated[bool | None, Field(description="false disables, true (re-)enables.")] = None,
+    enabled: bool | None = None,
     schedule: Annotated[
         Schedule | None, Field(description="New recurrence and zone; start/end kept unless given.")
     ] = None,
     partial: bool | None = None,
 ) -> ReloadTask:
-    """Change only the given fields (enable/disable, schedule, partial). Refuses migrated tasks. Needs a yes."""
-    return ReloadTask.of(await api.replace(task_id, plan.payload))
+    """Change only the given fields. Refuses migrated tasks."""
+    return ReloadTask.of(await reload_tasks.api.replace(task_id, plan.payload))
 
 
-async def plan_delete(api: ReloadTasksApi, task_id: str) -> Plan:
-    current = await api.get(task_id)
+async def plan_delete(reload_tasks: ReloadTasks, task_id: str) -> Plan:
+    current = await reload_tasks.api.get(task_id)
     return Plan(
-        action=f"Delete {describe(current)}",
+        action=f"Delete {await describe(reload_tasks.names, current)}",
         changes=["the task and its schedule are removed"],
         state=current.wire(),
         notes=["This cannot be undone."],
@@ -283,9 +370,9 @@ async def plan_delete(api: ReloadTasksApi, task_id: str) -> Plan:
 
 
 @destructive("Delete reload task", plan=plan_delete, idempotent=True)
-async def delete_reload_task(api: ReloadTasksApi, plan: Plan, task_id: TaskId) -> Deleted:
-    """Delete a reload task. Needs the user's confirmation."""
-    await api.delete(task_id)
+async def delete_reload_task(reload_tasks: ReloadTasks, plan: Plan, task_id: TaskId) -> Deleted:
+    """Delete a reload task."""
+    await reload_tasks.api.delete(task_id)
     return Deleted(id=task_id, deleted=True)
 
 
@@ -335,12 +422,13 @@ def skip_reason(doc: ReloadTaskDoc) -> str | None:
     return None
 
 
-def migration_line(doc: ReloadTaskDoc) -> str:
+def migration_line(doc: ReloadTaskDoc, app: str) -> str:
+    """One reload task in the preview; `app` is its app as Names.describe_apps() shows it."""
     start, end = doc.start_date_time or None, doc.end_date_time or None
     schedule = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end)
     kind = "partial" if doc.partial else "full"
     after = "enabled" if doc.enabled else "disabled"
-    return f"reload task {doc.id}, app {doc.app_id}: {schedule} ({kind} reload, {doc.state}) -> a task, {after}"
+    return f"reload task {doc.id} of {app}: {schedule} ({kind} reload, {doc.state}) -> a task, {after}"
 
 
 async def migration_targets(
@@ -366,12 +454,13 @@ async def others_that_stop(api: ReloadTasksApi, todo: list[ReloadTaskDoc], task_
     return [o.id async for o in api.all(app_id=doc.app_id) if o.id != doc.id and o.enabled]
 
 
-def migration_notes(todo: list[ReloadTaskDoc], others: list[str], skipped: list[str]) -> list[str]:
-    apps = sorted({d.app_id for d in todo})
-    stop = f"{RULE_135}: once these tasks exist, every reload task of app {', '.join(apps[:20])} stops running"
+async def migration_notes(names: Names, todo: list[ReloadTaskDoc], others: list[str], skipped: list[str]) -> list[str]:
+    """What else the migration does, naming the apps that stop running reload tasks and their tasks' owners."""
+    apps = await names.describe_apps(sorted({d.app_id for d in todo if d.app_id})[:20])
+    stop = f"{RULE_135}: once these tasks exist, every reload task of {', '.join(apps.values())} stops running"
     if others:
         stop += f", including reload tasks not migrated here: {', '.join(others[:20])}"
-    owners = sorted({d.user_id for d in todo if d.user_id})
+    owners = list((await names.describe_users(sorted({d.user_id for d in todo if d.user_id})[:10])).values())
     return [
         stop + ".",
         "Each task is enabled when its reload task is, disabled otherwise; it belongs to the API key's user "
@@ -382,14 +471,17 @@ def migration_notes(todo: list[ReloadTaskDoc], others: list[str], skipped: list[
     ]
 
 
-async def plan_migrate(api: ReloadTasksApi, task_id: str | None, app_id: str | None, whole_tenant: bool) -> Plan:
+async def plan_migrate(reload_tasks: ReloadTasks, task_id: str | None, app_id: str | None, whole_tenant: bool) -> Plan:
+    api, names = reload_tasks.api, reload_tasks.names
     targets = await migration_targets(api, task_id, app_id, whole_tenant)
     skipped = [reason for reason in map(skip_reason, targets) if reason]
     todo = [d for d in targets if skip_reason(d) is None]
     if not todo:
         found = "; ".join(skipped[:5]) or "no reload tasks found"
         raise InvalidInput(f"nothing to migrate: {found}")
-    changes = [migration_line(d) for d in todo[:PREVIEW_LINES]]
+    shown = todo[:PREVIEW_LINES]
+    apps = await names.describe_apps(d.app_id for d in shown)
+    changes = [migration_line(d, apps.get(d.app_id, "no app")) for d in shown]
     if len(todo) > PREVIEW_LINES:
         changes.append(f"... and {len(todo) - PREVIEW_LINES} more (all bound by the confirmation)")
     others = await others_that_stop(api, todo, task_id)
@@ -397,7 +489,7 @@ async def plan_migrate(api: ReloadTasksApi, task_id: str | None, app_id: str | N
         action=f"Migrate {len(todo)} reload task(s) to tasks",
         changes=changes,
         state=sorted((d.id, d.state, d.migrated) for d in targets),
-        notes=migration_notes(todo, others, skipped),
+        notes=await migration_notes(names, todo, others, skipped),
         payload=MigrationWork(todo, skipped),
     )
 
@@ -413,18 +505,18 @@ def migration_summary(result: MigrationResult, total: int) -> str:
 
 @destructive("Migrate reload tasks", plan=plan_migrate, idempotent=True)
 async def migrate_reload_tasks(
-    api: ReloadTasksApi,
+    reload_tasks: ReloadTasks,
     plan: Plan,
     task_id: Annotated[str | None, Field(max_length=128, description="This reload task.")] = None,
     app_id: Annotated[str | None, Field(max_length=128, description="Or every reload task of this app.")] = None,
     whole_tenant: Annotated[bool, Field(description="Or every reload task of the tenant.")] = False,
 ) -> MigrationResult:
-    """Move reload tasks to tasks (Qlik's migration), skipping migrated ones. Needs the user's confirmation."""
+    """Move reload tasks to tasks (Qlik's migration), skipping migrated ones."""
     work: MigrationWork = plan.payload
     result = MigrationResult(migrated=[], failed=[], skipped=work.skipped, note="")
     for doc in work.todo:
         try:
-            task = await api.migrate(doc)
+            task = await reload_tasks.api.migrate(doc)
         except ClientError as exc:
             result.failed.append(NotMigrated(reload_task_id=doc.id, app_id=doc.app_id, error=str(exc)[:300]))
             continue
@@ -516,22 +608,26 @@ class ReloadTaskSource:
         await answering(self.api.replace(info.id, body))
 
     async def failures(self, scan: FailureScan) -> None:
+        """Every failed run in the window: each reload a reload task started names it, so its failed reloads (read
+        by the scan) count one failure each; a task disabled after consecutive failures whose failed reloads the
+        scan did not read counts once, with the reason the listing gives."""
+        by_reloads = scan.reloads.claim("reload-tasks")
+        for task_id, reloads in by_reloads.items():
+            for reload in reloads:
+                error = f"Reload error: {reload.error}" if reload.error else None
+                name = f"reload of app {reload.app_id}"
+                scan.found.append(Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error))
         count = 0
         for doc in await answering(self._all()):
             count += 1
             scan.apps.add(doc.app_id)
             last = parse_time(doc.last_execution_time)
-            if doc.disabled_code == "CONSECUTIVE-FAILURES" and (last is None or last >= scan.since):
+            failed = doc.disabled_code == "CONSECUTIVE-FAILURES" and (last is None or last >= scan.since)
+            if failed and doc.id not in by_reloads:
                 error = doc.log or "disabled after consecutive failures"
+                name = f"reload of app {doc.app_id}"
                 scan.found.append(
-                    Failure(
-                        "reload",
-                        doc.id,
-                        f"reload of app {doc.app_id}",
-                        doc.app_id,
-                        doc.last_execution_time or None,
-                        error=error,
-                    )
+                    Failure("reload", doc.id, name, doc.app_id, doc.last_execution_time or None, error=error)
                 )
         scan.checked["reload"] = count
 

@@ -1,6 +1,7 @@
 """App reloads (`/api/v1/reloads`): list, read, start (and wait), cancel; their script logs; the load script
 around a failing line, and a proposed script checked without changing anything."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -10,14 +11,23 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.reloads import ACTIVE, PendingReload, ReloadDoc, ReloadMetaDoc, ReloadsApi, ScriptIssue
 from qlik_tasks_mcp.tools.common import Cursor, Limit
-from qlik_tasks_mcp.tools.fence import untrusted, untrusted_fields
+from qlik_tasks_mcp.tools.fence import tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.sources import parse_time
+from qlik_tasks_mcp.tools.sources import (
+    APP_RELOADS,
+    FailedReload,
+    FailureScan,
+    TaskInfo,
+    first_line,
+    parse_time,
+    short_time,
+)
 
 ReloadId = Annotated[str, Field(min_length=1, max_length=128, description="Reload id.")]
 AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id.")]
@@ -55,30 +65,43 @@ def started_by(doc: ReloadDoc) -> str:
     return f"{who} ({doc.user_id})" if doc.type == "hub" and doc.user_id else who
 
 
+NAMES_NOTE = tenant_text_note(["app", "user"])
+
+
 class Reload(Compact):
     id: str
     app_id: str
+    app: str | None = None
     status: str
     started_by: str
-    created_at: str | None = None
+    user: str | None = Field(None, description="The user it ran as: who started it, or the owner of its task.")
+    created_at: str | None = Field(None, description="UTC, to the minute.")
     ended_at: str | None = None
     seconds: float | None = None
-    partial: bool = False
+    partial: bool | None = None
     error_code: str | None = None
 
     @classmethod
-    def of(cls, doc: ReloadDoc) -> "Reload":
+    def of(cls, doc: ReloadDoc, names: RowNames | None = None) -> "Reload":
         return cls(
             id=doc.id,
             app_id=doc.app_id,
+            app=names.app(doc.app_id) if names else None,
             status=doc.status,
             started_by=started_by(doc),
-            created_at=doc.creation_time or None,
-            ended_at=doc.end_time or None,
+            user=names.user(doc.user_id) if names else None,
+            created_at=short_time(doc.creation_time),
+            ended_at=short_time(doc.end_time),
             seconds=_seconds(doc.start_time or doc.creation_time, doc.end_time),
-            partial=doc.partial,
+            # Only a partial reload is worth a field: full is what a reload is unless told.
+            partial=True if doc.partial else None,
             error_code=doc.error_code or None,
         )
+
+
+async def reload_names(names: Names, docs: list[ReloadDoc]) -> RowNames:
+    """The apps and users of these reloads: at most one apps and one users request for the lot."""
+    return await row_names(names, [d.app_id for d in docs], [d.user_id for d in docs])
 
 
 class ReloadPage(Compact):
@@ -156,8 +179,16 @@ class ScriptCheck(Compact):
     warnings: list[Issue] = []
 
 
-def service(clients: Clients) -> ReloadsApi:
-    return ReloadsApi(clients.qlik)
+@dataclass(frozen=True)
+class Reloads:
+    """What the reloads tools work with: the reloads API and the one name lookup."""
+
+    api: ReloadsApi
+    names: Names
+
+
+def service(clients: Clients) -> Reloads:
+    return Reloads(ReloadsApi(clients.qlik), clients.names)
 
 
 def _slowest(meta: ReloadMetaDoc) -> tuple[ReloadMeta, list[tuple[str, str]]]:
@@ -171,8 +202,15 @@ def _slowest(meta: ReloadMetaDoc) -> tuple[ReloadMeta, list[tuple[str, str]]]:
     return ReloadMeta(success=meta.success, seconds=seconds, partial=meta.is_partial_reload, slowest=rows), labels
 
 
-def _detail(doc: ReloadDoc, meta: ReloadMetaDoc | None = None, *, message: bool = True) -> ReloadDetail:
-    """One reload; its tenant text (error message, statement labels) in one fence."""
+def _detail(
+    doc: ReloadDoc,
+    meta: ReloadMetaDoc | None = None,
+    *,
+    message: bool = True,
+    names: RowNames | None = None,
+    note: str | None = None,
+) -> ReloadDetail:
+    """One reload; its tenant text (error message, statement labels) in one fence, its names said once."""
     pairs: list[tuple[str, str | None]] = [("error", doc.error_message.strip()[:2000] or None)] if message else []
     summary = None
     if meta is not None:
@@ -180,36 +218,36 @@ def _detail(doc: ReloadDoc, meta: ReloadMetaDoc | None = None, *, message: bool 
         pairs += labels
     shown = [(name, value) for name, value in pairs if value]
     return ReloadDetail(
-        **Reload.of(doc).model_dump(),
-        started_at=doc.start_time or None,
+        **Reload.of(doc, names).model_dump(),
+        started_at=short_time(doc.start_time),
         weight=doc.weight,
         metadata=summary,
         text=untrusted_fields(shown, "reload") if shown else None,
+        note=" ".join(n for n in (note, NAMES_NOTE if names else None) if n) or None,
     )
 
 
 @read("List reloads")
 async def list_reloads(
-    api: ReloadsApi,
+    reloads: Reloads,
     app_id: Annotated[
-        str | None, Field(max_length=128, description="This app's reloads; omit for the tenant's (tenant admin).")
+        str | None, Field(max_length=128, description="Omit for the whole tenant (tenant admin).")
     ] = None,
-    status: Annotated[list[Status] | None, Field(max_length=7, description="Only these statuses.")] = None,
+    status: Annotated[list[Status] | None, Field(max_length=7)] = None,
     type: Annotated[
         list[Type] | None,
         Field(
             max_length=6,
-            description="Only these starters: chronos (reload task), choreographer (task), hub "
-            "(a user), external (API), automations, data-refresh.",
+            description="Starters: chronos=reload task, choreographer=task, hub=user, external=API.",
         ),
     ] = None,
-    partial: Annotated[bool | None, Field(description="Only partial (true) or full (false) reloads.")] = None,
-    hours: Annotated[int | None, Field(ge=1, le=720, description="Only reloads created in the last N hours.")] = None,
+    partial: bool | None = None,
+    hours: Annotated[int | None, Field(ge=1, le=720, description="Created in the last N hours.")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> ReloadPage:
     """App reloads, newest first: status, duration, what started it, each failure's first error line."""
-    page = await api.list(
+    page = await reloads.api.list(
         app_id=app_id, statuses=list(status or []), types=list(type or []), partial=partial, limit=limit, cursor=cursor
     )
     docs, more = page.items, page.next_cursor
@@ -219,26 +257,29 @@ async def list_reloads(
         # Newest first: once a row is older than the window, no later page can hold a newer one.
         more = more if len(docs) == len(page.items) else None
     firsts = [(d.id, d.error_message.strip().splitlines()[0]) for d in docs if d.error_message.strip()]
+    names = await reload_names(reloads.names, docs)
     return ReloadPage(
-        reloads=[Reload.of(d) for d in docs],
+        reloads=[Reload.of(d, names) for d in docs],
         errors=untrusted_fields(firsts, "reload errors") if firsts else None,
         next_cursor=more,
-        note=page.cut_note,
+        note=" ".join(n for n in (page.cut_note, NAMES_NOTE if docs else None) if n) or None,
     )
 
 
 @read("Get reload")
-async def get_reload(api: ReloadsApi, reload_id: ReloadId) -> ReloadDetail:
+async def get_reload(reloads: Reloads, reload_id: ReloadId) -> ReloadDetail:
     """One reload: status, times, what started it, the error in full; once ended, its metadata."""
+    api = reloads.api
     doc = await api.get(reload_id)
+    names = await reload_names(reloads.names, [doc])
     if not doc.ended:
-        return _detail(doc)
+        return _detail(doc, names=names)
     try:
         meta = await api.metadata(doc.app_id, doc.id)
     except ApiError as exc:
-        return _detail(doc).model_copy(update={"note": f"Its metadata could not be read: {exc}"})
+        return _detail(doc, names=names, note=f"Its metadata could not be read: {exc}")
     note = None if meta else "No metadata: Qlik keeps it for an app's last 10 reloads only."
-    return _detail(doc, meta).model_copy(update={"note": note})
+    return _detail(doc, meta, names=names, note=note)
 
 
 async def _log(
@@ -255,12 +296,13 @@ async def _failed_tail(api: ReloadsApi, doc: ReloadDoc) -> str | None:
     return (await _log(api, doc.app_id, doc.id, lines=FAILED_TAIL, grep=None, offset=None)).log
 
 
-async def _queued(api: ReloadsApi, app_id: str, exc: PendingReload) -> ReloadStarted:
-    page = await api.list(app_id=app_id, statuses=list(ACTIVE), limit=1)
+async def _queued(reloads: Reloads, app_id: str, exc: PendingReload) -> ReloadStarted:
+    page = await reloads.api.list(app_id=app_id, statuses=list(ACTIVE), limit=1)
     pending = page.items[0] if page.items else None
+    names = await reload_names(reloads.names, page.items[:1])
     return ReloadStarted(
         started=False,
-        reload=_detail(pending) if pending else None,
+        reload=_detail(pending, names=names) if pending else None,
         note=f"Not started: {exc.title} (Qlik answered 429 to the start, which here means this, not a rate "
         "limit). Follow the queued reload with get_reload instead of starting another.",
     )
@@ -278,20 +320,21 @@ def _watch(api: ReloadsApi, started: list[ReloadDoc]) -> RunWatch[ReloadDoc]:
 
 @write("Reload app")
 async def reload_app(
-    api: ReloadsApi,
+    reloads: Reloads,
     ctx: Context,
     app_id: AppId,
     partial: Annotated[bool, Field(description="Partial reload (the script's Add/Replace/Merge loads only).")] = False,
     variables: Annotated[
         dict[Annotated[str, Field(min_length=1, max_length=256)], Annotated[str, Field(max_length=256)]] | None,
-        Field(max_length=20, description="Script variables, name -> value (at most 20)."),
+        Field(max_length=20, description="Script variables: name -> value."),
     ] = None,
     weight: Annotated[int | None, Field(ge=1, le=10, description="Queue priority 1-10 (higher sooner).")] = None,
-    wait: Annotated[bool, Field(description="Wait for the reload to end, with progress.")] = False,
+    wait: bool = False,
     timeout_seconds: WaitSeconds = 60,
 ) -> ReloadStarted:
     """Reload an app now; wait=true follows it to the end (a failure comes with its log's error lines). Ending
     the wait never cancels the reload."""
+    api = reloads.api
     started: list[ReloadDoc] = []
 
     async def start() -> None:
@@ -307,12 +350,13 @@ async def reload_app(
             check_with="get_reload",
         )
     except PendingReload as exc:
-        return await _queued(api, app_id, exc)
+        return await _queued(reloads, app_id, exc)
     run = followed.run or (started[0] if started else None)
     waited = followed.waited_seconds is not None
+    names = await reload_names(reloads.names, [run] if run else [])
     return ReloadStarted(
         started=True,
-        reload=_detail(run, message=followed.log_tail is None) if run else None,
+        reload=_detail(run, message=followed.log_tail is None, names=names) if run else None,
         waited_seconds=followed.waited_seconds,
         wait_ended=("finished" if followed.finished else "timeout") if waited else None,
         log_tail=followed.log_tail,
@@ -320,12 +364,14 @@ async def reload_app(
     )
 
 
-async def plan_cancel(api: ReloadsApi, reload_id: str) -> Plan:
-    doc = await api.get(reload_id)
+async def plan_cancel(reloads: Reloads, reload_id: str) -> Plan:
+    doc = await reloads.api.get(reload_id)
     if doc.ended:
         raise InvalidInput(f"reload {reload_id} already ended ({doc.status}); there is nothing to cancel")
+    app = await reloads.names.describe_app(doc.app_id) if doc.app_id else "no app"
+    user = f", as {await reloads.names.describe_user(doc.user_id)}" if doc.user_id else ""
     return Plan(
-        action=f"Cancel reload {doc.id} of app {doc.app_id} ({doc.status}, started by {started_by(doc)})",
+        action=f"Cancel reload {doc.id} of {app} ({doc.status}, started by {started_by(doc)}{user})",
         changes=[f"status: {doc.status} -> CANCELED"],
         # Not the status: QUEUED becomes RELOADING within seconds, and the user's yes still means the same.
         state={"id": doc.id, "ended": False},
@@ -339,29 +385,25 @@ class Cancelled(Compact):
 
 
 @destructive("Cancel reload", plan=plan_cancel, idempotent=True)
-async def cancel_reload(api: ReloadsApi, plan: Plan, reload_id: ReloadId) -> Cancelled:
-    """Cancel a queued or running reload. Needs the user's confirmation."""
-    return Cancelled(reload_id=reload_id, status=await api.cancel(reload_id))
+async def cancel_reload(reloads: Reloads, plan: Plan, reload_id: ReloadId) -> Cancelled:
+    """Cancel a queued or running reload."""
+    return Cancelled(reload_id=reload_id, status=await reloads.api.cancel(reload_id))
 
 
 @read("Get reload log")
 async def get_reload_log(
-    api: ReloadsApi,
+    reloads: Reloads,
     reload_id: ReloadId,
-    app_id: Annotated[str | None, Field(max_length=128, description="The reload's app (saves a lookup).")] = None,
-    lines: Annotated[int, Field(ge=1, le=500, description="Lines to return (1-500).")] = 40,
-    grep: Annotated[
-        str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex; matching lines only.")
-    ] = None,
-    offset: Annotated[
-        int | None, Field(ge=0, description="Skip this many lines and read forward; default: the tail.")
-    ] = None,
+    app_id: Annotated[str | None, Field(max_length=128, description="Saves a lookup.")] = None,
+    lines: Annotated[int, Field(ge=1, le=500, description="Max 500.")] = 40,
+    grep: Annotated[str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex.")] = None,
+    offset: Annotated[int | None, Field(ge=0, description="Lines to skip; default: the tail.")] = None,
 ) -> ReloadLog:
     """A reload's script log: the tail by default, or from offset, or the lines matching grep."""
     if grep:
         compile_grep(grep)
-    app = app_id or (await api.get(reload_id)).app_id
-    log = await _log(api, app, reload_id, lines=lines, grep=grep, offset=offset)
+    app = app_id or (await reloads.api.get(reload_id)).app_id
+    log = await _log(reloads.api, app, reload_id, lines=lines, grep=grep, offset=offset)
     return ReloadLog(reload_id=reload_id, app_id=app, **log.model_dump(exclude={"task_id", "run_id"}))
 
 
@@ -371,11 +413,9 @@ def _numbered(lines: list[str], start: int, end: int) -> str:
 
 @read("Get app script")
 async def get_app_script(
-    api: ReloadsApi,
+    reloads: Reloads,
     app_id: AppId,
-    line: Annotated[
-        int | None, Field(ge=1, description="Show the lines around this one (e.g. a log's error line).")
-    ] = None,
+    line: Annotated[int | None, Field(ge=1, description="E.g. a log's error line.")] = None,
     grep: Annotated[str | None, Field(max_length=GREP_MAX, description="Or the lines around the first match.")] = None,
     context: Annotated[int, Field(ge=0, le=100, description="Lines shown before and after.")] = 10,
     version: Annotated[
@@ -383,7 +423,7 @@ async def get_app_script(
     ] = "current",
 ) -> ScriptExcerpt:
     """An app's load script: the lines around `line` or a grep hit; whole only when short."""
-    lines = (await api.script(app_id, version)).splitlines()
+    lines = (await reloads.api.script(app_id, version)).splitlines()
     total = len(lines)
     if grep:
         pattern = compile_grep(grep)
@@ -441,11 +481,98 @@ def _issues(found: list[ScriptIssue], lines: list[str]) -> list[Issue]:
 
 @read("Check app script")
 async def check_app_script(
-    api: ReloadsApi,
-    script: Annotated[str, Field(min_length=1, max_length=SCRIPT_MAX, description="The load script to check.")],
+    reloads: Reloads,
+    script: Annotated[str, Field(min_length=1, max_length=SCRIPT_MAX)],
 ) -> ScriptCheck:
-    """Check a proposed load script's syntax with Qlik (validatescript): errors with their lines. Changes nothing
-    and runs nothing; a field or file that does not exist shows only when the script runs."""
-    errors, warnings = await api.validate(script)
+    """Check a load script's syntax with Qlik: errors with their lines. Runs nothing, so a missing field or file
+    shows only when the script runs."""
+    errors, warnings = await reloads.api.validate(script)
     lines = script.splitlines()
     return ScriptCheck(valid=not errors, errors=_issues(errors, lines), warnings=_issues(warnings, lines))
+
+
+# The ops tools' view --------------------------------------------------------------------------------
+
+FAILED_PAGE = 100
+
+
+def _failed(doc: ReloadDoc) -> FailedReload:
+    return FailedReload(
+        id=doc.id,
+        app_id=doc.app_id,
+        at=doc.end_time or doc.start_time or doc.creation_time or None,
+        error=first_line(doc.error_message),
+        resource_type=doc.resource_type,
+        resource_id=doc.resource_id,
+        started_by=started_by(doc),
+    )
+
+
+class AppReloadSource:
+    """App reloads as find_failures reads them: the window's FAILED reloads, tenant-wide for a tenant admin (one
+    listing, newest first), else app by app. They go to `scan.reloads`: task kinds count their failed runs there,
+    and what no kind claims is reported by app. It has no tasks of its own to list, read or change."""
+
+    kind = APP_RELOADS
+    chains = False
+
+    def __init__(self, api: ReloadsApi) -> None:
+        self.api = api
+
+    async def get(self, task_id: str) -> TaskInfo:
+        raise InvalidInput("app reloads are not tasks: read one with get_reload")
+
+    async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
+        return {}
+
+    async def of_app(self, app_id: str) -> list[TaskInfo]:
+        return []
+
+    async def app_ids(self) -> set[str]:
+        return set()
+
+    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
+        raise InvalidInput("app reloads cannot be enabled or disabled; their tasks can")
+
+    async def failures(self, scan: FailureScan) -> None:
+        try:
+            read, complete = await self._read(scan, None)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # Not a tenant admin: the listing needs appId, so only the apps known to the scan can be read.
+            read = 0
+            for app_id in sorted(scan.apps):
+                found, complete = await self._read(scan, app_id)
+                read += found
+                if complete:
+                    scan.reloads.apps.add(app_id)
+            scan.checked["reload apps"] = len(scan.reloads.apps)
+        else:
+            scan.reloads.tenant_wide = complete
+        scan.checked["failed reloads"] = read
+
+    async def _read(self, scan: FailureScan, app_id: str | None) -> tuple[int, bool]:
+        """The FAILED reloads since the window's start, newest first, into the scan's index: how many, and
+        whether the listing reached the window's start (False: the budget ended it)."""
+        cursor: str | None = None
+        count = 0
+        where = f"app {app_id}" if app_id else "the tenant"
+        while scan.spend(f"failed reloads of {where}" + (", a further page" if cursor else "")):
+            page = await self.api.list(
+                app_id=app_id, statuses=["FAILED"], limit=FAILED_PAGE, cursor=cursor, sort="-endTime"
+            )
+            for doc in page.items:
+                ended = parse_time(doc.end_time or doc.creation_time)
+                if ended is not None and ended < scan.since:
+                    return count, True
+                scan.reloads.add(_failed(doc))
+                count += 1
+            if not page.next_cursor:
+                return count, True
+            cursor = page.next_cursor
+        return count, False
+
+
+def source(clients: Clients) -> AppReloadSource:
+    return AppReloadSource(ReloadsApi(clients.qlik))

@@ -20,6 +20,8 @@ from qlik_tasks_mcp.client.sharing_tasks import (
 )
 from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact, Input
+from qlik_tasks_mcp.tools.names import RowNames
+from qlik_tasks_mcp.tools.sources import short_time
 
 SharingType = Literal["sheet-sharing", "chart-sharing", "chart-monitoring", "template-sharing"]
 Channel = Literal["email", "sharepoint"]
@@ -34,13 +36,15 @@ NAME_CHARS = 200
 # The row fields that hold tenant text, for the result's note.
 ROW_TEXT = ("name", "app", "owner")
 ROW_TEXT_NOTE = tenant_text_note(ROW_TEXT) + f' Names longer than {NAME_CHARS} characters end with "…".'
+DETAIL_TEXT_NOTE = tenant_text_note((*ROW_TEXT, "recipient names")) + f' Names longer than {NAME_CHARS} end with "…".'
+EXECUTION_TEXT_NOTE = tenant_text_note(["recipient_name"])
 
 
 class Recipients(Input):
-    """Who receives the report. The whole list: on a patch it replaces the current one."""
+    """Who receives the report."""
 
-    user_ids: list[str] = Field([], max_length=1000, description="Qlik user ids.")
-    group_ids: list[str] = Field([], max_length=1000, description="Qlik group ids.")
+    user_ids: list[str] = Field([], max_length=1000)
+    group_ids: list[str] = Field([], max_length=1000)
     emails: list[str] = Field([], max_length=1000, description="Addresses of people outside the tenant.")
 
     def to_api(self) -> dict[str, Any]:
@@ -65,18 +69,14 @@ class Recipients(Input):
 
 
 class SharingSchedule(Input):
-    """When the report goes out: RRULE lines expanded in an IANA zone from start to end."""
+    """When the report goes out."""
 
     recurrence: list[str] = Field(
         min_length=1, max_length=MAX_RRULES, description="1-5 lines like RRULE:FREQ=WEEKLY;BYDAY=MO;BYHOUR=7."
     )
-    time_zone: str = Field(max_length=64, description="IANA zone, e.g. Europe/Zurich.")
-    start: str | None = Field(
-        None, max_length=40, description="Local start, YYYY-MM-DDTHH:MM:SS; default now (patch: keep current)."
-    )
-    end: str | None = Field(
-        None, max_length=40, description='Local end; default never (patch: keep current, "" clears).'
-    )
+    time_zone: str = Field(max_length=64, description="IANA zone.")
+    start: str | None = Field(None, max_length=40, description="Local YYYY-MM-DDTHH:MM:SS; default now (patch: kept).")
+    end: str | None = Field(None, max_length=40, description='Local; default never (patch: kept, "" clears).')
 
     def to_api(self, current: ScheduleOptionsDoc | None = None) -> dict[str, Any]:
         """The `scheduleOptions` body; on a patch, `current` supplies the start and end the caller left out."""
@@ -109,12 +109,12 @@ class Chart(Input):
 
 
 class Content(Input):
-    """What the report shows: sheets (sheet-sharing) or one chart (chart-sharing, chart-monitoring)."""
+    """Sheets (sheet-sharing) or one chart (chart-sharing, chart-monitoring)."""
 
     app_id: str = Id
-    sheet_ids: list[str] = Field([], max_length=50, description="sheet-sharing: the sheets, in order.")
-    chart: Chart | None = Field(None, description="chart-sharing/chart-monitoring: the chart.")
-    format: Literal["pdf", "pptx"] = Field("pdf", description="sheet-sharing file format.")
+    sheet_ids: list[str] = Field([], max_length=50, description="In order.")
+    chart: Chart | None = None
+    format: Literal["pdf", "pptx"] = Field("pdf", description="sheet-sharing.")
     file_name: str | None = Field(None, max_length=200)
     file_timestamp: FILE_TIMESTAMPS | None = None
 
@@ -169,30 +169,56 @@ class SharingTaskRow(Compact):
     id: str
     name: str
     type: str
-    app: str | None = None
-    owner: str | None = None
+    app: str | None = Field(None, description="The app's name.")
+    app_id: str | None = None
+    owner: str | None = Field(None, description="The owner's name, with the status when not active.")
+    owner_id: str | None = None
     enabled: bool
     status: str | None = None
-    next_run: str | None = None
-    last_run: str | None = None
+    schedule: str | None = Field(None, description="When it sends, in words.")
+    next_run: str | None = Field(None, description="UTC, to the minute.")
+    last_run: str | None = Field(None, description="UTC, to the minute.")
+    receives_as: list[str] = Field([], description="How the recipient asked for is among its recipients.")
 
     @classmethod
-    def of(cls, doc: SharingTaskDoc) -> "SharingTaskRow":
-        return cls(**cls.row_fields(doc))
+    def of(cls, doc: SharingTaskDoc, known: RowNames) -> "SharingTaskRow":
+        return cls(**cls.row_fields(doc, known))
 
     @staticmethod
-    def row_fields(doc: SharingTaskDoc) -> dict[str, Any]:
+    def row_fields(doc: SharingTaskDoc, known: RowNames) -> dict[str, Any]:
         return {
             "id": doc.id,
             "name": one_line(doc.name, NAME_CHARS),
             "type": doc.type,
-            "app": _shown(doc.app_name or doc.app_id),
-            "owner": _shown(doc.owner_name or doc.owner),
+            # The tenant names the app and owner itself; the directory adds the owner's status, and a name
+            # where the tenant left one out.
+            "app": _shown(doc.app_name) or known.app(doc.app_id),
+            "app_id": doc.app_id or None,
+            "owner": _owner(doc, known),
+            "owner_id": doc.owner or None,
             "enabled": doc.is_enabled,
             "status": doc.status_code or None,
-            "next_run": doc.next_run or None,
-            "last_run": doc.last_ran or None,
+            "schedule": schedule_words(doc),
+            "next_run": short_time(doc.next_run),
+            "last_run": short_time(doc.last_ran),
         }
+
+
+def schedule_words(doc: SharingTaskDoc) -> str | None:
+    """The schedule in words, and "after each app reload" when the task sends then."""
+    options = doc.schedule_options
+    lines, zone = options.recurrence, options.timezone or None
+    words = describe_schedule(lines, zone, options.start_date_time or None, options.end_date_time or None)
+    parts = [words if lines else "", "after each app reload" if doc.trigger.execute_on_app_reload else ""]
+    return "; ".join(p for p in parts if p) or None
+
+
+def _owner(doc: SharingTaskDoc, known: RowNames) -> str | None:
+    """The owner's name and status from the directory; the tenant's ownerName when the directory has no name."""
+    found = known.user(doc.owner)
+    if doc.owner_name and (found is None or found == "(not found)"):
+        return f"{_shown(doc.owner_name)} {found or ''}".strip()
+    return found
 
 
 def _shown(text: str) -> str | None:
@@ -205,7 +231,8 @@ RecipientKind = Literal["user", "group", "email", "list-user", "list-group"]
 class RecipientView(Compact):
     kind: RecipientKind = Field(description="list-user/list-group: members of the task's distribution list.")
     value: str
-    enabled: bool = True
+    name: str | None = Field(None, description="A user's name and, when not active, status.")
+    switched_off: bool | None = None
     errors: list[str] = []
 
 
@@ -219,13 +246,10 @@ class TemplateView(Compact):
 
 
 class SharingTaskDetail(SharingTaskRow):
-    app_id: str | None = None
-    owner_id: str | None = None
     tags: list[str] = []
-    schedule: str | None = None
     recurrence: list[str] = []
     time_zone: str | None = None
-    on_app_reload: bool = False
+    on_app_reload: bool | None = None
     recipients: list[RecipientView] = []
     templates: list[TemplateView] = []
     transport: list[str] = []
@@ -238,24 +262,18 @@ class SharingTaskDetail(SharingTaskRow):
     updated: str | None = None
 
     @classmethod
-    def of(cls, doc: SharingTaskDoc) -> "SharingTaskDetail":
+    def of(cls, doc: SharingTaskDoc, known: RowNames) -> "SharingTaskDetail":
         schedule = doc.schedule_options
-        lines, zone = schedule.recurrence, schedule.timezone or None
-        described = (
-            describe_schedule(lines, zone, schedule.start_date_time or None, schedule.end_date_time or None)
-            if lines
-            else None
-        )
+        # Fetched whole: times as the tenant wrote them, beside the schedule's raw lines.
+        fields: dict[str, Any] = cls.row_fields(doc, known)
+        fields.update(next_run=doc.next_run or None, last_run=doc.last_ran or None)
         return cls(
-            **cls.row_fields(doc),
-            app_id=doc.app_id or None,
-            owner_id=doc.owner or None,
+            **fields,
             tags=[one_line(t, NAME_CHARS) for t in doc.tags],
-            schedule=described,
-            recurrence=lines,
-            time_zone=zone,
-            on_app_reload=doc.trigger.execute_on_app_reload,
-            recipients=recipient_views(doc.recipients),
+            recurrence=schedule.recurrence,
+            time_zone=schedule.timezone or None,
+            on_app_reload=doc.trigger.execute_on_app_reload or None,
+            recipients=recipient_views(doc.recipients, known),
             templates=[template_view(t) for t in doc.templates],
             transport=doc.transport_channels,
             sharepoint_folder=doc.share_point_folder or None,
@@ -274,7 +292,7 @@ def task_text(doc: SharingTaskDoc) -> str | None:
     return untrusted_fields(fields, "sharing task text") if any(v for _, v in fields) else None
 
 
-def recipient_views(recipients: RecipientsDoc) -> list[RecipientView]:
+def recipient_views(recipients: RecipientsDoc, known: RowNames) -> list[RecipientView]:
     out: list[RecipientView] = []
     kinds: tuple[tuple[list[RecipientDoc], RecipientKind, bool], ...] = (
         (recipients.user_ids, "user", False),
@@ -287,9 +305,21 @@ def recipient_views(recipients: RecipientsDoc) -> list[RecipientView]:
         for entry in entries:
             errors = entry.task_group_recipient_errors if group else entry.task_recipient_errors
             out.append(
-                RecipientView(kind=kind, value=entry.value, enabled=entry.switched_on, errors=[e.value for e in errors])
+                RecipientView(
+                    kind=kind,
+                    value=entry.value,
+                    name=None if group or kind == "email" else known.user(entry.value),
+                    switched_off=None if entry.switched_on else True,
+                    errors=[e.value for e in errors],
+                )
             )
     return out
+
+
+def recipient_user_ids(doc: SharingTaskDoc) -> list[str]:
+    """The user ids among a task's recipients (named ones and distribution-list members)."""
+    values = doc.recipients.values()
+    return values["users"] + values["list_users"]
 
 
 def template_view(doc: TemplateDoc) -> TemplateView:
@@ -306,9 +336,9 @@ def template_view(doc: TemplateDoc) -> TemplateView:
     )
 
 
-def who(doc: SharingTaskDoc) -> str:
-    app = quoted(doc.app_name) if doc.app_name else doc.app_id or None
-    return f"sharing task {quoted(doc.name)} ({doc.id}, {doc.type}, app {app})"
+def who(doc: SharingTaskDoc, app: str, owner: str) -> str:
+    """For previews and questions: the task, its app and its owner, each by name and id."""
+    return f"sharing task {quoted(doc.name)} ({doc.id}, {doc.type}, app {app}, owner {owner})"
 
 
 def recipients_line(recipients: RecipientsDoc) -> str:
@@ -359,25 +389,27 @@ def _kept_switches(before: RecipientDoc | None) -> dict[str, Any]:
 class ExecutionRow(Compact):
     id: str
     status: str
-    started: str | None = None
-    ended: str | None = None
+    started: str | None = Field(None, description="UTC, to the minute.")
+    ended: str | None = Field(None, description="UTC, to the minute.")
     recipient: str | None = None
+    recipient_name: str | None = None
     reports: str | None = None
     error_codes: list[str] = []
 
     @classmethod
-    def of(cls, doc: ExecutionDoc) -> "ExecutionRow":
-        return cls(**cls.row_fields(doc))
+    def of(cls, doc: ExecutionDoc, known: RowNames) -> "ExecutionRow":
+        return cls(**cls.row_fields(doc, known))
 
     @staticmethod
-    def row_fields(doc: ExecutionDoc) -> dict[str, Any]:
+    def row_fields(doc: ExecutionDoc, known: RowNames) -> dict[str, Any]:
         target = doc.target_user
         return {
             "id": doc.id,
             "status": doc.status,
-            "started": doc.start_time or None,
-            "ended": doc.ended_at or None,
+            "started": short_time(doc.start_time),
+            "ended": short_time(doc.ended_at),
             "recipient": f"{target.type or None}:{target.value}" if target.value else None,
+            "recipient_name": known.user(target.value) if target.type == "user" else None,
             "reports": f"{doc.success_count}/{doc.total_count} ok" if doc.total_count else None,
             "error_codes": [e.code for e in doc.errors if e.code],
         }
@@ -399,11 +431,13 @@ class ExecutionDetail(ExecutionRow):
     errors: str | None = Field(None, description="Error titles and details, as the tenant wrote them.")
 
     @classmethod
-    def of(cls, doc: ExecutionDoc) -> "ExecutionDetail":
+    def of(cls, doc: ExecutionDoc, known: RowNames) -> "ExecutionDetail":
         errors = [f"{e.code or '?'}: {e.title}" + (f" - {e.detail}" if e.detail else "") for e in doc.errors]
         uploads = doc.total_upload_count
+        fields: dict[str, Any] = cls.row_fields(doc, known)
+        fields.update(started=doc.start_time or None, ended=doc.ended_at or None)
         return cls(
-            **cls.row_fields(doc),
+            **fields,
             task_id=doc.sharing_task_id or None,
             app_id=doc.app_id or None,
             triggered_by_reload=doc.reload_id or None,

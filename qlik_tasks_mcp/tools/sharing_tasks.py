@@ -5,7 +5,8 @@ disables, changes the owner, removes recipients or a channel, swaps the content 
 the start far ahead or adds addresses outside the tenant; and a creation that mails outside addresses at once.
 """
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -15,8 +16,10 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
+from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.sharing_tasks import (
     ExecutionDoc,
+    RecipientDoc,
     RecipientsDoc,
     ScheduleOptionsDoc,
     SharingTaskDoc,
@@ -29,8 +32,11 @@ from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import FieldChange, Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.sharing_model import (
+    DETAIL_TEXT_NOTE,
+    EXECUTION_TEXT_NOTE,
     ROW_TEXT_NOTE,
     Channel,
     Content,
@@ -43,6 +49,7 @@ from qlik_tasks_mcp.tools.sharing_model import (
     SharingTaskRow,
     SharingType,
     TemplateView,
+    recipient_user_ids,
     recipients_line,
     replacement_recipients,
     schedule_line,
@@ -51,7 +58,8 @@ from qlik_tasks_mcp.tools.sharing_model import (
     transport_problem,
     who,
 )
-from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time
+from qlik_tasks_mcp.tools.sharing_recipients import Recipient, resolve_recipient
+from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time
 
 TOOLSET = "sharing"
 # How failures() lists every task: the largest page the spec allows, in a stable order.
@@ -60,6 +68,8 @@ LISTING_ROWS = 100
 CHECK_WITH = "list_sharing_task_executions"
 # A new start further than this beyond today (or the next planned send) leaves the recipients without reports.
 QUIET_DAYS = 7
+# How many tasks a `recipient` filter reads at most (pages of LISTING_ROWS): the API cannot filter by recipient.
+RECIPIENT_SCAN_PAGES = 20
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Sharing task id.")]
 ExecutionId = Annotated[str, Field(min_length=1, max_length=128, description="Execution id.")]
@@ -80,11 +90,11 @@ TaskText = Annotated[str | None, Field(description="The task's description and e
 class SharingTaskResult(Compact):
     task: SharingTaskDetail
     text: TaskText = None
-    note: str | None = ROW_TEXT_NOTE
+    note: str | None = DETAIL_TEXT_NOTE
 
     @classmethod
-    def of(cls, doc: SharingTaskDoc) -> "SharingTaskResult":
-        return cls(task=SharingTaskDetail.of(doc), text=task_text(doc))
+    def of(cls, doc: SharingTaskDoc, known: RowNames) -> "SharingTaskResult":
+        return cls(task=SharingTaskDetail.of(doc, known), text=task_text(doc))
 
 
 class ExecutionPage(Compact):
@@ -115,8 +125,32 @@ class PatchResult(Compact):
     text: TaskText = None
 
 
-def service(clients: Clients) -> SharingTasksApi:
-    return SharingTasksApi(clients.qlik)
+class SharingService(SharingTasksApi):
+    """The sharing tasks API with the process's one name lookup beside it, for names in results and previews."""
+
+    def __init__(self, qlik: QlikClient, names: Names) -> None:
+        super().__init__(qlik)
+        self.names = names
+
+
+def service(clients: Clients) -> SharingService:
+    return SharingService(clients.qlik, clients.names)
+
+
+async def known_names(names: Names, tasks: Iterable[SharingTaskDoc], users: Iterable[str] = ()) -> RowNames:
+    """The names a result shows: apps the tenant did not name, owners (for their status) and `users`.
+
+    One apps request and one users request at most (a page holds at most 100 tasks), none for what is cached."""
+    docs = list(tasks)
+    owners = [d.owner for d in docs]
+    return await row_names(names, (d.app_id for d in docs if not d.app_name), dict.fromkeys([*owners, *users]))
+
+
+async def task_label(names: Names, doc: SharingTaskDoc) -> str:
+    """For previews and questions: the task with its app and owner by name and id."""
+    app = await names.describe_app(doc.app_id) if doc.app_id else "no app"
+    owner = await names.describe_user(doc.owner) if doc.owner else "unknown"
+    return who(doc, app, owner)
 
 
 # Reading --------------------------------------------------------------------------------------------
@@ -124,8 +158,8 @@ def service(clients: Clients) -> SharingTasksApi:
 
 @read("List sharing tasks")
 async def list_sharing_tasks(
-    api: SharingTasksApi,
-    app_id: Annotated[str | None, Field(max_length=128, description="Only this app's tasks.")] = None,
+    api: SharingService,
+    app_id: Annotated[str | None, Field(max_length=128)] = None,
     owner_id: Annotated[str | None, Field(max_length=128)] = None,
     owner_name: Annotated[str | None, Field(max_length=200)] = None,
     role: Annotated[
@@ -133,12 +167,15 @@ async def list_sharing_tasks(
     ] = None,
     types: Annotated[list[SharingType] | None, Field(max_length=4)] = None,
     template_ids: Annotated[list[str] | None, Field(max_length=20)] = None,
+    recipient: Annotated[
+        str | None, Field(max_length=254, description="Only tasks this user id, name or e-mail receives.")
+    ] = None,
     exclude_deleting: bool = True,
     sort: SORTS = "name",
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> SharingTaskPage:
-    """List report subscriptions and chart sharing/monitoring: type, owner, enabled, status, next/last run."""
+    """List report subscriptions and chart sharing/monitoring: app, owner, schedule, status, next/last run."""
     params: dict[str, Any] = {"sort": sort, "excludeDeleting": "true" if exclude_deleting else "false"}
     for key, value in (("appid", app_id), ("owner", owner_id), ("ownername", owner_name)):
         if value:
@@ -146,19 +183,48 @@ async def list_sharing_tasks(
     for key, values in (("role", role), ("type", types), ("templateId", template_ids)):
         if values:
             params[key] = list(dict.fromkeys(values))
+    if recipient is not None:
+        if cursor:
+            raise InvalidInput("cursor does not combine with recipient: the recipient's tasks come in one page")
+        return await _received_by(api, params, await resolve_recipient(api.names, recipient), limit)
     page = await api.list(params, limit=limit, cursor=cursor)
+    known = await known_names(api.names, page.items)
     return SharingTaskPage(
-        tasks=[SharingTaskRow.of(t) for t in page.items],
+        tasks=[SharingTaskRow.of(t, known) for t in page.items],
         total=page.total,
         next_cursor=page.next_cursor,
         note=" ".join(filter(None, (ROW_TEXT_NOTE, page.cut_note))),
     )
 
 
+async def _received_by(api: SharingService, params: dict[str, Any], who: Recipient, limit: int) -> SharingTaskPage:
+    """The tasks `who` receives, read page by page up to RECIPIENT_SCAN_PAGES pages; the first `limit` shown."""
+    matched: list[tuple[SharingTaskDoc, list[str]]] = []
+    cursor: str | None = None
+    for _ in range(RECIPIENT_SCAN_PAGES):
+        page = await api.list(params, limit=LISTING_ROWS, cursor=cursor)
+        matched += [(doc, how) for doc in page.items if (how := who.receives_as(doc))]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    shown = matched[:limit]
+    known = await known_names(api.names, [doc for doc, _ in shown])
+    rows = [SharingTaskRow.of(doc, known).model_copy(update={"receives_as": how}) for doc, how in shown]
+    notes = [ROW_TEXT_NOTE, who.said()]
+    if len(matched) > limit:
+        notes.append(f"{len(matched) - limit} more tasks match: raise limit or narrow by app_id or types.")
+    if cursor:
+        notes.append(
+            f"Only the first {RECIPIENT_SCAN_PAGES * LISTING_ROWS} tasks were read: narrow by app_id or types."
+        )
+    return SharingTaskPage(tasks=rows, total=len(matched), next_cursor=None, note=" ".join(notes))
+
+
 @read("Get sharing task")
-async def get_sharing_task(api: SharingTasksApi, task_id: TaskId) -> SharingTaskResult:
+async def get_sharing_task(api: SharingService, task_id: TaskId) -> SharingTaskResult:
     """One sharing task: schedule, recipients (with their errors), content, status and task errors."""
-    return SharingTaskResult.of(await api.get(task_id))
+    doc = await api.get(task_id)
+    return SharingTaskResult.of(doc, await known_names(api.names, [doc], recipient_user_ids(doc)))
 
 
 # What a change lets out or takes away ------------------------------------------------------------------
@@ -275,7 +341,7 @@ def check_create(
 
 
 async def plan_create(
-    api: SharingTasksApi,
+    api: SharingService,
     name: str,
     type: SharingType,
     content: Content,
@@ -324,7 +390,7 @@ async def plan_create(
     return await _create_plan(api, body, execute_on_creation)
 
 
-async def _create_plan(api: SharingTasksApi, body: dict[str, Any], execute_now: bool) -> Plan:
+async def _create_plan(api: SharingService, body: dict[str, Any], execute_now: bool) -> Plan:
     recipients = RecipientsDoc.model_validate(body["recipients"])
     outside, unknown = await outside_addresses(api, recipients.values()["emails"]) if execute_now else ([], None)
     when = [
@@ -334,8 +400,12 @@ async def _create_plan(api: SharingTasksApi, body: dict[str, Any], execute_now: 
     ]
     changes = [f"recipients: {recipients_line(recipients)}", f"sends {', '.join(w for w in when if w)}"]
     notes = [outside_note(outside, "execute_on_creation sends it as soon as the task exists")] if outside else []
+    app_id = next(
+        (a for a in (template_view(TemplateDoc.model_validate(t)).app_id for t in body["templates"]) if a), ""
+    )
+    app = await api.names.describe_app(app_id) if app_id else "no app"
     return Plan(
-        action=f"Create {body['type']} task {quoted(body['name'])}",
+        action=f"Create {body['type']} task {quoted(body['name'])} of {app}, owned by the caller",
         changes=changes,
         state={"outside": outside},
         notes=notes + ([unknown] if unknown and outside else []),
@@ -346,7 +416,7 @@ async def _create_plan(api: SharingTasksApi, body: dict[str, Any], execute_now: 
 
 @destructive("Create sharing task", plan=plan_create)
 async def create_sharing_task(
-    api: SharingTasksApi,
+    api: SharingService,
     plan: Plan,
     name: Annotated[str, Field(min_length=1, max_length=200)],
     type: Annotated[SharingType, Field(description="template-sharing cannot be created through the API.")],
@@ -368,9 +438,10 @@ async def create_sharing_task(
     execute_on_creation: Annotated[bool, Field(description="Also send once right away.")] = False,
     enabled: bool = True,
 ) -> SharingTaskResult:
-    """Create a sheet/chart report subscription or chart monitoring. Validated against the spec and tenant first;
-    sending at once to addresses outside the tenant needs the user's confirmation."""
-    return SharingTaskResult.of(await api.create(plan.payload))
+    """Create a sheet/chart report subscription or chart monitoring. Sending at once to outside addresses asks
+    the user first."""
+    doc = await api.create(plan.payload)
+    return SharingTaskResult.of(doc, await known_names(api.names, [doc], recipient_user_ids(doc)))
 
 
 # Patching -------------------------------------------------------------------------------------------
@@ -421,7 +492,7 @@ def patch_basics(draft: PatchDraft, name: str | None, description: str | None, t
         draft.replace("/tags", list(dict.fromkeys(tags)), f"tags: {current.tags} -> {tags}")
 
 
-def patch_enabled_and_owner(draft: PatchDraft, enabled: bool | None, owner_id: str | None) -> None:
+async def patch_enabled_and_owner(names: Names, draft: PatchDraft, enabled: bool | None, owner_id: str | None) -> None:
     current = draft.current
     # The user's own switch: a task the system paused can still be switched off so it stays off when the
     # system lets it run again, and switching it on also lifts the system's pause.
@@ -431,8 +502,12 @@ def patch_enabled_and_owner(draft: PatchDraft, enabled: bool | None, owner_id: s
         if not enabled:
             draft.risky.append("disables the task: nobody receives it until it is enabled again")
     if owner_id is not None and owner_id != current.owner:
-        draft.replace("/ownerId", owner_id, f"owner: {current.owner_name or current.owner} -> {owner_id}")
-        draft.risky.append("changes the owner: the report then runs with the new owner's access")
+        labels = await names.describe_users([current.owner, owner_id])
+        before = labels.get(current.owner, "unknown")
+        draft.replace("/ownerId", owner_id, f"owner: {before} -> {labels[owner_id]}")
+        draft.risky.append(
+            f"changes the owner from {before} to {labels[owner_id]}: the report then runs with the new owner's access"
+        )
 
 
 def patch_schedule(draft: PatchDraft, schedule: SharingSchedule | None) -> None:
@@ -517,7 +592,7 @@ def patch_bookmark(draft: PatchDraft, bookmark_id: str | None) -> None:
 
 
 async def plan_patch(
-    api: SharingTasksApi,
+    api: SharingService,
     task_id: str,
     name: str | None = None,
     description: str | None = None,
@@ -534,7 +609,7 @@ async def plan_patch(
 ) -> Plan:
     draft = PatchDraft(await api.get(task_id))
     patch_basics(draft, name, description, tags)
-    patch_enabled_and_owner(draft, enabled, owner_id)
+    await patch_enabled_and_owner(api.names, draft, enabled, owner_id)
     patch_schedule(draft, schedule)
     await patch_recipients(api, draft, recipients)
     patch_content(draft, content)
@@ -543,7 +618,7 @@ async def plan_patch(
     if not draft.ops:
         raise InvalidInput("the task already has these values; nothing to change")
     return Plan(
-        action=f"Change {who(draft.current)}",
+        action=f"Change {await task_label(api.names, draft.current)}",
         changes=draft.changes,
         state=draft.current.wire(),
         notes=draft.risky,
@@ -555,7 +630,7 @@ async def plan_patch(
 
 @destructive("Change sharing task", plan=plan_patch, idempotent=True)
 async def patch_sharing_task(
-    api: SharingTasksApi,
+    api: SharingService,
     plan: Plan,
     task_id: TaskId,
     name: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
@@ -573,21 +648,22 @@ async def patch_sharing_task(
     data_connection_id: Annotated[str | None, Field(max_length=128, description='"" removes it.')] = None,
     bookmark_id: Annotated[str | None, Field(max_length=128, description='Filter; "" removes it.')] = None,
 ) -> PatchResult:
-    """Change only the given fields. Changes that take something away or send data out (disable, owner,
-    recipients, channel, content, filter, a far start, outside addresses) need the user's confirmation."""
+    """Change only the given fields. Ones that take something away or send data out (disable, owner, recipients,
+    channel, content, filter, far start, outside addresses) ask the user first."""
     await api.patch(task_id, plan.payload)
     shown = [f"{o['op']} {o['path']}" for o in plan.payload]
     after = await api.get(task_id)
-    return PatchResult(task=SharingTaskDetail.of(after), ops=shown, text=task_text(after))
+    known = await known_names(api.names, [after], recipient_user_ids(after))
+    return PatchResult(task=SharingTaskDetail.of(after, known), ops=shown, text=task_text(after))
 
 
 # Delete, cancel, execute, executions ------------------------------------------------------------------
 
 
-async def plan_delete(api: SharingTasksApi, task_id: str) -> Plan:
+async def plan_delete(api: SharingService, task_id: str) -> Plan:
     current = await api.get(task_id)
     return Plan(
-        action=f"Delete {who(current)}",
+        action=f"Delete {await task_label(api.names, current)}",
         changes=[f"the task, its schedule and execution history; {recipients_line(current.recipients)}"],
         state=current.wire(),
         notes=["This cannot be undone; recipients stop receiving the report."],
@@ -595,20 +671,22 @@ async def plan_delete(api: SharingTasksApi, task_id: str) -> Plan:
 
 
 @destructive("Delete sharing task", plan=plan_delete, idempotent=True)
-async def delete_sharing_task(api: SharingTasksApi, plan: Plan, task_id: TaskId) -> Done:
-    """Delete a sharing task. Needs the user's confirmation."""
+async def delete_sharing_task(api: SharingService, plan: Plan, task_id: TaskId) -> Done:
+    """Delete a sharing task."""
     await api.delete(task_id)
     return Done(id=task_id, done="deleted")
 
 
-async def plan_cancel(api: SharingTasksApi, task_id: str) -> Plan:
+async def plan_cancel(api: SharingService, task_id: str) -> Plan:
     current = await api.get(task_id)
+    label = await task_label(api.names, current)
     active = [e for e in (await api.executions(task_id, limit=50)).items if e.running]
     if not active:
-        raise InvalidInput(f"{who(current)} has no execution in progress; nothing to cancel")
-    targets = [ExecutionRow.of(e).recipient or e.id for e in active]
+        raise InvalidInput(f"{label} has no execution in progress; nothing to cancel")
+    known = await known_names(api.names, [], (e.target_user.value for e in active if e.target_user.type == "user"))
+    targets = [_delivery(ExecutionRow.of(e, known)) or e.id for e in active]
     return Plan(
-        action=f"Cancel the running execution of {who(current)}",
+        action=f"Cancel the running execution of {label}",
         changes=[f"{len(active)} in-progress deliveries stop: {', '.join(targets[:10])}"],
         state=[e.id for e in active],
         notes=["Recipients not yet served will not get this run's report."],
@@ -616,8 +694,8 @@ async def plan_cancel(api: SharingTasksApi, task_id: str) -> Plan:
 
 
 @destructive("Cancel sharing task run", plan=plan_cancel, idempotent=True)
-async def cancel_sharing_task(api: SharingTasksApi, plan: Plan, task_id: TaskId) -> Done:
-    """Cancel the task's execution in progress. Needs the user's confirmation."""
+async def cancel_sharing_task(api: SharingService, plan: Plan, task_id: TaskId) -> Done:
+    """Cancel the task's execution in progress."""
     await api.cancel(task_id)
     return Done(id=task_id, done="cancel requested")
 
@@ -646,12 +724,23 @@ class Deliveries:
         )
 
 
+def _delivery(row: ExecutionRow) -> str | None:
+    """A delivery's recipient for a preview: "user:<id> ('Bob Builder')"."""
+    return f"{row.recipient} ({row.recipient_name})" if row.recipient_name else row.recipient
+
+
+async def execution_rows(names: Names, docs: list[ExecutionDoc]) -> list[ExecutionRow]:
+    """Rows naming each user recipient: one users request for the page."""
+    known = await known_names(names, [], (e.target_user.value for e in docs if e.target_user.type == "user"))
+    return [ExecutionRow.of(e, known) for e in docs]
+
+
 @write("Execute sharing task")
 async def execute_sharing_task(
-    api: SharingTasksApi,
+    api: SharingService,
     ctx: Context,
     task_id: TaskId,
-    wait: Annotated[bool, Field(description="Wait for every delivery to end, with progress.")] = False,
+    wait: bool = False,
     timeout_seconds: WaitSeconds = 60,
 ) -> ExecuteResult:
     """Send the task's report now to all its recipients; wait=true follows the deliveries to the end."""
@@ -664,7 +753,7 @@ async def execute_sharing_task(
         check_with=CHECK_WITH,
     )
     result = ExecuteResult(task_id=task_id, started=True)
-    result.executions = [ExecutionRow.of(e) for e in followed.run or []]
+    result.executions = await execution_rows(api.names, followed.run or [])
     result.note = followed.note
     if not wait:
         result.note = result.note or f"Follow it with {CHECK_WITH}."
@@ -679,7 +768,7 @@ async def execute_sharing_task(
 
 @read("List sharing task executions")
 async def list_sharing_task_executions(
-    api: SharingTasksApi,
+    api: SharingService,
     task_id: TaskId,
     status: Literal["successful", "failed"] | None = None,
     limit: Limit = 20,
@@ -687,21 +776,26 @@ async def list_sharing_task_executions(
 ) -> ExecutionPage:
     """A task's deliveries, newest first: status, recipient, error codes."""
     page = await api.executions(task_id, limit=limit, status=status, cursor=cursor)
+    rows = await execution_rows(api.names, page.items)
+    named = any(r.recipient_name for r in rows)
     return ExecutionPage(
         task_id=task_id,
-        executions=[ExecutionRow.of(e) for e in page.items],
+        executions=rows,
         total=page.total,
         next_cursor=page.next_cursor,
-        note=page.cut_note,
+        note=" ".join(filter(None, (EXECUTION_TEXT_NOTE if named else None, page.cut_note))) or None,
     )
 
 
 @read("Get sharing task execution")
 async def get_sharing_task_execution(
-    api: SharingTasksApi, task_id: TaskId, execution_id: ExecutionId
+    api: SharingService, task_id: TaskId, execution_id: ExecutionId
 ) -> ExecutionDetail:
     """One delivery: status, recipient, errors (why a report did not arrive), files."""
-    return ExecutionDetail.of(await api.execution(task_id, execution_id))
+    doc = await api.execution(task_id, execution_id)
+    target = doc.target_user
+    known = await known_names(api.names, [], [target.value] if target.type == "user" else [])
+    return ExecutionDetail.of(doc, known)
 
 
 # Settings -------------------------------------------------------------------------------------------
@@ -744,7 +838,7 @@ async def update_sharing_settings(
     sharing_enabled: bool | None = None,
     report_subscription_enabled: bool | None = None,
 ) -> SharingSettingsView:
-    """Turn sharing or report subscriptions on/off tenant-wide (tenant admin). Needs the user's confirmation."""
+    """Turn sharing or report subscriptions on/off tenant-wide (tenant admin)."""
     await api.patch_settings(plan.payload)
     return SharingSettingsView.of(await api.settings())
 
@@ -785,6 +879,7 @@ class SharingTaskSource:
             end=schedule.end_date_time or None,
             schedule_text=None if lines else on_reload,
             next_run=doc.next_run or None,
+            owner_id=doc.owner or None,
         )
 
     async def get(self, task_id: str) -> TaskInfo:
@@ -806,34 +901,59 @@ class SharingTaskSource:
         # Sharing tasks name their app, but listing them all to learn apps costs more than it tells.
         return set()
 
+    async def all_tasks(self, budget: Budget) -> list[TaskInfo]:
+        """Every sharing task, a page of LISTING_ROWS per request while `budget` allows (find_orphans)."""
+        found: list[TaskInfo] = []
+        cursor: str | None = None
+        pages = 0
+        while budget.spend(time.monotonic(), f"sharing tasks listing, page {pages + 1} on"):
+            page = await self.api.list(LISTING, limit=LISTING_ROWS, cursor=cursor)
+            pages += 1
+            found += [self.info(doc) for doc in page.items]
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return found
+
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
         await self.api.patch(info.id, [{"op": "replace", "path": "/enabled", "value": enabled}])
 
     async def failures(self, scan: FailureScan) -> None:
-        """Failed executions since `scan.since`, of every task that ran in the window, with the tenant's errors."""
-        ran = await self._ran_since(scan)
+        """Failed executions since `scan.since` of the tasks whose listing shows a failure (`shows_failure`) and
+        that ran in the window, with the tenant's errors; the listing has no status filter, so reading every
+        task's executions would cost a request per task."""
+        listed, suspects = await self._listed_with_failures(scan)
         found: list[Failure] = []
 
         async def read_failed(doc: SharingTaskDoc) -> None:
             found.extend(await self._failed(doc, scan))
 
-        await gather(ran, read_failed)
+        await gather(suspects, read_failed)
         found.sort(key=lambda f: f.at or "", reverse=True)
         scan.found.extend(found)
-        scan.checked["sharing"] = len(ran)
+        scan.checked["sharing"] = listed
+        scan.checked["sharing tasks read"] = len(suspects)
+        scan.notes.append(
+            f"Sharing: executions were read only for the {len(suspects)} of {listed} listed tasks that ran in the "
+            "window and show a failure (failed runs in a row, status, task or recipient errors); tasks showing no "
+            "failure were not read for executions (a failure that a later delivery to that recipient cleared does "
+            f"not show): {CHECK_WITH} with status failed reads any task's."
+        )
 
-    async def _ran_since(self, scan: FailureScan) -> list[SharingTaskDoc]:
-        """The tasks that ran since `scan.since`, listed page by page while the scan's budget allows: a tenant
-        with endless pages (or a next link that comes round again) costs the budget, never more."""
-        ran: list[SharingTaskDoc] = []
+    async def _listed_with_failures(self, scan: FailureScan) -> tuple[int, list[SharingTaskDoc]]:
+        """How many tasks were listed, and those that ran since `scan.since` and show a failure; listed page by
+        page while the scan's budget allows: a tenant with endless pages (or a next link that comes round again)
+        costs the budget, never more."""
+        listed, suspects = 0, []
         cursor: str | None = None
         seen: set[str] = set()
         pages = 0
         while scan.budget.spend(scan.clock(), f"sharing tasks listing, page {pages + 1} on"):
             page = await self.api.list(LISTING, limit=LISTING_ROWS, cursor=cursor)
             pages += 1
+            listed += len(page.items)
             # A task that has not run since `since` cannot have failed since: its executions are not read.
-            ran.extend(doc for doc in page.items if _ran_since(doc, scan))
+            suspects += [doc for doc in page.items if _ran_since(doc, scan) and shows_failure(doc)]
             if not page.next_cursor:
                 break
             if page.next_cursor in seen:
@@ -841,7 +961,7 @@ class SharingTaskSource:
                 break
             seen.add(page.next_cursor)
             cursor = page.next_cursor
-        return ran
+        return listed, suspects
 
     async def _failed(self, doc: SharingTaskDoc, scan: FailureScan) -> list[Failure]:
         budget = scan.budget
@@ -870,6 +990,32 @@ class SharingTaskSource:
                 )
             )
         return out
+
+
+# What a task in the listing shows of a failure, as sharing-tasks.json describes the fields:
+# - failedExecutionsCount: "the number of consecutive failed executions for all recipients", reset "on a
+#   successful execution for at least one recipient": a run that failed for everyone.
+# - statusCode (FAILED, MAX_FAILURES_REACHED, or a missing chart, app, sheet, ...), statusLabel being "error
+#   message indicating the underlying failure"; the codes below are states, not failures.
+# - taskErrors: "type of error occurring on sharing task".
+# - taskRecipientErrors on users and addresses, taskGroupRecipientErrors on groups: "type of error occurring on
+#   sharing task specific for recipient": a delivery that failed for one recipient (a bounced address) shows on
+#   that recipient alone, while failedExecutionsCount stays 0.
+NOT_FAILED_STATUSES = frozenset({"", "VALID", "IN_PROGRESS", "DELETING", "CANCELLING", "CANCELLED"})
+
+
+def shows_failure(doc: SharingTaskDoc) -> bool:
+    return bool(
+        doc.failed_executions_count
+        or doc.status_code not in NOT_FAILED_STATUSES
+        or doc.task_errors
+        or any(r.task_recipient_errors or r.task_group_recipient_errors for r in _every_recipient(doc))
+    )
+
+
+def _every_recipient(doc: SharingTaskDoc) -> list[RecipientDoc]:
+    r = doc.recipients
+    return [*r.user_ids, *r.group_ids, *r.email_addresses, *r.dl_users, *r.dl_groups]
 
 
 def _ran_since(doc: SharingTaskDoc, scan: FailureScan) -> bool:

@@ -41,6 +41,9 @@ class TaskInfo:
     owner_before_put: str | None = None
     # The owner's Qlik user id, for the kinds that have one (find_orphans, names in previews); None: not known.
     owner_id: str | None = None
+    # For kinds whose owners are their own users (Qalyptus): the owner, by name and id, when the kind's directory
+    # no longer has them (read by the source's all_tasks); None: present, or not checked.
+    owner_gone: str | None = None
 
 
 @dataclass
@@ -71,16 +74,87 @@ class Budget:
 
 
 @dataclass
+class FailedReload:
+    """One FAILED app reload of the scan's window, and what started it (reloads.json resourceType/resourceId)."""
+
+    id: str
+    app_id: str
+    at: str | None
+    error: str | None
+    resource_type: str = ""
+    resource_id: str = ""
+    started_by: str = ""
+
+
+# The group kind of failed reloads that no task kind served here claims (a user, the API, an automation).
+APP_RELOADS = "app"
+
+
+@dataclass
+class ReloadIndex:
+    """The failed app reloads of the window, read once (newest first) by the reloads source before any other kind.
+
+    A task run and a reload-task run each make a reload naming it (resourceType tasks / reload-tasks,
+    resourceId the task id), so those kinds count their failed runs from here instead of reading runs task by
+    task. Whatever no kind claims becomes a failure of its app."""
+
+    # True once the tenant-wide listing (a tenant admin's) was read back to the window's start.
+    tenant_wide: bool = False
+    # Apps whose failed reloads were read one app at a time (not a tenant admin), back to the window's start.
+    apps: set[str] = field(default_factory=set)
+    by_resource: dict[tuple[str, str], list[FailedReload]] = field(default_factory=dict)
+
+    def add(self, reload: FailedReload) -> None:
+        self.by_resource.setdefault((reload.resource_type, reload.resource_id), []).append(reload)
+
+    def covers(self, app_id: str | None) -> bool:
+        """Every failed reload of `app_id` in the window is here."""
+        return self.tenant_wide or (app_id is not None and app_id in self.apps)
+
+    def claim(self, resource_type: str) -> dict[str, list[FailedReload]]:
+        """The failed reloads started by resources of this type (tasks, reload-tasks), by resource id; claimed
+        ones are no longer reported as their app's."""
+        keys = [key for key in self.by_resource if key[0] == resource_type and key[1]]
+        return {key[1]: self.by_resource.pop(key) for key in keys}
+
+    def unclaimed(self) -> list[Failure]:
+        """Failures of the reloads no kind claimed, grouped by app."""
+        return [
+            Failure(
+                APP_RELOADS,
+                reload.app_id,
+                f"reloads of app {reload.app_id} (not by a task served here)",
+                reload.app_id,
+                reload.at,
+                ref=reload.id,
+                error=f"started by {reload.started_by}: {reload.error}" if reload.error else None,
+            )
+            for reloads in self.by_resource.values()
+            for reload in reloads
+        ]
+
+
+@dataclass
 class FailureScan:
-    """One find_failures pass, shared by the sources in inventory order: each adds what it found and read."""
+    """One find_failures pass, shared by the sources in turn: each adds what it found and read.
+
+    `budget` is the budget of the kind being scanned (the ops tool gives each kind its own share)."""
 
     since: datetime
     budget: Budget
     clock: Callable[[], float]
-    # App ids learned so far (reload tasks name theirs), for kinds that can only be scanned app by app.
+    # App ids learned so far (reload tasks name theirs, and the caller's app_ids), for per-app reads.
     apps: set[str] = field(default_factory=set)
     found: list[Failure] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    reloads: ReloadIndex = field(default_factory=ReloadIndex)
+    # Apps the caller named (app_ids): read one by one even where a tenant-wide query covers them.
+    asked_apps: set[str] = field(default_factory=set)
+    # What a source wants the report's note to say about what it read (e.g. what it chose not to read).
+    notes: list[str] = field(default_factory=list)
+
+    def spend(self, what: str) -> bool:
+        return self.budget.spend(self.clock(), what)
 
 
 class TaskSource(Protocol):
@@ -105,6 +179,21 @@ class TaskSource(Protocol):
     async def failures(self, scan: FailureScan) -> None: ...
 
 
+def first_line(text: str | None) -> str | None:
+    """The first non-blank line of a message (a reload's errorMessage), at most 300 characters."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return None
+
+
+async def all_tasks(source: TaskSource, budget: Budget) -> list[TaskInfo] | None:
+    """Every task of the source's kind, through its optional `all_tasks(budget)` (a source that can list its
+    tasks tenant-wide); None, the default, for a source without it: its tasks are read app by app instead."""
+    lister: Callable[[Budget], Awaitable[list[TaskInfo]]] | None = getattr(source, "all_tasks", None)
+    return None if lister is None else await lister(budget)
+
+
 def first_error_line(text: str) -> str | None:
     lines = text.splitlines()
     for index, line in enumerate(lines):
@@ -125,6 +214,14 @@ def parse_time(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def short_time(value: str | None) -> str | None:
+    """A time in a result row, for reading: "2026-11-23 06:00Z" (UTC, to the minute); as it is if unreadable."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return value or None
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 async def gather(items: list[T], work: Callable[[T], Awaitable[None]]) -> None:

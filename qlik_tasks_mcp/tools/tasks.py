@@ -3,10 +3,11 @@ lacks it): list, get, create, update, delete, start (and wait), dependencies, ru
 
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -15,7 +16,7 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.resource import Listing
-from qlik_tasks_mcp.client.schedule import end_after_change, local_datetime, rrule_lines, time_zone
+from qlik_tasks_mcp.client.schedule import EXPANSION_SECONDS, end_after_change, local_datetime, rrule_lines, time_zone
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
     GraphDoc,
@@ -35,22 +36,27 @@ from qlik_tasks_mcp.client.workflow import (
     scheduled_reload,
     task_name,
 )
-from qlik_tasks_mcp.tools.common import Cursor, Limit, put_owner_note
-from qlik_tasks_mcp.tools.fence import one_line, quoted, untrusted, untrusted_fields
+from qlik_tasks_mcp.tools.common import Cursor, Limit
+from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.follow import FailedTail, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
+from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.ops import run_times, schedule_line
 from qlik_tasks_mcp.tools.sources import (
+    FailedReload,
     Failure,
     FailureScan,
     TaskInfo,
     first_error_line,
+    first_line,
     gather,
     parse_time,
     read_each,
+    short_time,
 )
 
 # A status filter reads at most this many pages to fill one answer.
@@ -58,19 +64,16 @@ MAX_SCAN_PAGES = 5
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Task id.")]
 RunId = Annotated[str, Field(min_length=1, max_length=128, description="Run id.")]
-AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id (the task's resource).")]
-RunSort = Annotated[
-    Literal["-startedAt", "+startedAt", "-endedAt", "+endedAt", "-status", "+status"],
-    Field(description="Sort order."),
-]
+AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id.")]
+RunSort = Literal["-startedAt", "+startedAt", "-endedAt", "+endedAt", "-status", "+status"]
 StatusFilter = Annotated[
     Literal["RUNNING", "SUCCEEDED", "FAILED"] | None,
-    Field(description="Only runs with this status (filtered here: a page may hold fewer rows)."),
+    Field(description="Filtered here: a page may hold fewer rows."),
 ]
-Description = Annotated[str | None, Field(max_length=500, description="Free text shown with the task.")]
+Description = Annotated[str | None, Field(max_length=500)]
 Workflow = Annotated[
     dict[str, Any] | None,
-    Field(description="Raw Task body (Serverless Workflow), validated against the API schema before sending."),
+    Field(description="Raw Task body (Serverless Workflow)."),
 ]
 
 
@@ -78,20 +81,16 @@ class ScheduleIn(Input):
     """When a scheduled task runs: RRULE lines from a local start, or an ISO 8601 repeating interval, in a zone."""
 
     interval: str | None = Field(
-        None, max_length=80, description="R[n]/<local start>/<duration>, e.g. R/2026-02-01T06:00:00/P1D (daily 06:00)."
+        None, max_length=80, description="ISO 8601, e.g. R/2026-02-01T06:00:00/P1D (daily 06:00)."
     )
     recurrence: list[str] | None = Field(
         None,
         max_length=10,
-        description='RRULE lines, e.g. ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0"]; not with interval.',
+        description="RRULE lines (RRULE:FREQ=...); not with interval.",
     )
     start: str | None = Field(None, max_length=40, description="Local start of a recurrence; default now.")
-    time_zone: str | None = Field(
-        None, max_length=64, description="IANA zone, e.g. Europe/Zurich; default UTC (update: keep current)."
-    )
-    end: str | None = Field(
-        None, max_length=40, description='Local end; default never (update: keep current, "" clears).'
-    )
+    time_zone: str | None = Field(None, max_length=64, description="IANA zone; default UTC (update: kept).")
+    end: str | None = Field(None, max_length=40, description='Local; default never (update: kept, "" clears).')
 
     def to_api(self, current: ScheduleDoc | None = None) -> tuple[Interval, str, str]:
         """The interval, zone and end ("" for never); on an update, `current` (the stored schedule) supplies the
@@ -128,7 +127,7 @@ class ScheduleIn(Input):
 class AfterTaskIn(Input):
     """Start when a run of another task finishes."""
 
-    task_id: str = Field(min_length=1, max_length=128, description="The task whose run finishing starts this one.")
+    task_id: str = Field(min_length=1, max_length=128)
     status: Literal["SUCCEEDED", "FAILED", "any"] = Field("SUCCEEDED", description="Which outcome starts it.")
 
 
@@ -137,13 +136,49 @@ def _short(value: Any, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def trigger_text(task: TaskDoc) -> str | None:
-    parts = [f"schedule {task.schedule.text}"] if task.schedule else []
-    parts += [f"when a dataset is updated ({what})" for what in task.dataset_updates]
+def _other_triggers(task: TaskDoc) -> list[str]:
+    parts = [f"when a dataset is updated ({what})" for what in task.dataset_updates]
     for trigger in task.triggers:
         outcome = {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get(trigger.status or "", "finishes")
         parts.append(f"when task {trigger.task_id} {outcome}")
-    return "; ".join(parts) or None
+    return parts
+
+
+def trigger_text(task: TaskDoc) -> str | None:
+    """What starts the task, its schedule as the API has it (for a task fetched whole)."""
+    parts = [f"schedule {task.schedule.text}"] if task.schedule else []
+    return "; ".join(parts + _other_triggers(task)) or None
+
+
+def trigger_words(task: TaskDoc) -> str | None:
+    """What starts the task, its schedule in words (for list rows)."""
+    info = WorkflowTaskSource.info(task)
+    words = schedule_line(info) if task.schedule else None
+    return "; ".join(([words] if words else []) + _other_triggers(task)) or None
+
+
+# Fields of task and run rows that hold tenant text besides the fenced names.
+NAMES_NOTE = tenant_text_note(["app", "owner"])
+DETAIL_NAMES_NOTE = tenant_text_note(["app", "owner", "creator"])
+RUN_NAMES_NOTE = tenant_text_note(["task_name", "app"])
+
+
+def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
+    targets = task.targets
+    owner = task.metadata.owner_id
+    return {
+        "last_status": task.last_status,
+        "id": task.id,
+        "name": task.name,
+        "enabled": task.enabled,
+        "app_id": task.app_id,
+        "app": names.app(task.app_id) if names else None,
+        # Only a partial reload is worth a field: full is what a reload is unless told.
+        "partial": True if targets and targets[0][1] else None,
+        "disabled_code": task.disabled_code,
+        "owner_id": owner,
+        "owner": names.user(owner) if names else None,
+    }
 
 
 class TaskRow(Compact):
@@ -151,47 +186,44 @@ class TaskRow(Compact):
     name: str
     enabled: bool
     app_id: str | None = None
+    app: str | None = None
     partial: bool | None = None
     trigger: str | None = None
+    next_run: str | None = Field(None, description="UTC, worked out from the schedule.")
     disabled_code: str | None = None
     owner_id: str | None = None
+    owner: str | None = None
     updated_at: str | None = None
     last_status: str | None = None
 
     @classmethod
-    def fields_of(cls, task: TaskDoc) -> dict[str, Any]:
-        targets = task.targets
-        return {
-            "last_status": task.last_status,
-            "id": task.id,
-            "name": task.name,
-            "enabled": task.enabled,
-            "app_id": task.app_id,
-            "partial": targets[0][1] if targets else None,
-            "trigger": trigger_text(task),
-            "disabled_code": task.disabled_code,
-            "owner_id": task.metadata.owner_id,
-            "updated_at": task.metadata.updated_at,
-        }
-
-    @classmethod
-    def of(cls, task: TaskDoc) -> "TaskRow":
-        return cls(**cls.fields_of(task))
+    def listed(cls, task: TaskDoc, names: RowNames, next_run: str | None) -> "TaskRow":
+        return cls(
+            **_task_fields(task, names),
+            trigger=trigger_words(task),
+            next_run=next_run,
+            updated_at=short_time(task.metadata.updated_at),
+        )
 
 
 class TaskDetail(TaskRow):
     description: str | None = None
     created_at: str | None = None
     created_by: str | None = None
+    creator: str | None = None
     workflow: dict[str, Any] = Field(default_factory=dict, description="start, events, states as the API has them.")
 
     @classmethod
-    def of(cls, task: TaskDoc) -> "TaskDetail":
+    def of(cls, task: TaskDoc, names: RowNames | None = None) -> "TaskDetail":
+        creator = task.metadata.created_by
         return cls(
-            **cls.fields_of(task),
+            **_task_fields(task, names),
+            trigger=trigger_text(task),
+            updated_at=task.metadata.updated_at,
             description=task.description or None,
             created_at=task.metadata.created_at,
-            created_by=task.metadata.created_by,
+            created_by=creator,
+            creator=names.user(creator) if names else None,
             workflow=task.workflow(),
         )
 
@@ -208,6 +240,27 @@ class TaskResult(Compact):
     note: str | None = None
 
 
+async def task_names(names: Names, tasks: list[TaskDoc]) -> RowNames:
+    """The apps and owners (and creators) of these tasks: one apps and one users request for the lot."""
+    users = [t.metadata.owner_id for t in tasks] + [t.metadata.created_by for t in tasks]
+    return await row_names(names, [t.app_id for t in tasks], users)
+
+
+async def next_runs(tasks: list[TaskDoc]) -> dict[str, str]:
+    """The next run (short UTC) of each enabled scheduled task, all within one expansion budget; a schedule
+    that cannot be worked out in time, or at all, has none."""
+    now, deadline = datetime.now(UTC), time.monotonic() + EXPANSION_SECONDS
+    found: dict[str, str] = {}
+    for task in tasks:
+        try:
+            runs = await run_times(WorkflowTaskSource.info(task), count=1, now=now, deadline=deadline)
+        except (InvalidInput, ValueError):
+            continue
+        if runs:
+            found[task.id] = runs[0].astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+    return found
+
+
 def _seconds(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
@@ -222,43 +275,47 @@ class Run(Compact):
     task_id: str
     task_name: str | None = None
     status: str
-    started_at: str | None = None
+    started_at: str | None = Field(None, description="UTC, to the minute.")
     ended_at: str | None = None
     seconds: float | None = None
     triggered_by: str | None = None
     app_id: str | None = None
+    app: str | None = None
 
     @classmethod
-    def fields_of(cls, run: RunDoc) -> dict[str, Any]:
+    def fields_of(cls, run: RunDoc, names: RowNames | None = None) -> dict[str, Any]:
         return {
             "id": run.id,
             "task_id": run.task_id,
-            "task_name": run.task_name,
+            "task_name": one_line(run.task_name, 100) if run.task_name else None,
             "status": run.status,
-            "started_at": run.started_at,
-            "ended_at": run.ended_at,
+            "started_at": short_time(run.started_at),
+            "ended_at": short_time(run.ended_at),
             "seconds": _seconds(run.started_at, run.ended_at),
             "triggered_by": run.triggered_by,
             "app_id": run.resource_id,
+            "app": names.app(run.resource_id) if names else None,
         }
 
     @classmethod
-    def of(cls, run: RunDoc) -> "Run":
-        return cls(**cls.fields_of(run))
+    def of(cls, run: RunDoc, names: RowNames | None = None) -> "Run":
+        return cls(**cls.fields_of(run, names))
 
 
 class RunDetail(Run):
     message: str | None = None
 
     @classmethod
-    def of(cls, run: RunDoc) -> "RunDetail":
-        return cls(**cls.fields_of(run), message=untrusted(run.log, "run message") if run.log else None)
+    def of(cls, run: RunDoc, names: RowNames | None = None) -> "RunDetail":
+        message = untrusted(run.log, "run message") if run.log else None
+        return cls(**cls.fields_of(run, names), message=message)
 
 
 class RunPage(Compact):
     runs: list[Run]
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
     scanned: int | None = Field(default=None, description="Runs read to find these (status filter).")
+    note: str | None = None
 
 
 class LastRun(Compact):
@@ -293,17 +350,28 @@ class StartResult(Compact):
         )
 
 
-def describe(task: TaskDoc) -> str:
+async def describe(names: Names, task: TaskDoc) -> str:
+    """The task for a preview or question: its name, the app it reloads and its owner by name, its trigger."""
     targets = task.targets
-    app = f" reloading app {targets[0][0]}" if targets else ""
-    return f"task {quoted(task.name, 300)} ({task.id}){app}, {trigger_text(task) or 'no trigger'}"
+    app = f" reloading {await names.describe_app(targets[0][0])}" if targets else ""
+    owner_id = task.metadata.owner_id
+    owner = f", owner {await names.describe_user(owner_id)}" if owner_id else ""
+    return f"task {quoted(task.name, 300)} ({task.id}){app}{owner}, {trigger_text(task) or 'no trigger'}"
 
 
 ENABLED_NOTE = "enabled was sent explicitly: Qlik creates tasks disabled unless told otherwise."
 
 
-def service(clients: Clients) -> TasksApi:
-    return TasksApi(clients.qlik, clients.tasks_api)
+@dataclass(frozen=True)
+class Tasks:
+    """What the tasks tools work with: the tasks API and the one name lookup."""
+
+    api: TasksApi
+    names: Names
+
+
+def service(clients: Clients) -> Tasks:
+    return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names)
 
 
 TaskSort = Literal[
@@ -342,23 +410,23 @@ def _v1_kept(task: TaskDoc, owner_id: str | None, enabled: bool | None, last_sta
 
 @read("List tasks")
 async def list_tasks(
-    api: TasksApi,
+    tasks: Tasks,
     resource_id: Annotated[
         str | None, Field(min_length=1, max_length=128, description="App id; omit for every task (scheduling API).")
     ] = None,
-    sort: Annotated[TaskSort, Field(description="Sort order (v1: updatedAt/createdAt only).")] = "-updatedAt",
+    sort: Annotated[TaskSort, Field(description="v1: updatedAt/createdAt only.")] = "-updatedAt",
     limit: Limit = 20,
     cursor: Cursor = None,
-    owner_id: Annotated[str | None, Field(min_length=1, max_length=128, description="Only this owner's.")] = None,
-    enabled: Annotated[bool | None, Field(description="Only enabled (true) or disabled (false) tasks.")] = None,
-    last_status: Annotated[
-        Literal["RUNNING", "SUCCEEDED", "FAILED"] | None,
-        Field(description="Only tasks whose last run has this status."),
-    ] = None,
+    owner_id: Annotated[str | None, Field(min_length=1, max_length=128, description="User id, name or e-mail.")] = None,
+    enabled: bool | None = None,
+    last_status: Literal["RUNNING", "SUCCEEDED", "FAILED"] | None = None,
 ) -> TaskPage:
-    """List tasks, tenant-wide or of one app (the v1 API requires resource_id); filters, sort, paging."""
+    """List tasks, tenant-wide or of one app (the v1 API requires resource_id)."""
+    api = tasks.api
     endpoint = await api.endpoint()
     note = None
+    if owner_id:
+        owner_id = await user_id_of(tasks.names, owner_id)
     if endpoint.scheduling:
         scim = scim_filter(app_id=resource_id, owner_id=owner_id, enabled=enabled, last_status=last_status)
         page = await api.list(resource_id=resource_id, sort=sort, limit=limit, cursor=cursor, scim=scim)
@@ -372,14 +440,21 @@ async def list_tasks(
         rows = [t for t in page.items if _v1_kept(t, owner_id, enabled, last_status)]
         if len(rows) < len(page.items):
             note = "The v1 API cannot filter by owner, enabled or last status: filtered here, so a page may be short."
-    note = "; ".join(n for n in (note, page.cut_note) if n) or None
-    return TaskPage(tasks=[TaskRow.of(t) for t in rows], next_cursor=page.next_cursor, names=_names(rows), note=note)
+    names, runs = await task_names(tasks.names, rows), await next_runs(rows)
+    note = " ".join(n for n in (note, page.cut_note, NAMES_NOTE if rows else None) if n) or None
+    return TaskPage(
+        tasks=[TaskRow.listed(t, names, runs.get(t.id)) for t in rows],
+        next_cursor=page.next_cursor,
+        names=_names(rows),
+        note=note,
+    )
 
 
 @read("Get task")
-async def get_task(api: TasksApi, task_id: TaskId) -> TaskResult:
+async def get_task(tasks: Tasks, task_id: TaskId) -> TaskResult:
     """One task: trigger (schedule, task it follows, dataset update), target app, owner, workflow."""
-    return TaskResult(task=TaskDetail.of(await api.get(task_id)))
+    task = await tasks.api.get(task_id)
+    return TaskResult(task=TaskDetail.of(task, await task_names(tasks.names, [task])), note=DETAIL_NAMES_NOTE)
 
 
 def _creator_body(name: str, enabled: bool, description: str | None) -> dict[str, Any]:
@@ -466,15 +541,15 @@ def _check_create_shape(
 
 @write("Create task")
 async def create_task(
-    api: TasksApi,
+    tasks: Tasks,
     name: Annotated[
         str | None, Field(max_length=100, description="Title, kept as given (v1: lowercase-hyphen).")
     ] = None,
     app_id: Annotated[str | None, Field(max_length=128, description="App to reload.")] = None,
     schedule: Annotated[ScheduleIn | None, Field(description="Reload on this schedule.")] = None,
     after_task: Annotated[AfterTaskIn | None, Field(description="Reload when this task's run ends.")] = None,
-    partial: Annotated[bool, Field(description="Partial reload instead of full (v1 or raw workflow only).")] = False,
-    enabled: Annotated[bool, Field(description="Sent always: Qlik creates tasks disabled unless told.")] = True,
+    partial: Annotated[bool, Field(description="v1 or raw workflow only.")] = False,
+    enabled: bool = True,
     description: Description = None,
     workflow: Workflow = None,
     dataset_updated: Annotated[bool, Field(description="Reload when a pipeline updates the app's datasets.")] = False,
@@ -483,6 +558,7 @@ async def create_task(
     triggers = sum([schedule is not None, after_task is not None, dataset_updated])
     others = [name, app_id, schedule, after_task, description, True if dataset_updated else None]
     _check_create_shape(name, app_id, triggers, workflow, others)
+    api = tasks.api
     endpoint = await api.endpoint()
     if workflow is not None:
         task = await api.create(check_workflow(workflow, endpoint.name))
@@ -561,7 +637,7 @@ async def _downstream(api: TasksApi, task_id: str) -> str | None:
 
 
 async def plan_update(
-    api: TasksApi,
+    tasks: Tasks,
     task_id: str,
     enabled: bool | None,
     description: str | None,
@@ -570,6 +646,7 @@ async def plan_update(
 ) -> UpdatePlan:
     if workflow is not None and any(v is not None for v in (enabled, description, schedule)):
         raise InvalidInput("give either workflow alone (it replaces the whole task), or the fields to change")
+    api = tasks.api
     current = await api.get(task_id)
     scheduling = (await api.endpoint()).scheduling
     before = current.put_body()
@@ -595,12 +672,11 @@ async def plan_update(
         changes = [f"{key}: replaced" for key in WRITABLE if before.get(key) != after.get(key)]
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
-    notes = [n for n in (put_owner_note([current.metadata.owner_id]),) if n]
-    notes.append(("A JSON Patch" if scheduling else "A PUT") + " makes the caller the task's owner.")
+    notes = await _owner_notes(tasks.names, current, scheduling)
     if enabled is False:
         notes += [n for n in [await _downstream(api, task_id)] if n]
     return UpdatePlan(
-        action=f"Update {describe(current)}",
+        action=f"Update {await describe(tasks.names, current)}",
         changes=changes,
         state=current.wire(),
         notes=notes,
@@ -610,27 +686,35 @@ async def plan_update(
     )
 
 
+async def _owner_notes(names: Names, current: TaskDoc, scheduling: bool) -> list[str]:
+    """Who owns the task now and that the change makes the caller its owner; nothing when the caller owns it."""
+    note = await owner_change_note(names, [current.metadata.owner_id or "unknown"])
+    if not note:
+        return []
+    return [note, ("A JSON Patch" if scheduling else "A PUT") + " makes the caller the task's owner."]
+
+
 @destructive("Update task", plan=plan_update, idempotent=True)
 async def update_task(
-    api: TasksApi,
+    tasks: Tasks,
     plan: UpdatePlan,
     task_id: TaskId,
-    enabled: Annotated[bool | None, Field(description="false disables, true enables.")] = None,
+    enabled: bool | None = None,
     description: Description = None,
-    schedule: Annotated[ScheduleIn | None, Field(description="New schedule (scheduled tasks only).")] = None,
+    schedule: Annotated[ScheduleIn | None, Field(description="Scheduled tasks only.")] = None,
     workflow: Workflow = None,
 ) -> TaskDetail:
-    """Change a task (JSON Patch, or PUT on v1; either makes the caller its owner). Needs confirmation."""
+    """Change a task; this makes the caller its owner."""
     current = TaskDoc.model_validate(plan.state)
-    return TaskDetail.of(await api.change(current, plan.ops, plan.put_body))
+    return TaskDetail.of(await tasks.api.change(current, plan.ops, plan.put_body))
 
 
-async def plan_delete(api: TasksApi, task_id: str) -> Plan:
-    current = await api.get(task_id)
+async def plan_delete(tasks: Tasks, task_id: str) -> Plan:
+    current = await tasks.api.get(task_id)
     notes = ["This cannot be undone. Tasks chained after this one are no longer started by it."]
-    notes += [n for n in [await _downstream(api, task_id)] if n]
+    notes += [n for n in [await _downstream(tasks.api, task_id)] if n]
     return Plan(
-        action=f"Delete {describe(current)}",
+        action=f"Delete {await describe(tasks.names, current)}",
         changes=["the task and its trigger are removed"],
         state=current.wire(),
         notes=notes,
@@ -638,9 +722,9 @@ async def plan_delete(api: TasksApi, task_id: str) -> Plan:
 
 
 @destructive("Delete task", plan=plan_delete, idempotent=True)
-async def delete_task(api: TasksApi, plan: Plan, task_id: TaskId) -> Deleted:
-    """Delete a task. Needs the user's confirmation."""
-    await api.delete(task_id)
+async def delete_task(tasks: Tasks, plan: Plan, task_id: TaskId) -> Deleted:
+    """Delete a task."""
+    await tasks.api.delete(task_id)
     return Deleted(id=task_id, deleted=True)
 
 
@@ -650,6 +734,7 @@ class Dependency(Compact):
     enabled: bool | None = None
     last_status: str | None = None
     app_id: str | None = None
+    app: str | None = None
     depth: int | None = None
 
 
@@ -662,19 +747,21 @@ class Dependencies(Compact):
     note: str | None = None
 
 
-def _dependency(task_id: str, depth: Any, task: TaskDoc | None) -> Dependency:
+def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames) -> Dependency:
     return Dependency(
         id=task_id,
         name=one_line(task.name, 100) if task else None,
         enabled=task.enabled if task else None,
         last_status=task.last_status if task else None,
         app_id=task.app_id if task else None,
+        app=names.app(task.app_id) if task else None,
         depth=depth if isinstance(depth, int) else None,
     )
 
 
-def _dependencies(task_id: str, direction: str, graph: GraphDoc) -> Dependencies:
-    rows = [_dependency(v.task_id, v.attrs.get("depth"), v.task) for v in graph.vertices if v.task_id != task_id]
+def _dependencies(task_id: str, direction: str, graph: GraphDoc, labels: RowNames) -> Dependencies:
+    others = [v for v in graph.vertices if v.task_id != task_id]
+    rows = [_dependency(v.task_id, v.attrs.get("depth"), v.task, labels) for v in others]
     names = untrusted_fields([(r.id, r.name) for r in rows], "task names") if rows else None
     down = direction in ("children", "descendants")
     if not rows:
@@ -683,6 +770,8 @@ def _dependencies(task_id: str, direction: str, graph: GraphDoc) -> Dependencies
         note = f"{len(rows)} task(s) run after this one; disabling or deleting it stops them being started by it."
     else:
         note = f"{len(rows)} task(s) lead to this one."
+    if rows:
+        note += " " + tenant_text_note(["name", "app"])
     return Dependencies(
         task_id=task_id,
         direction=direction,
@@ -695,13 +784,15 @@ def _dependencies(task_id: str, direction: str, graph: GraphDoc) -> Dependencies
 
 @read("Get task dependencies")
 async def get_task_dependencies(
-    api: TasksApi,
+    tasks: Tasks,
     task_id: TaskId,
     direction: Annotated[GraphKind, Field(description="children/descendants: what runs after it.")] = "descendants",
     level: Annotated[int | None, Field(ge=1, le=20, description="Depth limit (ancestors/descendants).")] = None,
 ) -> Dependencies:
     """Tasks before or after a task in its chain: names, enabled, last status (scheduling API)."""
-    return _dependencies(task_id, direction, await api.graph(task_id, direction, level=level))
+    graph = await tasks.api.graph(task_id, direction, level=level)
+    apps = [v.task.app_id for v in graph.vertices if v.task and v.task_id != task_id]
+    return _dependencies(task_id, direction, graph, await row_names(tasks.names, apps, []))
 
 
 def _say(run: RunDoc | None) -> str:
@@ -725,16 +816,17 @@ def run_watch(api: TasksApi, task_id: str, tail: FailedTail[RunDoc]) -> RunWatch
 
 @write("Start task")
 async def start_task(
-    api: TasksApi,
+    tasks: Tasks,
     ctx: Context,
     task_id: TaskId,
     source: Annotated[
         str | None, Field(max_length=100, description="Origin recorded on the run; default manual.")
     ] = None,
-    wait: Annotated[bool, Field(description="Wait for the run to end, with progress.")] = False,
+    wait: bool = False,
     timeout_seconds: WaitSeconds = 60,
 ) -> StartResult:
     """Start a task now; wait=true follows its run to the end. Ending the wait never cancels the run."""
+    api = tasks.api
     tail = failed_tail(api, task_id)
     followed = await follow(
         run_watch(api, task_id, tail),
@@ -750,26 +842,35 @@ async def start_task(
 
 
 async def _runs_page(
-    fetch: Callable[[str | None], Awaitable[Listing[RunDoc]]], status: str | None, limit: int, cursor: str | None
+    names: Names,
+    fetch: Callable[[str | None], Awaitable[Listing[RunDoc]]],
+    status: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> RunPage:
     """A page of runs; with `status`, pages are read (at most MAX_SCAN_PAGES) until `limit` rows match."""
     page = await fetch(cursor)
-    if not status:
-        return RunPage(runs=[Run.of(r) for r in page.items], next_cursor=page.next_cursor)
-    rows: list[Run] = []
-    scanned = 0
-    for _ in range(MAX_SCAN_PAGES):
-        scanned += len(page.items)
-        rows += [Run.of(r) for r in page.items if r.status == status]
-        if len(rows) >= limit or not page.next_cursor:
-            break
-        page = await fetch(page.next_cursor)
-    return RunPage(runs=rows, next_cursor=page.next_cursor, scanned=scanned)
+    found, scanned = list(page.items), None
+    if status:
+        found, scanned = [r for r in page.items if r.status == status], len(page.items)
+        for _ in range(MAX_SCAN_PAGES - 1):
+            if len(found) >= limit or not page.next_cursor:
+                break
+            page = await fetch(page.next_cursor)
+            scanned += len(page.items)
+            found += [r for r in page.items if r.status == status]
+    apps = await row_names(names, [r.resource_id for r in found], [])
+    return RunPage(
+        runs=[Run.of(r, apps) for r in found],
+        next_cursor=page.next_cursor,
+        scanned=scanned,
+        note=RUN_NAMES_NOTE if found else None,
+    )
 
 
 @read("List task runs")
 async def list_task_runs(
-    api: TasksApi,
+    tasks: Tasks,
     task_id: TaskId,
     sort: RunSort = "-startedAt",
     status: StatusFilter = None,
@@ -777,14 +878,16 @@ async def list_task_runs(
     cursor: Cursor = None,
 ) -> RunPage:
     """Runs of a task: status, start/end, duration, what triggered it."""
-    return await _runs_page(
-        lambda page_cursor: api.runs(task_id, sort=sort, limit=limit, cursor=page_cursor), status, limit, cursor
-    )
+
+    def fetch(page_cursor: str | None) -> Awaitable[Listing[RunDoc]]:
+        return tasks.api.runs(task_id, sort=sort, limit=limit, cursor=page_cursor)
+
+    return await _runs_page(tasks.names, fetch, status, limit, cursor)
 
 
 @read("List an app's task runs")
 async def list_resource_task_runs(
-    api: TasksApi,
+    tasks: Tasks,
     resource_id: AppId,
     sort: RunSort = "-startedAt",
     status: StatusFilter = None,
@@ -792,18 +895,17 @@ async def list_resource_task_runs(
     cursor: Cursor = None,
 ) -> RunPage:
     """Runs of every task that targets one app."""
-    return await _runs_page(
-        lambda page_cursor: api.resource_runs(resource_id, sort=sort, limit=limit, cursor=page_cursor),
-        status,
-        limit,
-        cursor,
-    )
+
+    def fetch(page_cursor: str | None) -> Awaitable[Listing[RunDoc]]:
+        return tasks.api.resource_runs(resource_id, sort=sort, limit=limit, cursor=page_cursor)
+
+    return await _runs_page(tasks.names, fetch, status, limit, cursor)
 
 
 @read("Get last task run")
-async def get_last_task_run(api: TasksApi, task_id: TaskId) -> LastRun:
+async def get_last_task_run(tasks: Tasks, task_id: TaskId) -> LastRun:
     """A task's latest run: status, times, error message if it failed."""
-    run = await api.last_run(task_id)
+    run = await tasks.api.last_run(task_id)
     if run is None:
         return LastRun(note="The task has not run yet.")
     return LastRun(run=RunDetail.of(run))
@@ -811,21 +913,17 @@ async def get_last_task_run(api: TasksApi, task_id: TaskId) -> LastRun:
 
 @read("Get task run log")
 async def get_task_run_log(
-    api: TasksApi,
+    tasks: Tasks,
     task_id: TaskId,
     run_id: RunId,
-    lines: Annotated[int, Field(ge=1, le=500, description="Lines to return (1-500).")] = 40,
-    grep: Annotated[
-        str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex; only matching lines.")
-    ] = None,
-    offset: Annotated[
-        int | None, Field(ge=0, description="Skip this many log lines and read forward; default: the tail.")
-    ] = None,
+    lines: Annotated[int, Field(ge=1, le=500, description="Max 500.")] = 40,
+    grep: Annotated[str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex.")] = None,
+    offset: Annotated[int | None, Field(ge=0, description="Lines to skip; default: the tail.")] = None,
 ) -> RunLog:
     """A run's reload log: the tail by default, or from offset, or only lines matching grep."""
     if grep:
         compile_grep(grep)
-    sink = await api.read_log(task_id, run_id, LogSink(lines=lines, grep=grep, offset=offset))
+    sink = await tasks.api.read_log(task_id, run_id, LogSink(lines=lines, grep=grep, offset=offset))
     assert isinstance(sink, LogSink)
     return sink.result(task_id, run_id)
 
@@ -913,6 +1011,7 @@ class WorkflowTaskSource:
             disabled_reason=None if task.enabled else (task.disabled_code or "disabled"),
             after=[(t.task_id, t.status) for t in task.triggers],
             owner_before_put=task.metadata.owner_id or "unknown",
+            owner_id=task.metadata.owner_id or None,
             **_timing(task.schedule),
         )
 
@@ -938,56 +1037,125 @@ class WorkflowTaskSource:
         await self.api.change(current, [{"op": "replace", "path": "/enabled", "value": enabled}], body)
 
     async def failures(self, scan: FailureScan) -> None:
-        """Failed runs of the tasks of every app with a task (scheduling API) or that the scan knows of (v1),
-        read app by app within the budget."""
-        known = set(scan.apps)
-        # The scheduling API lists every task: scan the apps that have one, not only those other kinds named.
-        if scan.budget.spend(scan.clock(), "the tenant's task list"):
-            known |= await self.app_ids()
-        apps = sorted(a for a in known if a)
-
-        async def one(app_id: str) -> None:
-            try:
-                scan.found.extend(await self._failures_of_app(app_id, scan))
-            except ApiError as exc:
-                scan.budget.skipped.append(f"task runs of app {app_id} (HTTP {exc.status})")
-
-        await gather(apps, one)
+        """Every failed run in the window. Scheduling API: the tasks whose last run failed (one filtered listing,
+        newest first); each run's reload names its task, so failed runs come from the failed reloads the scan read,
+        and only tasks with none there have their runs read. v1 (listed per app only): the runs of the apps the
+        scan knows. Apps the caller named are read app by app either way."""
+        scheduling = (await self.api.endpoint()).scheduling
+        failing = await self._last_failed(scan) if scheduling else {}
+        runs = _RunFailures(scan)
+        for task_id, reloads in scan.reloads.claim("tasks").items():
+            runs.from_reloads(task_id, failing.get(task_id), reloads)
+        for task in failing.values():
+            if task.id not in runs.tasks and scan.spend(f"runs of task {task.id}"):
+                page = await self.api.runs(task.id, sort="-startedAt", limit=100)
+                runs.add_runs(task.app_id, page.items)
+        apps = sorted(scan.asked_apps | (set() if scheduling else scan.apps))
+        await gather(apps, lambda app_id: self._app_runs(app_id, runs))
+        await runs.read_first_errors(self.api)
+        scan.found.extend(runs.found)
+        scan.checked["task"] = len(failing) if scheduling else len(runs.tasks)
+        scan.checked["task runs from reloads"] = runs.from_reload_count
         scan.checked["task apps"] = len(apps)
 
-    async def _failures_of_app(self, app_id: str, scan: FailureScan) -> list[Failure]:
-        """Failed runs of an app's tasks since the scan's start, newest first, one per task, with the first
-        error line of its log."""
-        failures = await self._failed_runs(app_id, scan)
-        for failure in failures:
-            if failure.ref and scan.budget.spend(scan.clock(), f"log of run {failure.ref}"):
-                try:
-                    failure.error = first_error_line(await self.api.run_log(failure.task_id, failure.ref))
-                except ApiError as exc:
-                    failure.error = f"(log not readable: HTTP {exc.status})"
-        return failures
-
-    async def _failed_runs(self, app_id: str, scan: FailureScan) -> list[Failure]:
-        """The newest failed run of each of an app's tasks in the window, reading pages while the budget allows."""
-        failures: dict[str, Failure] = {}
+    async def _last_failed(self, scan: FailureScan) -> dict[str, TaskDoc]:
+        """Tasks whose last run failed in the window: `lastStatus eq "FAILED"` sorted by their last run's end,
+        read until one ended before the window (the notes confirm no operator but eq, so no range filter)."""
+        found: dict[str, TaskDoc] = {}
         cursor: str | None = None
-        while scan.budget.spend(scan.clock(), f"task runs of app {app_id}"):
-            page = await self.api.resource_runs(app_id, sort="-startedAt", limit=100, cursor=cursor)
-            older = False
-            for run in page.items:
-                started = parse_time(run.started_at)
-                if started is not None and started < scan.since:
-                    older = True
-                    break
-                if run.status.upper() == "FAILED" and run.task_id not in failures:
-                    failures[run.task_id] = _failure(app_id, run)
-            if older or not page.next_cursor:
+        while scan.spend("tasks whose last run failed" + (", a further page" if cursor else "")):
+            page = await self.api.list(
+                resource_id=None, sort="-lastEndedAt", limit=100, cursor=cursor, scim='lastStatus eq "FAILED"'
+            )
+            for task in page.items:
+                ended = parse_time(_last_ended(task))
+                if ended is not None and ended < scan.since:
+                    return found
+                found[task.id] = task
+            if not page.next_cursor:
                 break
             cursor = page.next_cursor
-        return list(failures.values())
+        return found
+
+    async def _app_runs(self, app_id: str, runs: "_RunFailures") -> None:
+        """An app's failed runs in the window, newest first, every page while the budget allows."""
+        cursor: str | None = None
+        try:
+            while runs.scan.spend(f"task runs of app {app_id}"):
+                page = await self.api.resource_runs(app_id, sort="-startedAt", limit=100, cursor=cursor)
+                if not runs.add_runs(app_id, page.items) or not page.next_cursor:
+                    return
+                cursor = page.next_cursor
+        except ApiError as exc:
+            runs.scan.budget.skipped.append(f"task runs of app {app_id} (HTTP {exc.status})")
 
 
-def _failure(app_id: str, run: RunDoc) -> Failure:
+def _last_ended(task: TaskDoc) -> str | None:
+    attrs = task.metadata.orchestration.attrs if task.metadata.orchestration else {}
+    value = attrs.get("last_run_endedAt") or attrs.get("lastEndedAt")
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class _RunFailures:
+    """The failed task runs of one scan, each counted once (by run or reload id), newest first per task."""
+
+    scan: FailureScan
+    found: list[Failure] = dc_field(default_factory=list)
+    tasks: set[str] = dc_field(default_factory=set)
+    seen: set[str] = dc_field(default_factory=set)
+    from_reload_count: int = 0
+    # Tasks whose failed runs were counted from their reloads: their runs are not counted again.
+    by_reloads: set[str] = dc_field(default_factory=set)
+
+    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload]) -> None:
+        self.tasks.add(task_id)
+        self.by_reloads.add(task_id)
+        for reload in sorted(reloads, key=lambda r: r.at or "", reverse=True):
+            self.from_reload_count += 1
+            self.found.append(
+                Failure(
+                    "task",
+                    task_id,
+                    task.name if task else f"task {task_id}",
+                    reload.app_id,
+                    reload.at,
+                    ref=reload.id,
+                    error=f"Reload error: {reload.error}" if reload.error else None,
+                )
+            )
+
+    def add_runs(self, app_id: str | None, page: list[RunDoc]) -> bool:
+        """Adds the page's failed runs in the window; False once a run started before it (no need to read on)."""
+        for run in page:
+            started = parse_time(run.started_at)
+            if started is not None and started < self.scan.since:
+                return False
+            if run.status.upper() != "FAILED" or run.id in self.seen or run.task_id in self.by_reloads:
+                continue
+            self.seen.add(run.id)
+            self.tasks.add(run.task_id)
+            error = first_error_line(run.log) or first_line(run.log) if run.log else None
+            self.found.append(_failure(app_id or run.resource_id, run, error))
+        return True
+
+    async def read_first_errors(self, api: TasksApi) -> None:
+        """The newest failed run of each task without an error line gets one from its log, within the budget."""
+        newest: dict[str, Failure] = {}
+        for failure in self.found:
+            if failure.task_id not in newest or (failure.at or "") > (newest[failure.task_id].at or ""):
+                newest[failure.task_id] = failure
+        for failure in newest.values():
+            if failure.error or not failure.ref or failure.ref not in self.seen:
+                continue
+            if self.scan.spend(f"log of run {failure.ref}"):
+                try:
+                    failure.error = first_error_line(await api.run_log(failure.task_id, failure.ref))
+                except ApiError as exc:
+                    failure.error = f"(log not readable: HTTP {exc.status})"
+
+
+def _failure(app_id: str | None, run: RunDoc, error: str | None) -> Failure:
     return Failure(
         kind="task",
         task_id=run.task_id,
@@ -995,6 +1163,7 @@ def _failure(app_id: str, run: RunDoc) -> Failure:
         app_id=app_id,
         at=run.ended_at or run.started_at,
         ref=run.id or None,
+        error=error,
     )
 
 
