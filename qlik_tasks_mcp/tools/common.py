@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, StrictJsonSchema
 from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_jsonable_python
 
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.audit import Audit
@@ -400,10 +401,9 @@ def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:
             continue
         if key == "confirm_token":
             out[key] = "<given>" if value else None
-        elif isinstance(value, BaseModel):
-            out[key] = value.model_dump(mode="json", exclude_none=True)
         else:
-            out[key] = value
+            # Models inside lists too (set_tasks_enabled's tasks): the audit line and the token bind their fields.
+            out[key] = to_jsonable_python(value, exclude_none=True)
     return out
 
 

@@ -28,9 +28,9 @@ _BATCH = 2000
 _NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
 
 
-class RunLog(Compact):
-    task_id: str
-    run_id: str
+class LogSlice(Compact):
+    """The part of a log a tool returns, and where it sits in the whole; every log tool's result extends it."""
+
     total_lines: int
     returned: str
     first_line: int | None = None
@@ -38,6 +38,11 @@ class RunLog(Compact):
     matches: int | None = None
     next_offset: int | None = Field(None, description="Pass as offset for the next lines.")
     log: str
+
+
+class RunLog(LogSlice):
+    task_id: str
+    run_id: str
 
 
 def _options() -> re2.Options:

@@ -11,7 +11,7 @@ from qlik_tasks_mcp.client.qalyptus import QalyptusClient, StatusDoc
 from qlik_tasks_mcp.tools.common import Limit
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
-from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink
+from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, LogSlice
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.qalyptus_model import (
@@ -57,17 +57,10 @@ class Stopped(Compact):
     note: str | None = None
 
 
-class TaskLog(Compact):
+class TaskLog(LogSlice):
     organization: str
     task_id: str
     log_kind: Literal["task", "smtp"]
-    total_lines: int
-    returned: str
-    first_line: int | None = None
-    last_line: int | None = None
-    matches: int | None = None
-    next_offset: int | None = Field(None, description="Pass as offset for the next lines.")
-    log: str
 
 
 def _say(run: StatusDoc | None) -> str:

@@ -97,8 +97,8 @@ def _next_run(doc: ReloadTaskDoc) -> str | None:
     return None if doc.migrated else doc.next_execution_time or None
 
 
-class ReloadTaskRow(Compact):
-    """A reload task in a list: its schedule in words beside its next run."""
+class ReloadTaskFields(Compact):
+    """What a reload task shows in a list and fetched whole."""
 
     id: str
     app_id: str
@@ -111,13 +111,18 @@ class ReloadTaskRow(Compact):
     migrated: bool | None = None
     replaced_by: str | None = Field(None, description="Id of the task that replaced this migrated one.")
     partial: bool | None = None
-    schedule: str | None = None
-    next_run: str | None = Field(None, description="UTC, to the minute.")
+    next_run: str | None = None
     last_run: str | None = None
     owner_id: str | None = None
     owner: str | None = None
     auto_reload: bool | None = None
     note: str | None = None
+
+
+class ReloadTaskRow(ReloadTaskFields):
+    """A reload task in a list: its schedule in words beside its next run (UTC, to the minute)."""
+
+    schedule: str | None = None
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames) -> "ReloadTaskRow":
@@ -131,30 +136,13 @@ class ReloadTaskRow(Compact):
         )
 
 
-class ReloadTask(Compact):
+class ReloadTask(ReloadTaskFields):
     """A reload task fetched whole: its schedule as the API has it."""
 
-    id: str
-    app_id: str
-    app: str | None = None
-    state: Literal["Enabled", "Disabled", "Completed"] | str | None = Field(
-        None, description="Absent on a migrated task."
-    )
-    disabled_code: str | None = None
-    disabled_reason: str | None = None
-    migrated: bool | None = None
-    replaced_by: str | None = Field(None, description="Id of the task that replaced this migrated one.")
-    partial: bool | None = None
     recurrence: list[str] = []
     time_zone: str | None = None
     start: str | None = None
     end: str | None = None
-    next_run: str | None = None
-    last_run: str | None = None
-    owner_id: str | None = None
-    owner: str | None = None
-    auto_reload: bool | None = None
-    note: str | None = None
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None" = None, names: RowNames | None = None) -> "ReloadTask":

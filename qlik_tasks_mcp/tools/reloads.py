@@ -15,7 +15,7 @@ from qlik_tasks_mcp.tools.fence import tenant_text_note, untrusted, untrusted_fi
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
-from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
+from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, LogSlice, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
 from qlik_tasks_mcp.tools.operation import destructive, read, write
@@ -143,16 +143,9 @@ class ReloadStarted(Compact):
     note: str | None = None
 
 
-class ReloadLog(Compact):
+class ReloadLog(LogSlice):
     reload_id: str
     app_id: str
-    total_lines: int
-    returned: str
-    first_line: int | None = None
-    last_line: int | None = None
-    matches: int | None = None
-    next_offset: int | None = Field(None, description="Pass as offset for the next lines.")
-    log: str
 
 
 class ScriptExcerpt(Compact):
