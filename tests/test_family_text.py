@@ -142,9 +142,11 @@ async def test_a_hostile_qalyptus_task_name_stays_on_one_line_and_cannot_close_t
 async def test_run_messages_fence_the_same_way_on_every_read(qalyptus: Harness) -> None:
     failing = next(t for t in org(qalyptus).tasks.values() if t["name"] == "Weekly Ops Scorecard")
     async with qalyptus.client() as client:
-        first = data(await client.call_tool("get_qalyptus_task_status", {"task_id": failing["id"]}))["status"]
-        again = data(await client.call_tool("get_qalyptus_task_status", {"task_id": failing["id"]}))["status"]
-    assert first == again and fence_lines(first["message"], "Qalyptus message")
+        first = data(await client.call_tool("get_qalyptus_task_status", {"task_id": failing["id"]}))
+        again = data(await client.call_tool("get_qalyptus_task_status", {"task_id": failing["id"]}))
+    # One fence per result, the same on every read; the row keeps the message on one line.
+    assert first == again and fence_lines(first["messages"], "Qalyptus messages")
+    assert "\n" not in first["status"]["message"]
 
 
 # 2. Logs read as a stream --------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ async def test_reload_task_rows_read_as_words_and_filter_by_owner_here(h: Harnes
         theirs = data(await client.call_tool("list_reload_tasks", {"limit": 100, "owner_id": person.email}))
         some = next(iter(table))
         whole = data(await client.call_tool("get_reload_task", {"task_id": some}))["task"]
-    assert "app, owner: text from the tenant" in page["note"]
+    assert "app, owner, disabled_reason: text from the tenant" in page["note"]
     for row in page["tasks"]:
         stored = table[row["id"]]
         assert row["owner"] == shown_user(h, stored["userId"]) and row["owner_id"] == stored["userId"]

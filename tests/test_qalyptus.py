@@ -526,7 +526,9 @@ async def test_a_failed_or_warning_run_comes_back_with_its_log_tail(
     assert result["status"]["status"] == status and result["wait_ended"] == "finished"
     assert result["log_tail"].startswith(f"======== {UNTRUSTED} log") and f" {line} " in result["log_tail"]
     assert "get_qalyptus_task_log" in result["note"]
-    assert UNTRUSTED in result["status"]["message"]
+    # The run's message stays on one line in the row, and is fenced once in the result.
+    assert result["status"]["message"] and result["status"]["message"] in result["messages"]
+    assert result["messages"].count("BEGIN UNTRUSTED Qalyptus messages") == 1
 
 
 async def test_ending_the_wait_never_stops_the_run_and_a_second_run_is_refused(h: Harness) -> None:
@@ -588,9 +590,12 @@ async def test_statuses_newest_first_filtered_and_paged(h: Harness) -> None:
         assert everything["total"] == len(org(h).executions) == 10
         times = [s["started_at"] for s in everything["statuses"]]
         assert times == sorted(times, reverse=True)
-        failed = data(await client.call_tool("list_qalyptus_task_statuses", {"status": "FAILED"}))["statuses"]
+        failed_page = data(await client.call_tool("list_qalyptus_task_statuses", {"status": "FAILED"}))
+        failed = failed_page["statuses"]
         assert failed and {s["task_id"] for s in failed} == {failing["id"]}
-        assert all(UNTRUSTED in s["message"] and "kpi-07" in s["message"] for s in failed)
+        # One fence per result: each row's message on one line, all of them fenced once in `messages`.
+        assert all("kpi-07" in s["message"] and s["message"] in failed_page["messages"] for s in failed)
+        assert failed_page["messages"].count("BEGIN UNTRUSTED Qalyptus messages") == 1
         mine = data(await client.call_tool("list_qalyptus_task_statuses", {"task_id": failing["id"], "limit": 1}))
         assert mine["total"] == 2 and mine["next_offset"] == 1 and "pass offset=1" in mine["note"]
         one = data(await client.call_tool("get_qalyptus_task_status", {"task_id": failing["id"]}))

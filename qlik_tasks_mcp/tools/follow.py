@@ -16,6 +16,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.tools.fence import one_line
 from qlik_tasks_mcp.tools.logs import slice_log
 
 R = TypeVar("R")
@@ -45,7 +46,8 @@ class Progress:
     async def report(self, elapsed: float, message: str) -> None:
         value = round(elapsed, 1) if self.last is None else max(round(elapsed, 1), round(self.last + 0.1, 1))
         self.last = value
-        await self.ctx.report_progress(value, self.total, message)
+        # Progress texts carry tenant words (a run's status as the service gave it): one line, bounded.
+        await self.ctx.report_progress(value, self.total, one_line(message, 300))
 
 
 @dataclass

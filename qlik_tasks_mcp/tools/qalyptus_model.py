@@ -27,7 +27,7 @@ from qlik_tasks_mcp.client.qalyptus import (
     TriggerDoc,
 )
 from qlik_tasks_mcp.client.qalyptus_orgs import Organizations
-from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted, untrusted_fields
+from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.sources import parse_time, short_time
 
@@ -409,5 +409,11 @@ class Status(Compact):
             started_at=short_time(text_of(doc.started_at)),
             ended_at=short_time(text_of(doc.ended_at)),
             seconds=_seconds(doc.started_at, doc.ended_at),
-            message=untrusted(str(message)[:1000], "Qalyptus message") if message else None,
+            message=one_line(str(message), 1000) if message else None,
         )
+
+
+def messages_of(statuses: "list[Status]") -> str | None:
+    """The runs' messages in one fence per result (each row keeps its message on one line)."""
+    pairs = [(s.id or s.task_id or "run", s.message) for s in statuses if s.message]
+    return untrusted_fields(pairs, "Qalyptus messages") if pairs else None

@@ -22,6 +22,7 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     TaskId,
     Window,
     classify,
+    messages_of,
     task_named,
     window,
 )
@@ -32,6 +33,7 @@ class RunResult(Compact):
     task_id: str
     started: bool
     status: Status | None = None
+    messages: str | None = Field(default=None, description="The runs' messages, fenced once as tenant text.")
     waited_seconds: float | None = None
     wait_ended: Literal["finished", "timeout", "unknown_status"] | None = None
     log_tail: str | None = None
@@ -42,18 +44,21 @@ class StatusResult(Compact):
     organization: str
     task_id: str
     status: Status | None = None
+    messages: str | None = Field(default=None, description="The runs' messages, fenced once as tenant text.")
     note: str | None = None
 
 
 class StatusPage(Window):
     organization: str
     statuses: list[Status]
+    messages: str | None = Field(default=None, description="The runs' messages, fenced once as tenant text.")
 
 
 class Stopped(Compact):
     task_id: str
     stop_requested: bool
     status: Status | None = None
+    messages: str | None = Field(default=None, description="The runs' messages, fenced once as tenant text.")
     note: str | None = None
 
 
@@ -137,6 +142,7 @@ async def run_qalyptus_task(
     )
     result = RunResult(organization=api.name, task_id=task_id, started=True, note=followed.note)
     result.status = Status.of(followed.run) if followed.run is not None else None
+    result.messages = messages_of([result.status]) if result.status else None
     result.log_tail = followed.log_tail
     if wait:
         _wait_outcome(result, followed, tail)
@@ -169,7 +175,8 @@ async def stop_qalyptus_task(orgs: QalyptusOrgs, plan: Plan, task_id: TaskId, or
         after = await api.status(task_id)
     except ApiError as exc:
         return Stopped(task_id=task_id, stop_requested=True, note=f"Stop sent; reading the status failed: {exc}")
-    return Stopped(task_id=task_id, stop_requested=True, status=Status.of(after) if after else None)
+    shown = Status.of(after) if after else None
+    return Stopped(task_id=task_id, stop_requested=True, status=shown, messages=messages_of([shown]) if shown else None)
 
 
 @read("Get Qalyptus task status")
@@ -179,7 +186,8 @@ async def get_qalyptus_task_status(orgs: QalyptusOrgs, task_id: TaskId, organiza
     current = await api.status(task_id)
     if current is None:
         return StatusResult(organization=api.name, task_id=task_id, note="The task has not run yet.")
-    return StatusResult(organization=api.name, task_id=task_id, status=Status.of(current))
+    shown = Status.of(current)
+    return StatusResult(organization=api.name, task_id=task_id, status=shown, messages=messages_of([shown]))
 
 
 @read("List Qalyptus task statuses")
@@ -200,7 +208,8 @@ async def list_qalyptus_task_statuses(
         rows = [r for r in rows if r.status.lower() == status.strip().lower()]
     rows.sort(key=lambda r: r.sort_time, reverse=True)
     chosen, info = window(rows, limit, offset, "runs", ("task_name", "by"))
-    return StatusPage(organization=api.name, statuses=[Status.of(r) for r in chosen], **info)
+    statuses = [Status.of(r) for r in chosen]
+    return StatusPage(organization=api.name, statuses=statuses, messages=messages_of(statuses), **info)
 
 
 @read("Get Qalyptus task log")

@@ -15,7 +15,7 @@ from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, Reload
 from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
 from qlik_tasks_mcp.tools.common import Cursor, Limit
-from qlik_tasks_mcp.tools.fence import tenant_text_note
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
@@ -64,7 +64,7 @@ class Schedule(Input):
         }
 
 
-NAMES_NOTE = tenant_text_note(["app", "owner"])
+NAMES_NOTE = tenant_text_note(["app", "owner", "disabled_reason"])
 
 
 def _true(flag: bool) -> bool | None:
@@ -81,7 +81,7 @@ def _common(doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames | None) 
         "app": names.app(doc.app_id) if names else None,
         "state": doc.state or None,
         "disabled_code": doc.disabled_code or None if off else None,
-        "disabled_reason": doc.log or None if off else None,
+        "disabled_reason": one_line(doc.log, 500) if off and doc.log else None,
         "migrated": _true(doc.migrated),
         "replaced_by": replacement.id if replacement else None,
         "partial": _true(doc.partial),
