@@ -6,7 +6,8 @@ import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 
 from qlik_tasks_mcp.tools.approval import Approvals, Preview
-from qlik_tasks_mcp.tools.gate import SIDE_LIMIT, Gate, field_diff, one_line
+from qlik_tasks_mcp.tools.fence import escaped
+from qlik_tasks_mcp.tools.gate import SIDE_LIMIT, Gate, field_diff
 
 
 def test_token_is_single_use_on_one_replica() -> None:
@@ -36,10 +37,10 @@ def test_token_expiry_takes_ascii_digits_only() -> None:
         gate.verify("t", {}, None, token.replace(str(expires), arabic))
 
 
-def test_one_line_escapes_breaks_controls_and_bidi() -> None:
+def test_escaped_keeps_text_on_one_line_with_breaks_controls_and_bidi() -> None:
     text = "a\nb\r\tc\u2028d\u2029e\u202ef\u200bg\x00h\x85i"
-    assert one_line(text) == "a\\nb\\r\\tc\\u2028d\\u2029e\\u202ef\\u200bg\\u0000h\\u0085i"
-    assert one_line("Zürich 東京 -> ok") == "Zürich 東京 -> ok"
+    assert escaped(text) == "a\\nb\\r\\tc\\u2028d\\u2029e\\u202ef\\u200bg\\u0000h\\u0085i"
+    assert escaped("Zürich 東京 -> ok") == "Zürich 東京 -> ok"
 
 
 def test_field_diff_shows_the_change_of_a_long_value_and_says_the_cut() -> None:

@@ -64,11 +64,6 @@ SIDE_LIMIT = 4000
 ABSENT = "(absent)"
 
 
-def one_line(text: str) -> str:
-    """`text` on one line, escaped as every tenant text is (tools/fence.py), uncut."""
-    return escaped(text)
-
-
 def bounded(text: str, limit: int = LINE_LIMIT) -> str:
     if len(text) <= limit:
         return text
@@ -77,7 +72,7 @@ def bounded(text: str, limit: int = LINE_LIMIT) -> str:
 
 def shown(text: str) -> str:
     """How one item of tenant-derived text is shown anywhere a person reads it."""
-    return bounded(one_line(text))
+    return bounded(escaped(text))
 
 
 def _render(value: object) -> str:
@@ -105,7 +100,7 @@ class FieldChange(Compact):
     @field_validator("field", "before", "after")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
-        return None if value is None else one_line(value)
+        return None if value is None else escaped(value)
 
     @classmethod
     def of(cls, name: str, before: object, after: object, *, limit: int = SIDE_LIMIT) -> "FieldChange":
@@ -437,7 +432,7 @@ class Gate:
 def _preview(tool: str, args: dict[str, Any], plan: Plan) -> Preview:
     return Preview(
         tool=tool,
-        arguments=bounded(one_line(_render(args)), SIDE_LIMIT),
+        arguments=bounded(escaped(_render(args)), SIDE_LIMIT),
         action=shown(plan.action),
         changes=[shown(c) for c in plan.changes],
         diff=[

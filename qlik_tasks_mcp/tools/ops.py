@@ -19,13 +19,12 @@ from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
     EXPANSION_SECONDS,
     local_datetime,
-    occurrences_off_loop,
     rrule_lines,
     start_after_change,
     utc_z,
 )
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
-from qlik_tasks_mcp.client.schedule_text import describe_schedule, rrule_parts
+from qlik_tasks_mcp.client.schedule_text import rrule_parts
 from qlik_tasks_mcp.client.workflow import interval_rrule, repeating_interval
 from qlik_tasks_mcp.tools import orphans
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
@@ -40,10 +39,13 @@ from qlik_tasks_mcp.tools.sources import (
     Budget,
     Failure,
     FailureScan,
+    KindUnavailable,
     TaskInfo,
     TaskSource,
     all_tasks,
     gather,
+    run_times,
+    schedule_line,
 )
 
 SCAN_REQUESTS = 400
@@ -142,28 +144,6 @@ class AppOverview(Compact):
     note: str | None = None
 
 
-async def run_times(
-    info: TaskInfo, *, count: int, now: datetime, deadline: float, even_if_disabled: bool = False, strict: bool = False
-) -> list[datetime]:
-    """The next runs, worked out off the event loop within `deadline` (one per tool call, shared by its tasks).
-
-    `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
-    if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
-        return []
-    zone = zone_info(info.time_zone)
-    start = local_datetime(info.start[:19], "start") if info.start else None
-    end = local_datetime(info.end[:19], "end") if info.end else None
-    return await occurrences_off_loop(
-        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, deadline=deadline
-    )
-
-
-def schedule_line(info: TaskInfo) -> str | None:
-    if info.recurrence:
-        return describe_schedule(info.recurrence, info.time_zone, info.start, info.end)
-    return info.schedule_text
-
-
 def outcome(status: str | None) -> str:
     return {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get((status or "").upper(), "finishes")
 
@@ -191,11 +171,6 @@ class Sources:
 def service(clients: Clients) -> Sources:
     reloads = ReloadsApi(clients.qlik) if APP_RELOADS in clients.sources else None
     return Sources(clients.sources, clients.names, reloads)
-
-
-class KindUnavailable(ClientError):
-    """Raised by a TaskSource whose API this tenant no longer serves (e.g. retired): the ops tools skip that
-    kind with this message as a note instead of failing."""
 
 
 async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:

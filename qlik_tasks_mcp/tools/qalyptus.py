@@ -39,7 +39,15 @@ from qlik_tasks_mcp.tools.qalyptus_model import (
     text_of,
     window,
 )
-from qlik_tasks_mcp.tools.sources import ERROR_LINE, Budget, Failure, FailureScan, TaskInfo, gather, parse_time
+from qlik_tasks_mcp.tools.sources import (
+    ERROR_LINE,
+    Budget,
+    Failure,
+    FailureScan,
+    TaskInfo,
+    parse_time,
+    read_each,
+)
 
 NameFilter = Annotated[str | None, Field(max_length=100, description="Part of the name, any case.")]
 Flag = bool | None
@@ -351,13 +359,7 @@ class QalyptusTaskSource:
         return info
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
-        found: dict[str, TaskInfo] = {}
-
-        async def one(task_id: str) -> None:
-            found[task_id] = await self.get(task_id)
-
-        await gather(task_ids, one)
-        return found
+        return await read_each(task_ids, self.get)
 
     async def of_app(self, app_id: str) -> list[TaskInfo]:
         # Qalyptus tasks are not tied to one Qlik app through any confirmed field.

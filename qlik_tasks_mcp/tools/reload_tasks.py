@@ -21,8 +21,16 @@ from qlik_tasks_mcp.tools.inventory import Clients
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.ops import KindUnavailable
-from qlik_tasks_mcp.tools.sources import Failure, FailureScan, TaskInfo, gather, parse_time, short_time
+from qlik_tasks_mcp.tools.sources import (
+    Failure,
+    FailureScan,
+    KindUnavailable,
+    TaskInfo,
+    gather,
+    parse_time,
+    read_each,
+    short_time,
+)
 
 TOOLSET = "reload"
 NOTE = (
@@ -575,10 +583,7 @@ class ReloadTaskSource:
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
         if len(task_ids) <= BULK_SCAN_FROM:
-            found: dict[str, TaskInfo] = {}
-            for task_id in task_ids:
-                found[task_id] = await self.get(task_id)
-            return found
+            return await read_each(task_ids, self.get)
         wanted = set(task_ids)
         return {doc.id: self.info(doc) for doc in await answering(self._all()) if doc.id in wanted}
 

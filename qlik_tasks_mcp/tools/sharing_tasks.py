@@ -59,7 +59,7 @@ from qlik_tasks_mcp.tools.sharing_model import (
     who,
 )
 from qlik_tasks_mcp.tools.sharing_recipients import Recipient, resolve_recipient
-from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time
+from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time, read_each
 
 TOOLSET = "sharing"
 # How failures() lists every task: the largest page the spec allows, in a stable order.
@@ -886,13 +886,7 @@ class SharingTaskSource:
         return self.info(await self.api.get(task_id))
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
-        found: dict[str, TaskInfo] = {}
-
-        async def one(task_id: str) -> None:
-            found[task_id] = await self.get(task_id)
-
-        await gather(task_ids, one)
-        return found
+        return await read_each(task_ids, self.get)
 
     async def of_app(self, app_id: str) -> list[TaskInfo]:
         return [self.info(doc) async for doc in self.api.all(app_id=app_id)]

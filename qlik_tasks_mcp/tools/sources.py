@@ -13,6 +13,11 @@ from typing import Protocol, TypeVar
 
 import anyio
 
+from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.client.schedule import local_datetime, occurrences_off_loop
+from qlik_tasks_mcp.client.schedule import time_zone as zone_info
+from qlik_tasks_mcp.client.schedule_text import describe_schedule
+
 ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
 # Requests in flight at once when a scan or a bulk change reads many things: a big tenant is read steadily.
 CONCURRENCY = 4
@@ -157,6 +162,11 @@ class FailureScan:
         return self.budget.spend(self.clock(), what)
 
 
+class KindUnavailable(ClientError):
+    """Raised by a TaskSource whose API this tenant no longer serves (e.g. retired): the ops tools skip that
+    kind with this message as a note instead of failing."""
+
+
 class TaskSource(Protocol):
     kind: str
     # True for kinds whose tasks can start when another task ends: the overview reads other apps' tasks for them.
@@ -253,3 +263,25 @@ async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo
 
     await gather(task_ids, one)
     return found
+
+
+async def run_times(
+    info: TaskInfo, *, count: int, now: datetime, deadline: float, even_if_disabled: bool = False, strict: bool = False
+) -> list[datetime]:
+    """The next runs, worked out off the event loop within `deadline` (one per tool call, shared by its tasks).
+
+    `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
+    if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
+        return []
+    zone = zone_info(info.time_zone)
+    start = local_datetime(info.start[:19], "start") if info.start else None
+    end = local_datetime(info.end[:19], "end") if info.end else None
+    return await occurrences_off_loop(
+        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, deadline=deadline
+    )
+
+
+def schedule_line(info: TaskInfo) -> str | None:
+    if info.recurrence:
+        return describe_schedule(info.recurrence, info.time_zone, info.start, info.end)
+    return info.schedule_text

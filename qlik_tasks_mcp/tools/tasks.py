@@ -45,7 +45,6 @@ from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.ops import run_times, schedule_line
 from qlik_tasks_mcp.tools.sources import (
     FailedReload,
     Failure,
@@ -56,6 +55,8 @@ from qlik_tasks_mcp.tools.sources import (
     gather,
     parse_time,
     read_each,
+    run_times,
+    schedule_line,
     short_time,
 )
 
