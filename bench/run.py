@@ -170,15 +170,19 @@ async def latency(n: int) -> list[Row]:
     return rows
 
 
-async def first_tools_list(args: list[str]) -> float:
+async def first_answers(args: list[str], call: tuple[str, dict[str, Any]]) -> tuple[float, float]:
+    """Milliseconds from spawning the server to its first tools/list answer, and to the answer of a first call."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QLIK_")}
     params = StdioServerParameters(command=args[0], args=args[1:], cwd=str(ROOT), env=env)
     start = time.perf_counter()
     with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
         async with Client(stdio_client(params, errlog=devnull)) as client:
             await client.list_tools()
-            elapsed = time.perf_counter() - start
-    return elapsed * 1000
+            listed = time.perf_counter() - start
+            result = await client.call_tool(*call)
+            called = time.perf_counter() - start
+            assert not result.is_error, result
+    return listed * 1000, called * 1000
 
 
 BASELINE = """
@@ -196,10 +200,21 @@ async def cold_start(n: int) -> list[Row]:
     baseline = [sys.executable, "-c", BASELINE]
     a, b = [], []
     for _ in range(n):
-        a.append(await first_tools_list(ours))
-        b.append(await first_tools_list(baseline))
-    ma, mb = statistics.median(a), statistics.median(b)
-    return [("median ms", f"{ma:.0f}", f"{mb:.0f}", f"{ma / mb:.2f}x", verdict(round(ma / mb, 2), COLD_START_GOAL))]
+        a.append(await first_answers(ours, ("list_reload_tasks", {"limit": 5})))
+        b.append(await first_answers(baseline, ("ping", {})))
+    la, lb = statistics.median(x for x, _ in a), statistics.median(x for x, _ in b)
+    ca, cb = statistics.median(y for _, y in a), statistics.median(y for _, y in b)
+    return [
+        (
+            "to tools/list, median ms",
+            f"{la:.0f}",
+            f"{lb:.0f}",
+            f"{la / lb:.2f}x",
+            verdict(round(la / lb, 2), COLD_START_GOAL),
+        ),
+        # Not a goal: our first call also builds its toolset and the sandbox tenant; the baseline's is a ping.
+        ("to a first call, median ms", f"{ca:.0f}", f"{cb:.0f}", f"{ca / cb:.2f}x", "-"),
+    ]
 
 
 def seeded(count: int) -> tuple[MCPServer, Any]:
@@ -327,8 +342,10 @@ async def main(quick: bool) -> str:
         table(("result", "structured", "text", "text goal", "raw", "ratio"), await result_tokens()),
         "## Tool-call latency, in-process MCP client vs the same raw HTTP call to the sandbox (ms)",
         table(("percentile", "MCP tool call", "raw HTTP", "ratio"), await latency(200 if quick else 1000)),
-        "## Cold start to the first tools/list answer over stdio (ms)",
-        "Baseline: a one-tool MCPServer started the same way, measured in the same run.",
+        "## Cold start over stdio (ms)",
+        "Baseline: a one-tool MCPServer started the same way, measured in the same run. Our tools/list answers "
+        "from the shipped catalogue; a first call builds its toolset (and here the sandbox tenant), so it is shown "
+        "beside the baseline's first call (a ping) too.",
         table(("", "qlik-tasks-mcp --sandbox", "baseline", "ratio", "goal"), await cold_start(3 if quick else 7)),
         "## Bulk (paced to the tier limits; goal: zero 429s)",
         "Seconds from a timed pass; peak memory from a separate pass under tracemalloc. `argument tokens`: what "

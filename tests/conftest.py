@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.server import MCPServer
 from mcp.types import CallToolResult, ElicitResult
 from pydantic import SecretStr
 
 from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
-from qlik_tasks_mcp.server.app import Backend, build_server
+from qlik_tasks_mcp.server.app import Backend, TaskServer, build_server
 from qlik_tasks_mcp.server.settings import Settings
 from tests.spec_check import SpecRecorder, ValidatingTransport
 
@@ -26,7 +25,7 @@ def anyio_backend() -> str:
 
 @dataclass
 class Harness:
-    mcp: MCPServer
+    mcp: TaskServer
     backend: Backend
     sandbox: Sandbox
     recorder: SpecRecorder

@@ -97,8 +97,10 @@ async def test_output_schemas_are_the_ones_the_sdk_would_derive() -> None:
     mcp, backend = build_server(sandbox_settings())
     async with Client(mcp) as client:
         listed = {t.name: t for t in (await client.list_tools()).tools}
-    assert len(listed) == len(backend.tools)
-    for tool in mcp._tool_manager.list_tools():
+    mcp.served.build_all()
+    built = mcp._tool_manager.list_tools()
+    assert len(built) == len(listed) == len(backend.tools)
+    for tool in built:
         skip = [tool.context_kwarg, *tool.resolved_params] if tool.context_kwarg else list(tool.resolved_params)
         derived = func_metadata(tool.fn, skip_names=skip)
         assert derived.output_schema is not None, tool.name

@@ -67,6 +67,7 @@ async def test_the_catalogue_stays_within_its_token_goal(read_only: bool, goal: 
 async def test_every_advertised_schema_names_every_parameter_and_no_validation_noise(harness: Harness) -> None:
     async with harness.client() as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
+    harness.mcp.served.build_all()
     registered = harness.mcp._tool_manager
     for name, tool in tools.items():
         made = registered.get_tool(name)

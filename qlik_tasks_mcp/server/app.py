@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import gc
 import secrets
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
+from mcp.types import Prompt as MCPPrompt
+from mcp.types import Tool as MCPTool
 from pydantic import SecretStr
 
 from qlik_tasks_mcp import __version__
@@ -28,6 +31,7 @@ from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.gate import Gate
 from qlik_tasks_mcp.tools.inventory import TOOLSETS, Clients
+from qlik_tasks_mcp.tools.served import ServedTools
 
 if TYPE_CHECKING:
     from qlik_tasks_mcp.sandbox import Sandbox
@@ -56,7 +60,6 @@ class Backend:
     # The in-process sandbox this server built (None: a real tenant, or a transport given by the caller).
     tenant: OnDemandTenant | None = None
     tools: list[ToolInfo] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
 
     @property
@@ -108,42 +111,53 @@ def sandbox_organizations() -> list[QalyptusOrg]:
     return [QalyptusOrg("sandbox", QALYPTUS_SANDBOX_URL, SecretStr(QALYPTUS_SANDBOX_KEY))]
 
 
-def serve_toolsets(reg: Registrar, names: list[str], clients: Clients) -> None:
-    """Register the chosen toolsets in inventory order. The ops tools reach only the kinds of served toolsets."""
-    served = [entry for entry in TOOLSETS if entry.name in names]
-    for entry in served:
-        make_source = getattr(entry.load(), "source", None)
-        found = make_source(clients) if make_source else None
-        if found is not None:
-            clients.sources[found.kind] = found
-    for entry in served:
-        module = entry.load()
-        service = module.service(clients)
-        # None: this process cannot serve it (Qalyptus without an organization); the CLI says so.
-        if service is not None:
-            reg.add_all(entry.name, entry.operations(), service)
+class TaskServer(MCPServer[Backend]):
+    """An MCPServer whose tools/list answers from the shipped catalogue and whose tools are built on first call
+    (tools/served.py), and whose prompts are registered on first use: a start builds neither. `served` is set once
+    the server it registers into exists."""
+
+    served: ServedTools
+    prompts_registered: bool = False
+
+    async def list_tools(self) -> list[MCPTool]:
+        return self.served.advertised()
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Backend, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        self.served.build(name)
+        return await super().call_tool(name, arguments, context)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        # The SDK's lookup for Mcp-Param header checks (HTTP), before any call: answered from the catalogue too.
+        item = self.served.by_name.get(name)
+        return None if item is None else item.tool.input_schema
+
+    async def list_prompts(self) -> list[MCPPrompt]:
+        self.register_prompts()
+        return await super().list_prompts()
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Backend, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        self.register_prompts()
+        return await super().get_prompt(name, arguments, context)
+
+    def register_prompts(self) -> None:
+        """The ops prompts, naming only the tools served here."""
+        if not self.prompts_registered:
+            self.prompts_registered = True
+            ops_prompts.register(self, [tool.name for tool in self.served.advertised()])
+
+    async def registered_tools(self) -> list[MCPTool]:
+        """What the SDK would list from the tools registered so far (every one after `served.build_all()`)."""
+        return await super().list_tools()
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Building a server allocates a few hundred thousand long-lived objects (toolset modules' models, schemas)
-    and no garbage: the cyclic collector would rescan them over and over, about a fifth of the build's time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> tuple[MCPServer, Backend]:
+def build_server(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[TaskServer, Backend]:
     """The server and its backend. `transport` lets tests and the sandbox route HTTP in-process."""
-    with collector_paused():
-        return assemble(settings, transport)
-
-
-def assemble(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> tuple[MCPServer, Backend]:
     tenant: OnDemandTenant | None = None
     if settings.sandbox and transport is None:
         # Imported only here: a real tenant's server never loads the simulated one (or jsonschema, its checker).
@@ -166,7 +180,7 @@ def assemble(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> 
     async def lifespan(_: MCPServer) -> AsyncIterator[Backend]:
         yield backend
 
-    mcp = MCPServer(
+    mcp = TaskServer(
         "qlik-tasks-mcp",
         title="Qlik Cloud & Qalyptus task operations" + (" (SANDBOX)" if settings.sandbox else ""),
         instructions=INSTRUCTIONS,
@@ -176,10 +190,15 @@ def assemble(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> 
     )
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
-    reg = Registrar(mcp=mcp, audit=audit, gate=gate, read_only=settings.read_only)
-    serve_toolsets(
-        reg, settings.selected_toolsets(), Clients(qlik=qlik, qalyptus=backend.qalyptus, tasks_api=settings.tasks_api)
-    )
-    backend.tools = reg.registered
-    backend.prompts = ops_prompts.register(mcp, [t.name for t in reg.registered])
+    mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
+    backend.tools = mcp.served.infos()
     return mcp, backend
+
+
+def served_tools(settings: Settings, backend: Backend, registrar: Registrar) -> ServedTools:
+    """The chosen toolsets this process can serve, in inventory order; the ops tools reach only their kinds."""
+    chosen = set(settings.selected_toolsets())
+    clients = Clients(qlik=backend.qlik, qalyptus=backend.qalyptus, tasks_api=settings.tasks_api)
+    # Without a Qalyptus organization the qalyptus toolset is not served; the CLI says so.
+    clients.served = tuple(t for t in TOOLSETS if t.name in chosen and t.can_serve(clients))
+    return ServedTools(registrar, clients, list(clients.served))

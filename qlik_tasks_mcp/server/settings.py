@@ -6,9 +6,8 @@ import os
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
@@ -38,23 +37,19 @@ def documented_names(field: FieldInfo) -> list[str]:
     return [n for n in names if isinstance(n, str) and n.startswith(DOCUMENTED_PREFIXES)]
 
 
-class DocumentedEnvironment(PydanticBaseSettingsSource):
-    """The environment, read through each setting's documented QLIK_*/QALYPTUS_* name only (exact case)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        for name in documented_names(field):
-            value = os.environ.get(name)
-            if value:
-                return value, name, False
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, field_name)
-            if value is not None:
-                values[key] = value
-        return values
+def documented_environment(fields: dict[str, FieldInfo], given: dict[str, Any]) -> dict[str, str]:
+    """The environment, read through each setting's documented QLIK_*/QALYPTUS_* name only (exact case, empty
+    meaning unset), for the settings not `given` (flags and code, which win)."""
+    values: dict[str, str] = {}
+    for field_name, field in fields.items():
+        names = documented_names(field)
+        if field_name in given or given.keys() & set(names):
+            continue
+        for name in names:
+            if os.environ.get(name):
+                values[name] = os.environ[name]
+                break
+    return values
 
 
 def with_scheme(url: str) -> str:
@@ -80,8 +75,12 @@ def normal_qalyptus_url(url: str) -> str:
     return text
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+class Settings(BaseModel):
+    # Defaults are validated too, as the environment's values are.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_default=True)
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**(documented_environment(type(self).model_fields, given) | given))
 
     tenant_url: str | None = Field(None, validation_alias="QLIK_TENANT_URL")
     api_key: SecretStr | None = Field(None, validation_alias="QLIK_API_KEY")
@@ -114,18 +113,6 @@ class Settings(BaseSettings):
     qalyptus_paths: str | None = Field(None, validation_alias="QALYPTUS_PATHS")
     # Which API serves the tasks toolset: auto = scheduling, or v1 when /api/scheduling/tasks answers 404.
     tasks_api: Literal["auto", "scheduling", "v1"] = Field("auto", validation_alias="QLIK_TASKS_API")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags and code pass field names (init); the environment offers only the documented names.
-        return init_settings, DocumentedEnvironment(settings_cls)
 
     @field_validator("tenant_url")
     @classmethod

@@ -1,23 +1,25 @@
 """The one inventory of toolsets: settings, --help, the server build, the ops tools, the README and the tests read it.
 
 A toolset's module declares its operations at module level and two factories over the process's clients:
-`service(clients)`, the object its handlers take first (None: the toolset cannot be served here), and, for a family
-whose tasks the ops tools reach, `source(clients)`, its `TaskSource`.
+`service(clients)`, the object its handlers take first, and, for a family whose tasks the ops tools reach,
+`source(clients)`, its `TaskSource`. What this inventory says about a toolset is known without loading its module:
+a start loads none (tools/served.py).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
-from qlik_tasks_mcp.client.qlik import QlikClient
-from qlik_tasks_mcp.tools.names import Names
 from qlik_tasks_mcp.tools.operation import Operation, operations_of
 
 if TYPE_CHECKING:
     from qlik_tasks_mcp.client.qalyptus import QalyptusClient
+    from qlik_tasks_mcp.client.qlik import QlikClient
+    from qlik_tasks_mcp.tools.names import Names
     from qlik_tasks_mcp.tools.sources import TaskSource
 
 
@@ -28,6 +30,11 @@ class Toolset:
     module: str
     # The task kinds the ops tools may reach through this toolset (and only while it is served).
     kinds: tuple[str, ...] = ()
+    # Qalyptus toolsets need a configured organization; without one this process cannot serve them.
+    needs_qalyptus: bool = False
+
+    def can_serve(self, clients: Clients) -> bool:
+        return bool(clients.qalyptus) or not self.needs_qalyptus
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -57,7 +64,7 @@ TOOLSETS: tuple[Toolset, ...] = (
     ),
     Toolset("directory", "apps and users by name: /api/v1/items, /api/v1/users", "qlik_tasks_mcp.tools.directory"),
     Toolset("ops", "across every served kind: failures, schedules, bulk enable/disable", "qlik_tasks_mcp.tools.ops"),
-    Toolset("qalyptus", "Qalyptus Cloud report tasks", "qlik_tasks_mcp.tools.qalyptus", ("qalyptus",)),
+    Toolset("qalyptus", "Qalyptus Cloud report tasks", "qlik_tasks_mcp.tools.qalyptus", ("qalyptus",), True),
 )
 NAMES: tuple[str, ...] = tuple(t.name for t in TOOLSETS)
 
@@ -71,15 +78,31 @@ def toolset(name: str) -> Toolset:
 
 @dataclass
 class Clients:
-    """What the services are made from, once per process; `sources` holds the served families' task sources."""
+    """What the services are made from, once per process."""
 
     qlik: QlikClient
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
-    sources: dict[str, TaskSource] = field(default_factory=dict)
     # QLIK_TASKS_API: which API the tasks toolset uses (auto | scheduling | v1).
     tasks_api: Literal["auto", "scheduling", "v1"] = "auto"
-    # The one name lookup (apps, users, spaces, the caller), shared by every family for its lists and previews.
-    names: Names = field(init=False)
+    # The toolsets this process serves: the ops tools reach the task kinds of these only.
+    served: tuple[Toolset, ...] = TOOLSETS
 
-    def __post_init__(self) -> None:
-        self.names = Names.of(self.qlik)
+    @functools.cached_property
+    def names(self) -> Names:
+        """The one name lookup (apps, users, spaces, the caller), shared by every family for its lists and previews."""
+        # Imported with the first family that needs it: a start loads no family (tools/served.py).
+        from qlik_tasks_mcp.tools.names import Names
+
+        return Names.of(self.qlik)
+
+    @functools.cached_property
+    def sources(self) -> dict[str, TaskSource]:
+        """The served families' task sources, by kind: made when the ops tools first need them, since making them
+        loads every served family's module."""
+        sources: dict[str, TaskSource] = {}
+        for entry in self.served:
+            make = getattr(entry.load(), "source", None)
+            if make is not None and entry.can_serve(self):
+                found = make(self)
+                sources[found.kind] = found
+        return sources

@@ -99,9 +99,9 @@ PARAMS = {
 ADDRESS_FIELDS = {"notificationRecipients", "notificationCc", "notificationBcc", "testModeRecipients"}
 
 
-def service(clients: Clients) -> QalyptusOrgs | None:
-    """None without a configured organization: the CLI says the qalyptus tools are off."""
-    return QalyptusOrgs(clients.qalyptus) if clients.qalyptus else None
+def service(clients: Clients) -> QalyptusOrgs:
+    # Called only with an organization configured (the inventory's needs_qalyptus); the CLI says when there is none.
+    return QalyptusOrgs(clients.qalyptus)
 
 
 @read("List Qalyptus tasks")
@@ -445,8 +445,8 @@ class QalyptusTaskSource:
         return failure
 
 
-def source(clients: Clients) -> QalyptusTaskSource | None:
-    return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus)) if clients.qalyptus else None
+def source(clients: Clients) -> QalyptusTaskSource:
+    return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus))
 
 
 # The catalogue lists tasks, then schedules, then runs, then reports, as the README does: the inventory reads
