@@ -7,14 +7,16 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from qlik_tasks_mcp.server.catalogue import built_catalogue
+from qlik_tasks_mcp.tools import common, served
 from qlik_tasks_mcp.tools.inventory import TOOLSETS
-from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, catalogue_text
-from tests.conftest import data, make_harness
+from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, Listed, catalogue_text
+from tests.conftest import data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -38,16 +40,91 @@ async def test_the_shipped_catalogue_is_what_building_every_tool_lists() -> None
         {"toolsets": "tasks,sharing", "read_only": True},
     ],
 )
-async def test_a_session_lists_exactly_what_the_first_calls_register(settings: dict[str, Any]) -> None:
+async def test_a_session_lists_exactly_what_the_first_calls_register(
+    settings: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     h = make_harness(**settings)
     try:
         async with h.client() as client:
-            listed = [t.model_dump(by_alias=True, exclude_none=True) for t in (await client.list_tools()).tools]
-        assert [t["name"] for t in listed] == [info.name for info in h.backend.tools]
-        assert not h.mcp.served.built
-        h.mcp.served.build_all()
-        registered = [t.model_dump(by_alias=True, exclude_none=True) for t in await h.mcp.registered_tools()]
+            tools = (await client.list_tools()).tools
+            listed = {t.name: t.model_dump(by_alias=True, exclude_none=True) for t in tools}
+            assert await h.mcp.registered_tools() == []
+            # A first call of one tool per toolset builds it (the argument is refused before anything runs).
+            firsts = {item.toolset: item.tool.name for item in reversed(h.mcp.served.listed)}
+            for name in firsts.values():
+                refused = await client.call_tool(name, {"probe": 1})
+                assert "has no argument probe" in error_text(refused), name
+        # Built in another order than listed: what each tool advertises is what it was built as.
+        registered = {t.name: t.model_dump(by_alias=True, exclude_none=True) for t in await h.mcp.registered_tools()}
         assert registered == listed
+        assert h.mcp.served.built == set(firsts)
+        assert "tools/list advertised" not in caplog.text
+    finally:
+        await h.backend.aclose()
+
+
+async def test_a_toolset_that_fails_midway_is_served_whole_later_or_not_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = common.exposed_function
+
+    def failing_at_cancel(op: Any, service: Any, gate: Any) -> Any:
+        if op.name == "cancel_reload":
+            raise RuntimeError("made to fail while building")
+        return real(op, service, gate)
+
+    h = make_harness(toolsets="reloads")
+    try:
+        async with h.client() as client:
+            monkeypatch.setattr(common, "exposed_function", failing_at_cancel)
+            failed = await client.call_tool("list_reloads", {"limit": 2})
+            assert "The reloads tools could not be loaded on this server: RuntimeError" in error_text(failed)
+            assert "made to fail" not in error_text(failed)
+            # The tools registered before the failure are withdrawn: nothing of the toolset half-serves.
+            assert await h.mcp.registered_tools() == [] and not h.mcp.served.registrar.registered
+            monkeypatch.setattr(common, "exposed_function", real)
+            assert data(await client.call_tool("list_reloads", {"limit": 2}))["reloads"]
+        names = [info.name for info in h.mcp.served.registrar.registered]
+        assert names == [info.name for info in h.backend.tools] and len(set(names)) == len(names)
+    finally:
+        await h.backend.aclose()
+
+
+def with_effect(name: str, effect: str) -> tuple[Listed, ...]:
+    """The shipped catalogue, with `name` listed as having `effect`."""
+    return tuple(
+        replace(item, effect=effect) if item.tool.name == name else item for item in served.shipped_catalogue()
+    )
+
+
+async def test_a_catalogue_listing_other_effects_refuses_the_toolset(monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = with_effect("cancel_reload", "read")
+    monkeypatch.setattr(served, "shipped_catalogue", lambda: changed)
+    h = make_harness(toolsets="reloads")
+    try:
+        async with h.client() as client:
+            refused = await client.call_tool("list_reloads", {"limit": 2})
+        assert "not the ones the shipped catalogue lists" in error_text(refused)
+        assert "python -m qlik_tasks_mcp.server.catalogue" in error_text(refused)
+        assert await h.mcp.registered_tools() == []
+    finally:
+        await h.backend.aclose()
+
+
+async def test_a_catalogue_with_other_texts_serves_what_was_built_and_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    shipped = served.shipped_catalogue()
+    changed = tuple(
+        replace(item, tool=item.tool.model_copy(update={"description": "Stale words."}))
+        if item.tool.name == "get_reload"
+        else item
+        for item in shipped
+    )
+    monkeypatch.setattr(served, "shipped_catalogue", lambda: changed)
+    h = make_harness(toolsets="reloads")
+    try:
+        async with h.client() as client:
+            assert data(await client.call_tool("list_reloads", {"limit": 2}))["reloads"]
+        assert "['get_reload']" in caplog.text and "python -m qlik_tasks_mcp.server.catalogue" in caplog.text
     finally:
         await h.backend.aclose()
 

@@ -17,6 +17,7 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, StrictJsonSchema
 from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
@@ -90,6 +91,7 @@ class Registrar:
             # Given a schema of ours, the SDK skips deriving one (most of a start's time); CompactResults adds it.
             structured_output=False if output else None,
         )
+        self.registered.append(ToolInfo(name, toolset, effect))
         # The advertised input schema is what every conversation pays for; arguments are still validated
         # by the full pydantic model, so slimming what is shown loosens nothing.
         # The SDK has no public hook for this.
@@ -99,7 +101,21 @@ class Registrar:
             tool.fn_metadata = CompactResults.of(
                 tool.fn_metadata, refusing_unknown(tool.fn_metadata.arg_model, name), output
             )
-        self.registered.append(ToolInfo(name, toolset, effect))
+
+    def withdraw(self, toolset: str) -> None:
+        """Unregisters every tool of `toolset`: a toolset is served whole or not at all."""
+        for info in [i for i in self.registered if i.toolset == toolset]:
+            if self.mcp._tool_manager.get_tool(info.name) is not None:
+                self.mcp.remove_tool(info.name)
+            self.registered.remove(info)
+
+    def advertises(self, tool: MCPTool) -> bool:
+        """Whether the registered tool of that name is advertised as `tool` says (the SDK lists these fields)."""
+        made = self.mcp._tool_manager.get_tool(tool.name)
+        if made is None:
+            return False
+        advertised = (made.title, made.description, made.parameters, made.output_schema, made.annotations)
+        return advertised == (tool.title, tool.description, tool.input_schema, tool.output_schema, tool.annotations)
 
     def _audited(self, fn: Callable[..., Any], name: str, effect: Effect) -> Callable[..., Any]:
         @functools.wraps(fn)

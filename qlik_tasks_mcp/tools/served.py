@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool as MCPTool
 
 from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
@@ -25,6 +28,8 @@ from qlik_tasks_mcp.tools.inventory import Clients, Toolset
 from qlik_tasks_mcp.tools.operation import Effect
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
+REWRITE = "rewrite it with `python -m qlik_tasks_mcp.server.catalogue`"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,10 @@ class Listed:
 
 @functools.cache
 def shipped_catalogue() -> tuple[Listed, ...]:
-    entries = json.loads(CATALOGUE_FILE.read_text(encoding="utf-8"))
+    # Read as package data, so that it is found wherever the package is (a zip included).
+    entries = json.loads(
+        resources.files("qlik_tasks_mcp.tools").joinpath(CATALOGUE_FILE.name).read_text(encoding="utf-8")
+    )
     return tuple(Listed(e["toolset"], e["effect"], MCPTool.model_validate(e["tool"])) for e in entries)
 
 
@@ -93,10 +101,37 @@ class ServedTools:
     def _build(self, entry: Toolset) -> None:
         if entry.name in self.built:
             return
-        with collector_paused():
-            service = entry.load().service(self.clients)
-            self.registrar.add_all(entry.name, entry.operations(), service)
+        try:
+            with collector_paused():
+                service = entry.load().service(self.clients)
+                self.registrar.add_all(entry.name, entry.operations(), service)
+            self._check(entry)
+        except Exception as exc:
+            self.registrar.withdraw(entry.name)
+            reason = (
+                str(exc) if isinstance(exc, CatalogueMismatch) else f"{type(exc).__name__}; the server log says why"
+            )
+            log.exception("the %s toolset could not be built", entry.name)
+            raise ToolError(f"The {entry.name} tools could not be loaded on this server: {reason}.") from None
         self.built.add(entry.name)
+
+    def _check(self, entry: Toolset) -> None:
+        """The built toolset against what was listed: other tools or effects refuse (a host was told otherwise
+        what they do); another description or schema serves what was built, with a warning to rewrite the file."""
+        listed = {i.tool.name: i for i in self.listed if i.toolset == entry.name}
+        built = {i.name: i.kind for i in self.registrar.registered if i.toolset == entry.name}
+        if built != {name: item.effect for name, item in listed.items()}:
+            raise CatalogueMismatch(
+                f"its tools are not the ones the shipped catalogue lists (listed {sorted(listed)}, built "
+                f"{sorted(built)}); {REWRITE}"
+            )
+        drifted = sorted(name for name, item in listed.items() if not self.registrar.advertises(item.tool))
+        if drifted:
+            log.warning("tools/list advertised other schemas or texts than %s build; %s", drifted, REWRITE)
+
+
+class CatalogueMismatch(Exception):
+    """A toolset built other tools, or tools of other effects, than the shipped catalogue lists."""
 
 
 @contextmanager
