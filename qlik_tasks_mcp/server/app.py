@@ -196,9 +196,12 @@ def build_server(
 
 
 def served_tools(settings: Settings, backend: Backend, registrar: Registrar) -> ServedTools:
-    """The chosen toolsets this process can serve, in inventory order; the ops tools reach only their kinds."""
+    """The chosen toolsets, in inventory order (without a Qalyptus organization, not qalyptus: the CLI says so)."""
     chosen = set(settings.selected_toolsets())
-    clients = Clients(qlik=backend.qlik, qalyptus=backend.qalyptus, tasks_api=settings.tasks_api)
-    # Without a Qalyptus organization the qalyptus toolset is not served; the CLI says so.
-    clients.served = tuple(t for t in TOOLSETS if t.name in chosen and t.can_serve(clients))
-    return ServedTools(registrar, clients, list(clients.served))
+    clients = Clients(
+        qlik=backend.qlik,
+        qalyptus=backend.qalyptus,
+        tasks_api=settings.tasks_api,
+        served=tuple(t for t in TOOLSETS if t.name in chosen),
+    )
+    return ServedTools(registrar, clients)

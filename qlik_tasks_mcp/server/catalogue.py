@@ -16,7 +16,7 @@ from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.common import Registrar
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.inventory import NAMES, TOOLSETS, Clients
+from qlik_tasks_mcp.tools.inventory import NAMES, Clients
 from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, Listed, ServedTools, catalogue_text
 
 
@@ -30,7 +30,7 @@ async def built_catalogue() -> list[Listed]:
     registrar = Registrar(mcp, Audit(stream=sys.stderr), Gate(secrets.token_bytes(32)))
     clients = Clients(qlik=make_qlik_client(settings), qalyptus=make_qalyptus_clients(settings))
     try:
-        ServedTools(registrar, clients, list(TOOLSETS)).build_all()
+        ServedTools(registrar, clients).build_all()
         infos = {info.name: info for info in registrar.registered}
         return [Listed(infos[t.name].toolset, infos[t.name].kind, t) for t in await mcp.list_tools()]
     finally:

@@ -65,8 +65,12 @@ class Registrar:
         for op in operations:
             self.add(toolset, op, service)
 
+    def serves(self, effect: Effect) -> bool:
+        """Read-only mode registers only the tools that read."""
+        return effect == "read" or not self.read_only
+
     def add(self, toolset: str, op: Operation, service: Any) -> None:
-        if op.effect != "read" and self.read_only:
+        if not self.serves(op.effect):
             return
         exposed = exposed_function(op, service, self.gate)
         self._register(toolset, op.effect, exposed, op.title, op.idempotent)

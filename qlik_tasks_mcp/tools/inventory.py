@@ -84,8 +84,11 @@ class Clients:
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
     # QLIK_TASKS_API: which API the tasks toolset uses (auto | scheduling | v1).
     tasks_api: Literal["auto", "scheduling", "v1"] = "auto"
-    # The toolsets this process serves: the ops tools reach the task kinds of these only.
+    # The toolsets this process serves (of those chosen, the ones it can): the ops tools reach only their kinds.
     served: tuple[Toolset, ...] = TOOLSETS
+
+    def __post_init__(self) -> None:
+        self.served = tuple(entry for entry in self.served if entry.can_serve(self))
 
     @functools.cached_property
     def names(self) -> Names:
@@ -102,7 +105,7 @@ class Clients:
         sources: dict[str, TaskSource] = {}
         for entry in self.served:
             make = getattr(entry.load(), "source", None)
-            if make is not None and entry.can_serve(self):
+            if make is not None:
                 found = make(self)
                 sources[found.kind] = found
         return sources

@@ -24,7 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool as MCPTool
 
 from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
-from qlik_tasks_mcp.tools.inventory import Clients, Toolset
+from qlik_tasks_mcp.tools.inventory import Clients, Toolset, toolset
 from qlik_tasks_mcp.tools.operation import Effect
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
@@ -61,22 +61,16 @@ def catalogue_text(listed: Iterable[Listed]) -> str:
 
 @dataclass
 class ServedTools:
-    """The chosen toolsets' tools: listed from the catalogue, registered on first call."""
+    """The served toolsets' tools (`clients.served`): listed from the catalogue, registered on first call."""
 
     registrar: Registrar
     clients: Clients
-    toolsets: list[Toolset]
     built: set[str] = field(default_factory=set)
 
     @functools.cached_property
     def listed(self) -> list[Listed]:
-        # The registrar's rule: read-only mode registers only the tools that read.
-        served = {t.name for t in self.toolsets}
-        return [
-            item
-            for item in shipped_catalogue()
-            if item.toolset in served and (item.effect == "read" or not self.registrar.read_only)
-        ]
+        served = {t.name for t in self.clients.served}
+        return [item for item in shipped_catalogue() if item.toolset in served and self.registrar.serves(item.effect)]
 
     @functools.cached_property
     def by_name(self) -> dict[str, Listed]:
@@ -92,10 +86,10 @@ class ServedTools:
         """Registers the toolset serving `tool`, unless it is registered already; an unknown name builds nothing."""
         item = self.by_name.get(tool)
         if item is not None:
-            self._build(next(t for t in self.toolsets if t.name == item.toolset))
+            self._build(toolset(item.toolset))
 
     def build_all(self) -> None:
-        for entry in self.toolsets:
+        for entry in self.clients.served:
             self._build(entry)
 
     def _build(self, entry: Toolset) -> None:
