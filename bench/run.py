@@ -31,7 +31,7 @@ from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import TOOLSETS, Settings
-from qlik_tasks_mcp.tools import ops
+from qlik_tasks_mcp.tools.ops import tools as ops
 
 SCAN_SECONDS = ops.SCAN_SECONDS
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from qlik_tasks_mcp.server.catalogue import built_catalogue
-from qlik_tasks_mcp.tools import common, served
+from qlik_tasks_mcp.tools import registrar, served
 from qlik_tasks_mcp.tools.inventory import TOOLSETS
 from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, Listed, catalogue_text
 from tests.conftest import data, error_text, make_harness
@@ -64,7 +64,7 @@ async def test_a_session_lists_exactly_what_the_first_calls_register(
 
 
 async def test_a_toolset_that_fails_midway_is_served_whole_later_or_not_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = common.exposed_function
+    real = registrar.exposed_function
 
     def failing_at_cancel(op: Any, service: Any, gate: Any) -> Any:
         if op.name == "cancel_reload":
@@ -74,13 +74,13 @@ async def test_a_toolset_that_fails_midway_is_served_whole_later_or_not_at_all(m
     h = make_harness(toolsets="reloads")
     try:
         async with h.client() as client:
-            monkeypatch.setattr(common, "exposed_function", failing_at_cancel)
+            monkeypatch.setattr(registrar, "exposed_function", failing_at_cancel)
             failed = await client.call_tool("list_reloads", {"limit": 2})
             assert "The reloads tools could not be loaded on this server: RuntimeError" in error_text(failed)
             assert "made to fail" not in error_text(failed)
             # The tools registered before the failure are withdrawn: nothing of the toolset half-serves.
             assert await h.mcp.registered_tools() == [] and not h.mcp.served.registrar.registered
-            monkeypatch.setattr(common, "exposed_function", real)
+            monkeypatch.setattr(registrar, "exposed_function", real)
             assert data(await client.call_tool("list_reloads", {"limit": 2}))["reloads"]
         names = [info.name for info in h.mcp.served.registrar.registered]
         assert names == [info.name for info in h.backend.tools] and len(set(names)) == len(names)
@@ -153,7 +153,7 @@ def loaded_families(steps: str) -> list[str]:
 def test_listing_tools_loads_no_family_and_a_call_loads_only_its_own() -> None:
     assert loaded_families("") == []
     call = "        r = await client.call_tool('list_reloads', {'limit': 2})\n        assert not r.is_error, r\n"
-    assert loaded_families(call) == ["qlik_tasks_mcp.tools.reloads"]
+    assert loaded_families(call) == ["qlik_tasks_mcp.tools.reloads.tools"]
 
 
 async def test_the_first_ops_call_reaches_every_served_kind() -> None:

@@ -24,8 +24,8 @@ from qlik_tasks_mcp.sandbox.qalyptus import Org, tables
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
-from qlik_tasks_mcp.tools import ops
 from qlik_tasks_mcp.tools.gate import QUESTION_END
+from qlik_tasks_mcp.tools.ops import tools as ops
 from tests.conftest import Harness, data, make_harness
 from tests.spec_check import SpecRecorder, ValidatingTransport
 

@@ -20,7 +20,7 @@ from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
-from qlik_tasks_mcp.tools import ops as ops_module
+from qlik_tasks_mcp.tools.ops import tools as ops_module
 from tests.conftest import Harness, data, error_text, fenced_once, make_harness
 
 pytestmark = pytest.mark.anyio

@@ -41,7 +41,7 @@ from qlik_tasks_mcp.sandbox.qalyptus import (
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
-from qlik_tasks_mcp.tools import qalyptus_model
+from qlik_tasks_mcp.tools.qalyptus import models as qalyptus_model
 from tests.conftest import Harness, data, error_text, make_harness
 from tests.spec_check import SpecRecorder, ValidatingTransport
 from tests.test_stdio import ROOT, command

@@ -18,7 +18,7 @@ import pytest
 from mcp.types import TextContent, Tool
 
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
-from qlik_tasks_mcp.tools import ops as ops_module
+from qlik_tasks_mcp.tools.ops import tools as ops_module
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio
@@ -105,10 +105,10 @@ async def test_the_text_block_is_the_structured_result_as_compact_json(harness: 
 
 
 def test_the_registrar_overrides_the_sdks_result_conversion() -> None:
-    """The override lives in our registrar (tools/common.py), not in a patched SDK."""
+    """The override lives in our registrar (tools/registrar.py), not in a patched SDK."""
     from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 
-    from qlik_tasks_mcp.tools.common import CompactResults
+    from qlik_tasks_mcp.tools.registrar import CompactResults
 
     assert issubclass(CompactResults, FuncMetadata)
     assert "indent" not in inspect.getsource(CompactResults.convert_result)

@@ -88,7 +88,7 @@ def parse_orgs(url: str | None, api_key: SecretStr | None, orgs_json: SecretStr 
 
 
 class Organizations(Generic[T]):
-    """Clients by organization name; no name means the first configured one."""
+    """Deps by organization name; no name means the first configured one."""
 
     def __init__(self, clients: dict[str, T]) -> None:
         if not clients:

@@ -28,16 +28,16 @@ from qlik_tasks_mcp.server.approval_page import install_approval
 from qlik_tasks_mcp.server.protocol import follow_spec_errors
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.audit import Audit
-from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.inventory import TOOLSETS, Clients
+from qlik_tasks_mcp.tools.inventory import TOOLSETS, Deps
+from qlik_tasks_mcp.tools.registrar import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.served import ServedTools
 
 if TYPE_CHECKING:
     from qlik_tasks_mcp.sandbox import Sandbox
     from qlik_tasks_mcp.sandbox.transport import OnDemandTenant
 
-# Said once here rather than in every tool's schema (tools/common.py SHARED_PARAMETERS, ConfirmToken) or in
+# Said once here rather than in every tool's schema (tools/params.py SHARED_PARAMETERS, ConfirmToken) or in
 # every destructive tool's description (their annotation marks them).
 INSTRUCTIONS = (
     "Tools for the scheduled work of a Qlik Cloud tenant. Destructive tools never act on the first call "
@@ -198,7 +198,7 @@ def build_server(
 def served_tools(settings: Settings, backend: Backend, registrar: Registrar) -> ServedTools:
     """The chosen toolsets, in inventory order (without a Qalyptus organization, not qalyptus: the CLI says so)."""
     chosen = set(settings.selected_toolsets())
-    clients = Clients(
+    clients = Deps(
         qlik=backend.qlik,
         qalyptus=backend.qalyptus,
         tasks_api=settings.tasks_api,

@@ -14,9 +14,9 @@ from mcp.server import MCPServer
 from qlik_tasks_mcp.server.app import make_qalyptus_clients, make_qlik_client
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.audit import Audit
-from qlik_tasks_mcp.tools.common import Registrar
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.inventory import NAMES, Clients
+from qlik_tasks_mcp.tools.inventory import NAMES, Deps
+from qlik_tasks_mcp.tools.registrar import Registrar
 from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, Listed, ServedTools, catalogue_text
 
 
@@ -28,11 +28,11 @@ async def built_catalogue() -> list[Listed]:
     settings = Settings(**flags)
     mcp: MCPServer[Any] = MCPServer("catalogue")
     registrar = Registrar(mcp, Audit(stream=sys.stderr), Gate(secrets.token_bytes(32)))
-    clients = Clients(qlik=make_qlik_client(settings), qalyptus=make_qalyptus_clients(settings))
+    clients = Deps(qlik=make_qlik_client(settings), qalyptus=make_qalyptus_clients(settings))
     try:
         ServedTools(registrar, clients).build_all()
         infos = {info.name: info for info in registrar.registered}
-        return [Listed(infos[t.name].toolset, infos[t.name].kind, t) for t in await mcp.list_tools()]
+        return [Listed(infos[t.name].toolset, infos[t.name].effect, t) for t in await mcp.list_tools()]
     finally:
         await clients.qlik.aclose()
         for client in clients.qalyptus.values():

@@ -27,14 +27,18 @@ if TYPE_CHECKING:
 class Toolset:
     name: str
     description: str
-    module: str
     # The task kinds the ops tools may reach through this toolset (and only while it is served).
     kinds: tuple[str, ...] = ()
     # Qalyptus toolsets need a configured organization; without one this process cannot serve them.
     needs_qalyptus: bool = False
 
-    def can_serve(self, clients: Clients) -> bool:
+    def can_serve(self, clients: Deps) -> bool:
         return bool(clients.qalyptus) or not self.needs_qalyptus
+
+    @property
+    def module(self) -> str:
+        """Each toolset's operations live in `tools/<name>/tools.py`, beside what only that family uses."""
+        return f"qlik_tasks_mcp.tools.{self.name}.tools"
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -47,24 +51,23 @@ TOOLSETS: tuple[Toolset, ...] = (
     Toolset(
         "reload",
         "reload tasks, /api/v1/reload-tasks (deprecated by Qlik)",
-        "qlik_tasks_mcp.tools.reload_tasks",
         ("reload",),
     ),
-    Toolset("tasks", "tasks and task chains, /api/v1/tasks", "qlik_tasks_mcp.tools.tasks", ("task",)),
+    Toolset(
+        "tasks", "tasks and task chains, /api/scheduling/tasks (or /api/v1/tasks where a tenant lacks it)", ("task",)
+    ),
     Toolset(
         "reloads",
         "app reloads (start, follow, cancel), their script logs, load scripts and script checks, /api/v1/reloads",
-        "qlik_tasks_mcp.tools.reloads",
     ),
     Toolset(
         "sharing",
         "report subscriptions and chart sharing, /api/v1/sharing-tasks",
-        "qlik_tasks_mcp.tools.sharing_tasks",
         ("sharing",),
     ),
-    Toolset("directory", "apps and users by name: /api/v1/items, /api/v1/users", "qlik_tasks_mcp.tools.directory"),
-    Toolset("ops", "across every served kind: failures, schedules, bulk enable/disable", "qlik_tasks_mcp.tools.ops"),
-    Toolset("qalyptus", "Qalyptus Cloud report tasks", "qlik_tasks_mcp.tools.qalyptus", ("qalyptus",), True),
+    Toolset("directory", "apps and users by name: /api/v1/items, /api/v1/users"),
+    Toolset("ops", "across every served kind: failures, schedules, bulk enable/disable"),
+    Toolset("qalyptus", "Qalyptus Cloud report tasks", ("qalyptus",), True),
 )
 NAMES: tuple[str, ...] = tuple(t.name for t in TOOLSETS)
 
@@ -77,7 +80,7 @@ def toolset(name: str) -> Toolset:
 
 
 @dataclass
-class Clients:
+class Deps:
     """What the services are made from, once per process."""
 
     qlik: QlikClient

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -19,7 +20,6 @@ import anyio
 from qlik_tasks_mcp.client.directory import IDS_PER_REQUEST, DirectoryApi, ItemDoc, UserDoc, filter_value
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.qlik import QlikClient
-from qlik_tasks_mcp.tools.common import put_owner_note
 from qlik_tasks_mcp.tools.fence import one_line, quoted
 from qlik_tasks_mcp.tools.sources import TaskInfo
 
@@ -103,7 +103,7 @@ def _app(doc: ItemDoc) -> AppName:
 
 
 class Names:
-    """Apps, users and spaces by id, batched and briefly cached; one per process (Clients.names)."""
+    """Apps, users and spaces by id, batched and briefly cached; one per process (Deps.names)."""
 
     def __init__(self, api: DirectoryApi, *, ttl: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
         self.api = api
@@ -270,3 +270,22 @@ async def user_id_of(names: Names, text: str) -> str:
     shown = "; ".join(f"{quoted(u.name, 40)} <{one_line(u.email, 60)}> (user {u.id})" for u in found[:5])
     count = f"more than {FOUND_USERS_SHOWN}" if len(found) > FOUND_USERS_SHOWN else str(len(found))
     raise InvalidInput(f"{count} users match {quoted(text, 60)}: {shown}; give the e-mail or the user id")
+
+
+def put_owner_note(
+    owners: Iterable[str | None], *, caller: str | None = None, labels: Mapping[str, str] | None = None
+) -> str:
+    """What a PUT of a reload task or task does besides the change: Qlik makes the caller the owner.
+
+    `caller`: the caller's user id (Names.me()); tasks it owns already change no hands, and when it owns them
+    all the note is "". `labels`: how to show an owner id (Names.describe_users()).
+    """
+    counts = Counter((labels or {}).get(o, o) if o else "unknown" for o in owners if not caller or o != caller)
+    if not counts:
+        return ""
+    now = ", ".join(f"{o} ({n})" if n > 1 else o for o, n in counts.most_common(5))
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    return (
+        f"Qlik makes the caller (this API key's user) the owner of what it updates; now owned by {now}{more}, "
+        "afterwards it runs with the caller's access."
+    )

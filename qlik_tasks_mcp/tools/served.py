@@ -23,9 +23,9 @@ from typing import Any
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool as MCPTool
 
-from qlik_tasks_mcp.tools.common import Registrar, ToolInfo
-from qlik_tasks_mcp.tools.inventory import Clients, Toolset, toolset
+from qlik_tasks_mcp.tools.inventory import Deps, Toolset, toolset
 from qlik_tasks_mcp.tools.operation import Effect
+from qlik_tasks_mcp.tools.registrar import Registrar, ToolInfo
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
 REWRITE = "rewrite it with `python -m qlik_tasks_mcp.server.catalogue`"
@@ -64,7 +64,7 @@ class ServedTools:
     """The served toolsets' tools (`clients.served`): listed from the catalogue, registered on first call."""
 
     registrar: Registrar
-    clients: Clients
+    clients: Deps
     built: set[str] = field(default_factory=set)
 
     @functools.cached_property
@@ -113,7 +113,7 @@ class ServedTools:
         """The built toolset against what was listed: other tools or effects refuse (a host was told otherwise
         what they do); another description or schema serves what was built, with a warning to rewrite the file."""
         listed = {i.tool.name: i for i in self.listed if i.toolset == entry.name}
-        built = {i.name: i.kind for i in self.registrar.registered if i.toolset == entry.name}
+        built = {i.name: i.effect for i in self.registrar.registered if i.toolset == entry.name}
         if built != {name: item.effect for name, item in listed.items()}:
             raise CatalogueMismatch(
                 f"its tools are not the ones the shipped catalogue lists (listed {sorted(listed)}, built "

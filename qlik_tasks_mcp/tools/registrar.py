@@ -3,10 +3,7 @@ to each destructive operation), and the common parameter types."""
 
 import functools
 import inspect
-import json
-import re
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar, get_type_hints
 
@@ -18,36 +15,25 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, StrictJsonSchema
 from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
 from qlik_tasks_mcp.tools.operation import Effect, Operation
+from qlik_tasks_mcp.tools.params import ConfirmToken
+from qlik_tasks_mcp.tools.schema import slim_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
-
-# Shared parameter types: each says what to pass, briefly, because every token is paid per conversation.
-Limit = Annotated[int, Field(ge=1, le=100, description="Max 100.")]
-Cursor = Annotated[str | None, Field(default=None, max_length=4000, description="From next_cursor.")]
-# Said at length once, in the server's instructions (server/app.py), not in every destructive tool's schema.
-ConfirmToken = Annotated[str | None, Field(default=None, max_length=200)]
-# Parameters many tools share, described once in the server's instructions; the schema keeps a short reminder.
-SHARED_PARAMETERS = {"organization": "Name; default: the first."}
-# Bounds only validation needs: the argument model still enforces them, and a value past one gets an error naming
-# the parameter, so advertising them costs every conversation tokens for nothing a caller acts on.
-VALIDATION_ONLY = frozenset(
-    {"maxLength", "minLength", "maxItems", "minItems", "maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum"}
-)
 
 
 @dataclass
 class ToolInfo:
     name: str
     toolset: str
-    kind: Effect
+    effect: Effect
 
 
 @dataclass
@@ -329,91 +315,6 @@ class CompactResults(FuncMetadata):
         return converted
 
 
-def slim_schema(schema: dict[str, Any], tool: str = "") -> dict[str, Any]:
-    """The input schema a host shows the model, said once and short: definitions used once inlined, no generated
-    titles, no bounds only validation needs, no `additionalProperties: false` (unknown fields are refused anyway),
-    no `null` arm of an optional parameter (absent already means null), no description that only repeats the
-    tool's and the parameter's names, and shared parameters' short reminders."""
-    slim = _slimmed(_inlined(schema), _words(tool))
-    for name, text in SHARED_PARAMETERS.items():
-        if name in slim.get("properties", {}):
-            slim["properties"][name]["description"] = text
-    return slim
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"[a-z0-9]+", text.lower().replace("_", " ")))
-
-
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with each definition used once put in its place; definitions used more often (or recursive) stay."""
-    defs: dict[str, Any] = schema.get("$defs", {})
-    uses = Counter(re.findall(r'"#/\$defs/([^"]+)"', json.dumps(schema)))
-    inline = {name for name, count in uses.items() if count == 1 and f'"#/$defs/{name}"' not in json.dumps(defs[name])}
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref", "")
-        name = ref.rsplit("/", 1)[-1] if ref.startswith("#/$defs/") else ""
-        if name in inline:
-            # The reference's own keys (its description) say more about this use than the definition's.
-            return walk(defs[name]) | {k: walk(v) for k, v in node.items() if k != "$ref"}
-        return {k: walk(v) for k, v in node.items()}
-
-    out = {k: walk(v) for k, v in schema.items() if k != "$defs"}
-    kept = {name: walk(d) for name, d in defs.items() if name not in inline}
-    return out | ({"$defs": kept} if kept else {})
-
-
-def _slimmed(schema: Any, tool_words: frozenset[str]) -> Any:
-    if isinstance(schema, list):
-        return [_slimmed(item, tool_words) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if _noise(key, value):
-            continue
-        if key in ("properties", "$defs") and isinstance(value, dict):
-            out[key] = {name: _property(name, sub, key, tool_words) for name, sub in value.items()}
-        else:
-            out[key] = _slimmed(value, tool_words)
-    enum = out.get("enum")
-    if out.get("type") == "string" and isinstance(enum, list) and all(isinstance(v, str) for v in enum):
-        del out["type"]  # the values say it
-    return _without_null_arm(out)
-
-
-def _noise(key: str, value: Any) -> bool:
-    return (
-        (key == "title" and isinstance(value, str))
-        or key in VALIDATION_ONLY
-        or (key == "additionalProperties" and value is False)
-        or (key == "default" and value == [])
-    )
-
-
-def _property(name: str, schema: Any, where: str, tool_words: frozenset[str]) -> Any:
-    slim = _slimmed(schema, tool_words)
-    text = slim.get("description") if isinstance(slim, dict) and where == "properties" else None
-    if isinstance(text, str) and _words(text) <= tool_words | _words(name):
-        del slim["description"]
-    return slim
-
-
-def _without_null_arm(schema: dict[str, Any]) -> dict[str, Any]:
-    arms = schema.get("anyOf")
-    if isinstance(arms, list) and schema.get("default", ...) is None:
-        kept = [arm for arm in arms if arm != {"type": "null"}]
-        if len(kept) == 1 and len(kept) < len(arms):
-            rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
-            schema = kept[0] | rest
-    return schema
-
-
 def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -425,22 +326,3 @@ def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:
             # Models inside lists too (set_tasks_enabled's tasks): the audit line and the token bind their fields.
             out[key] = to_jsonable_python(value, exclude_none=True)
     return out
-
-
-def put_owner_note(
-    owners: Iterable[str | None], *, caller: str | None = None, labels: Mapping[str, str] | None = None
-) -> str:
-    """What a PUT of a reload task or task does besides the change: Qlik makes the caller the owner.
-
-    `caller`: the caller's user id (Names.me()); tasks it owns already change no hands, and when it owns them
-    all the note is "". `labels`: how to show an owner id (Names.describe_users()).
-    """
-    counts = Counter((labels or {}).get(o, o) if o else "unknown" for o in owners if not caller or o != caller)
-    if not counts:
-        return ""
-    now = ", ".join(f"{o} ({n})" if n > 1 else o for o, n in counts.most_common(5))
-    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-    return (
-        f"Qlik makes the caller (this API key's user) the owner of what it updates; now owned by {now}{more}, "
-        "afterwards it runs with the caller's access."
-    )

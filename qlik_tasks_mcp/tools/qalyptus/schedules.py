@@ -13,7 +13,7 @@ from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.qalyptus_model import OrgName, QalyptusOrgs, TaskId, Trigger, task_named, text_of
+from qlik_tasks_mcp.tools.qalyptus.models import OrgName, QalyptusOrgs, TaskId, Trigger, task_named, text_of
 
 NEXT_RUNS = 3
 # The tool's parameters and the API fields each sets, to refuse one that a frequency does not use, in the

@@ -14,13 +14,13 @@ from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, ReloadTasksApi, ReplacementDoc
 from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
-from qlik_tasks_mcp.tools.common import Cursor, Limit
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
     Failure,
     FailureScan,
@@ -251,7 +251,7 @@ async def describe(names: Names, task: ReloadTaskDoc) -> str:
     return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule} {task.time_zone})"
 
 
-def service(clients: Clients) -> ReloadTasks:
+def service(clients: Deps) -> ReloadTasks:
     return ReloadTasks(ReloadTasksApi(clients.qlik), clients.names)
 
 
@@ -625,5 +625,5 @@ class ReloadTaskSource:
         scan.checked["reload"] = count
 
 
-def source(clients: Clients) -> ReloadTaskSource:
+def source(clients: Deps) -> ReloadTaskSource:
     return ReloadTaskSource(ReloadTasksApi(clients.qlik))

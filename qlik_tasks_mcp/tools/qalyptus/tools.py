@@ -13,14 +13,15 @@ from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, QalyptusTaskDoc, StatusDoc
 from qlik_tasks_mcp.client.schedule import time_zone
-from qlik_tasks_mcp.tools import qalyptus_runs, qalyptus_schedules
-from qlik_tasks_mcp.tools.common import Limit
 from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Deleted
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.qalyptus_model import (
+from qlik_tasks_mcp.tools.params import Limit
+from qlik_tasks_mcp.tools.qalyptus import runs as qalyptus_runs
+from qlik_tasks_mcp.tools.qalyptus import schedules as qalyptus_schedules
+from qlik_tasks_mcp.tools.qalyptus.models import (
     CUT_TEXT,
     Offset,
     OrgName,
@@ -99,7 +100,7 @@ PARAMS = {
 ADDRESS_FIELDS = {"notificationRecipients", "notificationCc", "notificationBcc", "testModeRecipients"}
 
 
-def service(clients: Clients) -> QalyptusOrgs:
+def service(clients: Deps) -> QalyptusOrgs:
     # Called only with an organization configured (the inventory's needs_qalyptus); the CLI says when there is none.
     return QalyptusOrgs(clients.qalyptus)
 
@@ -445,7 +446,7 @@ class QalyptusTaskSource:
         return failure
 
 
-def source(clients: Clients) -> QalyptusTaskSource:
+def source(clients: Deps) -> QalyptusTaskSource:
     return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus))
 
 

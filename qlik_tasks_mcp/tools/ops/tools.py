@@ -26,14 +26,14 @@ from qlik_tasks_mcp.client.schedule import (
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import rrule_parts
 from qlik_tasks_mcp.client.workflow import interval_rrule, repeating_interval
-from qlik_tasks_mcp.tools import orphans
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.gate import Plan
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Input
 from qlik_tasks_mcp.tools.names import Names, owner_change_note, owner_of, task_lines
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.reloads import Reload
+from qlik_tasks_mcp.tools.ops import orphans
+from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
     Budget,
@@ -168,7 +168,7 @@ class Sources:
         return ", ".join(kinds) or "(none: serve a family toolset beside ops)"
 
 
-def service(clients: Clients) -> Sources:
+def service(clients: Deps) -> Sources:
     reloads = ReloadsApi(clients.qlik) if APP_RELOADS in clients.sources else None
     return Sources(clients.sources, clients.names, reloads)
 

@@ -9,12 +9,12 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.directory import DirectoryApi, ItemDoc, SpaceDoc, UserDoc, any_of, filter_value
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.tools.common import Cursor, Limit
 from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names
 from qlik_tasks_mcp.tools.operation import read
+from qlik_tasks_mcp.tools.params import Cursor, Limit
 
 Fragment = Annotated[str, Field(min_length=1, max_length=100, description="Part of the name, any case.")]
 Status = Literal["active", "disabled", "deleted", "invited", "provisioned"]
@@ -27,7 +27,7 @@ class Directory:
     names: Names
 
 
-def service(clients: Clients) -> Directory:
+def service(clients: Deps) -> Directory:
     return Directory(DirectoryApi(clients.qlik), clients.names)
 
 

@@ -26,15 +26,15 @@ from qlik_tasks_mcp.client.sharing_tasks import (
     SharingTasksApi,
     TemplateDoc,
 )
-from qlik_tasks_mcp.tools.common import Cursor, Limit
 from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import FieldChange, Plan, field_diff
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.sharing_model import (
+from qlik_tasks_mcp.tools.params import Cursor, Limit
+from qlik_tasks_mcp.tools.sharing.models import (
     DETAIL_TEXT_NOTE,
     EXECUTION_TEXT_NOTE,
     ROW_TEXT_NOTE,
@@ -58,7 +58,7 @@ from qlik_tasks_mcp.tools.sharing_model import (
     transport_problem,
     who,
 )
-from qlik_tasks_mcp.tools.sharing_recipients import Recipient, resolve_recipient
+from qlik_tasks_mcp.tools.sharing.recipients import Recipient, resolve_recipient
 from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time, read_each
 
 TOOLSET = "sharing"
@@ -133,7 +133,7 @@ class SharingService(SharingTasksApi):
         self.names = names
 
 
-def service(clients: Clients) -> SharingService:
+def service(clients: Deps) -> SharingService:
     return SharingService(clients.qlik, clients.names)
 
 
@@ -1027,5 +1027,5 @@ def failure_line(execution: ExecutionDoc) -> str | None:
     return error[:300] if error else None
 
 
-def source(clients: Clients) -> SharingTaskSource:
+def source(clients: Deps) -> SharingTaskSource:
     return SharingTaskSource(SharingTasksApi(clients.qlik))

@@ -10,15 +10,15 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.reloads import ACTIVE, PendingReload, ReloadDoc, ReloadMetaDoc, ReloadsApi, ScriptIssue
-from qlik_tasks_mcp.tools.common import Cursor, Limit
 from qlik_tasks_mcp.tools.fence import tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, LogSlice, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
 from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
     FailedReload,
@@ -180,7 +180,7 @@ class Reloads:
     names: Names
 
 
-def service(clients: Clients) -> Reloads:
+def service(clients: Deps) -> Reloads:
     return Reloads(ReloadsApi(clients.qlik), clients.names)
 
 
@@ -567,5 +567,5 @@ class AppReloadSource:
         return count, False
 
 
-def source(clients: Clients) -> AppReloadSource:
+def source(clients: Deps) -> AppReloadSource:
     return AppReloadSource(ReloadsApi(clients.qlik))

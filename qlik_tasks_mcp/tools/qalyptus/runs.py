@@ -8,13 +8,13 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import QalyptusClient, StatusDoc
-from qlik_tasks_mcp.tools.common import Limit
 from qlik_tasks_mcp.tools.follow import FAILED_TAIL, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, LogSlice
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import destructive, read, write
-from qlik_tasks_mcp.tools.qalyptus_model import (
+from qlik_tasks_mcp.tools.params import Limit
+from qlik_tasks_mcp.tools.qalyptus.models import (
     Offset,
     OrgName,
     QalyptusOrgs,

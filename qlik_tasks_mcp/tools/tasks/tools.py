@@ -36,15 +36,15 @@ from qlik_tasks_mcp.client.workflow import (
     scheduled_reload,
     task_name,
 )
-from qlik_tasks_mcp.tools.common import Cursor, Limit
 from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted, untrusted_fields
 from qlik_tasks_mcp.tools.follow import FailedTail, Followed, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
-from qlik_tasks_mcp.tools.inventory import Clients
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
 from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
     FailedReload,
     Failure,
@@ -371,7 +371,7 @@ class Tasks:
     names: Names
 
 
-def service(clients: Clients) -> Tasks:
+def service(clients: Deps) -> Tasks:
     return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names)
 
 
@@ -1168,5 +1168,5 @@ def _failure(app_id: str | None, run: RunDoc, error: str | None) -> Failure:
     )
 
 
-def source(clients: Clients) -> WorkflowTaskSource:
+def source(clients: Deps) -> WorkflowTaskSource:
     return WorkflowTaskSource(TasksApi(clients.qlik, clients.tasks_api))

@@ -1,0 +1,1 @@
+"""The directory toolset: its operations (tools.py) and what they alone use."""

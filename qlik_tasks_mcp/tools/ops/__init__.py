@@ -1,0 +1,1 @@
+"""The ops toolset: its operations (tools.py) and what they alone use."""

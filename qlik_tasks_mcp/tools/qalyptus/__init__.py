@@ -1,0 +1,1 @@
+"""The qalyptus toolset: its operations (tools.py) and what they alone use."""

@@ -1,0 +1,1 @@
+"""The sharing toolset: its operations (tools.py) and what they alone use."""
