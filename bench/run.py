@@ -31,6 +31,7 @@ from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import TOOLSETS, Settings
+from qlik_tasks_mcp.tools.inventory import READ_ONLY_TOKENS_PER_TOOL_GOAL, TOKENS_PER_TOOL_GOAL
 from qlik_tasks_mcp.tools.ops import tools as ops
 
 SCAN_SECONDS = ops.SCAN_SECONDS
@@ -38,8 +39,6 @@ SCAN_SECONDS = ops.SCAN_SECONDS
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.md"
 ENCODING = bpe_openai.get_encoding("o200k_base")
-CATALOGUE_GOAL = 8000
-READ_ONLY_GOAL = 3500
 COLD_START_GOAL = 1.3
 Row = tuple[str, ...]
 
@@ -78,7 +77,8 @@ async def catalogue_tokens() -> list[Row]:
         wire = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]
         facing = tokens([model_facing(t) for t in wire])
         count = max(1, len(listed))
-        goal = "-" if toolset else verdict(facing, READ_ONLY_GOAL if read_only else CATALOGUE_GOAL)
+        per_tool = READ_ONLY_TOKENS_PER_TOOL_GOAL if read_only else TOKENS_PER_TOOL_GOAL
+        goal = "-" if toolset else verdict(facing, per_tool * len(listed))
         label = toolset or ("all, read-only" if read_only else "all")
         rows.append((label, str(len(listed)), str(facing), str(facing // count), str(tokens(wire)), goal))
     return rows

@@ -71,6 +71,12 @@ TOOLSETS: tuple[Toolset, ...] = (
 )
 NAMES: tuple[str, ...] = tuple(t.name for t in TOOLSETS)
 
+# The catalogue's token goal (o200k tokens of what hosts show the model: name, description, input schema), per
+# listed tool so that it grows with the inventory: every conversation pays for every tool listed. The test and the
+# bench read it here.
+TOKENS_PER_TOOL_GOAL = 143
+READ_ONLY_TOKENS_PER_TOOL_GOAL = 110
+
 
 def toolset(name: str) -> Toolset:
     for entry in TOOLSETS:
