@@ -69,7 +69,7 @@ def test_the_sdk_and_what_the_package_imports_are_declared_as_ranges() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower(): d for d in project["dependencies"]}
     assert declared["mcp"].replace(" ", "") == "mcp>=2.3,<3"
-    imported = set()
+    imported: set[str] = set()
     for path in (ROOT / "qlik_tasks_mcp").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -77,8 +77,12 @@ def test_the_sdk_and_what_the_package_imports_are_declared_as_ranges() -> None:
             elif isinstance(node, ast.Import):
                 imported |= {a.name.split(".")[0] for a in node.names}
     # Distribution names where they differ from the module's; tzdata is data zoneinfo reads, never imported.
-    distribution = {"dateutil": "python-dateutil", "re2": "google-re2", "pydantic_core": "pydantic-core"}
-    third_party = imported - set(sys.stdlib_module_names) - {"qlik_tasks_mcp", "__future__"}
+    distribution: dict[str, str] = {
+        "dateutil": "python-dateutil",
+        "re2": "google-re2",
+        "pydantic_core": "pydantic-core",
+    }
+    third_party: set[str] = imported - set(sys.stdlib_module_names) - {"qlik_tasks_mcp", "__future__"}
     missing = sorted(distribution.get(m, m) for m in third_party if distribution.get(m, m) not in declared)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
