@@ -25,9 +25,10 @@ from qlik_tasks_mcp.server.approval_page import install_approval
 from qlik_tasks_mcp.server.dispatch import Dispatch
 from qlik_tasks_mcp.server.protocol import follow_spec_errors
 from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.tools import inventory
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.inventory import TOOLSETS, Deps
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.registrar import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.served import ServedTools
 
@@ -178,6 +179,6 @@ def served_tools(settings: Settings, backend: Backend, registrar: Registrar) -> 
         qlik=backend.qlik,
         qalyptus=backend.qalyptus,
         tasks_api=settings.tasks_api,
-        served=tuple(t for t in TOOLSETS if t.name in chosen),
+        served=tuple(t for t in inventory.TOOLSETS if t.name in chosen),
     )
     return ServedTools(registrar, clients)
