@@ -28,6 +28,7 @@ from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.arguments import ArgumentCheck, listed
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
+from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import Effect, Operation
 from qlik_tasks_mcp.tools.params import ConfirmToken
 from qlik_tasks_mcp.tools.schema import result_schema, slim_schema
@@ -158,7 +159,7 @@ class Registrar:
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The output schema advertised for a tool returning `model`, once per model in the process (tools share
     result models)."""
-    return result_schema(model.model_json_schema())
+    return result_schema(model.model_json_schema(), drops_empty=issubclass(model, Compact))
 
 
 def compact_result(fn: Callable[..., Awaitable[BaseModel]], signature: inspect.Signature) -> Callable[..., Any]:

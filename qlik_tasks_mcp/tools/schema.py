@@ -104,21 +104,28 @@ def _without_null_arm(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def result_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def result_schema(schema: dict[str, Any], *, drops_empty: bool = False) -> dict[str, Any]:
     """The output schema advertised for a result whose full JSON schema is `schema`: its fields and their JSON
     types, one level deep. Hosts do not show output schemas to the model, yet tools/list carries them to every
     conversation (the full ones were three quarters of it); a client that validates results still checks every
-    field the result has, and the text block beside each result is the same data."""
+    field the result has, and the text block beside each result is the same data. `drops_empty`: the result
+    leaves out an optional field rather than send it null (tools/model.py Compact)."""
     defs: dict[str, Any] = schema.get("$defs", {})
-    fields = {name: _typed(sub, defs) for name, sub in schema.get("properties", {}).items()}
+    required: list[str] = schema.get("required", [])
+    fields = {
+        name: _typed(sub, defs, nullable=name in required or not drops_empty)
+        for name, sub in schema.get("properties", {}).items()
+    }
     out: dict[str, Any] = {"type": "object", "properties": fields}
-    if schema.get("required"):
-        out["required"] = schema["required"]
+    if required:
+        out["required"] = required
     return out
 
 
-def _typed(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+def _typed(schema: dict[str, Any], defs: dict[str, Any], *, nullable: bool) -> dict[str, Any]:
     kinds = _json_types(schema, defs)
+    if not nullable and len(kinds) > 1:
+        kinds = [kind for kind in kinds if kind != "null"]
     return {"type": kinds[0] if len(kinds) == 1 else kinds} if kinds else {}
 
 
