@@ -12,6 +12,10 @@ A call refused here (its toolset could not be built, its arguments are wrong) is
 registered for that alone and never listed: the request is rewritten to call it, so the SDK shapes the refusal like
 any tool's error result (an `isError` result the model reads and corrects, in the envelope of the client's
 protocol version) rather than this module building a response of its own.
+
+Nothing else is overridden. The SDK checks a streamable-HTTP call's Mcp-Param headers against the tool's registered
+input schema before any middleware runs: a tool not built yet has none, so there is nothing to check, as there is
+for a built one (no schema here declares `x-mcp-header`; tests/test_arguments.py keeps schemas to known keys).
 """
 
 from __future__ import annotations

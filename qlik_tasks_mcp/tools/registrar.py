@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import anyio
 import pydantic_core
@@ -32,9 +32,6 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import Effect, Operation
 from qlik_tasks_mcp.tools.params import ConfirmToken
 from qlik_tasks_mcp.tools.schema import result_schema, slim_schema
-
-F = TypeVar("F", bound=Callable[..., Any])
-M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
