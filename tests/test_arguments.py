@@ -48,6 +48,12 @@ async def test_a_wrong_argument_is_answered_in_one_line_naming_the_field(
     assert len(harness.recorder.exchanges) == sent  # refused before anything reached the tenant
 
 
+async def test_a_call_without_arguments_is_told_what_is_required(harness: Harness) -> None:
+    async with harness.client() as client:
+        result = await client.call_tool("get_reload_task")
+    assert error_text(result) == "get_reload_task: task_id: required"
+
+
 async def test_a_single_value_is_taken_where_a_list_is_expected(harness: Harness) -> None:
     task = next(iter(harness.sandbox.tables["reload_tasks"].values()))
     async with harness.client() as client:

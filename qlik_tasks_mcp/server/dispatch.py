@@ -97,8 +97,10 @@ class Dispatch:
             await self._served.build(name)
         except ToolError as exc:
             return await self._refuse(ctx, call_next, name, str(exc))
+        # Absent arguments are none; arguments that are not an object are the SDK's params validation's to refuse.
+        given = {} if arguments is None else arguments
         check = self._served.registrar.checks.get(name)
-        line = check.refusal(dict(arguments)) if check is not None and isinstance(arguments, Mapping) else None
+        line = check.refusal(dict(given)) if check is not None and isinstance(given, Mapping) else None
         if line is not None:
             return await self._refuse(ctx, call_next, name, line)
         return await call_next(ctx)
