@@ -51,6 +51,8 @@ def refused(line: str) -> CallToolResult:
 
 
 class Dispatch:
+    """The server middleware described above, over the tools `served` and the prompts `register_prompts` adds."""
+
     def __init__(self, mcp: MCPServer[Any], served: ServedTools, register_prompts: Callable[[], None]) -> None:
         self._mcp = mcp
         self._served = served
@@ -82,6 +84,7 @@ class Dispatch:
                 # Shaped as the SDK shapes its own answer for this protocol version.
                 tools = serialize_server_result("tools/list", version, {**result, "tools": entries})["tools"]
             except (KeyError, ValueError):
+                log.warning("the catalogue could not be shaped for protocol version %s; sent as written", version)
                 tools = entries
             self._listed[version] = tools
         return {**result, "tools": tools}
