@@ -31,7 +31,11 @@ from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import TOOLSETS, Settings
-from qlik_tasks_mcp.tools.inventory import READ_ONLY_TOKENS_PER_TOOL_GOAL, TOKENS_PER_TOOL_GOAL
+from qlik_tasks_mcp.tools.inventory import (
+    READ_ONLY_TOKENS_PER_TOOL_GOAL,
+    TOKENS_PER_TOOL_GOAL,
+    TOOLS_LIST_RATIO_GOAL,
+)
 from qlik_tasks_mcp.tools.ops import tools as ops
 
 SCAN_SECONDS = ops.SCAN_SECONDS
@@ -76,11 +80,24 @@ async def catalogue_tokens() -> list[Row]:
         await backend.aclose()
         wire = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed]
         facing = tokens([model_facing(t) for t in wire])
+        sent = tokens(wire)
         count = max(1, len(listed))
         per_tool = READ_ONLY_TOKENS_PER_TOOL_GOAL if read_only else TOKENS_PER_TOOL_GOAL
-        goal = "-" if toolset else verdict(facing, per_tool * len(listed))
+        ratio = sent / max(1, facing)
+        # The goals are the served catalogue's (a toolset alone is shown for where the tokens go).
+        tokens_goal = verdict(facing, per_tool * len(listed))
+        goal = "-" if toolset else f"tokens {tokens_goal}; ratio {verdict(round(ratio, 2), TOOLS_LIST_RATIO_GOAL)}"
         label = toolset or ("all, read-only" if read_only else "all")
-        rows.append((label, str(len(listed)), str(facing), str(facing // count), str(tokens(wire)), goal))
+        row = (
+            label,
+            str(len(listed)),
+            str(facing),
+            str(facing // count),
+            str(sent),
+            f"{ratio:.2f}x",
+            goal,
+        )
+        rows.append(row)
     return rows
 
 
@@ -330,9 +347,9 @@ async def main(quick: bool) -> str:
     sections = [
         "## Tool catalogue (o200k tokens)",
         "`model-facing` counts name, description and inputSchema (what hosts show the model); `tools/list` "
-        "counts everything sent, output schemas and annotations included.",
+        "counts everything sent, output schemas and annotations included; `ratio` = tools/list / model-facing.",
         table(
-            ("toolset", "tools", "model-facing", "per tool", "tools/list", "goal"),
+            ("toolset", "tools", "model-facing", "per tool", "tools/list", "ratio", "goal"),
             await catalogue_tokens(),
         ),
         "## Typical results (o200k tokens)",

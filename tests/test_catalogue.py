@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+import types
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qlik_tasks_mcp.server.catalogue import built_catalogue
-from qlik_tasks_mcp.tools import registrar, served
-from qlik_tasks_mcp.tools.inventory import TOOLSETS
+from qlik_tasks_mcp.server import catalogue, settings
+from qlik_tasks_mcp.server.catalogue import built_catalogue, stale_catalogue, write_catalogue
+from qlik_tasks_mcp.tools import inventory, registrar, served
+from qlik_tasks_mcp.tools.inventory import TOOLSETS, Toolset
 from qlik_tasks_mcp.tools.served import CATALOGUE_FILE, Listed, catalogue_text
 from tests.conftest import data, error_text, make_harness
 
@@ -26,11 +29,12 @@ TOOL_COUNT = sum(len(t.operations()) for t in TOOLSETS)
 
 
 async def test_the_shipped_catalogue_is_what_building_every_tool_lists() -> None:
-    built = catalogue_text(await built_catalogue())
-    assert len(json.loads(built)) == TOOL_COUNT
-    assert CATALOGUE_FILE.read_text(encoding="utf-8") == built, (
-        "tools/catalogue.json is stale: run `python -m qlik_tasks_mcp.server.catalogue` and commit the file"
-    )
+    """The snapshot: `UPDATE_CATALOGUE=1` rewrites it from the code, as the command does."""
+    if os.environ.get("UPDATE_CATALOGUE") == "1":
+        await write_catalogue()
+    assert len(json.loads(catalogue_text(await built_catalogue()))) == TOOL_COUNT
+    problem = await stale_catalogue()
+    assert problem is None, problem
 
 
 @pytest.mark.parametrize(
@@ -166,5 +170,96 @@ async def test_the_first_ops_call_reaches_every_served_kind() -> None:
         # Built on this first call: the sources of exactly the served families, none of their tools.
         assert set(report["requests"]) == {"reload", "sharing"}
         assert h.mcp.served.built == {"ops"}
+    finally:
+        await h.backend.aclose()
+
+
+# A family as a contributor would write one (tools/<name>/tools.py): a read and a destructive operation.
+SCRATCH = """
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.model import Compact, Deleted
+from qlik_tasks_mcp.tools.operation import destructive, read
+
+NoteId = Annotated[str, Field(max_length=10, description="A note id, from list_scratch_notes.")]
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.notes = {"n1": "first", "n2": "second"}
+
+
+def service(deps: Any) -> Notes:
+    return Notes()
+
+
+class NoteList(Compact):
+    ids: list[str]
+
+
+@read("List scratch notes")
+async def list_scratch_notes(notes: Notes) -> NoteList:
+    \"\"\"The scratch notes' ids.\"\"\"
+    return NoteList(ids=sorted(notes.notes))
+
+
+async def plan_delete(notes: Notes, note_id: NoteId) -> Plan:
+    return Plan(action=f"Delete note {note_id}", changes=[notes.notes[note_id]], state=notes.notes[note_id])
+
+
+@destructive("Delete scratch note", plan=plan_delete)
+async def delete_scratch_note(notes: Notes, plan: Plan, note_id: NoteId) -> Deleted:
+    \"\"\"Delete a scratch note.\"\"\"
+    del notes.notes[note_id]
+    return Deleted(id=note_id, deleted=True)
+"""
+
+
+@pytest.fixture
+def scratch_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A throwaway family in the inventory (its module made from SCRATCH), and a copy of the shipped catalogue
+    that the command rewrites and the server reads instead of the package's."""
+    module = types.ModuleType("qlik_tasks_mcp.tools.scratch.tools")
+    exec(compile(SCRATCH, "<scratch family>", "exec"), module.__dict__)  # noqa: S102 - the test's own source
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    family = Toolset("scratch", "scratch notes, a throwaway family")
+    monkeypatch.setattr(inventory, "TOOLSETS", (*inventory.TOOLSETS, family))
+    monkeypatch.setattr(settings, "TOOLSETS", (*settings.TOOLSETS, family.name))
+    copy = tmp_path / "catalogue.json"
+    copy.write_text(CATALOGUE_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(catalogue, "catalogue_file", lambda: copy)
+    monkeypatch.setattr(served, "shipped_catalogue", lambda: served.read_catalogue(copy.read_text(encoding="utf-8")))
+    return copy
+
+
+async def test_a_new_family_is_reported_until_the_command_rewrites_the_catalogue_then_served(
+    scratch_family: Path,
+) -> None:
+    problem = await stale_catalogue()
+    assert problem is not None
+    assert "new tools: delete_scratch_note, list_scratch_notes" in problem
+    assert "`python -m qlik_tasks_mcp.server.catalogue`" in problem and "UPDATE_CATALOGUE=1" in problem
+
+    # What `python -m qlik_tasks_mcp.server.catalogue` runs.
+    assert await write_catalogue() == TOOL_COUNT + 2
+    assert await stale_catalogue() is None
+
+    h = make_harness(toolsets="reload,scratch")
+    try:
+        async with h.client() as client:
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert {"list_scratch_notes", "delete_scratch_note"} <= set(listed)
+            assert listed["delete_scratch_note"].annotations.destructive_hint  # type: ignore[union-attr]
+            assert data(await client.call_tool("list_scratch_notes", {}))["ids"] == ["n1", "n2"]
+            preview = data(await client.call_tool("delete_scratch_note", {"note_id": "n1"}))
+            assert preview["status"] == "confirmation_required" and preview["confirm_token"]
+            assert data(await client.call_tool("list_scratch_notes", {}))["ids"] == ["n1", "n2"]
+            confirmed = {"note_id": "n1", "confirm_token": preview["confirm_token"]}
+            done = data(await client.call_tool("delete_scratch_note", confirmed))
+            assert done["status"] == "done" and done["result"] == {"id": "n1", "deleted": True}
+            assert data(await client.call_tool("list_scratch_notes", {}))["ids"] == ["n2"]
     finally:
         await h.backend.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import json
 import os
 import subprocess
@@ -18,8 +17,13 @@ import pytest
 from mcp.types import TextContent, Tool
 
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
-from qlik_tasks_mcp.tools.inventory import READ_ONLY_TOKENS_PER_TOOL_GOAL, TOKENS_PER_TOOL_GOAL
+from qlik_tasks_mcp.tools.inventory import (
+    READ_ONLY_TOKENS_PER_TOOL_GOAL,
+    TOKENS_PER_TOOL_GOAL,
+    TOOLS_LIST_RATIO_GOAL,
+)
 from qlik_tasks_mcp.tools.ops import tools as ops_module
+from qlik_tasks_mcp.tools.served import shipped_catalogue
 from tests.conftest import Harness, data, error_text, make_harness
 
 pytestmark = pytest.mark.anyio
@@ -69,18 +73,26 @@ async def test_the_catalogue_stays_within_its_token_goal(read_only: bool, per_to
 async def test_every_advertised_schema_names_every_parameter_and_no_validation_noise(harness: Harness) -> None:
     async with harness.client() as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    harness.mcp.served.build_all()
-    registered = harness.mcp._tool_manager
+    await harness.mcp.served.build_all()
+    # What the SDK validates arguments against: its own schema of each registered tool.
+    validated = {t.name: t.input_schema for t in await harness.mcp.list_tools()}
     for name, tool in tools.items():
-        made = registered.get_tool(name)
-        assert made is not None, name
-        model = made.fn_metadata.arg_model
-        takes = {info.alias or field for field, info in model.model_fields.items()}
-        assert set(tool.input_schema.get("properties", {})) == takes, name
+        assert set(tool.input_schema.get("properties", {})) == set(validated[name].get("properties", {})), name
         text = json.dumps(tool.input_schema)
-        for noise in ('"title"', '"maxLength"', '"additionalProperties": false', '"$ref"'):
+        for noise in ('"title"', '"maxLength"', '"additionalProperties"', '"$ref"'):
             assert noise not in text, (name, noise)
         assert tool.description and "\n" not in tool.description and "  " not in tool.description, name
+
+
+def test_tools_list_stays_within_twice_the_model_facing_catalogue() -> None:
+    """Output schemas and annotations travel in tools/list too (hosts that forward them pay for them): the whole
+    answer stays within twice what the model is shown."""
+    tools = [item.tool for item in shipped_catalogue()]
+    wire = json.dumps(
+        [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")
+    )
+    facing = tokens(model_facing(tools))
+    assert tokens(wire) <= TOOLS_LIST_RATIO_GOAL * facing, (tokens(wire), facing)
 
 
 async def test_bounds_left_out_of_the_schema_are_still_enforced(harness: Harness) -> None:
@@ -104,16 +116,6 @@ async def test_the_text_block_is_the_structured_result_as_compact_json(harness: 
         text = result.content[0].text
         assert json.loads(text) == structured
         assert text == json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
-
-
-def test_the_registrar_overrides_the_sdks_result_conversion() -> None:
-    """The override lives in our registrar (tools/registrar.py), not in a patched SDK."""
-    from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
-
-    from qlik_tasks_mcp.tools.registrar import CompactResults
-
-    assert issubclass(CompactResults, FuncMetadata)
-    assert "indent" not in inspect.getsource(CompactResults.convert_result)
 
 
 @pytest.fixture

@@ -7,13 +7,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
-from mcp.types import Prompt as MCPPrompt
 from mcp.types import Tool as MCPTool
 from pydantic import SecretStr
 
@@ -25,11 +22,13 @@ from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.redact import register_secret
 from qlik_tasks_mcp.prompts import ops as ops_prompts
 from qlik_tasks_mcp.server.approval_page import install_approval
+from qlik_tasks_mcp.server.dispatch import Dispatch
 from qlik_tasks_mcp.server.protocol import follow_spec_errors
 from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.tools import inventory
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Gate
-from qlik_tasks_mcp.tools.inventory import TOOLSETS, Deps
+from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.registrar import Registrar, ToolInfo
 from qlik_tasks_mcp.tools.served import ServedTools
 
@@ -112,36 +111,12 @@ def sandbox_organizations() -> list[QalyptusOrg]:
 
 
 class TaskServer(MCPServer[Backend]):
-    """An MCPServer whose tools/list answers from the shipped catalogue and whose tools are built on first call
-    (tools/served.py), and whose prompts are registered on first use: a start builds neither. `served` is set once
-    the server it registers into exists."""
+    """The SDK's MCPServer, unchanged, with what serves it: `served` (its tools, listed from the shipped catalogue
+    and built on first call) and the prompts, registered on first use, both routed by server/dispatch.py. A start
+    builds neither. `served` is set once the server it registers into exists."""
 
     served: ServedTools
     prompts_registered: bool = False
-
-    async def list_tools(self) -> list[MCPTool]:
-        return self.served.advertised()
-
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Backend, Any] | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        self.served.build(name)
-        return await super().call_tool(name, arguments, context)
-
-    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
-        # The SDK's lookup for Mcp-Param header checks (HTTP), before any call: answered from the catalogue too.
-        item = self.served.by_name.get(name)
-        return None if item is None else item.tool.input_schema
-
-    async def list_prompts(self) -> list[MCPPrompt]:
-        self.register_prompts()
-        return await super().list_prompts()
-
-    async def get_prompt(
-        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Backend, Any] | None = None
-    ) -> GetPromptResult | InputRequiredResult:
-        self.register_prompts()
-        return await super().get_prompt(name, arguments, context)
 
     def register_prompts(self) -> None:
         """The ops prompts, naming only the tools served here."""
@@ -150,8 +125,8 @@ class TaskServer(MCPServer[Backend]):
             ops_prompts.register(self, [tool.name for tool in self.served.advertised()])
 
     async def registered_tools(self) -> list[MCPTool]:
-        """What the SDK would list from the tools registered so far (every one after `served.build_all()`)."""
-        return await super().list_tools()
+        """The tools registered so far (every one after `served.build_all()`), as they advertise themselves."""
+        return await self.served.registrar.advertised()
 
 
 def build_server(
@@ -188,9 +163,11 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
     )
+    mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
+    # Outermost first: the dispatch registers prompts before their names are checked.
+    mcp.middleware.append(Dispatch(mcp, mcp.served, mcp.register_prompts))
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
-    mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
     backend.tools = mcp.served.infos()
     return mcp, backend
 
@@ -202,6 +179,6 @@ def served_tools(settings: Settings, backend: Backend, registrar: Registrar) -> 
         qlik=backend.qlik,
         qalyptus=backend.qalyptus,
         tasks_api=settings.tasks_api,
-        served=tuple(t for t in TOOLSETS if t.name in chosen),
+        served=tuple(t for t in inventory.TOOLSETS if t.name in chosen),
     )
     return ServedTools(registrar, clients)

@@ -2,8 +2,9 @@
 
 The SDK's MCPServer answers an unknown tool with an isError result, and turns every prompts/get failure (unknown
 prompt, missing argument) into a plain exception that its dispatcher sends with code 0. The spec wants -32602
-(invalid params) for both. This is overridden here, at our layer, by one server middleware that checks the name
-and arguments before the SDK's handler runs; everything else passes through untouched.
+(invalid params) for both. An unknown tool is refused by server/dispatch.py, which knows the catalogue; prompts/get
+is checked here, by one server middleware that checks the name and arguments before the SDK's handler runs;
+everything else passes through untouched.
 """
 
 from __future__ import annotations
@@ -17,12 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import ValidationError
 
-# Names come from the client; an echo of one stays short.
-MAX_ECHOED_NAME = 100
-
-
-def _echo(name: object) -> str:
-    return repr(name)[:MAX_ECHOED_NAME] if not isinstance(name, str) else name[:MAX_ECHOED_NAME]
+from qlik_tasks_mcp.server.dispatch import echo
 
 
 def _caused_by_validation(exc: BaseException) -> bool:
@@ -35,32 +31,24 @@ def _caused_by_validation(exc: BaseException) -> bool:
 
 
 class SpecErrors:
-    """Server middleware: tools/call and prompts/get failures the client caused carry -32602."""
+    """Server middleware: prompts/get failures the client caused carry -32602."""
 
     def __init__(self, mcp: MCPServer) -> None:
         self._mcp = mcp
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params: Mapping[str, Any] = ctx.params if isinstance(ctx.params, Mapping) else {}
-        if ctx.method == "tools/call":
-            await self._check_tool(params.get("name"))
-        elif ctx.method == "prompts/get":
+        if ctx.method == "prompts/get":
             await self._check_prompt(params.get("name"), params.get("arguments"))
             return await self._prompt(ctx, call_next)
         return await call_next(ctx)
-
-    async def _check_tool(self, name: object) -> None:
-        if not isinstance(name, str):
-            return  # the SDK's own params validation answers -32602 for a missing or non-string name
-        if name not in {tool.name for tool in await self._mcp.list_tools()}:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {_echo(name)}")
 
     async def _check_prompt(self, name: object, arguments: object) -> None:
         if not isinstance(name, str):
             return
         prompt = next((p for p in await self._mcp.list_prompts() if p.name == name), None)
         if prompt is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {_echo(name)}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {echo(name)}")
         given = arguments if isinstance(arguments, Mapping) else {}
         missing = [a.name for a in prompt.arguments or [] if a.required and a.name not in given]
         if missing:

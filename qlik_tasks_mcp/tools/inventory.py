@@ -76,6 +76,8 @@ NAMES: tuple[str, ...] = tuple(t.name for t in TOOLSETS)
 # bench read it here.
 TOKENS_PER_TOOL_GOAL = 143
 READ_ONLY_TOKENS_PER_TOOL_GOAL = 110
+# tools/list as sent (output schemas, annotations and titles too) at most this many times the model-facing part.
+TOOLS_LIST_RATIO_GOAL = 2.0
 
 
 def toolset(name: str) -> Toolset:

@@ -2,12 +2,28 @@
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
+
+from qlik_tasks_mcp.tools.arguments import as_list, expects_list
 
 
 class Input(BaseModel):
     # A misspelt field (`timezone` for `time_zone`) must be an error: dropped silently, it would schedule in UTC.
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_as_list(cls, data: Any) -> Any:
+        """A single value where a list is expected is taken as a list of one (as a tool's own arguments are)."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = data
+        for name, info in cls.model_fields.items():
+            key = info.alias or name
+            if key in data and expects_list(info.annotation):
+                out = out if out is not data else dict(data)
+                out[key] = as_list(data[key])
+        return out
 
 
 class Compact(BaseModel):

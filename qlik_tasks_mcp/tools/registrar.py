@@ -1,32 +1,37 @@
 """What every tool family shares: the one registrar (honest annotations, error mapping, audit, the gate bound
-to each destructive operation), and the common parameter types."""
+to each destructive operation, the argument check, compact results), on the SDK's public API only.
+
+A tool function returns the SDK a `CallToolResult` it made itself (the SDK passes one through unchanged): the
+structured content is the result model's JSON and the text block is the same JSON, compact (the SDK would indent
+it). What tools/list advertises is computed here too (`advertised`): the SDK's input schema slimmed, and a small
+output schema from the result model (tools/schema.py); the served process answers tools/list from the catalogue
+that these make (tools/served.py).
+"""
 
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import anyio
 import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, StrictJsonSchema
-from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.tools.arguments import ArgumentCheck, listed
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
+from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.operation import Effect, Operation
 from qlik_tasks_mcp.tools.params import ConfirmToken
-from qlik_tasks_mcp.tools.schema import slim_schema
-
-F = TypeVar("F", bound=Callable[..., Any])
-M = TypeVar("M", bound=BaseModel)
+from qlik_tasks_mcp.tools.schema import result_schema, slim_schema
 
 
 @dataclass
@@ -46,6 +51,9 @@ class Registrar:
     gate: Gate
     read_only: bool = False
     registered: list[ToolInfo] = field(default_factory=list)
+    # Per registered tool: its argument check and the model of its result.
+    checks: dict[str, ArgumentCheck] = field(default_factory=dict)
+    results: dict[str, type[BaseModel]] = field(default_factory=dict)
 
     def add_all(self, toolset: str, operations: Iterable[Operation], service: Any) -> None:
         for op in operations:
@@ -70,42 +78,46 @@ class Registrar:
             idempotent_hint=True if effect == "read" else idempotent,
             open_world_hint=True,
         )
-        description = " ".join((fn.__doc__ or "").split())
-        output = output_schema_of(inspect.signature(fn).return_annotation)
+        signature = inspect.signature(fn)
+        returns = signature.return_annotation
+        if not (isinstance(returns, type) and issubclass(returns, BaseModel)):
+            raise TypeError(f"{name} must return a pydantic model (the structured result), not {returns!r}")
         self.mcp.add_tool(
-            self._audited(fn, name, effect),
+            compact_result(self._audited(fn, name, effect), signature),
             name=name,
             title=title,
-            description=description,
+            description=" ".join((fn.__doc__ or "").split()),
             annotations=annotations,
-            # Given a schema of ours, the SDK skips deriving one (most of a start's time); CompactResults adds it.
-            structured_output=False if output else None,
         )
         self.registered.append(ToolInfo(name, toolset, effect))
-        # The advertised input schema is what every conversation pays for; arguments are still validated
-        # by the full pydantic model, so slimming what is shown loosens nothing.
-        # The SDK has no public hook for this.
-        tool = self.mcp._tool_manager.get_tool(name)
-        if tool is not None:
-            tool.parameters = slim_schema(tool.parameters, name)
-            tool.fn_metadata = CompactResults.of(
-                tool.fn_metadata, refusing_unknown(tool.fn_metadata.arg_model, name), output
-            )
+        self.checks[name] = ArgumentCheck(name, list(signature.parameters.values()))
+        self.results[name] = returns
 
     def withdraw(self, toolset: str) -> None:
         """Unregisters every tool of `toolset`: a toolset is served whole or not at all."""
         for info in [i for i in self.registered if i.toolset == toolset]:
-            if self.mcp._tool_manager.get_tool(info.name) is not None:
-                self.mcp.remove_tool(info.name)
+            self.mcp.remove_tool(info.name)
             self.registered.remove(info)
+            self.checks.pop(info.name, None)
+            self.results.pop(info.name, None)
 
-    def advertises(self, tool: MCPTool) -> bool:
-        """Whether the registered tool of that name is advertised as `tool` says (the SDK lists these fields)."""
-        made = self.mcp._tool_manager.get_tool(tool.name)
-        if made is None:
-            return False
-        advertised = (made.title, made.description, made.parameters, made.output_schema, made.annotations)
-        return advertised == (tool.title, tool.description, tool.input_schema, tool.output_schema, tool.annotations)
+    async def advertised(self, names: Iterable[str] | None = None) -> list[MCPTool]:
+        """The registered tools (those named, in registration order) as tools/list advertises them: as the SDK
+        lists them, with the input schema slimmed and the result's output schema."""
+        wanted = set(names) if names is not None else {info.name for info in self.registered}
+        made = {tool.name: tool for tool in await self.mcp.list_tools() if tool.name in wanted}
+        return [
+            made[info.name].model_copy(
+                update={
+                    # The advertised input schema is what every conversation pays for; arguments are still
+                    # validated by the full model, so slimming what is shown loosens nothing.
+                    "input_schema": slim_schema(made[info.name].input_schema, info.name),
+                    "output_schema": output_schema(self.results[info.name]),
+                }
+            )
+            for info in self.registered
+            if info.name in made
+        ]
 
     def _audited(self, fn: Callable[..., Any], name: str, effect: Effect) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -140,6 +152,30 @@ class Registrar:
         return call
 
 
+@functools.cache
+def output_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The output schema advertised for a tool returning `model`, once per model in the process (tools share
+    result models)."""
+    return result_schema(model.model_json_schema(), drops_empty=issubclass(model, Compact))
+
+
+def compact_result(fn: Callable[..., Awaitable[BaseModel]], signature: inspect.Signature) -> Callable[..., Any]:
+    """`fn` answering the SDK a `CallToolResult`: the model's JSON as structured content, and as the text block
+    compact JSON of the same data, so a host that reads only the text still gets everything."""
+
+    @functools.wraps(fn)
+    async def call(**kwargs: Any) -> CallToolResult:
+        result = await fn(**kwargs)
+        structured = result.model_dump(mode="json", by_alias=True)
+        text = pydantic_core.to_json(structured).decode()
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+    # Read by the SDK: the parameters (its argument model and schema) and a return it passes through unchanged.
+    call.__signature__ = signature.replace(return_annotation=CallToolResult)  # type: ignore[attr-defined]
+    call.__annotations__ = {**fn.__annotations__, "return": CallToolResult}
+    return call
+
+
 def mapped_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """A resolver runs before the tool body, so it needs the same error mapping."""
 
@@ -157,7 +193,11 @@ def _signature(fn: Callable[..., Any], skip: int) -> list[inspect.Parameter]:
     """`fn`'s parameters after the first `skip`, keyword-only, with annotations resolved to objects."""
     hints = get_type_hints(fn, include_extras=True)
     params = list(inspect.signature(fn).parameters.values())[skip:]
-    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)) for p in params]
+    # A single value where a list is expected is taken as a list of one (tools/arguments.py).
+    return [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=listed(hints.get(p.name, p.annotation)))
+        for p in params
+    ]
 
 
 def _function(
@@ -222,97 +262,6 @@ def _gated_function(op: Operation, service: Any, gate: Gate, returns: Any) -> Ca
 
     params = [*action_params, consent, token]
     return _function(op.name, call, params, Gated[returns], op.handler.__doc__)
-
-
-KnownOnly = Callable[[dict[str, Any]], None]
-
-
-class OutputJsonSchema(StrictJsonSchema):
-    """The SDK's output-schema generator, with JSON-native defaults written as they are: pydantic otherwise builds
-    a TypeAdapter per default (hundreds per start) to encode each one, to the same value."""
-
-    def encode_default(self, dft: Any) -> Any:
-        if dft is None or type(dft) in (str, int, bool):
-            return dft
-        return super().encode_default(dft)
-
-
-@dataclass(frozen=True)
-class OutputSchema:
-    """A structured result's model and its published JSON schema, as the SDK's FuncMetadata would derive them."""
-
-    model: type[BaseModel]
-    schema: dict[str, Any]
-
-
-@functools.cache
-def _model_output_schema(model: type[BaseModel]) -> OutputSchema | None:
-    schema = model.model_json_schema(schema_generator=OutputJsonSchema)
-    # A root `$ref` (a recursive model) the SDK reshapes itself (func_metadata._inline_root_ref): left to it.
-    return None if "$ref" in schema else OutputSchema(model, schema)
-
-
-def output_schema_of(returns: Any) -> OutputSchema | None:
-    """The output schema of a tool returning `returns`, once per model in the process (tools share result models),
-    or None where the SDK should derive it (a return that is not a pydantic model)."""
-    if isinstance(returns, type) and issubclass(returns, BaseModel):
-        return _model_output_schema(returns)
-    return None
-
-
-def refusing_unknown(model: type[ArgModelBase], tool: str) -> KnownOnly:
-    """The SDK drops arguments it does not know; a misspelt `timezone` would then silently mean UTC.
-
-    A check run before the model validates (CompactResults.validate_arguments): no model subclass per tool, which
-    cost cold start a class build each."""
-    known = frozenset(info.alias or name for name, info in model.model_fields.items())
-    takes = ", ".join(sorted(known))
-
-    def known_only(data: dict[str, Any]) -> None:
-        unknown = sorted(set(data) - known)
-        if unknown:
-            error = ValueError(f"{tool} has no argument {', '.join(unknown)}; it takes: {takes}")
-            line = {"type": "value_error", "loc": (), "input": data, "ctx": {"error": error}}
-            raise ValidationError.from_exception_data(model.__name__, [line])  # type: ignore[list-item]
-
-    return known_only
-
-
-class CompactResults(FuncMetadata):
-    """The SDK's result conversion (mcp/server/mcpserver/utilities/func_metadata.py FuncMetadata.convert_result,
-    called by tools/base.py Tool.run) puts a structured result in the text block a second time, as JSON indented
-    by 2. Overridden here, at our layer: the text block is the structured content as compact JSON, the same data,
-    so a host that reads only the text still gets everything, at no extra tokens for indentation."""
-
-    known_only: KnownOnly | None = None
-
-    @classmethod
-    def of(cls, made: FuncMetadata, known_only: KnownOnly, output: "OutputSchema | None" = None) -> "CompactResults":
-        """`made` as the SDK built it; `output`: the result's model and schema when computed here instead."""
-        if output is not None:
-            # A model returned as it is: what the SDK derives for one (no {"result": ...} wrapper).
-            return cls(
-                arg_model=made.arg_model, output_schema=output.schema, output_model=output.model, known_only=known_only
-            )
-        return cls(
-            arg_model=made.arg_model,
-            output_schema=made.output_schema,
-            output_model=made.output_model,
-            wrap_output=made.wrap_output,
-            known_only=known_only,
-        )
-
-    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
-        if self.known_only is not None:
-            self.known_only(arguments_to_validate)
-        return super().validate_arguments(arguments_to_validate)
-
-    def convert_result(self, result: Any) -> CallToolResult | InputRequiredResult:
-        converted = super().convert_result(result)
-        if isinstance(converted, CallToolResult) and converted.structured_content is not None:
-            text = pydantic_core.to_json(converted.structured_content).decode()
-            return converted.model_copy(update={"content": [TextContent(type="text", text=text)]})
-        return converted
 
 
 def audit_args(kwargs: dict[str, Any]) -> dict[str, Any]:

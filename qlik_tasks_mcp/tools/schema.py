@@ -1,4 +1,6 @@
-"""The input schema a host shows the model: said once and short (tools/list is paid by every conversation)."""
+"""The schemas tools/list advertises: said once and short (tools/list is paid by every conversation), in the
+subset of JSON Schema every major host's function declarations accept (Gemini's is the narrowest: an OpenAPI 3.0
+subset without `additionalProperties`, `propertyNames`, `$ref`, `const` or an `enum` without its `type`)."""
 
 import json
 import re
@@ -10,13 +12,19 @@ from qlik_tasks_mcp.tools.params import SHARED_PARAMETERS
 # Bounds only validation needs: the argument model still enforces them, and a value past one gets an error naming
 # the parameter, so advertising them costs every conversation tokens for nothing a caller acts on.
 VALIDATION_ONLY = frozenset(
-    {"maxLength", "minLength", "maxItems", "minItems", "maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum"}
+    {
+        *("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties"),
+        *("maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum"),
+        # Keys of a free-form object: Gemini rejects the keyword; the model enforces it and the description says it.
+        "propertyNames",
+    }
 )
 
 
 def slim_schema(schema: dict[str, Any], tool: str = "") -> dict[str, Any]:
     """The input schema a host shows the model, said once and short: definitions used once inlined, no generated
-    titles, no bounds only validation needs, no `additionalProperties: false` (unknown fields are refused anyway),
+    titles, no bounds only validation needs, no `additionalProperties` (unknown fields are refused anyway, a
+    free-form object's values are checked by the model and said by its description; Gemini rejects the keyword),
     no `null` arm of an optional parameter (absent already means null), no description that only repeats the
     tool's and the parameter's names, and shared parameters' short reminders."""
     slim = _slimmed(_inlined(schema), _words(tool))
@@ -66,9 +74,6 @@ def _slimmed(schema: Any, tool_words: frozenset[str]) -> Any:
             out[key] = {name: _property(name, sub, key, tool_words) for name, sub in value.items()}
         else:
             out[key] = _slimmed(value, tool_words)
-    enum = out.get("enum")
-    if out.get("type") == "string" and isinstance(enum, list) and all(isinstance(v, str) for v in enum):
-        del out["type"]  # the values say it
     return _without_null_arm(out)
 
 
@@ -76,7 +81,7 @@ def _noise(key: str, value: Any) -> bool:
     return (
         (key == "title" and isinstance(value, str))
         or key in VALIDATION_ONLY
-        or (key == "additionalProperties" and value is False)
+        or key == "additionalProperties"
         or (key == "default" and value == [])
     )
 
@@ -97,3 +102,63 @@ def _without_null_arm(schema: dict[str, Any]) -> dict[str, Any]:
             rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
             schema = kept[0] | rest
     return schema
+
+
+def result_schema(schema: dict[str, Any], *, drops_empty: bool = False) -> dict[str, Any]:
+    """The output schema advertised for a result whose full JSON schema is `schema`: its fields and their JSON
+    types, one level deep. Hosts do not show output schemas to the model, yet tools/list carries them to every
+    conversation (the full ones were three quarters of it); a client that validates results still checks every
+    field the result has, and the text block beside each result is the same data. `drops_empty`: the result
+    leaves out an optional field rather than send it null (tools/model.py Compact)."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+    required: list[str] = schema.get("required", [])
+    fields = {
+        name: _typed(sub, defs, nullable=name in required or not drops_empty)
+        for name, sub in schema.get("properties", {}).items()
+    }
+    out: dict[str, Any] = {"type": "object", "properties": fields}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _typed(schema: dict[str, Any], defs: dict[str, Any], *, nullable: bool) -> dict[str, Any]:
+    kinds = _json_types(schema, defs)
+    if not nullable and len(kinds) > 1:
+        kinds = [kind for kind in kinds if kind != "null"]
+    return {"type": kinds[0] if len(kinds) == 1 else kinds} if kinds else {}
+
+
+def _json_types(schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    """The JSON types a value of `schema` may have ([] for any), following `$ref`s and `anyOf`/`oneOf` arms."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _json_types(defs[ref.rsplit("/", 1)[-1]], defs)
+    arms = schema.get("anyOf") or schema.get("oneOf")
+    if arms:
+        kinds: list[str] = []
+        for arm in arms:
+            found = _json_types(arm, defs)
+            if not found:
+                return []
+            kinds += [k for k in found if k not in kinds]
+        return kinds
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return [kind]
+    if isinstance(kind, list):
+        return list(kind)
+    values = schema.get("enum", [schema["const"]] if "const" in schema else [])
+    return list(dict.fromkeys(_value_type(v) for v in values))
+
+
+def _value_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string" if isinstance(value, str) else "array" if isinstance(value, list) else "object"

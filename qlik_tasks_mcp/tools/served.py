@@ -1,10 +1,10 @@
 """The served tools: advertised from the catalogue shipped with the package, each toolset built on its first call.
 
 Building a tool (its family's module, its argument and result models, its schemas) was most of a start, and a host
-lists tools long before it calls one, if it ever does. So tools/list answers from `catalogue.json`, which
-`python -m qlik_tasks_mcp.server.catalogue` writes from every tool built and a test keeps equal to it; a toolset's
-module is loaded and its tools registered (by the one Registrar, exactly as they are listed) when one of them is
-first called.
+lists tools long before it calls one, if it ever does. So tools/list answers from `catalogue.json`, a snapshot that
+`python -m qlik_tasks_mcp.server.catalogue` rewrites from the code (whatever the old file says) and that
+tests/test_catalogue.py keeps equal to it; a toolset's module is loaded and its tools registered (by the one
+Registrar, exactly as they are listed) when one of them is first called (server/dispatch.py routes both).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool as MCPTool
 
@@ -28,7 +29,9 @@ from qlik_tasks_mcp.tools.operation import Effect
 from qlik_tasks_mcp.tools.registrar import Registrar, ToolInfo
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
-REWRITE = "rewrite it with `python -m qlik_tasks_mcp.server.catalogue`"
+# The one documented command that rewrites the catalogue from the code.
+REWRITE_COMMAND = "python -m qlik_tasks_mcp.server.catalogue"
+REWRITE = f"rewrite it with `{REWRITE_COMMAND}`"
 log = logging.getLogger(__name__)
 
 
@@ -48,9 +51,11 @@ class Listed:
 @functools.cache
 def shipped_catalogue() -> tuple[Listed, ...]:
     # Read as package data, so that it is found wherever the package is (a zip included).
-    entries = json.loads(
-        resources.files("qlik_tasks_mcp.tools").joinpath(CATALOGUE_FILE.name).read_text(encoding="utf-8")
-    )
+    return read_catalogue(resources.files("qlik_tasks_mcp.tools").joinpath(CATALOGUE_FILE.name).read_text("utf-8"))
+
+
+def read_catalogue(text: str) -> tuple[Listed, ...]:
+    entries = json.loads(text)
     return tuple(Listed(e["toolset"], e["effect"], MCPTool.model_validate(e["tool"])) for e in entries)
 
 
@@ -68,6 +73,8 @@ class ServedTools:
     built: set[str] = field(default_factory=set)
     # Off only for the catalogue writer, which builds what the code declares whatever the shipped file says.
     check: bool = True
+    # Two first calls of one toolset at once build it once.
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     @functools.cached_property
     def listed(self) -> list[Listed]:
@@ -84,17 +91,19 @@ class ServedTools:
     def infos(self) -> list[ToolInfo]:
         return [ToolInfo(item.tool.name, item.toolset, item.effect) for item in self.listed]
 
-    def build(self, tool: str) -> None:
+    async def build(self, tool: str) -> None:
         """Registers the toolset serving `tool`, unless it is registered already; an unknown name builds nothing."""
         item = self.by_name.get(tool)
-        if item is not None:
-            self._build(toolset(item.toolset))
+        if item is not None and item.toolset not in self.built:
+            async with self.lock:
+                await self._build(toolset(item.toolset))
 
-    def build_all(self) -> None:
-        for entry in self.clients.served:
-            self._build(entry)
+    async def build_all(self) -> None:
+        async with self.lock:
+            for entry in self.clients.served:
+                await self._build(entry)
 
-    def _build(self, entry: Toolset) -> None:
+    async def _build(self, entry: Toolset) -> None:
         if entry.name in self.built:
             return
         try:
@@ -102,7 +111,7 @@ class ServedTools:
                 service = entry.load().service(self.clients)
                 self.registrar.add_all(entry.name, entry.operations(), service)
             if self.check:
-                self._check(entry)
+                await self._check(entry)
         except Exception as exc:
             self.registrar.withdraw(entry.name)
             reason = (
@@ -112,7 +121,7 @@ class ServedTools:
             raise ToolError(f"The {entry.name} tools could not be loaded on this server: {reason}.") from None
         self.built.add(entry.name)
 
-    def _check(self, entry: Toolset) -> None:
+    async def _check(self, entry: Toolset) -> None:
         """The built toolset against what was listed: other tools or effects refuse (a host was told otherwise
         what they do); another description or schema serves what was built, with a warning to rewrite the file."""
         listed = {i.tool.name: i for i in self.listed if i.toolset == entry.name}
@@ -122,7 +131,8 @@ class ServedTools:
                 f"its tools are not the ones the shipped catalogue lists (listed {sorted(listed)}, built "
                 f"{sorted(built)}); {REWRITE}"
             )
-        drifted = sorted(name for name, item in listed.items() if not self.registrar.advertises(item.tool))
+        made = {tool.name: tool for tool in await self.registrar.advertised(listed)}
+        drifted = sorted(name for name, item in listed.items() if made.get(name) != item.tool)
         if drifted:
             log.warning("tools/list advertised other schemas or texts than %s build; %s", drifted, REWRITE)
 
