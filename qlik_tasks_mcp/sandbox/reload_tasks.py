@@ -68,13 +68,25 @@ def coded(status: int, code: str, title: str, detail: str) -> Response:
     return JSONResponse({"errors": [error], "traceId": f"{id(error):016x}"}, status_code=status)
 
 
+# Every answer of this deprecated API carries its deprecation (changelog 266: "deprecation warnings are
+# communicated through response headers"), written as RFC 9745 / RFC 8594 do: deprecated since changelog 231's
+# update (2026-06-26), removal on or after 2026-09-29.
+DEPRECATION_HEADERS = {
+    "Deprecation": "@1782432000",
+    "Sunset": "Tue, 29 Sep 2026 00:00:00 GMT",
+    "Link": '<https://qlik.dev/changelog/231-scheduling-tasks-api-and-reload-tasks-deprecation/>; rel="deprecation"',
+}
+
+
 def unless_retired(sandbox: Sandbox, handler: Any) -> Any:
     async def endpoint(request: Request) -> Response:
         status = sandbox.tables.get(RETIRED)
         if status:
             title = "Gone" if status == 410 else "Not Found"
             return err(status, "the Reload Tasks API is not available on this tenant", title)
-        return await handler(request)
+        response: Response = await handler(request)
+        response.headers.update(DEPRECATION_HEADERS)
+        return response
 
     return endpoint
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.client.http import collecting_notices
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
 from qlik_tasks_mcp.tools.operation import Effect, Operation
@@ -113,7 +114,7 @@ class Registrar:
             args = audit_args(kwargs)
             audited = effect != "read"
             try:
-                with bind_call(name, args):
+                with bind_call(name, args), collecting_notices() as notices:
                     result = await fn(**kwargs)
             except ClientError as exc:
                 if audited:
@@ -135,9 +136,26 @@ class Registrar:
             if audited:
                 outcome = result.status if isinstance(result, Gated) else "done"
                 self.audit.write(name, args, outcome)
-            return result
+            return with_notices(result, notices)
 
         return call
+
+
+def with_notices(result: Any, notices: list[str]) -> Any:
+    """`result` with the API's deprecation notices of the call (client/http.py) as one more note, for every tool
+    alike: appended to its `notes` list or `note` text, else as `notes`. A result without any stays as it is."""
+    if not notices or not isinstance(result, BaseModel):
+        return result
+    data = result.model_dump(mode="json", by_alias=True)
+    line = " ".join(notices)
+    if isinstance(data.get("notes"), list):
+        data["notes"] = [*data["notes"], line]
+    elif isinstance(data.get("note"), str) and data["note"]:
+        data["note"] = f"{data['note']} {line}"
+    else:
+        data["notes"] = [line]
+    text = pydantic_core.to_json(data).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
 
 def mapped_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
