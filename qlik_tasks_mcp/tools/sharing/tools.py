@@ -60,7 +60,16 @@ from qlik_tasks_mcp.tools.sharing.models import (
     who,
 )
 from qlik_tasks_mcp.tools.sharing.recipients import Recipient, resolve_recipient
-from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time, read_each
+from qlik_tasks_mcp.tools.sources import (
+    Budget,
+    Failure,
+    FailureScan,
+    Narrow,
+    TaskInfo,
+    gather,
+    parse_time,
+    read_each,
+)
 
 TOOLSET = "sharing"
 # How failures() lists every task: the largest page the spec allows, in a stable order.
@@ -946,7 +955,7 @@ class SharingTaskSource:
         # Sharing tasks name their app, but listing them all to learn apps costs more than it tells.
         return set()
 
-    async def all_tasks(self, budget: Budget) -> list[TaskInfo]:
+    async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo]:
         """Every sharing task, a page of LISTING_ROWS per request while `budget` allows (find_orphans)."""
         found: list[TaskInfo] = []
         cursor: str | None = None
