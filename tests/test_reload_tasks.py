@@ -355,7 +355,7 @@ async def test_no_secret_in_any_output(harness: Harness, capfd: pytest.CaptureFi
 
 async def test_qlik_deprecation_headers_reach_every_result_as_a_note(harness: Harness) -> None:
     """The sandbox sends Deprecation/Sunset/Link on /api/v1/reload-tasks (changelog 266); the result says so once,
-    whatever its shape: a list's note, a preview's notes; a family not deprecated gets none."""
+    whatever its shape, under one key; a family not deprecated gets none."""
     said = (
         "Qlik Cloud marks /api/v1/reload-tasks deprecated (since 2026-06-26); it may be removed on or after 2026-09-29"
     )
@@ -364,6 +364,8 @@ async def test_qlik_deprecation_headers_reach_every_result_as_a_note(harness: Ha
         listed = data(await client.call_tool("list_reload_tasks", {"limit": 2}))
         preview = data(await client.call_tool("delete_reload_task", {"task_id": task_id}))
         tasks = data(await client.call_tool("list_tasks", {"limit": 2}))
-    assert listed["note"].count(said) == 1
-    assert preview["status"] == "confirmation_required" and sum(said in n for n in preview["notes"]) == 1
-    assert said not in json.dumps(tasks)
+    assert [n.startswith(said) for n in listed["api_notes"]] == [True]
+    # A preview's notes are what the user is asked about; the API's notice stands beside them.
+    assert preview["status"] == "confirmation_required" and len(preview["api_notes"]) == 1
+    assert not any(said in n for n in preview["notes"])
+    assert "api_notes" not in tasks and said not in json.dumps(tasks)

@@ -3,8 +3,9 @@
 as Qlik's own client (qlik-api-ts, scheduling/tasks createTask) sends it, `/api/v1/tasks?migrateFrom=` only where a
 tenant lacks the scheduling API.
 
-Changelog 271: a migrated reload task answers PUT and DELETE with 400 TASKS-001, and creating one answers 410
-TASKS-011; both are read exactly (`MigratedReloadTask`, `CreationRetired`), so neither reads as the whole API gone."""
+Changelog 271 (2026-11-20): PUT and DELETE of a reload task migrated to the new scheduler answer 400 TASKS-001 (the
+reference had said 410), and the deprecated POST /api/v1/reload-tasks answers 410 TASKS-011. Both are read exactly
+(`MigratedReloadTask`, `CreationRetired`): neither is the whole API gone, which a 404 or another 410 still says."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ CURSORS = Cursors(next="next", prev="prev")
 Migrate = Callable[[Sandbox, dict[str, Any], str], dict[str, Any]]
 # sandbox.tables key of the retirement switch: the HTTP status every reload-tasks request then gets (404 or 410).
 RETIRED = "reload_tasks_retired"
-# sandbox.tables key of changelog 271's cut-off: creating a reload task answers 410 TASKS-011, the rest answers.
+# sandbox.tables key of changelog 271's create answer: POST answers 410 TASKS-011 while reads and changes go on.
+# Off unless set, so the create path stays testable; a migrated task's PUT/DELETE answer 400 TASKS-001 always.
 CREATION_GONE = "reload_task_creation_gone"
 # What the migration guide's migrated task shows instead of `state` and the job fields.
 MIGRATED_FIELDS = {"disabledCode": "", "fortressId": "", "log": "", "migrated": True}

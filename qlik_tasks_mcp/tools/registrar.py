@@ -141,19 +141,17 @@ class Registrar:
         return call
 
 
+# The result key of the API's own notices (deprecations read from response headers).
+API_NOTES = "api_notes"
+
+
 def with_notices(result: Any, notices: list[str]) -> Any:
-    """`result` with the API's deprecation notices of the call (client/http.py) as one more note, for every tool
-    alike: appended to its `notes` list or `note` text, else as `notes`. A result without any stays as it is."""
+    """`result` with the API's deprecation notices of the call (client/http.py) under `api_notes`, for every tool
+    alike. Their own key: a preview's `notes` are what the user is asked about (the question, the approval page),
+    and a notice about the API is not part of that. A result without any notice stays as it is."""
     if not notices or not isinstance(result, BaseModel):
         return result
-    data = result.model_dump(mode="json", by_alias=True)
-    line = " ".join(notices)
-    if isinstance(data.get("notes"), list):
-        data["notes"] = [*data["notes"], line]
-    elif isinstance(data.get("note"), str) and data["note"]:
-        data["note"] = f"{data['note']} {line}"
-    else:
-        data["notes"] = [line]
+    data = result.model_dump(mode="json", by_alias=True) | {API_NOTES: list(notices)}
     text = pydantic_core.to_json(data).decode()
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
