@@ -810,3 +810,32 @@ async def test_set_tasks_enabled_previews_5000_scheduling_tasks_by_filter_or_ids
         assert all(t["enabled"] for t in store.values() if t["name"].startswith("nightly-"))
     finally:
         await h.backend.aclose()
+
+
+async def test_many_task_ids_are_found_in_the_list_and_only_the_missing_are_read_one_by_one(harness: Harness) -> None:
+    real = list(sandbox_tasks.tables(harness.sandbox).tasks)
+    fakes = [f"00000000-0000-4000-8000-{n:012d}" for n in range(21 - len(real))]
+    refs = [{"kind": "task", "id": i} for i in real + fakes]
+    async with harness.client() as client:
+        text = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+        assert "no task task with id" in text and fakes[0] in text and "nothing was changed" in text
+        reads = [
+            x.path.rsplit("/", 1)[-1] for x in harness.recorder.exchanges if x.path.startswith("/api/scheduling/tasks/")
+        ]
+        # Only the ids the tenant-wide list lacked were asked for, and each answered 404.
+        assert sorted(reads) == sorted(fakes)
+        many = [{"kind": "task", "id": f"00000000-0000-4000-8000-{n:012d}"} for n in range(100, 130)]
+        refused = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs + many}))
+    assert "not in the tenant's task list for this key" in refused and "nothing was changed" in refused
+
+
+async def test_more_task_ids_than_v1_reads_are_refused_before_any_read() -> None:
+    h = make_harness(tasks_api="v1")
+    try:
+        refs = [{"kind": "task", "id": f"{n:024x}"} for n in range(201)]
+        async with h.client() as client:
+            text = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+        assert "read one task at a time" in text and "app_id" in text
+        assert not [x for x in h.recorder.exchanges if x.path.startswith("/api/v1/tasks/")]
+    finally:
+        await h.backend.aclose()

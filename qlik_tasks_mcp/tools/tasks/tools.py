@@ -996,6 +996,8 @@ def cron_text(expression: str) -> str:
 # More ids than this are found in the tenant-wide list (100 a page) instead of one GET each: 5,000 GETs would
 # spend tier 1 (1,000 a minute) and earn the tenant's 429.
 BULK_READ_FROM = 20
+# v1 has no tenant-wide list: each id is one GET of its 600-a-minute tier, so more than this are refused up front.
+V1_READS = 200
 LIST_PAGE = 100
 
 
@@ -1033,8 +1035,15 @@ class WorkflowTaskSource:
         in pages of 100 and matched here, as its SCIM filter takes no `id` (scheduling-tasks.json names name,
         enabled, resourceId, ownerId, spaceId, times, statuses and triggerType only); the few ids it lacks are then
         read one by one, so a task is "not found" only where the tenant answered 404 for it. v1 lists only per
-        app, so there each id is read."""
-        if len(task_ids) <= BULK_READ_FROM or not (await self.api.endpoint()).scheduling:
+        app, so there each id is read, up to V1_READS (its tier allows 600 a minute)."""
+        if len(task_ids) <= BULK_READ_FROM:
+            return await read_each(task_ids, self.get)
+        if not (await self.api.endpoint()).scheduling:
+            if len(task_ids) > V1_READS:
+                raise InvalidInput(
+                    f"{len(task_ids)} task ids: /api/v1/tasks is read one task at a time (no tenant-wide list), at "
+                    f"most {V1_READS} per call; select them with app_id instead, or name fewer"
+                )
             return await read_each(task_ids, self.get)
         wanted = set(task_ids)
         found = {task.id: self.info(task) async for task in self.api.all(resource_id=None) if task.id in wanted}
