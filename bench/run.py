@@ -27,8 +27,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
 
+from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox, large
 from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import TOOLSETS, Settings
 from qlik_tasks_mcp.tools.inventory import (
@@ -234,7 +236,10 @@ async def cold_start(n: int) -> list[Row]:
     ]
 
 
-def seeded(count: int) -> tuple[MCPServer, Any]:
+Tenant = tuple[MCPServer, Any, Sandbox]
+
+
+def seeded(count: int) -> Tenant:
     """A sandbox server with exactly `count` reload tasks."""
     mcp, backend = sandbox_server()
     sandbox = backend.sandbox
@@ -243,7 +248,14 @@ def seeded(count: int) -> tuple[MCPServer, Any]:
         sandbox_reload_tasks.seed(sandbox)
     for extra in list(table)[count:]:
         del table[extra]
-    return mcp, backend
+    return mcp, backend, sandbox
+
+
+def scheduling_tenant(count: int) -> Tenant:
+    """A sandbox server on a tenant of `count` more apps, each with one scheduling task (sandbox/large.py)."""
+    sandbox, app = build_sandbox(app_count=large.USUAL_APPS + count)
+    mcp, backend = build_server(Settings(sandbox=True), transport=SandboxTransport(app))
+    return mcp, backend, sandbox
 
 
 async def list_all(client: Client) -> int:
@@ -257,33 +269,54 @@ async def list_all(client: Client) -> int:
             return seen
 
 
-async def preview_by_ids(client: Client, backend: Any) -> int:
-    refs = [{"kind": "reload", "id": task_id} for task_id in backend.sandbox.tables["reload_tasks"]]
+async def preview_by_ids(client: Client, sandbox: Sandbox) -> int:
+    refs = [{"kind": "reload", "id": task_id} for task_id in sandbox.tables["reload_tasks"]]
     preview = (await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs})).structured_content
     assert preview and preview["status"] == "confirmation_required", preview
     return len(refs)
 
 
-async def preview_by_filter(client: Client, backend: Any) -> int:
+async def preview_by_filter(client: Client, sandbox: Sandbox) -> int:
     """The same selection by a filter: the model writes a few tokens instead of every id."""
     args = {"enabled": False, "filter": {"kinds": ["reload"]}}
     result = await client.call_tool("set_tasks_enabled", args)
     preview = result.structured_content
     assert preview and preview["status"] == "confirmation_required", result.content
-    return len(backend.sandbox.tables["reload_tasks"])
+    return len(sandbox.tables["reload_tasks"])
 
 
-BULK_STEPS: tuple[tuple[str, Callable[[Client, Any], Awaitable[int]], Callable[[int], Any]], ...] = (
-    ("list all {n} reload tasks", lambda c, _b: list_all(c), lambda _n: {"limit": 100}),
+# The seeded scheduling tasks of sandbox/large.py, and only they, are named so.
+NIGHTLY = {"enabled": False, "filter": {"kinds": ["task"], "name_contains": "nightly-"}}
+
+
+async def preview_scheduling_by_filter(client: Client, sandbox: Sandbox) -> int:
+    """Scheduling tasks selected by a filter: the tenant-wide list, paged, not each app's tasks."""
+    result = await client.call_tool("set_tasks_enabled", NIGHTLY)
+    preview = result.structured_content
+    assert preview and preview["status"] == "confirmation_required", result.content
+    return sum(1 for t in sandbox.tables["tasks"].tasks.values() if t["name"].startswith("nightly-"))
+
+
+Step = tuple[str, Callable[[Client, Sandbox], Awaitable[int]], Callable[[int], Any], Callable[[int], Tenant]]
+BULK_STEPS: tuple[Step, ...] = (
+    ("list all {n} reload tasks", lambda c, _s: list_all(c), lambda _n: {"limit": 100}, seeded),
     (
         "set_tasks_enabled preview of {n}, by ids",
         preview_by_ids,
         lambda n: {"enabled": False, "tasks": [{"kind": "reload", "id": "0" * 24}] * n},
+        seeded,
     ),
     (
         "set_tasks_enabled preview of {n}, by filter",
         preview_by_filter,
         lambda _n: {"enabled": False, "filter": {"kinds": ["reload"]}},
+        seeded,
+    ),
+    (
+        "set_tasks_enabled preview of {n} scheduling tasks, by filter",
+        preview_scheduling_by_filter,
+        lambda _n: NIGHTLY,
+        scheduling_tenant,
     ),
 )
 
@@ -291,19 +324,20 @@ BULK_STEPS: tuple[tuple[str, Callable[[Client, Any], Awaitable[int]], Callable[[
 async def bulk_step(step: int, count: int, traced: bool) -> tuple[int, float, int, int, int]:
     """One bulk step on a fresh tenant: (items, seconds, peak bytes or 0, requests, 429s). Timed or traced, never
     both: tracemalloc would slow the timed pass down."""
-    mcp, backend = seeded(count)
+    _, run, _, tenant = BULK_STEPS[step]
+    mcp, backend, sandbox = tenant(count)
     # tracemalloc slows Python about tenfold: the traced pass lifts the selection's time budget so it still runs.
     ops.SCAN_SECONDS = 600.0 if traced else SCAN_SECONDS
     async with Client(mcp) as client:
         if traced:
             tracemalloc.start()
         start = time.perf_counter()
-        items = await BULK_STEPS[step][1](client, backend)
+        items = await run(client, sandbox)
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1] if traced else 0
         if traced:
             tracemalloc.stop()
-    sent, throttled = backend.qlik.requests_sent, backend.sandbox.throttled
+    sent, throttled = backend.qlik.requests_sent, sandbox.throttled
     await backend.aclose()
     return items, elapsed, peak, sent, throttled
 
@@ -311,7 +345,7 @@ async def bulk_step(step: int, count: int, traced: bool) -> tuple[int, float, in
 async def bulk(count: int) -> list[Row]:
     """Each step on `count` reload tasks, paced to the tier limits: timed in one pass, its memory in another."""
     rows: list[Row] = []
-    for step, (label, _, args) in enumerate(BULK_STEPS):
+    for step, (label, _, args, _) in enumerate(BULK_STEPS):
         items, seconds, _, sent, throttled = await bulk_step(step, count, traced=False)
         _, _, peak, _, _ = await bulk_step(step, count, traced=True)
         rows.append(

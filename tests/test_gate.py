@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ElicitResult
 
 from qlik_tasks_mcp.tools.approval import Approvals, Preview
 from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.gate import SIDE_LIMIT, Gate, field_diff
+from tests.conftest import data, make_harness
 
 
 def test_token_is_single_use_on_one_replica() -> None:
@@ -73,3 +75,22 @@ def test_approval_is_decided_once_and_expires() -> None:
     now[0] += 61
     assert approvals.page(late.id) is None and approvals.decide(late.id, late.csrf, approve=True) == "gone"
     assert approvals.settle("binding") is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer", ["yes", "true", 1, "on"])
+async def test_an_elicited_yes_must_be_a_real_boolean_true(answer: object) -> None:
+    h = make_harness(toolsets="tasks")
+    try:
+        task_id = next(iter(h.sandbox.tables["tasks"].tasks))
+        h.elicit_answers.append(ElicitResult(action="accept", content={"confirm": answer}))  # type: ignore[dict-item]
+        async with h.client(elicitation=True) as client:
+            refused = await client.call_tool("delete_task", {"task_id": task_id})
+        assert refused.is_error
+        assert task_id in h.sandbox.tables["tasks"].tasks
+        h.elicit_answers.append(ElicitResult(action="accept", content={"confirm": True}))
+        async with h.client(elicitation=True) as client:
+            done = data(await client.call_tool("delete_task", {"task_id": task_id}))
+        assert done["status"] == "done" and task_id not in h.sandbox.tables["tasks"].tasks
+    finally:
+        await h.backend.aclose()

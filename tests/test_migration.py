@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from qlik_tasks_mcp.client.reload_tasks import MigratedReloadTask, ReloadTasksApi
 from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from tests.conftest import Harness, data, error_text, make_harness
 
@@ -251,18 +252,64 @@ async def test_migrate_an_app_preview_then_yes(harness: Harness) -> None:
         stored = reload_table(harness)[item["reload_task_id"]]
         assert stored["migrated"] is True and "state" not in stored
         assert replacement(harness, item["reload_task_id"])["id"] == item["task_id"]
-    posts = [x for x in harness.recorder.exchanges if x.method == "POST" and x.path == "/api/v1/tasks"]
+    # As Qlik's client (qlik-api-ts scheduling/tasks createTask) migrates: the scheduling API, never v1 here.
+    posts = [x for x in harness.recorder.exchanges if x.method == "POST" and x.path == "/api/scheduling/tasks"]
     assert len(posts) == len(ours)
+    assert not [x for x in harness.recorder.exchanges if x.method == "POST" and x.path == "/api/v1/tasks"]
     for post in posts:
         source = post.query.removeprefix("migrateFrom=")
         body = post.request_body
         assert source in ours and body["enabled"] is True and body["specVersion"]
+        # Only the guide's fields: no event of our own making in `events`.
         assert set(body) == {"name", "specVersion", "enabled", "metadata", "start", "states"}
         assert set(body["metadata"]) == {"spaceId", "usage"}
         assert body["start"]["stateName"] == body["states"][0]["name"]
         assert body["start"]["schedule"]["recurrence"] == reload_table(harness)[source]["recurrence"][0]
         action = body["states"][0]["onEvents"][0]["actions"][0]["functionRef"]
         assert action["refName"] == "app.reload" and action["arguments"] == {"appId": app_id, "partial": False}
+
+
+async def test_migration_uses_v1_only_where_the_scheduling_api_is_missing(harness: Harness) -> None:
+    harness.sandbox.tables["tasks"].scheduling_gone = True
+    app_id = plain_app(harness)
+    async with harness.client() as client:
+        (made,) = await add_reload_tasks(client, app_id, 1)
+        preview = data(await client.call_tool("migrate_reload_tasks", {"task_id": made}))
+        args = {"task_id": made, "confirm_token": preview["confirm_token"]}
+        done = data(await client.call_tool("migrate_reload_tasks", args))["result"]
+    assert [m["reload_task_id"] for m in done["migrated"]] == [made]
+    posts = [(x.path, x.status) for x in harness.recorder.exchanges if x.method == "POST" and "migrateFrom" in x.query]
+    assert posts == [("/api/v1/tasks", 201)]
+    assert replacement(harness, made)["id"] == done["migrated"][0]["task_id"]
+
+
+async def test_a_migrated_reload_task_refused_by_qlik_is_read_exactly(migrated: Harness) -> None:
+    """Changelog 271: PUT/DELETE of a migrated reload task answer 400 TASKS-001; the API is not retired."""
+    task_id = migrated_ids(migrated)[0]
+    api = migrated.backend.qlik
+    with pytest.raises(MigratedReloadTask) as refused:
+        await ReloadTasksApi(api).delete(task_id)
+    text = str(refused.value)
+    assert "TASKS-001" in text and "HTTP 400" in text and "migrated" in text and "update_task" in text
+    assert "retired" not in text
+    assert task_id in reload_table(migrated)
+    async with migrated.client() as client:
+        listed = data(await client.call_tool("list_reload_tasks", {}))
+    assert listed
+
+
+async def test_creation_gone_is_not_the_whole_api_retired(harness: Harness) -> None:
+    """Changelog 271: POST /api/v1/reload-tasks answers 410 TASKS-011; reads and changes still work."""
+    sandbox_reload_tasks.stop_creation(harness.sandbox)
+    app_id = plain_app(harness)
+    task_id = next(t["id"] for t in reload_table(harness).values() if t.get("state") == "Enabled")
+    async with harness.client() as client:
+        text = error_text(await client.call_tool("create_reload_task", {"app_id": app_id, "schedule": DAILY}))
+        listed = data(await client.call_tool("list_reload_tasks", {}))
+        got = data(await client.call_tool("get_reload_task", {"task_id": task_id}))
+    assert "HTTP 410" in text and "TASKS-011" in text and "no longer creates reload tasks" in text
+    assert "create_task" in text and "retired" not in text
+    assert listed and got
 
 
 async def test_migrating_one_task_names_the_reload_tasks_that_stop_with_it(harness: Harness) -> None:

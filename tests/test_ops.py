@@ -772,3 +772,70 @@ async def test_a_sharing_run_failed_for_everyone_shows_on_the_task_until_a_succe
     # A run that reached its recipients resets the count and the status, and clears their delivery errors.
     assert cleared["status"] == "VALID" and "status_label" not in cleared
     assert "failed_executions_in_a_row" not in cleared and not any(r.get("errors") for r in cleared["recipients"])
+
+
+async def test_set_tasks_enabled_previews_5000_scheduling_tasks_by_filter_or_ids_within_the_rate_tiers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """5,000 tasks on 5,012 apps: the filter pages the tenant-wide list with its SCIM filter (not app by app, which
+    the budget refuses past 400 apps), and 5,000 ids are found in that list (not one GET each, which spends tier 1
+    and earns a 429). The test counts requests, not seconds: the selection's time bound is lifted, as the spec
+    check of every page here is slow on a busy machine."""
+    from qlik_tasks_mcp.sandbox import large
+
+    monkeypatch.setattr(ops_module, "SCAN_SECONDS", 3600.0)
+    h = make_harness(toolsets="tasks,ops,directory", sandbox_options={"app_count": large.USUAL_APPS + 5000})
+    try:
+        store = sandbox_tasks.tables(h.sandbox).tasks
+        nightly = sorted(i for i, t in store.items() if t["name"].startswith("nightly-"))
+        assert len(nightly) == 5000
+        chosen = {"kinds": ["task"], "name_contains": "nightly-", "enabled": True}
+        async with h.client() as client:
+            by_filter = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "filter": chosen}))
+            assert by_filter["status"] == "confirmation_required", by_filter
+            assert by_filter["action"] == "Disable 5000 tasks (5000 task)"
+            listings = [x for x in h.recorder.exchanges if x.method == "GET" and x.path == "/api/scheduling/tasks"]
+            # The tenant narrows by what its filter takes; the name is matched here (no operator but eq confirmed).
+            assert {x.query for x in listings[1:]} >= {"sort=%2BcreatedAt&limit=100&filter=enabled+eq+true"}
+            assert len(listings) <= 52
+            seen = len(h.recorder.exchanges)
+            refs = [{"kind": "task", "id": i} for i in nightly]
+            by_ids = data(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+            assert by_ids["status"] == "confirmation_required" and by_ids["action"] == by_filter["action"]
+        later = h.recorder.exchanges[seen:]
+        assert not [x for x in later if x.path.startswith("/api/scheduling/tasks/")], "one GET per task"
+        assert len([x for x in later if x.path == "/api/scheduling/tasks"]) <= 51
+        assert all(x.tier == "1" for x in h.recorder.exchanges if x.path.startswith("/api/scheduling"))
+        assert h.sandbox.throttled == 0 and h.backend.qlik.throttled == 0
+        assert all(t["enabled"] for t in store.values() if t["name"].startswith("nightly-"))
+    finally:
+        await h.backend.aclose()
+
+
+async def test_many_task_ids_are_found_in_the_list_and_only_the_missing_are_read_one_by_one(harness: Harness) -> None:
+    real = list(sandbox_tasks.tables(harness.sandbox).tasks)
+    fakes = [f"00000000-0000-4000-8000-{n:012d}" for n in range(21 - len(real))]
+    refs = [{"kind": "task", "id": i} for i in real + fakes]
+    async with harness.client() as client:
+        text = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+        assert "no task task with id" in text and fakes[0] in text and "nothing was changed" in text
+        reads = [
+            x.path.rsplit("/", 1)[-1] for x in harness.recorder.exchanges if x.path.startswith("/api/scheduling/tasks/")
+        ]
+        # Only the ids the tenant-wide list lacked were asked for, and each answered 404.
+        assert sorted(reads) == sorted(fakes)
+        many = [{"kind": "task", "id": f"00000000-0000-4000-8000-{n:012d}"} for n in range(100, 130)]
+        refused = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs + many}))
+    assert "not in the tenant's task list for this key" in refused and "nothing was changed" in refused
+
+
+async def test_more_task_ids_than_v1_reads_are_refused_before_any_read() -> None:
+    h = make_harness(tasks_api="v1")
+    try:
+        refs = [{"kind": "task", "id": f"{n:024x}"} for n in range(201)]
+        async with h.client() as client:
+            text = error_text(await client.call_tool("set_tasks_enabled", {"enabled": False, "tasks": refs}))
+        assert "read one task at a time" in text and "app_id" in text
+        assert not [x for x in h.recorder.exchanges if x.path.startswith("/api/v1/tasks/")]
+    finally:
+        await h.backend.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitResult
@@ -349,3 +351,21 @@ async def test_no_secret_in_any_output(harness: Harness, capfd: pytest.CaptureFi
     everything = "".join(str(o.model_dump()) for o in outputs) + harness.audit.getvalue() + captured.err + captured.out
     assert SANDBOX_API_KEY not in everything
     assert "test-secret-0123456789abcdef" not in everything
+
+
+async def test_qlik_deprecation_headers_reach_every_result_as_a_note(harness: Harness) -> None:
+    """The sandbox sends Deprecation/Sunset/Link on /api/v1/reload-tasks (changelog 266); the result says so once,
+    whatever its shape, under one key; a family not deprecated gets none."""
+    said = (
+        "Qlik Cloud marks /api/v1/reload-tasks deprecated (since 2026-06-26); it may be removed on or after 2026-09-29"
+    )
+    task_id = next(iter(harness.sandbox.tables["reload_tasks"]))
+    async with harness.client() as client:
+        listed = data(await client.call_tool("list_reload_tasks", {"limit": 2}))
+        preview = data(await client.call_tool("delete_reload_task", {"task_id": task_id}))
+        tasks = data(await client.call_tool("list_tasks", {"limit": 2}))
+    assert [n.startswith(said) for n in listed["api_notes"]] == [True]
+    # A preview's notes are what the user is asked about; the API's notice stands beside them.
+    assert preview["status"] == "confirmation_required" and len(preview["api_notes"]) == 1
+    assert not any(said in n for n in preview["notes"])
+    assert "api_notes" not in tasks and said not in json.dumps(tasks)

@@ -263,6 +263,21 @@ async def test_moving_the_start_far_ahead_asks_a_near_one_does_not(harness: Harn
     assert tasks(harness)[task["id"]]["scheduleOptions"]["startDateTime"] == local_in(60)
 
 
+async def test_ending_the_schedule_in_the_past_asks_as_disabling_does(harness: Harness) -> None:
+    task = scheduled_task(harness)
+    task["scheduleOptions"] |= {"startDateTime": "2026-01-05T07:00:00", "endDateTime": ""}
+    async with harness.client() as client:
+        later = data(
+            await client.call_tool(
+                "patch_sharing_task", {"task_id": task["id"], "schedule": DAILY | {"end": local_in(90)}}
+            )
+        )
+        assert later["status"] == "done" and not later.get("notes")
+        past = {"task_id": task["id"], "schedule": DAILY | {"end": local_in(-1)}}
+        await gated_then_done(harness, client, past, "which is past: nobody receives the report any more")
+    assert tasks(harness)[task["id"]]["scheduleOptions"]["endDateTime"] == local_in(-1)
+
+
 async def test_a_start_close_to_the_next_planned_send_does_not_ask(harness: Harness) -> None:
     task = scheduled_task(harness)
     # The report is already quiet for 100 days: moving its start 5 days later silences nothing more.
@@ -333,5 +348,6 @@ async def test_annotations_say_what_sends_mail_and_takes_away(harness: Harness) 
         tools = {t.name: t.annotations for t in (await client.list_tools()).tools}
     create, execute, patch = tools["create_sharing_task"], tools["execute_sharing_task"], tools["patch_sharing_task"]
     assert create and create.destructive_hint is True and create.idempotent_hint is False
-    assert execute and execute.destructive_hint is False and execute.idempotent_hint is False
+    # Sending e-mails every recipient and cannot be called back: destructive, and never idempotent.
+    assert execute and execute.destructive_hint is True and execute.idempotent_hint is False
     assert patch and patch.destructive_hint is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -351,6 +352,8 @@ async def test_execute_and_wait_reports_the_failed_recipient(harness: Harness) -
                 progress_callback=progress,
             )
         )
+        assert result["status"] == "done"
+        result = result["result"]
         failed = [e for e in result["executions"] if e["status"] == "failed"]
         assert result["wait_ended"] == "finished" and failed and seen
         assert failed[0]["recipient"] == f"email:{bad}"
@@ -365,6 +368,33 @@ async def test_execute_and_wait_reports_the_failed_recipient(harness: Harness) -
     assert bad in detail["errors"] and "UNTRUSTED" in detail["errors"]
     assert {e["status"] for e in only_failed["executions"]} == {"failed"}
     assert sent(harness, "POST") == 1
+
+
+async def test_a_first_send_acts_at_once_and_a_repeat_within_the_hour_asks_first(harness: Harness) -> None:
+    table(harness).run_seconds = 0.2
+    task = a_task(harness, enabled=True)
+    task.pop("lastExecutionDate", None)
+    task.pop("lastRun", None)
+    async with harness.client() as client:
+        first = data(await client.call_tool("execute_sharing_task", {"task_id": task["id"]}))
+        assert first["status"] == "done" and first["result"]["started"] is True
+        again = data(await client.call_tool("execute_sharing_task", {"task_id": task["id"]}))
+        assert again["status"] == "confirmation_required"
+        assert any("every recipient gets the report again" in n for n in again["notes"])
+        assert sent(harness, "POST") == 1
+        args = {"task_id": task["id"], "confirm_token": again["confirm_token"]}
+        done = data(await client.call_tool("execute_sharing_task", args))
+    assert done["status"] == "done" and sent(harness, "POST") == 2
+
+
+async def test_a_send_the_tenant_shows_within_the_hour_also_asks(harness: Harness) -> None:
+    task = a_task(harness, enabled=True)
+    task["lastExecutionDate"] = task["lastRun"] = (datetime.now(UTC) - timedelta(minutes=20)).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z"
+    )
+    async with harness.client() as client:
+        preview = data(await client.call_tool("execute_sharing_task", {"task_id": task["id"]}))
+    assert preview["status"] == "confirmation_required" and sent(harness, "POST") == 0
 
 
 async def test_executions_page_and_list_files(harness: Harness) -> None:

@@ -6,6 +6,7 @@ A new tool without an entry here fails `test_every_tool_has_a_sample`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qlik_tasks_mcp.sandbox import qalyptus
@@ -361,7 +362,11 @@ async def _delete_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
 
 @sample("execute_sharing_task")
 async def _execute_sharing(h: Harness, destructive: bool) -> dict[str, Any]:
-    return {"task_id": _sharing(h)["id"]}
+    task = _sharing(h)
+    # A send within the hour of the last one asks first; an older last send acts at once.
+    ago = timedelta(minutes=5 if destructive else 300)
+    task["lastExecutionDate"] = task["lastRun"] = (datetime.now(UTC) - ago).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"task_id": task["id"]}
 
 
 @sample("cancel_sharing_task")

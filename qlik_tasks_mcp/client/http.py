@@ -13,8 +13,11 @@ import email.utils
 import json as json_module
 import logging
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,6 +53,52 @@ USER_AGENT = "qlik-tasks-mcp/0.1"
 
 Params = httpx.QueryParams | Mapping[str, Any] | None
 Sink = TypeVar("Sink", bound=LineSink)
+
+# Deprecation warnings in response headers (Qlik changelog 266). Which header names Qlik uses is not in the stored
+# qlik.dev pages (each cut after its first 2 KB), so the standard ones are read: Deprecation (RFC 9745: "@<epoch>",
+# an HTTP date, or "true"), Sunset (RFC 8594, an HTTP date) and a Link with rel="deprecation" or "sunset". Only
+# what parses (dates, an https link) is passed on: a header's free text never reaches a result.
+_notices: ContextVar[list[str] | None] = ContextVar("qtm_api_notices", default=None)
+NOTICES_MAX = 5
+_LINK = re.compile(r'<(https://[^<>\s"]{1,300})>\s*;[^,]*\brel="?(?:deprecation|sunset)"?', re.IGNORECASE)
+
+
+@contextmanager
+def collecting_notices() -> Iterator[list[str]]:
+    """Within the block, the deprecation notices of every answer received are gathered (once each) into the list."""
+    found: list[str] = []
+    token = _notices.set(found)
+    try:
+        yield found
+    finally:
+        _notices.reset(token)
+
+
+def _header_date(value: str) -> str | None:
+    value = value.strip()
+    if value.startswith("@") and value[1:].isascii() and value[1:].isdigit() and len(value) <= 13:
+        return datetime.fromtimestamp(int(value[1:]), UTC).strftime("%Y-%m-%d")
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(UTC).strftime("%Y-%m-%d")
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def deprecation_notice(service: str, response: httpx.Response) -> str | None:
+    """One line for an answer that says its endpoint is deprecated, or None."""
+    headers = response.headers
+    deprecation, sunset = headers.get("deprecation"), headers.get("sunset")
+    if not deprecation and not sunset:
+        return None
+    # The API, not the one item: /api/v1/reload-tasks for every reload task read.
+    api = "/".join(response.request.url.path.split("/")[:4])
+    text = f"{service} marks {api} deprecated"
+    since = _header_date(deprecation) if deprecation else None
+    text += f" (since {since})" if since else ""
+    until = _header_date(sunset) if sunset else None
+    text += f"; it may be removed on or after {until}" if until else ""
+    link = _LINK.search(headers.get("link", ""))
+    return text + (f"; see {link.group(1)}" if link else "")
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -120,6 +169,7 @@ class TenantHttp:
         limiter: TierLimiter | None = None,
         retry: RetryPolicy | None = None,
         key_setting: str = "QLIK_API_KEY",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         register_secret(api_key)
         self.service = service
@@ -130,7 +180,12 @@ class TenantHttp:
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                **(headers or {}),
+            },
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
             follow_redirects=False,
@@ -282,12 +337,21 @@ class TenantHttp:
                 await self._sleep(self.retry.backoff(attempt), deadline, failure)
                 attempt += 1
                 continue
+            self._notice(response)
             if response.status_code < 400:
                 return response
             answer = await self._error_answer(response)
             wait = self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
             await anyio.sleep(wait)
             attempt += 1
+
+    def _notice(self, response: httpx.Response) -> None:
+        found = _notices.get()
+        if found is None or len(found) >= NOTICES_MAX:
+            return
+        notice = deprecation_notice(self.service, response)
+        if notice and notice not in found:
+            found.append(redact(notice))
 
     def _retry_wait(
         self,

@@ -13,6 +13,11 @@ from qlik_tasks_mcp.client.http import Params, TenantHttp
 from qlik_tasks_mcp.client.paging import Page, check_same_origin, cursor_params, fingerprint, next_cursor, row_limit
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
 
+# The Qlik Cloud API release this client is built for (changelog 266: quarterly `YYYY-MM` versions). It selects no
+# request or response shape: Qlik returns the deprecation warnings due to a client aware of this release.
+QLIK_API_VERSION = "2026-11"
+API_VERSION_HEADER = "qlik-api-version"
+
 
 class QlikClient(TenantHttp):
     def __init__(
@@ -32,6 +37,7 @@ class QlikClient(TenantHttp):
             transport=transport,
             limiter=limiter,
             key_setting="QLIK_API_KEY",
+            headers={API_VERSION_HEADER: QLIK_API_VERSION},
         )
 
     async def json(

@@ -1,5 +1,11 @@
 """Qlik reload tasks, `/api/v1/reload-tasks`: deprecated by Qlik for `/api/scheduling/tasks`, removal on or after
-2026-09-29 (NOTES-2026-11.md section 2), and their migration to tasks (`POST /api/v1/tasks?migrateFrom=<id>`)."""
+2026-09-29 (NOTES-2026-11.md section 2), and their migration to tasks: `POST /api/scheduling/tasks?migrateFrom=<id>`
+as Qlik's own client (qlik-api-ts, scheduling/tasks createTask) sends it, `/api/v1/tasks?migrateFrom=` only where a
+tenant lacks the scheduling API.
+
+Changelog 271 (2026-11-20): PUT and DELETE of a reload task migrated to the new scheduler answer 400 TASKS-001 (the
+reference had said 410), and the deprecated POST /api/v1/reload-tasks answers 410 TASKS-011. Both are read exactly
+(`MigratedReloadTask`, `CreationRetired`): neither is the whole API gone, which a 404 or another 410 still says."""
 
 from __future__ import annotations
 
@@ -12,13 +18,13 @@ from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.ratelimit import Tier
 from qlik_tasks_mcp.client.resource import Doc, Listing, listing
+from qlik_tasks_mcp.client.tasks import ApiSetting, TasksApi
 from qlik_tasks_mcp.client.workflow import SPEC_VERSION, TIME_SCHEDULE_REF, reload_action
 
 BASE = "/api/v1/reload-tasks"
-# The migration endpoint of Qlik's migration guide; NOTES-2026-11.md names no newer one.
-TASKS = "/api/v1/tasks"
-# Where tasks are listed first: it supersedes /api/v1/tasks, which is read where a tenant lacks it.
-SCHEDULING_TASKS = "/api/scheduling/tasks"
+# Changelog 271's codes: a change to a migrated reload task, and a create where Qlik no longer makes them.
+MIGRATED_CODE = "TASKS-001"
+CREATION_GONE_CODE = "TASKS-011"
 # What a PUT carries besides `state`: the TaskBase fields; the rest is the service's.
 BASE_FIELDS = (
     "appId",
@@ -43,6 +49,18 @@ RETIRED_HINT = (
 
 class ApiRetired(ApiError):
     """The tenant no longer serves /api/v1/reload-tasks: every reload tool says so and names what replaces it."""
+
+
+class MigratedReloadTask(ApiError):
+    """400 TASKS-001 on a PUT or DELETE: the reload task was migrated, so Qlik keeps it read-only."""
+
+
+class CreationRetired(ApiError):
+    """410 TASKS-011 on the create: Qlik no longer makes reload tasks here; the rest of the API still answers."""
+
+
+def _recast(exc: ApiError, kind: type[ApiError], title: str, hint: str) -> ApiError:
+    return kind(exc.status, title, code=exc.code, trace_id=exc.trace_id, method=exc.method, path=exc.path, hint=hint)
 
 
 def retired(exc: ApiError) -> ApiRetired:
@@ -145,8 +163,10 @@ def migration_body(doc: ReloadTaskDoc) -> dict[str, Any]:
 class ReloadTasksApi:
     """Every call maps a 404/410 of the retired API to ApiRetired, in `_failed`, once for all tools."""
 
-    def __init__(self, qlik: QlikClient) -> None:
+    def __init__(self, qlik: QlikClient, tasks_api: ApiSetting = "auto") -> None:
         self.qlik = qlik
+        # Where migrated tasks live and are made: the scheduling API, or v1 where the tenant lacks it.
+        self.tasks = TasksApi(qlik, tasks_api)
 
     def _one(self, task_id: str) -> str:
         return f"{BASE}/{path_segment(task_id, 'task_id')}"
@@ -156,7 +176,25 @@ class ReloadTasksApi:
 
         A 404 on one task may only mean that task is missing: the collection answers that question.
         """
-        if isinstance(exc, ApiRetired) or exc.status not in RETIRED_STATUSES:
+        if isinstance(exc, ApiRetired | MigratedReloadTask | CreationRetired):
+            return exc
+        if exc.status == 400 and exc.code == MIGRATED_CODE and exc.method in ("PUT", "DELETE"):
+            return _recast(
+                exc,
+                MigratedReloadTask,
+                "Qlik refuses changes to a migrated reload task",
+                "Its schedule runs as the task that replaced it (metadata.migratedFrom holds this reload task's "
+                "id): change or delete that task with update_task or delete_task.",
+            )
+        if exc.status == 410 and exc.code == CREATION_GONE_CODE and exc.method == "POST":
+            return _recast(
+                exc,
+                CreationRetired,
+                "Qlik no longer creates reload tasks on this tenant",
+                "Schedule the app's reloads as a task with create_task; existing reload tasks can still be read, "
+                "changed and migrated (migrate_reload_tasks).",
+            )
+        if exc.status not in RETIRED_STATUSES:
             return exc
         if exc.status == 410 or (exc.method == "GET" and exc.path.rstrip("/") == BASE):
             return retired(exc)
@@ -209,20 +247,15 @@ class ReloadTasksApi:
     async def tasks_of_app(self, app_id: str) -> list[ReplacementDoc]:
         """The app's tasks (those a migration made carry metadata.migratedFrom): no API filter takes that field,
         so the app's tasks (at most 10 per app, changelog 135) are read and matched here."""
-        try:
-            return await self._tasks(SCHEDULING_TASKS, Tier.T1, app_id)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        return await self._tasks(TASKS, Tier.SPECIAL, app_id)
-
-    async def _tasks(self, path: str, tier: Tier, app_id: str) -> list[ReplacementDoc]:
+        api = await self.tasks.endpoint()
         params = {"resourceId": app_id, "limit": 100}
-        found = self.qlik.iterate(path, tier=tier, params=params, max_items=500, cursor_param="page")
+        found = self.qlik.iterate(api.base, tier=api.reads, params=params, max_items=500, cursor_param="page")
         return [ReplacementDoc.model_validate(raw) async for raw in found]
 
     async def migrate(self, doc: ReloadTaskDoc) -> ReplacementDoc:
-        """Step 2 of Qlik's migration guide: the new task names the reload task it replaces."""
+        """`POST <tasks>?migrateFrom=<reload task id>` (qlik-api-ts createTask's query): the new task names the
+        reload task it replaces. On the scheduling API, v1 only where the tenant lacks it."""
+        api = await self.tasks.endpoint()
         params = {"migrateFrom": doc.id}
-        raw = await self.qlik.json("POST", TASKS, tier=Tier.SPECIAL, params=params, body=migration_body(doc))
+        raw = await self.qlik.json("POST", api.base, tier=api.writes, params=params, body=migration_body(doc))
         return ReplacementDoc.model_validate(raw)

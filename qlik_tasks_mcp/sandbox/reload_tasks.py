@@ -32,6 +32,9 @@ CURSORS = Cursors(next="next", prev="prev")
 Migrate = Callable[[Sandbox, dict[str, Any], str], dict[str, Any]]
 # sandbox.tables key of the retirement switch: the HTTP status every reload-tasks request then gets (404 or 410).
 RETIRED = "reload_tasks_retired"
+# sandbox.tables key of changelog 271's create answer: POST answers 410 TASKS-011 while reads and changes go on.
+# Off unless set, so the create path stays testable; a migrated task's PUT/DELETE answer 400 TASKS-001 always.
+CREATION_GONE = "reload_task_creation_gone"
 # What the migration guide's migrated task shows instead of `state` and the job fields.
 MIGRATED_FIELDS = {"disabledCode": "", "fortressId": "", "log": "", "migrated": True}
 
@@ -55,13 +58,36 @@ def retire(sandbox: Sandbox, status: int | None = 404) -> None:
     sandbox.tables[RETIRED] = status
 
 
+def stop_creation(sandbox: Sandbox, stopped: bool = True) -> None:
+    """From now on `POST /api/v1/reload-tasks` answers 410 TASKS-011 (changelog 271); reads and changes go on."""
+    sandbox.tables[CREATION_GONE] = stopped
+
+
+def coded(status: int, code: str, title: str, detail: str) -> Response:
+    """An error with one of the Reload Tasks API's own codes (reload-tasks.json: `TASKS-123`)."""
+    error = {"code": code, "title": title, "detail": detail}
+    return JSONResponse({"errors": [error], "traceId": f"{id(error):016x}"}, status_code=status)
+
+
+# Every answer of this deprecated API carries its deprecation (changelog 266: "deprecation warnings are
+# communicated through response headers"), written as RFC 9745 / RFC 8594 do: deprecated since changelog 231's
+# update (2026-06-26), removal on or after 2026-09-29.
+DEPRECATION_HEADERS = {
+    "Deprecation": "@1782432000",
+    "Sunset": "Tue, 29 Sep 2026 00:00:00 GMT",
+    "Link": '<https://qlik.dev/changelog/231-scheduling-tasks-api-and-reload-tasks-deprecation/>; rel="deprecation"',
+}
+
+
 def unless_retired(sandbox: Sandbox, handler: Any) -> Any:
     async def endpoint(request: Request) -> Response:
         status = sandbox.tables.get(RETIRED)
         if status:
             title = "Gone" if status == 410 else "Not Found"
             return err(status, "the Reload Tasks API is not available on this tenant", title)
-        return await handler(request)
+        response: Response = await handler(request)
+        response.headers.update(DEPRECATION_HEADERS)
+        return response
 
     return endpoint
 
@@ -222,6 +248,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return JSONResponse({"data": [_public(request, t, sandbox) for t in page.items], "links": page.links})
 
     async def create(request: Request) -> Response:
+        if sandbox.tables.get(CREATION_GONE):
+            return coded(410, "TASKS-011", "Gone", "reload tasks can no longer be created: create a task instead")
         body = await json_body(request)
         problem = meaning_problem(sandbox, body)
         if problem:
@@ -253,6 +281,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         task = tasks(sandbox).get(request.path_params["taskId"])
         if task is None:
             return err(404, "task not found")
+        if task.get("migrated"):
+            return coded(400, "TASKS-001", "Bad Request", "the reload task was migrated and cannot be changed")
         body = await json_body(request)
         problem = meaning_problem(sandbox, {"timeZone": task.get("timeZone")} | body)
         if problem:
@@ -272,8 +302,12 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return JSONResponse(_public(request, task, sandbox))
 
     async def delete_one(request: Request) -> Response:
-        if tasks(sandbox).pop(request.path_params["taskId"], None) is None:
+        task = tasks(sandbox).get(request.path_params["taskId"])
+        if task is None:
             return err(404, "task not found")
+        if task.get("migrated"):
+            return coded(400, "TASKS-001", "Bad Request", "the reload task was migrated and cannot be deleted")
+        del tasks(sandbox)[task["id"]]
         return Response(status_code=204)
 
     def g(tier: str, handler: Any, component: str | None = None) -> Any:

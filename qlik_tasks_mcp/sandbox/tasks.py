@@ -432,13 +432,14 @@ def create_task(sandbox: Sandbox, body: dict[str, Any], *, scheduling: bool = Fa
     return task
 
 
-def migrate(sandbox: Sandbox, body: dict[str, Any], reload_task_id: str) -> dict[str, Any]:
-    """`POST /api/v1/tasks?migrateFrom=<id>` (the migration guide): the new task names the reload task it replaces
-    (metadata.migratedFrom), which then shows `migrated: true`; Refused if that one is missing or migrated."""
+def migrate(sandbox: Sandbox, body: dict[str, Any], reload_task_id: str, *, scheduling: bool = False) -> dict[str, Any]:
+    """`POST /api/scheduling/tasks?migrateFrom=<id>` (qlik-api-ts createTask), or the same on `/api/v1/tasks` (the
+    migration guide): the new task names the reload task it replaces (metadata.migratedFrom), which then shows
+    `migrated: true`; Refused if that one is missing or migrated."""
     problem = reload_tasks.migration_problem(sandbox, reload_task_id)
     if problem:
         raise Refused(*problem)
-    task = create_task(sandbox, body)
+    task = create_task(sandbox, body, scheduling=scheduling)
     task["metadata"]["migratedFrom"] = reload_task_id
     reload_tasks.mark_migrated(sandbox, reload_task_id)
     return task
@@ -629,7 +630,11 @@ def family_routes(sandbox: Sandbox, api: TasksApi) -> list[Route]:
     async def create(request: Request) -> Response:
         body, source = await json_body(request), request.query_params.get("migrateFrom")
         try:
-            task = migrate(sandbox, body, source) if source else create_task(sandbox, body, scheduling=api.scheduling)
+            task = (
+                migrate(sandbox, body, source, scheduling=api.scheduling)
+                if source
+                else create_task(sandbox, body, scheduling=api.scheduling)
+            )
         except Refused as refused:
             return refused.response()
         return JSONResponse(public_task(sandbox, task), status_code=201)

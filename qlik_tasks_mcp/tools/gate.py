@@ -42,7 +42,7 @@ from mcp.server.mcpserver import (
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import UrlElicitationRequiredError
 from mcp.types import ElicitRequestURLParams
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator
 
 from qlik_tasks_mcp.tools.approval import Approvals, Pending, Preview
 from qlik_tasks_mcp.tools.fence import escaped
@@ -144,7 +144,11 @@ def field_diff(before: dict[str, Any], after: dict[str, Any], fields: Iterable[s
 
 
 class Consent(BaseModel):
-    confirm: bool = Field(title="Go ahead", description="Tick to do exactly what is described; leave it to cancel.")
+    # Strict: only a JSON `true` is a yes. Lax parsing would read "yes", "1" or 1 from a client's form as true,
+    # so an answer that is not the ticked box is refused (nothing is done) rather than taken as consent.
+    confirm: StrictBool = Field(
+        title="Go ahead", description="Tick to do exactly what is described; leave it to cancel."
+    )
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.client.http import collecting_notices
 from qlik_tasks_mcp.tools.arguments import ArgumentCheck, listed
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
@@ -159,14 +160,23 @@ def output_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result_schema(model.model_json_schema(), drops_empty=issubclass(model, Compact))
 
 
+# The result key of the API's own notices (deprecations read from response headers, client/http.py). Their own
+# key: a preview's `notes` are what the user is asked about, and a notice about the API is not part of that.
+API_NOTES = "api_notes"
+
+
 def compact_result(fn: Callable[..., Awaitable[BaseModel]], signature: inspect.Signature) -> Callable[..., Any]:
-    """`fn` answering the SDK a `CallToolResult`: the model's JSON as structured content, and as the text block
-    compact JSON of the same data, so a host that reads only the text still gets everything."""
+    """`fn` answering the SDK a `CallToolResult`: the model's JSON as structured content (with the API's notices of
+    the call, if any), and as the text block compact JSON of the same data, so a host that reads only the text
+    still gets everything."""
 
     @functools.wraps(fn)
     async def call(**kwargs: Any) -> CallToolResult:
-        result = await fn(**kwargs)
+        with collecting_notices() as notices:
+            result = await fn(**kwargs)
         structured = result.model_dump(mode="json", by_alias=True)
+        if notices:
+            structured[API_NOTES] = list(notices)
         text = pydantic_core.to_json(structured).decode()
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 

@@ -197,11 +197,24 @@ def first_line(text: str | None) -> str | None:
     return None
 
 
-async def all_tasks(source: TaskSource, budget: Budget) -> list[TaskInfo] | None:
-    """Every task of the source's kind, through its optional `all_tasks(budget)` (a source that can list its
-    tasks tenant-wide); None, the default, for a source without it: its tasks are read app by app instead."""
-    lister: Callable[[Budget], Awaitable[list[TaskInfo]]] | None = getattr(source, "all_tasks", None)
-    return None if lister is None else await lister(budget)
+@dataclass(frozen=True)
+class Narrow:
+    """Conditions a tenant-wide listing may send to the tenant so it reads fewer pages. A source applies those its
+    API can filter on and ignores the rest: callers still check every condition on what comes back."""
+
+    app_id: str | None = None
+    owner_id: str | None = None
+    enabled: bool | None = None
+
+
+async def all_tasks(source: TaskSource, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo] | None:
+    """Every task of the source's kind (those `narrow` selects, where its API can filter), through its optional
+    `all_tasks(budget, narrow)` (a source that can list its tasks tenant-wide); None, the default, for a source
+    without it or that cannot here: its tasks are read app by app instead."""
+    lister: Callable[[Budget, Narrow | None], Awaitable[list[TaskInfo] | None]] | None = getattr(
+        source, "all_tasks", None
+    )
+    return None if lister is None else await lister(budget, narrow)
 
 
 def first_error_line(text: str) -> str | None:

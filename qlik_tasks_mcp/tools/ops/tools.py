@@ -40,6 +40,7 @@ from qlik_tasks_mcp.tools.sources import (
     Failure,
     FailureScan,
     KindUnavailable,
+    Narrow,
     TaskInfo,
     TaskSource,
     all_tasks,
@@ -470,13 +471,17 @@ async def _targets(
 
 
 async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> list[TaskInfo]:
+    """The tasks named, each kind read as cheaply as it allows (many ids: its listing, within one budget)."""
     found: list[TaskInfo] = []
     wanted: dict[str, list[str]] = {}
     for ref in tasks:
         wanted.setdefault(ref.kind, []).append(ref.id)
+    budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
     for kind, ids in wanted.items():
         unique = list(dict.fromkeys(ids))
-        got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
+        with _spending(budget):
+            got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
+        _refuse_cut(budget, "the named tasks", "name fewer tasks per call")
         if got is None:
             continue
         missing = [i for i in unique if i not in got]
@@ -495,21 +500,23 @@ async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> l
         for kind in kinds:
             found += await _unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
     else:
-        found = await _tenant_wide(sources, kinds, notes)
+        narrow = Narrow(owner_id=chosen.owner_id, enabled=chosen.enabled)
+        found = await _tenant_wide(sources, kinds, notes, narrow)
     selected = [t for t in _unique(found) if chosen.matches(t)]
     if len(selected) > MAX_TARGETS:
         raise InvalidInput(f"the filter selects {len(selected)} tasks; at most {MAX_TARGETS} per call: narrow it")
     return sorted(selected, key=lambda t: (t.kind, t.name.casefold(), t.id))
 
 
-async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
-    """Every task of `kinds`: listed tenant-wide where the kind can, else app by app, within one budget. A
-    selection cut by the budget is refused, never acted on: the confirmation must cover what the filter means."""
+async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], narrow: Narrow) -> list[TaskInfo]:
+    """Every task of `kinds` (those `narrow` selects where the kind's listing can filter): listed tenant-wide where
+    the kind can, else app by app, within one budget. A selection cut by the budget is refused, never acted on:
+    the confirmation must cover what the filter means."""
     budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
     found: list[TaskInfo] = []
     by_app: list[str] = []
     for kind in kinds:
-        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget), [], notes)
+        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget, narrow), [], notes)
         if listed is None:
             by_app.append(kind)
         else:
@@ -518,13 +525,17 @@ async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str]) -> 
         with _spending(budget):
             found += await _app_by_app(sources, by_app, notes)
         notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
+    _refuse_cut(budget, "the filter's tasks", "narrow the filter with app_id or kinds")
+    return found
+
+
+def _refuse_cut(budget: Budget, what: str, narrow: str) -> None:
     if budget.skipped:
         raise InvalidInput(
-            f"the filter's tasks could not all be read within {SELECT_REQUESTS} requests / {SCAN_SECONDS:.0f} s "
+            f"{what} could not all be read within {SELECT_REQUESTS} requests / {SCAN_SECONDS:.0f} s "
             f"({len(budget.skipped)} reads left, first: {budget.skipped[0]}); a partial selection is never "
-            "changed: narrow the filter with app_id or kinds"
+            f"changed: {narrow}"
         )
-    return found
 
 
 async def _app_by_app(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:

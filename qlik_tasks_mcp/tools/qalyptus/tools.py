@@ -45,6 +45,7 @@ from qlik_tasks_mcp.tools.sources import (
     Budget,
     Failure,
     FailureScan,
+    Narrow,
     TaskInfo,
     parse_time,
     read_each,
@@ -369,7 +370,7 @@ class QalyptusTaskSource:
     async def app_ids(self) -> set[str]:
         return set()
 
-    async def all_tasks(self, budget: Budget) -> list[TaskInfo]:
+    async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo]:
         """Every task of every organization, each marked (owner_gone) when its owner is no longer among the
         organization's users: two requests per organization (find_orphans)."""
         found: list[TaskInfo] = []

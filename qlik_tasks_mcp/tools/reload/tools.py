@@ -252,7 +252,7 @@ async def describe(names: Names, task: ReloadTaskDoc) -> str:
 
 
 def service(clients: Deps) -> ReloadTasks:
-    return ReloadTasks(ReloadTasksApi(clients.qlik), clients.names)
+    return ReloadTasks(ReloadTasksApi(clients.qlik, clients.tasks_api), clients.names)
 
 
 @read("List reload tasks")
@@ -461,7 +461,8 @@ async def migration_notes(names: Names, todo: list[ReloadTaskDoc], others: list[
         stop + ".",
         "Each task is enabled when its reload task is, disabled otherwise; it belongs to the API key's user "
         f"(the reload tasks belong to {', '.join(owners[:10]) or 'unknown'}).",
-        "Tasks are created one at a time (POST /api/v1/tasks?migrateFrom=<id>); if some fail, the result lists "
+        "Tasks are created one at a time (POST /api/scheduling/tasks?migrateFrom=<id>, /api/v1/tasks where the "
+        "tenant lacks the scheduling API); if some fail, the result lists "
         "what migrated and what did not, and a new call skips the migrated ones.",
         *skipped[:PREVIEW_LINES],
     ]
@@ -626,4 +627,4 @@ class ReloadTaskSource:
 
 
 def source(clients: Deps) -> ReloadTaskSource:
-    return ReloadTaskSource(ReloadTasksApi(clients.qlik))
+    return ReloadTaskSource(ReloadTasksApi(clients.qlik, clients.tasks_api))

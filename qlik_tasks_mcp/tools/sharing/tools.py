@@ -17,6 +17,7 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qlik import QlikClient
+from qlik_tasks_mcp.client.schedule import utc_z
 from qlik_tasks_mcp.client.sharing_tasks import (
     ExecutionDoc,
     RecipientDoc,
@@ -32,7 +33,7 @@ from qlik_tasks_mcp.tools.gate import FieldChange, Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, RowNames, row_names
-from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.operation import destructive, read
 from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sharing.models import (
     DETAIL_TEXT_NOTE,
@@ -59,7 +60,16 @@ from qlik_tasks_mcp.tools.sharing.models import (
     who,
 )
 from qlik_tasks_mcp.tools.sharing.recipients import Recipient, resolve_recipient
-from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time, read_each
+from qlik_tasks_mcp.tools.sources import (
+    Budget,
+    Failure,
+    FailureScan,
+    Narrow,
+    TaskInfo,
+    gather,
+    parse_time,
+    read_each,
+)
 
 TOOLSET = "sharing"
 # How failures() lists every task: the largest page the spec allows, in a stable order.
@@ -68,6 +78,8 @@ LISTING_ROWS = 100
 CHECK_WITH = "list_sharing_task_executions"
 # A new start further than this beyond today (or the next planned send) leaves the recipients without reports.
 QUIET_DAYS = 7
+# A send of a task this soon after its last one e-mails every recipient the same report again: it asks first.
+REPEAT_SEND = timedelta(hours=1)
 # How many tasks a `recipient` filter reads at most (pages of LISTING_ROWS): the API cannot filter by recipient.
 RECIPIENT_SCAN_PAGES = 20
 
@@ -131,6 +143,13 @@ class SharingService(SharingTasksApi):
     def __init__(self, qlik: QlikClient, names: Names) -> None:
         super().__init__(qlik)
         self.names = names
+        # When this process last sent each task: the tenant may show a send in lastExecutionDate only later.
+        self.sent: dict[str, datetime] = {}
+
+    def last_send(self, doc: SharingTaskDoc) -> datetime | None:
+        """The latest send of the task the tenant shows or this process made, whichever is later."""
+        times = [t for t in (parse_time(doc.last_ran), self.sent.get(doc.id)) if t is not None]
+        return max(times) if times else None
 
 
 def service(clients: Deps) -> SharingService:
@@ -283,6 +302,19 @@ def quiet_start(before: ScheduleOptionsDoc, after: ScheduleOptionsDoc, next_run:
     return (
         f"moves the start to {after.start_date_time} ({after.timezone}), more than {QUIET_DAYS} days after "
         f"{since}: nobody receives the report until then"
+    )
+
+
+def ended_schedule(before: ScheduleOptionsDoc, after: ScheduleOptionsDoc) -> str | None:
+    """Why a new end silences the report: it is already past, so no send is planned any more (as disabling)."""
+    if not after.end_date_time or after.end_date_time == before.end_date_time:
+        return None
+    end = _aware(after.end_date_time, ZoneInfo(after.timezone))
+    if end is None or end > datetime.now(UTC):
+        return None
+    return (
+        f"ends the schedule at {after.end_date_time} ({after.timezone}), which is past: nobody receives the "
+        "report any more, as if it were disabled"
     )
 
 
@@ -519,7 +551,7 @@ def patch_schedule(draft: PatchDraft, schedule: SharingSchedule | None) -> None:
     if schedule_line(after) == schedule_line(before):
         return
     draft.replace("/scheduleOptions", new, f"schedule: {schedule_line(before)} -> {schedule_line(after)}")
-    quiet = quiet_start(before, after, draft.current.next_run)
+    quiet = quiet_start(before, after, draft.current.next_run) or ended_schedule(before, after)
     if quiet:
         draft.risky.append(quiet)
 
@@ -735,19 +767,47 @@ async def execution_rows(names: Names, docs: list[ExecutionDoc]) -> list[Executi
     return [ExecutionRow.of(e, known) for e in docs]
 
 
-@write("Execute sharing task")
+async def plan_execute(api: SharingService, task_id: str) -> Plan:
+    """A send e-mails every recipient and cannot be called back. A first send acts at once (sending is what the
+    caller asked for, and the tool is annotated destructive so a host may ask too); a repeat send of the task
+    within REPEAT_SEND would mail everyone the same report again, so it asks first."""
+    current = await api.get(task_id)
+    last = api.last_send(current)
+    since = datetime.now(UTC) - last if last else None
+    repeat = since is not None and since < REPEAT_SEND
+    notes = ["Sent reports cannot be called back."]
+    if repeat and last is not None and since is not None:
+        ago = f"{int(since.total_seconds() // 60)} min ago"
+        notes.insert(0, f"it was sent at {utc_z(last)} ({ago}): every recipient gets the report again")
+    return Plan(
+        action=f"Send {await task_label(api.names, current)} now",
+        changes=[f"e-mails or uploads the report to {recipients_line(current.recipients)}"],
+        state={"task": task_id, "last_send": utc_z(last) if last else None},
+        notes=notes,
+        needs_consent=repeat,
+    )
+
+
+@destructive("Execute sharing task", plan=plan_execute)
 async def execute_sharing_task(
     api: SharingService,
+    plan: Plan,
     ctx: Context,
     task_id: TaskId,
     wait: bool = False,
     timeout_seconds: WaitSeconds = 60,
 ) -> ExecuteResult:
-    """Send the task's report now to all its recipients; wait=true follows the deliveries to the end."""
+    """Send the task's report now to all its recipients (cannot be undone); a repeat send within an hour asks
+    first. wait=true follows the deliveries to the end."""
+
+    async def start() -> None:
+        await api.execute(task_id)
+        api.sent[task_id] = datetime.now(UTC)
+
     followed = await follow(
         Deliveries(api, task_id).watch(),
         ctx=ctx,
-        start=lambda: api.execute(task_id),
+        start=start,
         wait=wait,
         timeout_seconds=timeout_seconds,
         check_with=CHECK_WITH,
@@ -895,7 +955,7 @@ class SharingTaskSource:
         # Sharing tasks name their app, but listing them all to learn apps costs more than it tells.
         return set()
 
-    async def all_tasks(self, budget: Budget) -> list[TaskInfo]:
+    async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo]:
         """Every sharing task, a page of LISTING_ROWS per request while `budget` allows (find_orphans)."""
         found: list[TaskInfo] = []
         cursor: str | None = None

@@ -46,9 +46,11 @@ from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_n
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
+    Budget,
     FailedReload,
     Failure,
     FailureScan,
+    Narrow,
     TaskInfo,
     first_error_line,
     first_line,
@@ -991,8 +993,17 @@ def cron_text(expression: str) -> str:
     )
 
 
+# More ids than this are found in the tenant-wide list (100 a page) instead of one GET each: 5,000 GETs would
+# spend tier 1 (1,000 a minute) and earn the tenant's 429.
+BULK_READ_FROM = 20
+# v1 has no tenant-wide list: each id is one GET of its 600-a-minute tier, so more than this are refused up front.
+V1_READS = 200
+LIST_PAGE = 100
+
+
 class WorkflowTaskSource:
-    """Tasks (`/api/v1/tasks`) as the ops tools see them: listed only app by app; they can chain."""
+    """Tasks as the ops tools see them: the scheduling API lists them tenant-wide with a SCIM filter, v1 only app
+    by app; they can chain."""
 
     kind = "task"
     chains = True
@@ -1020,10 +1031,61 @@ class WorkflowTaskSource:
         return self.info(await self.api.get(task_id))
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
-        return await read_each(task_ids, self.get)
+        """Those of `task_ids` that exist. A few: one GET each. More (scheduling API): the tenant-wide list, read
+        in pages of 100 and matched here, as its SCIM filter takes no `id` (scheduling-tasks.json names name,
+        enabled, resourceId, ownerId, spaceId, times, statuses and triggerType only); the few ids it lacks are then
+        read one by one, so a task is "not found" only where the tenant answered 404 for it. v1 lists only per
+        app, so there each id is read, up to V1_READS (its tier allows 600 a minute)."""
+        if len(task_ids) <= BULK_READ_FROM:
+            return await read_each(task_ids, self.get)
+        if not (await self.api.endpoint()).scheduling:
+            if len(task_ids) > V1_READS:
+                raise InvalidInput(
+                    f"{len(task_ids)} task ids: /api/v1/tasks is read one task at a time (no tenant-wide list), at "
+                    f"most {V1_READS} per call; select them with app_id instead, or name fewer"
+                )
+            return await read_each(task_ids, self.get)
+        wanted = set(task_ids)
+        found = {task.id: self.info(task) async for task in self.api.all(resource_id=None) if task.id in wanted}
+        missing = [i for i in task_ids if i not in found]
+        if len(missing) > BULK_READ_FROM:
+            raise InvalidInput(
+                f"{len(missing)} of the task ids are not in the tenant's task list for this key (first: "
+                f"{', '.join(missing[:5])}); nothing was changed: check the ids"
+            )
+        for task_id in missing:
+            try:
+                found[task_id] = await self.get(task_id)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        return found
 
     async def of_app(self, app_id: str) -> list[TaskInfo]:
         return [self.info(task) async for task in self.api.all(resource_id=app_id)]
+
+    async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo] | None:
+        """Every task tenant-wide (scheduling API), those `narrow` selects sent as the list's SCIM filter (`eq`
+        terms on resourceId, ownerId, enabled), a page of 100 per request of `budget`; a page the budget refuses
+        is recorded there, so a cut listing is never taken for the whole. None on v1, which lists per app only."""
+        if not (await self.api.endpoint()).scheduling:
+            return None
+        narrow = narrow or Narrow()
+        scim = scim_filter(app_id=narrow.app_id, owner_id=narrow.owner_id, enabled=narrow.enabled, last_status=None)
+        found: list[TaskInfo] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        while budget.spend(time.monotonic(), f"tasks listing, page {len(seen) + 1}" + (" on" if seen else "")):
+            page = await self.api.list(resource_id=None, sort="+createdAt", limit=LIST_PAGE, cursor=cursor, scim=scim)
+            found += [self.info(task) for task in page.items]
+            if not page.next_cursor:
+                break
+            if page.next_cursor in seen:
+                budget.skipped.append(f"tasks listing after page {len(seen) + 1} (its next link came round)")
+                break
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+        return found
 
     async def app_ids(self) -> set[str]:
         """Every app with a task, from the tenant-wide list; v1 lists only per app, so none there."""
