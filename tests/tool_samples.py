@@ -288,7 +288,13 @@ async def _set_qevent(h: Harness, destructive: bool) -> dict[str, Any]:
 
 @sample("create_qalyptus_task")
 async def _create_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
-    return {"name": "Sample task", "project": "Sales", "reports": [{"report": "Sales by Region", "format": "PDF"}]}
+    args: dict[str, Any] = {
+        "name": "Sample task",
+        "project": "Sales",
+        "reports": [{"report": "Sales by Region", "format": "PDF"}],
+    }
+    # An address outside the organization's users needs a yes; a task for its users only is made at once.
+    return args | {"recipients": ["someone@partner.example"]} if destructive else args
 
 
 @sample("change_qalyptus_task_owner")
