@@ -381,3 +381,28 @@ async def test_explain_schedule_says_a_task_runs_when_a_qlik_app_reloads() -> No
         await h.backend.aclose()
     assert explained["description"] == "every day at 06:30 America/New_York"
     assert f"Also runs when Qlik '{app.name}' (app {app.id}) reloads successfully." in explained["note"]
+
+
+async def test_a_bulk_change_of_an_app_reaches_the_qalyptus_tasks_its_reloads_start() -> None:
+    h = fast(make_harness(toolsets="qalyptus,ops"))
+    try:
+        task = task_named(h, "Daily Finance Pack")
+        event = next(t for t in tables(h.sandbox).org().triggers[task["id"]] if t["type"] == "QlikEvent")
+        args = {"enabled": False, "app_id": event["appId"], "kinds_filter": ["qalyptus"]}
+        async with h.client() as client:
+            preview = data(await client.call_tool("set_tasks_enabled", args))
+            done = data(await client.call_tool("set_tasks_enabled", args | {"confirm_token": preview["confirm_token"]}))
+    finally:
+        await h.backend.aclose()
+    started = {
+        t["id"]
+        for t in tables(h.sandbox).org().tasks.values()
+        if any(
+            e.get("appId") == event["appId"]
+            for e in tables(h.sandbox).org().triggers[t["id"]]
+            if e["type"] == "QlikEvent"
+        )
+    }
+    assert task["id"] in started and any(task["id"] in line for line in preview["changes"])
+    assert done["status"] == "done" and done["result"]["changed"] == len(started)
+    assert all(tables(h.sandbox).org().tasks[i]["isActive"] is False for i in started)

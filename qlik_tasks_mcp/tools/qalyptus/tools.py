@@ -49,6 +49,7 @@ from qlik_tasks_mcp.tools.sources import (
     Failure,
     FailureScan,
     TaskInfo,
+    gather,
     parse_time,
     read_each,
 )
@@ -390,8 +391,23 @@ class QalyptusTaskSource:
         return await read_each(task_ids, self.get)
 
     async def of_app(self, app_id: str) -> list[TaskInfo]:
-        # Qalyptus tasks are not tied to one Qlik app through any confirmed field.
-        return []
+        """Tasks a Qlik event of this app starts (their only tie to a Qlik app): the organization's tasks, then
+        each one's triggers (Qalyptus has no query by app), with bounded concurrency."""
+        found: list[TaskInfo] = []
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+
+            async def one(doc: QalyptusTaskDoc, client: QalyptusClient = client) -> None:
+                events = [t for t in await client.triggers(doc.id) if not t.scheduled and t.app_id == app_id]
+                if events:
+                    info = self.info(doc)
+                    info.app_id = app_id
+                    labels = await self.orgs.app_labels([app_id])
+                    info.schedule_text = "; ".join(filter(None, (event_words(e, labels) for e in events)))
+                    found.append(info)
+
+            await gather(await client.tasks(), one)
+        return sorted(found, key=lambda t: (t.name.casefold(), t.id))
 
     async def app_ids(self) -> set[str]:
         return set()
