@@ -5,6 +5,10 @@ Every answer is the `{data, isSuccess, error, errorDetails}` envelope with the f
 follow the table in specs/qalyptus/NOTES.md (verified and inferred); a path in
 `QalyptusTables.unserved` answers a bare 404, like a tenant where an inferred path does not exist.
 
+Beyond tasks, schedules and runs it keeps each task's e-mail, recipients, reports and Qlik external events, the
+organization's users, groups and projects, and on-demand requests (a report generated on demand, followed like a
+run, ending with a download link); refusals a tenant would give come as `isSuccess: false`, some on HTTP 200.
+
 Runs are simulated without background work: a run stores its creation time, queue and run lengths and its
 outcome up front, and every read derives queued -> running -> Completed/Warning/Failed (or Aborted once
 stopped) from the sandbox clock, so reads never change state.

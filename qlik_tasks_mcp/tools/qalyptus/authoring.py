@@ -128,7 +128,8 @@ async def plan_create(
         action=f"Create Qalyptus task {quoted(name, 100)} in project {quoted(str(found_project.get('name')), 80)} "
         f"of {api.name}",
         changes=lines + who,
-        state=None,
+        # The yes covers what the words resolved to: the project, reports and recipients by id.
+        state=payload,
         notes=notes,
         needs_consent=soon or bool(outside),
         payload=payload,
