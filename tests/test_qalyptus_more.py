@@ -121,6 +121,23 @@ async def test_recipient_words_that_match_nobody_are_refused_before_anything_is_
     assert not [x for x in h.recorder.exchanges if x.method != "GET"]
 
 
+async def test_recipients_degrade_when_groups_or_the_email_cannot_be_read(h: Harness) -> None:
+    task = task_named(h, "Monthly Sales Distribution")
+    tables(h.sandbox).unserved |= {"/groups", "/tasks/{id}/email"}
+    async with h.client() as client:
+        listed = data(await client.call_tool("get_qalyptus_task_recipients", {"task_id": task["id"]}))
+        outside = error_text(
+            await client.call_tool(
+                "set_qalyptus_task_recipients", {"task_id": task["id"], "add": ["a@partner.example"]}
+            )
+        )
+    group = next(r for r in listed["recipients"] if r["type"] == "Group")
+    assert "name" not in group and "cc" not in listed
+    assert "groups could not be read (HTTP 404)" in listed["note"] and "e-mail could not be read" in listed["note"]
+    assert "would be copied through the task's e-mail" in outside
+    assert not [x for x in h.recorder.exchanges if x.method != "GET"]
+
+
 # The e-mail ---------------------------------------------------------------------------------------------
 
 

@@ -19,9 +19,8 @@ from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
 from qlik_tasks_mcp.tools.operation import destructive, write
-from qlik_tasks_mcp.tools.qalyptus.delivery import Directory, RecipientsView, WhoList, directory, view
+from qlik_tasks_mcp.tools.qalyptus.delivery import RecipientsView, WhoList, directory, resolve_adds, view
 from qlik_tasks_mcp.tools.qalyptus.models import (
-    EMAIL,
     OrgName,
     QalyptusOrgs,
     TaskDetail,
@@ -62,25 +61,6 @@ async def find_project(api: QalyptusClient, project: str) -> dict[str, Any]:
     return hit[0]
 
 
-def recipients_of(found: Directory, who: list[str]) -> tuple[list[dict[str, str]], list[str], list[str]]:
-    """Recipients as {id, type}, addresses outside the organization's users (for the e-mail's cc), and words."""
-    adds: list[dict[str, str]] = []
-    outside: list[str] = []
-    lines: list[str] = []
-    for text in who:
-        hit = found.find(text)
-        if hit is not None:
-            if all(a["id"] != str(hit[1]["id"]) for a in adds):
-                adds.append({"id": str(hit[1]["id"]), "type": hit[0]})
-                lines.append(f"recipient {found.label(*hit)}")
-        elif EMAIL.match(text.strip()):
-            outside.append(text.strip())
-            lines.append(f"cc {text.strip()}: no user of this organization; the reports are copied to it")
-        else:
-            raise InvalidInput(f"{text[:60]!r} is no user or group of this Qalyptus organization")
-    return adds, outside, lines
-
-
 async def plan_create(
     orgs: QalyptusOrgs,
     name: str,
@@ -103,7 +83,7 @@ async def plan_create(
         fmt = format_of(report, item.format)
         bodies.append(report_body(report.id, fmt, item.attach, item.embed))
         lines.append(f"report {quoted(report.name, 80)} as {fmt}" + (", attached" if item.attach else ""))
-    adds, outside, who = recipients_of(await directory(api), recipients or [])
+    adds, outside, who = resolve_adds(recipients or [], [], await directory(api), [])
     notes = []
     soon = False
     if body_schedule is not None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
-from qlik_tasks_mcp.client.qalyptus import QalyptusClient, QalyptusTaskDoc, RecipientDoc
+from qlik_tasks_mcp.client.qalyptus import EmailDoc, QalyptusClient, QalyptusTaskDoc, RecipientDoc
 from qlik_tasks_mcp.tools.fence import quoted, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact
@@ -46,6 +46,7 @@ class Directory:
     users: list[dict[str, Any]]
     groups: list[dict[str, Any]]
     note: str | None = None
+    users_read: bool = True
 
     def label(self, kind: str, item: dict[str, Any]) -> str:
         email = f", {item['email']}" if item.get("email") else ""
@@ -65,21 +66,29 @@ class Directory:
             raise InvalidInput(f"{text[:60]!r} names several users or groups: give the id of one of {shown}")
         return matches[0] if matches else None
 
+    def unknown(self, text: str, what: str) -> InvalidInput:
+        if self.note:
+            return InvalidInput(f"{text[:60]!r} cannot be looked up: {self.note}")
+        return InvalidInput(f"{text[:60]!r} is no {what} of this Qalyptus organization (give an id, name or e-mail)")
+
     def user(self, text: str) -> dict[str, Any]:
         found = self.find(text)
         if found is None or found[0] != "User":
-            raise InvalidInput(f"{text[:60]!r} is no user of this Qalyptus organization (give an id, name or e-mail)")
+            raise self.unknown(text, "user")
         return found[1]
 
 
 async def directory(api: QalyptusClient, *, groups: bool = True) -> Directory:
-    users = await api.users()
-    if not groups:
-        return Directory(users, [])
-    try:
-        return Directory(users, await api.groups())
-    except ApiError as exc:
-        return Directory(users, [], note=f"Groups could not be read (HTTP {exc.status}): group names are not shown.")
+    """The organization's users and groups; what cannot be read is said in `note`, never taken as "nobody"."""
+    notes: list[str] = []
+    found: dict[str, list[dict[str, Any]]] = {"users": [], "groups": []}
+    for what in ("users", "groups") if groups else ("users",):
+        try:
+            found[what] = await (api.users() if what == "users" else api.groups())
+        except ApiError as exc:
+            notes.append(f"The organization's {what} could not be read (HTTP {exc.status}): their names are not shown.")
+    unread = any("users" in n for n in notes)
+    return Directory(found["users"], found["groups"], note=" ".join(notes) or None, users_read=not unread)
 
 
 def split(value: str | None) -> list[str]:
@@ -112,20 +121,27 @@ def named(recipients: list[RecipientDoc], found: Directory) -> list[Recipient]:
     return rows
 
 
+async def email_or_note(api: QalyptusClient, task_id: str) -> tuple[EmailDoc | None, str | None]:
+    try:
+        return await api.email(task_id), None
+    except ApiError as exc:
+        return None, f"The task's e-mail could not be read (HTTP {exc.status}): its cc/bcc addresses are not shown."
+
+
 async def view(api: QalyptusClient, task_id: str, found: Directory | None = None) -> RecipientsView:
     recipients = await api.recipients(task_id)
-    email = await api.email(task_id)
+    email, unread = await email_or_note(api, task_id)
     found = found or await directory(api)
     rows = named(recipients, found)
-    notes = [found.note, tenant_text_note(("name", "email"))]
+    notes = [found.note, unread, tenant_text_note(("name", "email"))]
     if any(r.name is None for r in rows):
         notes.insert(0, "Recipients without a name are not among the organization's users or groups.")
     return RecipientsView(
         organization=api.name,
         task_id=task_id,
         recipients=rows,
-        cc=[text_of(a, 200) or "" for a in split(email.cc)],
-        bcc=[text_of(a, 200) or "" for a in split(email.bcc)],
+        cc=[text_of(a, 200) or "" for a in split(email.cc if email else None)],
+        bcc=[text_of(a, 200) or "" for a in split(email.bcc if email else None)],
         note=" ".join(n for n in notes if n),
     )
 
@@ -148,9 +164,11 @@ class RecipientChange:
     email: dict[str, Any] | None
 
 
-def _resolve_adds(
+def resolve_adds(
     add: list[str], current: list[RecipientDoc], found: Directory, cc: list[str]
 ) -> tuple[list[dict[str, str]], list[str], list[str]]:
+    """Words to recipients: {id, type} of users and groups, addresses no user has (copied through the e-mail's cc),
+    and a line for each."""
     adds: list[dict[str, str]] = []
     outside: list[str] = []
     changes: list[str] = []
@@ -163,6 +181,9 @@ def _resolve_adds(
                 raise InvalidInput(f"{found.label(kind, item)} already receives this task's reports")
             adds.append({"id": str(item["id"]), "type": kind})
             changes.append(f"+ {found.label(kind, item)}")
+        elif EMAIL.match(text.strip()) and not found.users_read:
+            # Whether it is a user's address is not known: it is not copied outside on a guess.
+            raise found.unknown(text, "user")
         elif EMAIL.match(text.strip()):
             address = text.strip()
             if address.lower() in (a.lower() for a in cc + outside):
@@ -170,10 +191,7 @@ def _resolve_adds(
             outside.append(address)
             changes.append(f"+ cc {address}: no user of this organization; the reports are copied to it (cc)")
         else:
-            raise InvalidInput(
-                f"{text[:60]!r} is no user or group of this Qalyptus organization: give an id, a name, an e-mail "
-                "of a user, or an e-mail address"
-            )
+            raise found.unknown(text, "user or group")
     return adds, outside, changes
 
 
@@ -216,15 +234,17 @@ async def plan_recipients(
     api = orgs.get(organization)
     task = await api.task(task_id)
     current = await api.recipients(task_id)
-    email = await api.email(task_id)
+    email, unread = await email_or_note(api, task_id)
     found = await directory(api)
     rows = named(current, found)
-    cc, bcc = split(email.cc), split(email.bcc)
+    cc, bcc = split(email.cc if email else None), split(email.bcc if email else None)
     ids, gone_cc, gone_bcc, removals = _resolve_removals(remove or [], current, rows, cc, bcc)
-    adds, outside, additions = _resolve_adds(add or [], current, found, [a for a in cc if a not in gone_cc])
+    adds, outside, additions = resolve_adds(add or [], current, found, [a for a in cc if a not in gone_cc])
     kept = [{"id": r.id or "", "type": r.type or "User"} for r in current if r.id not in ids]
     body = None
-    if outside or gone_cc or gone_bcc:
+    if outside and email is None:
+        raise InvalidInput(f"{outside[0]} would be copied through the task's e-mail (cc), but {unread}")
+    if email is not None and (outside or gone_cc or gone_bcc):
         body = email.update_body()
         body["cc"] = joined([a for a in cc if a not in gone_cc] + outside)
         body["bcc"] = joined([a for a in bcc if a not in gone_bcc])
@@ -354,7 +374,7 @@ async def update_qalyptus_task_email(
     one_to_all: bool | None = None,
     organization: OrgName = None,
 ) -> EmailView:
-    """Change a Qalyptus task's e-mail: subject, message, sender, on/off."""
+    """Change a Qalyptus task's e-mail: subject, message, sender, on/off (attachments: set_qalyptus_task_report)."""
     api = orgs.get(organization)
     await api.update_email(task_id, plan.payload)
     return await email_view(api, task_id)
