@@ -148,7 +148,7 @@ async def create_qalyptus_task(
     description: Annotated[str | None, Field(max_length=2000)] = None,
     organization: OrgName = None,
 ) -> Created:
-    """Create a Qalyptus task: project, reports and formats, recipients, a first schedule."""
+    """Create a Qalyptus task: project, reports and formats, recipients, first schedule; asks if it sends at once."""
     api = orgs.get(organization)
     payload: dict[str, Any] = plan.payload
     made = await api.create_task(payload["task"])

@@ -228,7 +228,7 @@ async def generate_qalyptus_report(
 async def get_qalyptus_request(
     orgs: QalyptusOrgs, request_id: RequestId, organization: OrgName = None
 ) -> RequestResult:
-    """An on-demand request: status, times, message, and its download link once done."""
+    """An on-demand Qalyptus request: status, times, message, and its download link once done."""
     api = orgs.get(organization)
     found = await api.request(request_id)
     if found is None:
