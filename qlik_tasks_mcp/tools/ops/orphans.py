@@ -30,7 +30,7 @@ NEW_OWNER = {
     "reload": "give it a new owner: any update through update_reload_task makes the caller its owner",
     "task": "give it a new owner: any update through update_task makes the caller its owner",
     "sharing": "give it a new owner (update_sharing_task with owner), or delete it",
-    "qalyptus": "give it a new owner (change_qalyptus_task_owner), or delete it",
+    "qalyptus": "give it a new owner in Qalyptus (change_qalyptus_task_owner), or delete it",
 }
 
 
