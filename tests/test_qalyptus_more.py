@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
+import httpx
 import pytest
 
 from qlik_tasks_mcp.client.qalyptus_paths import DEFAULTS, PathTable
-from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_HOST, tables
+from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_HOST, QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL, tables
 from tests.conftest import Harness, data, error_text, make_harness
 from tests.test_qalyptus import confirmed, fast, org, sent, task_named
 
@@ -423,3 +424,28 @@ async def test_a_bulk_change_of_an_app_reaches_the_qalyptus_tasks_its_reloads_st
     assert task["id"] in started and any(task["id"] in line for line in preview["changes"])
     assert done["status"] == "done" and done["result"]["changed"] == len(started)
     assert all(tables(h.sandbox).org().tasks[i]["isActive"] is False for i in started)
+
+
+async def test_the_sandbox_answers_the_new_operations_in_the_envelope_refusals_included(h: Harness) -> None:
+    """Straight to the sandbox: bodies off the reference's DTOs are refused with 400, and what a tenant refuses
+    for its own reasons comes back as isSuccess false on HTTP 200."""
+    task = task_named(h, "Monthly Sales Distribution")
+    pdf_only = next(r for r in org(h).reports.values() if r["name"] == "Ops Scorecard")
+    headers = {"Authorization": f"Bearer {QALYPTUS_SANDBOX_KEY}"}
+    async with httpx.AsyncClient(transport=h.transport.inner, base_url=QALYPTUS_SANDBOX_URL, headers=headers) as http:
+        no_type = await http.put(f"/tasks/{task['id']}/recipients", json=[{"id": users(h)[0]["id"]}])
+        wrong_format = await http.post(f"/reports/{pdf_only['id']}/generate/XLSX", json={})
+        stranger = await http.put(f"/tasks/{task['id']}/owner/{'f' * 32}")
+        groups = await http.get("/groups")
+        unknown = await http.get("/status/requests/00000000-0000-4000-a000-000000000000")
+    assert no_type.status_code == 400 and no_type.json()["isSuccess"] is False
+    assert "type" in no_type.json()["errorDetails"]
+    for refused, error in ((wrong_format, "Invalid output format"), (stranger, "User not found")):
+        assert refused.status_code == 200 and refused.json() | {"errorDetails": None} == {
+            "data": None,
+            "isSuccess": False,
+            "error": error,
+            "errorDetails": None,
+        }
+    assert groups.json()["isSuccess"] is True and {g["name"] for g in groups.json()["data"]} >= {"Sales managers"}
+    assert unknown.status_code == 404 and unknown.json()["error"] == "Request not found"
