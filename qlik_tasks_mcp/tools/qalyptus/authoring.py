@@ -168,7 +168,10 @@ async def create_qalyptus_task(
         raise ToolError(f"Setting up the new task failed ({exc}); {undone}.") from exc
     task = await api.task(made.id)
     detail = TaskDetail.build(task, await api.task_reports(made.id), [], await api.triggers(made.id))
-    return Created(organization=api.name, task=detail, recipients=await view(api, made.id))
+    note = None
+    if not task.is_active:
+        note = "Qalyptus created it inactive: update_qalyptus_task with is_active=true lets it run on its schedule."
+    return Created(organization=api.name, task=detail, recipients=await view(api, made.id), note=note)
 
 
 # A task's reports ---------------------------------------------------------------------------------------

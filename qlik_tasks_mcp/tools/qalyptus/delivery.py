@@ -196,21 +196,23 @@ def resolve_adds(
 
 
 def _resolve_removals(
-    remove: list[str], current: list[RecipientDoc], rows: list[Recipient], cc: list[str], bcc: list[str]
+    remove: list[str], rows: list[Recipient], cc: list[str], bcc: list[str]
 ) -> tuple[list[str], list[str], list[str], list[str]]:
     ids: list[str] = []
     gone_cc: list[str] = []
     gone_bcc: list[str] = []
     changes: list[str] = []
-    for text in remove:
+    for text in dict.fromkeys(remove):
         key = text.strip().lower()
-        row = next(
-            (r for r in rows if key in (str(r.id or "").lower(), (r.email or "").lower(), (r.name or "").lower())),
-            None,
-        )
-        if row is not None and row.id:
-            ids.append(row.id)
-            changes.append(f"- {row.type} {quoted(row.name or '', 80)} ({row.id})")
+        hits = [r for r in rows if r.id and key in (r.id.lower(), (r.email or "").lower(), (r.name or "").lower())]
+        if len(hits) > 1:
+            shown = ", ".join(f"{r.type} {r.id}" for r in hits[:5])
+            raise InvalidInput(f"{text[:60]!r} names several recipients: give the id of one of {shown}")
+        if hits:
+            row = hits[0]
+            if row.id not in ids:
+                ids.append(row.id or "")
+                changes.append(f"- {row.type} {quoted(row.name or '', 80)} ({row.id})")
             continue
         address = next((a for a in cc if a.lower() == key), None)
         other = next((a for a in bcc if a.lower() == key), None)
@@ -238,9 +240,14 @@ async def plan_recipients(
     found = await directory(api)
     rows = named(current, found)
     cc, bcc = split(email.cc if email else None), split(email.bcc if email else None)
-    ids, gone_cc, gone_bcc, removals = _resolve_removals(remove or [], current, rows, cc, bcc)
+    ids, gone_cc, gone_bcc, removals = _resolve_removals(remove or [], rows, cc, bcc)
     adds, outside, additions = resolve_adds(add or [], current, found, [a for a in cc if a not in gone_cc])
-    kept = [{"id": r.id or "", "type": r.type or "User"} for r in current if r.id not in ids]
+    groups = {str(g.get("id")) for g in found.groups}
+    kept = [
+        {"id": r.id or "", "type": r.type or ("Group" if r.id in groups else "User")}
+        for r in current
+        if r.id not in ids
+    ]
     body = None
     if outside and email is None:
         raise InvalidInput(f"{outside[0]} would be copied through the task's e-mail (cc), but {unread}")
