@@ -165,7 +165,7 @@ async def test_qalyptus_previews_name_the_owner_and_project(harness: Harness) ->
         update = data(await client.call_tool("update_qalyptus_task", {"task_id": task["id"], "is_active": False}))
         unschedule = data(
             await client.call_tool(
-                "delete_qalyptus_task_schedules", {"task_id": task["id"], "schedule_ids": schedules[:1]}
+                "delete_qalyptus_task_triggers", {"task_id": task["id"], "trigger_ids": schedules[:1]}
             )
         )
     for preview in (delete, update) + ((unschedule,) if schedules else ()):

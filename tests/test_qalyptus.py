@@ -53,18 +53,35 @@ READS = {
     "list_qalyptus_tasks",
     "get_qalyptus_task",
     "list_qalyptus_reports",
-    "list_qalyptus_task_schedules",
+    "list_qalyptus_task_triggers",
     "get_qalyptus_task_status",
     "list_qalyptus_task_statuses",
     "get_qalyptus_task_log",
+    "get_qalyptus_task_recipients",
+    "get_qalyptus_task_email",
+    "get_qalyptus_request",
+    "list_qalyptus_requests",
 }
-WRITES = {"duplicate_qalyptus_task", "run_qalyptus_task"}
+WRITES = {
+    "duplicate_qalyptus_task",
+    "run_qalyptus_task",
+    "set_qalyptus_task_report",
+    "set_qalyptus_task_event",
+    "generate_qalyptus_report",
+}
+# Gated, some only for some arguments (removing recipients, switching the e-mail off, creating a task that sends).
 GATED = {
     "update_qalyptus_task",
     "delete_qalyptus_task",
     "set_qalyptus_task_schedule",
-    "delete_qalyptus_task_schedules",
+    "delete_qalyptus_task_triggers",
     "stop_qalyptus_task",
+    "create_qalyptus_task",
+    "change_qalyptus_task_owner",
+    "set_qalyptus_task_recipients",
+    "update_qalyptus_task_email",
+    "delete_qalyptus_task_reports",
+    "delete_qalyptus_request",
 }
 
 
@@ -77,8 +94,10 @@ def fast(h: Harness, queue: float = 0.05, run: float = 0.3) -> Harness:
 async def finish(h: Harness) -> None:
     await h.backend.aclose()
     assert not h.recorder.problems, "\n".join(h.recorder.problems)
-    assert {x.host for x in h.recorder.exchanges} <= {QALYPTUS_HOST, EU_HOST}
-    assert len(h.recorder.unvalidated) == len(h.recorder.exchanges)
+    qalyptus = [x for x in h.recorder.exchanges if x.host in {QALYPTUS_HOST, EU_HOST}]
+    # The only Qlik requests: app names for Qlik events in words (validated against Qlik's specs).
+    assert all(x.method == "GET" and x.path == "/api/v1/items" for x in h.recorder.exchanges if x not in qalyptus)
+    assert len(h.recorder.unvalidated) == len(qalyptus)
 
 
 @pytest.fixture
@@ -141,7 +160,16 @@ async def test_read_only_mode_serves_only_the_reads() -> None:
 def test_every_path_is_in_one_table_marked_verified_or_inferred() -> None:
     table = PathTable()
     verified = {e.op for e in table.entries() if e.source == "verified"}
-    assert verified == {"list_tasks", "list_reports", "list_users", "task_recipients", "task_reports", "task_triggers"}
+    assert verified == {
+        "list_tasks",
+        "list_reports",
+        "list_users",
+        "list_groups",
+        "list_projects",
+        "task_recipients",
+        "task_reports",
+        "task_triggers",
+    }
     assert {e.source for e in table.entries()} == {"verified", "inferred"}
     assert table["list_tasks"].hint() is None
     assert "QALYPTUS_PATHS" in (table["run_task"].hint() or "")
@@ -201,8 +229,10 @@ async def test_get_shows_notifications_reports_recipients_and_triggers(h: Harnes
     assert {r["type"] for r in detail["recipients"]} == {"User", "Group"}
     schedule, event = detail["triggers"]
     assert schedule["when"] == "Daily at 06:30 (America/New_York)" and schedule["next_run"].endswith("Z")
-    assert event["type"] == "QlikEvent" and event["event"] == "app.reload.succeeded" and "when" not in event
-    paths = {x.path for x in h.recorder.exchanges}
+    app = h.sandbox.apps[org(h).triggers[task["id"]][1]["appId"]]
+    assert event["type"] == "QlikEvent" and event["event"] == "app.reload.succeeded"
+    assert event["when"] == f"When Qlik '{app.name}' (app {app.id}) reloads successfully"
+    paths = {x.path for x in h.recorder.exchanges if x.host == QALYPTUS_HOST}
     base = f"/api/v1/tasks/{task['id']}"
     assert paths == {base, base + "/reports", base + "/recipients", base + "/triggers"}
 
@@ -376,7 +406,7 @@ async def test_add_a_weekly_schedule_then_update_its_time(h: Harness) -> None:
         assert (body["atHour"], body["atMinut"], body["timeZone"]) == (7, 15, "Europe/Zurich")
         assert body["startDate"] == "2026-01-05T00:00:00+01:00" and body["endDate"] == "2030-12-31T23:00:00+01:00"
         assert post.query == ""
-        listed = data(await client.call_tool("list_qalyptus_task_schedules", {"task_id": task["id"]}))["schedules"]
+        listed = data(await client.call_tool("list_qalyptus_task_triggers", {"task_id": task["id"]}))["triggers"]
         assert [s["id"] for s in listed] == [s["id"] for s in schedules_of(h, task["id"])]
         assert listed[-1]["next_run"] and listed[-1]["time_zone"] == "Europe/Zurich"
         args = {"task_id": task["id"], "schedule_id": added["id"], "schedule": {"at": "18:45"}}
@@ -468,22 +498,23 @@ async def test_unknown_schedule_id_names_the_task_schedules(h: Harness) -> None:
             )
         )
         gone = error_text(
-            await client.call_tool("delete_qalyptus_task_schedules", {"task_id": task["id"], "schedule_ids": ["nope"]})
+            await client.call_tool("delete_qalyptus_task_triggers", {"task_id": task["id"], "trigger_ids": ["nope"]})
         )
+    assert "has no schedule nope" in text and "has no trigger nope" in gone
     for message in (text, gone):
-        assert "has no schedule nope" in message and own["id"] in message and "First of the month" in message
+        assert own["id"] in message and "First of the month" in message
 
 
 async def test_delete_schedules_previews_each_one_and_warns_when_none_is_left(h: Harness) -> None:
     task = task_named(h, "Weekly Ops Scorecard")
     (only,) = schedules_of(h, task["id"])
-    args = {"task_id": task["id"], "schedule_ids": [only["id"], only["id"]]}
+    args = {"task_id": task["id"], "trigger_ids": [only["id"], only["id"]]}
     async with h.client() as client:
-        preview = data(await client.call_tool("delete_qalyptus_task_schedules", args))
+        preview = data(await client.call_tool("delete_qalyptus_task_triggers", args))
         assert preview["changes"] == [f"Mon and Thu ({only['id']}): Weekly on Monday,Thursday at 06:30 (Europe/London)"]
         assert any("no schedule" in n for n in preview["notes"])
         done = data(
-            await client.call_tool("delete_qalyptus_task_schedules", args | {"confirm_token": preview["confirm_token"]})
+            await client.call_tool("delete_qalyptus_task_triggers", args | {"confirm_token": preview["confirm_token"]})
         )
     assert done["result"] == {"task_id": task["id"], "deleted": [only["id"]]}
     (delete,) = sent(h, "DELETE", "/schedules")
@@ -648,16 +679,16 @@ async def test_logs_tail_offset_grep_and_smtp(h: Harness) -> None:
 
 
 async def test_a_path_override_from_settings_is_honoured() -> None:
-    overrides = {"list_schedules": "GET /tasks/{id}/triggers", "task_status": "/status/scheduled/{id}"}
+    overrides = {"task_triggers": "GET /tasks/{id}/schedules", "task_status": "/status/scheduled/{id}"}
     h = fast(make_harness(toolsets="qalyptus", qalyptus_paths=json.dumps(overrides)))
     task = task_named(h, "Daily Finance Pack")
     async with h.client() as client:
-        listed = data(await client.call_tool("list_qalyptus_task_schedules", {"task_id": task["id"]}))
+        listed = data(await client.call_tool("list_qalyptus_task_triggers", {"task_id": task["id"]}))
         wrong = error_text(await client.call_tool("get_qalyptus_task_status", {"task_id": task["id"]}))
-    # The triggers route answers schedules and Qlik events together: the request went where the setting said.
-    assert [s["type"] for s in listed["schedules"]] == ["Schedule", "QlikEvent"]
-    assert h.recorder.exchanges[0].path == f"/api/v1/tasks/{task['id']}/triggers"
-    assert not sent(h, "GET", "/schedules")
+    # The schedules route answers schedules only: the request went where the setting said.
+    assert [s["type"] for s in listed["triggers"]] == ["Schedule"]
+    assert h.recorder.exchanges[0].path == f"/api/v1/tasks/{task['id']}/schedules"
+    assert not sent(h, "GET", "/triggers")
     assert "HTTP 404" in wrong and "comes from QALYPTUS_PATHS" in wrong
     assert h.recorder.exchanges[-1].path == f"/api/v1/status/scheduled/{task['id']}"
     await finish(h)

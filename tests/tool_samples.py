@@ -266,8 +266,8 @@ async def _list_qreports(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"limit": 5}
 
 
-@sample("list_qalyptus_task_schedules")
-async def _list_qschedules(h: Harness, destructive: bool) -> dict[str, Any]:
+@sample("list_qalyptus_task_triggers")
+async def _list_qtriggers(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _qtask(h)["id"]}
 
 
@@ -276,10 +276,94 @@ async def _set_qschedule(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"task_id": _qtask(h)["id"], "schedule": {"frequency": "daily", "time_zone": "UTC", "at": "05:00"}}
 
 
-@sample("delete_qalyptus_task_schedules")
-async def _delete_qschedules(h: Harness, destructive: bool) -> dict[str, Any]:
+@sample("delete_qalyptus_task_triggers")
+async def _delete_qtriggers(h: Harness, destructive: bool) -> dict[str, Any]:
     task = _qtask(h)
-    return {"task_id": task["id"], "schedule_ids": [_qorg(h).triggers[task["id"]][0]["id"]]}
+    return {"task_id": task["id"], "trigger_ids": [_qorg(h).triggers[task["id"]][0]["id"]]}
+
+
+@sample("set_qalyptus_task_event")
+async def _set_qevent(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "app_id": next(iter(h.sandbox.apps))}
+
+
+@sample("create_qalyptus_task")
+async def _create_qtask(h: Harness, destructive: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "name": "Sample task",
+        "project": "Sales",
+        "reports": [{"report": "Sales by Region", "format": "PDF"}],
+    }
+    # An address outside the organization's users needs a yes; a task for its users only is made at once.
+    return args | {"recipients": ["someone@partner.example"]} if destructive else args
+
+
+@sample("change_qalyptus_task_owner")
+async def _change_qowner(h: Harness, destructive: bool) -> dict[str, Any]:
+    task = _qtask(h)
+    heir = next(u for u in _qorg(h).users if u["id"] != task["owner"])
+    return {"task_id": task["id"], "owner": heir["id"]}
+
+
+@sample("get_qalyptus_task_recipients")
+async def _get_qrecipients(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("set_qalyptus_task_recipients")
+async def _set_qrecipients(h: Harness, destructive: bool) -> dict[str, Any]:
+    task = _qtask(h)
+    return {"task_id": task["id"], "remove": [_qorg(h).recipients[task["id"]][0]["id"]]}
+
+
+@sample("get_qalyptus_task_email")
+async def _get_qemail(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"]}
+
+
+@sample("update_qalyptus_task_email")
+async def _update_qemail(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "active": False}
+
+
+@sample("set_qalyptus_task_report")
+async def _set_qreport(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"task_id": _qtask(h)["id"], "report": "Monthly P&L", "format": "PDF"}
+
+
+@sample("delete_qalyptus_task_reports")
+async def _delete_qreports(h: Harness, destructive: bool) -> dict[str, Any]:
+    task = _qtask(h)
+    return {"task_id": task["id"], "task_report_ids": [_qorg(h).task_reports[task["id"]][0]["id"]]}
+
+
+def _qrequest(h: Harness) -> str:
+    """An on-demand request of the sandbox organization (made here when there is none)."""
+    org = _qorg(h)
+    if not org.requests:
+        report = next(r for r in org.reports.values() if r["name"] == "Sales by Region")
+        qalyptus.start_request(h.sandbox, org, report, "PDF", {}, at=h.sandbox.clock.now())
+    return next(iter(org.requests))
+
+
+@sample("generate_qalyptus_report")
+async def _generate_qreport(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"report": "Sales by Region", "output_format": "PDF", "wait": False}
+
+
+@sample("get_qalyptus_request")
+async def _get_qrequest(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"request_id": _qrequest(h)}
+
+
+@sample("list_qalyptus_requests")
+async def _list_qrequests(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"limit": 5}
+
+
+@sample("delete_qalyptus_request")
+async def _delete_qrequest(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"request_id": _qrequest(h)}
 
 
 @sample("run_qalyptus_task")

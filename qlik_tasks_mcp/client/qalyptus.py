@@ -36,6 +36,49 @@ UPDATE_FIELDS = (
     "testMode",
     "testModeRecipients",
 )
+# What "Update task email" takes, field by field: the whole e-mail, so unchanged fields are sent back as they are.
+EMAIL_FIELDS = (
+    "from",
+    "ccBcc",
+    "cc",
+    "bcc",
+    "ccQlikVariable",
+    "bccQlikVariable",
+    "subject",
+    "message",
+    "isActive",
+    "oneToAll",
+)
+# "Add or update report" (a task's report), field by field; the objects are sent back as the tenant gave them.
+TASK_REPORT_FIELDS = (
+    "reportID",
+    "format",
+    "emailEmbedment",
+    "emailAttachment",
+    "fileOpenPassword",
+    "fileWritePassword",
+    "isOpenFilePasswordProtected",
+    "isWriteFilePasswordProtected",
+    "iterationOptions",
+    "filters",
+    "conditions",
+    "storageServices",
+    "hub",
+    "fileStorage",
+    "separatorOptions",
+)
+# "Add or update external event", field by field.
+EVENT_FIELDS = (
+    "name",
+    "execution",
+    "priority",
+    "description",
+    "appID",
+    "qlikEvent",
+    "startDate",
+    "endDate",
+    "timeZone",
+)
 REFUSED = "Qalyptus refused the request (isSuccess: false)."
 # The spellings an execution's times are read under (not confirmed for Qalyptus Cloud).
 STARTED = ("startDate", "startTime", "startedAt", "executionStartDate")
@@ -148,6 +191,40 @@ class StatusDoc(QalyptusDoc):
         return self.started_at or self.created_at or ""
 
 
+class RequestDoc(StatusDoc):
+    """One on-demand request (a report generated on demand); field names unconfirmed, read like StatusDoc's."""
+
+    report_id: str | None = Field(None, validation_alias=AliasChoices("reportID", "reportId"))
+    report_name: str | None = None
+    output_format: str | None = Field(None, validation_alias=AliasChoices("outputFormat", "format"))
+
+
+class EmailDoc(QalyptusDoc):
+    """A task's e-mail ("Get task email"); `from` is a Python keyword, hence the explicit alias."""
+
+    sender: str | None = Field(None, alias="from")
+    cc_bcc: bool | None = None
+    cc: str | None = None
+    bcc: str | None = None
+    cc_qlik_variable: str | None = None
+    bcc_qlik_variable: str | None = None
+    subject: str | None = None
+    message: str | None = None
+    is_active: bool | None = None
+    one_to_all: bool | None = None
+
+    def update_body(self) -> dict[str, Any]:
+        """The whole e-mail as "Update task email" takes it; required fields a tenant left out get defaults."""
+        sent = self.wire()
+        body = {key: sent.get(key) for key in EMAIL_FIELDS}
+        body["from"] = body["from"] or ""
+        body["subject"] = body["subject"] or ""
+        body["isActive"] = bool(body["isActive"])
+        body["ccBcc"] = bool(body["ccBcc"])
+        body["oneToAll"] = bool(body["oneToAll"])
+        return body
+
+
 class TaskReportDoc(QalyptusDoc):
     id: str = ""
     report_id: str | None = Field(None, validation_alias=AliasChoices("reportID", "reportId"))
@@ -155,6 +232,16 @@ class TaskReportDoc(QalyptusDoc):
     format: str | None = Field(None, validation_alias=AliasChoices("format", "outputFormat"))
     email_attachment: bool | None = None
     email_embedment: bool | None = None
+
+    def update_body(self) -> dict[str, Any]:
+        """The task report as "Add or update report" takes it; the required flags default to false."""
+        sent = self.wire()
+        body = {key: sent.get(key) for key in TASK_REPORT_FIELDS if sent.get(key) is not None}
+        body["reportID"] = self.report_id or ""
+        body["format"] = self.format or ""
+        body["emailAttachment"] = bool(self.email_attachment)
+        body["emailEmbedment"] = bool(self.email_embedment)
+        return body
 
 
 class RecipientDoc(QalyptusDoc):
@@ -309,9 +396,11 @@ class QalyptusClient(TenantHttp):
             )
         return data
 
-    async def stream_log(self, task_id: str, sink: Sink, *, smtp: bool = False) -> Sink:
-        """The task's log, line by line into `sink` (see client/lines.py): only what the sink keeps is held."""
-        endpoint = self.paths["task_smtp_log" if smtp else "task_log"]
+    async def stream_log(self, task_id: str, sink: Sink, *, smtp: bool = False, request: bool = False) -> Sink:
+        """The task's (or, with `request`, an on-demand request's) log, line by line into `sink` (see
+        client/lines.py): only what the sink keeps is held."""
+        kind = "request" if request else "task"
+        endpoint = self.paths[f"{kind}_smtp_log" if smtp else f"{kind}_log"]
         if endpoint.method != "GET":
             raise InvalidInput(f"the {endpoint.template} log path is not a GET in QALYPTUS_PATHS")
         return await self.read_lines(
@@ -412,3 +501,72 @@ class QalyptusClient(TenantHttp):
     # Reports
     async def reports(self) -> list[ReportDoc]:
         return await self.docs(ReportDoc, "list_reports")
+
+    async def users(self) -> list[dict[str, Any]]:
+        return await self.items("list_users")
+
+    async def groups(self) -> list[dict[str, Any]]:
+        return await self.items("list_groups")
+
+    async def projects(self) -> list[dict[str, Any]]:
+        return await self.items("list_projects")
+
+    # Creating, owning, e-mail, recipients, task reports, external events
+    async def create_task(self, body: dict[str, Any]) -> QalyptusTaskDoc | None:
+        """The new task, when Qalyptus answers with it."""
+        return self.maybe(QalyptusTaskDoc, await self.call("create_task", body=body), "create_task")
+
+    async def change_owner(self, task_id: str, owner_id: str) -> None:
+        await self.call("change_owner", {"id": task_id, "ownerId": owner_id})
+
+    async def email(self, task_id: str) -> EmailDoc:
+        data = await self.call("task_email", {"id": task_id})
+        return self.parse(EmailDoc, data if isinstance(data, dict) else {}, "task_email")
+
+    async def update_email(self, task_id: str, body: dict[str, Any]) -> None:
+        await self.call("update_task_email", {"id": task_id}, body=body)
+
+    async def set_recipients(self, task_id: str, recipients: list[dict[str, str]]) -> None:
+        await self.call("update_recipients", {"id": task_id}, body=recipients)
+
+    async def delete_recipients(self, task_id: str, ids: list[str]) -> None:
+        await self.call("delete_recipients", {"id": task_id}, body=ids)
+
+    async def set_task_report(
+        self, task_id: str, body: dict[str, Any], task_report_id: str | None = None
+    ) -> TaskReportDoc | None:
+        params = {"taskReportID": task_report_id} if task_report_id else None
+        data = await self.call("set_task_report", {"id": task_id}, params=params, body=body)
+        return self.maybe(TaskReportDoc, data, "set_task_report")
+
+    async def delete_task_reports(self, task_id: str, ids: list[str]) -> None:
+        await self.call("delete_task_reports", {"id": task_id}, body=ids)
+
+    async def set_external_event(
+        self, task_id: str, body: dict[str, Any], event_id: str | None = None
+    ) -> TriggerDoc | None:
+        params = {"taskExternalEventID": event_id} if event_id else None
+        data = await self.call("set_external_event", {"id": task_id}, params=params, body=body)
+        return self.maybe(TriggerDoc, data, "set_external_event")
+
+    async def delete_external_events(self, task_id: str, ids: list[str]) -> None:
+        await self.call("delete_external_events", {"id": task_id}, body=ids)
+
+    # On-demand requests
+    async def generate(self, report_id: str, output_format: str, body: dict[str, Any]) -> Any:
+        """Qalyptus's answer to "Generate an on-demand report" (the request, or its id)."""
+        return await self.call("generate_report", {"id": report_id, "outputFormat": output_format}, body=body)
+
+    async def requests(self) -> list[RequestDoc]:
+        return await self.docs(RequestDoc, "request_statuses")
+
+    async def request(self, request_id: str) -> RequestDoc | None:
+        data = await self.call("request_status", {"id": request_id})
+        return self.parse(RequestDoc, data, "request_status") if isinstance(data, dict) else None
+
+    async def delete_request(self, request_id: str) -> None:
+        await self.call("delete_request", {"id": request_id})
+
+    async def download(self, request_id: str) -> Any:
+        """The generated file's URI in storage (or whatever Qalyptus answers with): never fetched here."""
+        return await self.call("download_report", {"id": request_id})

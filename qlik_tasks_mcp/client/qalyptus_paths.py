@@ -20,29 +20,81 @@ Source = Literal["verified", "inferred", "configured"]
 SETTING = "QALYPTUS_PATHS"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-# operation -> (method, path under the base URL, source). Placeholders are filled by path_segment.
-DEFAULTS: dict[str, tuple[str, str, Source]] = {
-    "list_tasks": ("GET", "/tasks", "verified"),
-    "get_task": ("GET", "/tasks/{id}", "inferred"),
-    "update_task": ("PUT", "/tasks/{id}", "inferred"),
-    "delete_task": ("DELETE", "/tasks/{id}", "inferred"),
-    "duplicate_task": ("POST", "/tasks/{id}/duplicate", "inferred"),
-    "task_recipients": ("GET", "/tasks/{id}/recipients", "verified"),
-    "task_reports": ("GET", "/tasks/{id}/reports", "verified"),
-    "task_triggers": ("GET", "/tasks/{id}/triggers", "verified"),
-    "list_schedules": ("GET", "/tasks/{id}/schedules", "inferred"),
+LIVE = "NOTES.md: seen answering on a live tenant"
+
+
+def ref(title: str) -> str:
+    """Where an inferred path comes from: the reference operation it serves (the seed names no method or path)."""
+    return f'reference "{title}"'
+
+
+# operation -> (method, path under the base URL, source, basis). Placeholders are filled by path_segment.
+DEFAULTS: dict[str, tuple[str, str, Source, str]] = {
+    "list_tasks": ("GET", "/tasks", "verified", LIVE),
+    "get_task": ("GET", "/tasks/{id}", "inferred", ref("Get task")),
+    "create_task": ("POST", "/tasks", "inferred", ref("Create task")),
+    "update_task": ("PUT", "/tasks/{id}", "inferred", ref("Update task")),
+    "delete_task": ("DELETE", "/tasks/{id}", "inferred", ref("Delete task")),
+    "duplicate_task": ("POST", "/tasks/{id}/duplicate", "inferred", ref("Duplicate task")),
+    "change_owner": ("PUT", "/tasks/{id}/owner/{ownerId}", "inferred", ref("Change owner") + " (Tasks)"),
+    "task_email": ("GET", "/tasks/{id}/email", "inferred", ref("Get task email")),
+    "update_task_email": ("PUT", "/tasks/{id}/email", "inferred", ref("Update task email")),
+    "task_recipients": ("GET", "/tasks/{id}/recipients", "verified", LIVE),
+    # "Update task recipients": an array of {id, type}; "Delete task recipients": an array of ids.
+    "update_recipients": ("PUT", "/tasks/{id}/recipients", "inferred", ref("Update task recipients")),
+    "delete_recipients": ("DELETE", "/tasks/{id}/recipients", "inferred", ref("Delete task recipients")),
+    "task_reports": ("GET", "/tasks/{id}/reports", "verified", LIVE),
+    # "Add or update report": the task report's id, when updating, goes in the query (taskReportID).
+    "set_task_report": ("POST", "/tasks/{id}/reports", "inferred", ref("Add or update report")),
+    "delete_task_reports": ("DELETE", "/tasks/{id}/reports", "inferred", ref("Delete task reports")),
+    "task_triggers": ("GET", "/tasks/{id}/triggers", "verified", LIVE),
+    "list_schedules": ("GET", "/tasks/{id}/schedules", "inferred", ref("Get task schedules")),
     # "Add or update a schedule": the schedule id, when updating, goes in the query (taskScheduleID).
-    "set_schedule": ("POST", "/tasks/{id}/schedules", "inferred"),
+    "set_schedule": ("POST", "/tasks/{id}/schedules", "inferred", ref("Add or update a schedule")),
     # "Delete task schedules": the ids to delete are the body.
-    "delete_schedules": ("DELETE", "/tasks/{id}/schedules", "inferred"),
-    "run_task": ("POST", "/tasks/{id}/run", "inferred"),
-    "stop": ("POST", "/status/{id}/stop", "inferred"),
-    "task_statuses": ("GET", "/status/tasks", "inferred"),
-    "task_status": ("GET", "/status/tasks/{id}", "inferred"),
-    "task_log": ("GET", "/status/tasks/{id}/log", "inferred"),
-    "task_smtp_log": ("GET", "/status/tasks/{id}/smtp-log", "inferred"),
-    "list_reports": ("GET", "/reports", "verified"),
-    "list_users": ("GET", "/users", "verified"),
+    "delete_schedules": ("DELETE", "/tasks/{id}/schedules", "inferred", ref("Delete task schedules")),
+    # "Add or update external event": the event's id, when updating, goes in the query (taskExternalEventID).
+    "set_external_event": ("POST", "/tasks/{id}/external-events", "inferred", ref("Add or update external event")),
+    "delete_external_events": (
+        "DELETE",
+        "/tasks/{id}/external-events",
+        "inferred",
+        ref("Delete external events"),
+    ),
+    "run_task": ("POST", "/tasks/{id}/run", "inferred", ref("Run a task")),
+    "stop": ("POST", "/status/{id}/stop", "inferred", ref("Stop the execution of a specified task or request")),
+    "task_statuses": ("GET", "/status/tasks", "inferred", ref("Get scheduled task status list")),
+    "task_status": ("GET", "/status/tasks/{id}", "inferred", ref("Get scheduled task status")),
+    "task_log": ("GET", "/status/tasks/{id}/log", "inferred", ref("Download the scheduled task log file")),
+    "task_smtp_log": (
+        "GET",
+        "/status/tasks/{id}/smtp-log",
+        "inferred",
+        ref("Download the scheduled task SMTP log file"),
+    ),
+    # "Generate an on-demand report": the report id and the output format are path parameters.
+    "generate_report": (
+        "POST",
+        "/reports/{id}/generate/{outputFormat}",
+        "inferred",
+        ref("Generate an on-demand report"),
+    ),
+    "request_statuses": ("GET", "/status/requests", "inferred", ref("Get on-demand requests status")),
+    "request_status": ("GET", "/status/requests/{id}", "inferred", ref("Get on-demand request status")),
+    "request_log": ("GET", "/status/requests/{id}/log", "inferred", ref("Download the on-demand request log")),
+    "request_smtp_log": (
+        "GET",
+        "/status/requests/{id}/smtp-log",
+        "inferred",
+        ref("Download on-demand request SMTP log file"),
+    ),
+    "delete_request": ("DELETE", "/status/{id}", "inferred", ref("Delete request")),
+    # "Download report": answers the file's URI in storage (query `version` optional).
+    "download_report": ("GET", "/status/{id}/download", "inferred", ref("Download report")),
+    "list_reports": ("GET", "/reports", "verified", LIVE),
+    "list_users": ("GET", "/users", "verified", LIVE),
+    "list_groups": ("GET", "/groups", "verified", LIVE),
+    "list_projects": ("GET", "/projects", "verified", LIVE),
 }
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
@@ -56,6 +108,8 @@ class Endpoint:
     method: str
     template: str
     source: Source
+    # Where the entry comes from: NOTES.md (verified), the reference operation it serves (inferred), or the setting.
+    basis: str = ""
 
     def path(self, **values: str) -> str:
         """The concrete path: every placeholder filled with a validated, encoded segment."""
@@ -69,7 +123,8 @@ class Endpoint:
             return f"The path of '{self.op}' ({self.method} {self.template}) comes from {SETTING}: check that entry."
         example = json.dumps({self.op: f"{self.method} {self.template}"})
         return (
-            f"The path of '{self.op}' ({self.method} {self.template}) is inferred, not confirmed by Qalyptus: if the "
+            f"The path of '{self.op}' ({self.method} {self.template}) is inferred from the {self.basis}, not confirmed "
+            "by Qalyptus: if the "
             f"id is right, your tenant may use another path. Override it with {SETTING}, e.g. {SETTING}='{example}' "
             "with the path your tenant uses."
         )
@@ -80,7 +135,7 @@ def placeholders(template: str) -> set[str]:
 
 
 def _parse_entry(op: str, value: object) -> Endpoint:
-    method, template, _ = DEFAULTS[op]
+    method, template, *_ = DEFAULTS[op]
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_PATH:
         raise InvalidInput(f'{SETTING}["{op}"] must be a string like "{method} {template}" or "{template}"')
     parts = value.split()
@@ -100,7 +155,7 @@ def _parse_entry(op: str, value: object) -> Endpoint:
     if placeholders(path) != placeholders(template):
         need = ", ".join(f"{{{p}}}" for p in sorted(placeholders(template))) or "none"
         raise InvalidInput(f'{SETTING}["{op}"]: {path!r} must use exactly these placeholders: {need}')
-    return Endpoint(op, method, path, "configured")
+    return Endpoint(op, method, path, "configured", SETTING)
 
 
 def parse_overrides(text: str | None) -> dict[str, Endpoint]:

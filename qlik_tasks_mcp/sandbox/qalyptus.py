@@ -5,6 +5,10 @@ Every answer is the `{data, isSuccess, error, errorDetails}` envelope with the f
 follow the table in specs/qalyptus/NOTES.md (verified and inferred); a path in
 `QalyptusTables.unserved` answers a bare 404, like a tenant where an inferred path does not exist.
 
+Beyond tasks, schedules and runs it keeps each task's e-mail, recipients, reports and Qlik external events, the
+organization's users, groups and projects, and on-demand requests (a report generated on demand, followed like a
+run, ending with a download link); refusals a tenant would give come as `isSuccess: false`, some on HTTP 200.
+
 Runs are simulated without background work: a run stores its creation time, queue and run lengths and its
 outcome up front, and every read derives queued -> running -> Completed/Warning/Failed (or Aborted once
 stopped) from the sandbox clock, so reads never change state.
@@ -55,6 +59,14 @@ class Org:
     outcomes: dict[str, str] = field(default_factory=dict)
     # The organization's Qalyptus users (GET /users); a task may still name an owner who is no longer one.
     users: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    projects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each task's e-mail ("Get task email").
+    emails: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # On-demand requests, simulated like task runs (their own table: the scheduled status list leaves them out).
+    requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How a report's on-demand runs end, by report id (the simulation's choice, never served).
+    report_outcomes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,6 +182,47 @@ def latest_run(org: Org, task_id: str) -> dict[str, Any] | None:
     return max(runs, key=lambda r: r["_created"]) if runs else None
 
 
+def start_request(
+    sandbox: Sandbox, org: Org, report: dict[str, Any], fmt: str, body: dict[str, Any], *, at: datetime
+) -> dict[str, Any]:
+    """An on-demand request: a run of one report, without recipients; it ends with a file to download."""
+    qt = tables(sandbox)
+    outcome = org.report_outcomes.get(report["id"], "Completed")
+    selections = [f"{s['fieldName']}={','.join(s['values'])}" for s in body.get("selections") or []]
+    if body.get("bookmarkId"):
+        selections.append(f"bookmark {body['bookmarkId']}")
+    request = {
+        "id": sandbox.uuid(),
+        "taskID": None,
+        "taskName": f"On-demand {report['name']}",
+        "reportID": report["id"],
+        "reportName": report["name"],
+        "outputFormat": fmt,
+        "_created": at,
+        "_queue": qt.queue_seconds,
+        "_seconds": qt.run_seconds,
+        "_outcome": outcome,
+        "_stopped": None,
+        "_by": "OnDemand",
+        "_reports": [(report["name"], fmt)],
+        "_recipients": [],
+        "_selections": selections,
+        "_error": f"Report '{report['name']}': Qlik object 'kpi-07' was not found in the app"
+        if outcome == "Failed"
+        else None,
+    }
+    org.requests[request["id"]] = request
+    return request
+
+
+def public_request(request: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out = public_run(request, now)
+    out.pop("taskID")
+    out.pop("taskName")
+    out |= {k: request[k] for k in ("reportID", "reportName", "outputFormat")}
+    return out
+
+
 REGIONS = ["North", "South", "East", "West", "Central", "Nordics", "Iberia", "Benelux", "DACH", "UK&I"]
 
 
@@ -194,6 +247,8 @@ def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]
     apps = [a.name for a in sandbox.apps.values()] or ["Sales Dashboard"]
     emit("INFO", f"Connecting to Qlik Cloud app '{apps[rng.randrange(len(apps))]}'")
     emit("INFO", "Connected; loading selections and variables")
+    for selection in run.get("_selections") or []:
+        emit("INFO", f"Selection {selection}")
     for name, fmt in run["_reports"]:
         emit("INFO", f"Report '{name}': loading template")
         for region in REGIONS[: rng.randint(4, len(REGIONS))]:
@@ -203,7 +258,9 @@ def log_lines(sandbox: Sandbox, run: dict[str, Any], now: datetime) -> list[str]
             emit("ERROR", "Report generation failed; no e-mail was sent")
             break
         emit("INFO", f"Report '{name}' generated as {fmt} ({rng.randint(2, 40)} pages)")
-    if run["_outcome"] != "Failed":
+    if run["_outcome"] != "Failed" and run["_by"] == "OnDemand":
+        emit("INFO", "Report file stored for download")
+    elif run["_outcome"] != "Failed":
         emit("INFO", f"Sending e-mails to {len(run['_recipients'])} recipients")
         if run["_outcome"] == "Warning":
             emit("WARN", "Recipient old.user@example.com rejected by the mail server (550 5.1.1)")
@@ -300,6 +357,67 @@ def schedule_trigger(sandbox: Sandbox, body: dict[str, Any], schedule_id: str | 
     return trigger
 
 
+def new_task(
+    sandbox: Sandbox, name: str, description: str | None, project: dict[str, Any], owner: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": sandbox.uuid(),
+        "name": name,
+        "description": description,
+        "owner": owner["id"] if owner else "",
+        "ownerName": owner["name"] if owner else "",
+        "project": project,
+        "isActive": True,
+        "testMode": False,
+        "testModeRecipients": None,
+        "sendNotifications": False,
+        "notifyIfSuccess": None,
+        "notifyIfWarning": None,
+        "notifyIfError": None,
+        "notificationRecipients": None,
+        "notificationCc": None,
+        "notificationBcc": None,
+    }
+
+
+def default_email(task: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "from": "reports@qalyptus.net",
+        "ccBcc": False,
+        "cc": None,
+        "bcc": None,
+        "ccQlikVariable": None,
+        "bccQlikVariable": None,
+        "subject": task["name"],
+        "message": "Please find attached your report.",
+        "isActive": True,
+        "oneToAll": False,
+    }
+
+
+def event_trigger(event_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An external event as the triggers list shows it (seen live: type, eventType, qlikEvent, appId)."""
+    return {
+        "id": event_id,
+        "name": body["name"],
+        "type": "QlikEvent",
+        "eventType": {
+            "app.reload.succeeded": "ReloadSucceeded",
+            "app.reload.failed": "ReloadFailed",
+            "app.reload.finished": "ReloadFinished",
+        }[body["qlikEvent"]],
+        "qlikEvent": body["qlikEvent"],
+        "appId": body.get("appID"),
+        "description": body.get("description"),
+        "execution": body["execution"],
+        "priority": body["priority"],
+        "isActive": True,
+        "timeZone": body.get("timeZone") or "UTC",
+        "startDate": body.get("startDate"),
+        "endDate": body.get("endDate"),
+    }
+
+
 # Routes ------------------------------------------------------------------------------------------------
 
 
@@ -335,7 +453,7 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         task = task_of(request)
         if task is None:
             return missing()
-        for table in (org.tasks, org.task_reports, org.recipients, org.triggers, org.outcomes):
+        for table in (org.tasks, org.task_reports, org.recipients, org.triggers, org.outcomes, org.emails):
             table.pop(task["id"], None)
         return ok(None)
 
@@ -350,6 +468,7 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         org.task_reports[copy["id"]] = [dict(r, id=sandbox.uuid()) for r in org.task_reports.get(task["id"], [])]
         org.recipients[copy["id"]] = [dict(r) for r in org.recipients.get(task["id"], [])]
         org.triggers[copy["id"]] = [dict(t, id=sandbox.uuid()) for t in org.triggers.get(task["id"], [])]
+        org.emails[copy["id"]] = dict(org.emails.get(task["id"]) or default_email(copy))
         return ok(public_task(sandbox, org, copy, sandbox.clock.now()))
 
     def listing(table: dict[str, list[dict[str, Any]]]) -> Handler:
@@ -426,7 +545,7 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
 
     async def stop(request: Request) -> Response:
         target = request.path_params["id"]
-        run_ = org.executions.get(target) or latest_run(org, target)
+        run_ = org.executions.get(target) or org.requests.get(target) or latest_run(org, target)
         if run_ is None:
             return refuse(404, "Not found", "No task or request with this ID exists in this organization")
         now = sandbox.clock.now()
@@ -472,6 +591,205 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
     async def users(_: Request) -> Response:
         return ok(org.users)
 
+    # Creating, owners, e-mail, recipients, task reports, external events ---------------------------------
+
+    def user_of(user_id: str) -> dict[str, Any] | None:
+        return next((u for u in org.users if u["id"] == user_id), None)
+
+    async def create_task(request: Request) -> Response:
+        body = await json_body(request)
+        project = org.projects.get(body["projectID"])
+        if project is None:
+            return refuse(200, "Project not found", f"No project {body['projectID']} in this organization")
+        if not body["name"].strip():
+            return refuse(400, "Invalid task", "name is required")
+        caller = user_of(sandbox.caller_id or "")
+        task = new_task(sandbox, body["name"].strip(), body.get("description"), project, caller)
+        org.tasks[task["id"]] = task
+        org.emails[task["id"]] = default_email(task)
+        for table in (org.task_reports, org.recipients, org.triggers):
+            table[task["id"]] = []
+        return ok(public_task(sandbox, org, task, sandbox.clock.now()))
+
+    async def change_owner(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        user = user_of(request.path_params["ownerId"])
+        if user is None:
+            return refuse(200, "User not found", "The new owner must be a user of this organization")
+        task["owner"], task["ownerName"] = user["id"], user["name"]
+        return ok(public_task(sandbox, org, task, sandbox.clock.now()))
+
+    async def get_email(request: Request) -> Response:
+        task = task_of(request)
+        return missing() if task is None else ok(org.emails.setdefault(task["id"], default_email(task)))
+
+    async def put_email(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        if not body["subject"].strip():
+            return refuse(200, "Invalid e-mail", "subject is required")
+        email = org.emails.setdefault(task["id"], default_email(task))
+        email.update({k: body.get(k) for k in contract.TASK_EMAIL["properties"]})
+        return ok(email)
+
+    def directory(kind: str) -> dict[str, dict[str, Any]]:
+        return {u["id"]: u for u in (org.users if kind.lower() == "user" else org.groups)}
+
+    async def put_recipients(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        own = org.recipients.setdefault(task["id"], [])
+        for item in body:
+            if item["type"].lower() not in ("user", "group"):
+                return refuse(200, "Invalid recipient", f"type {item['type'][:20]!r} is not User or Group")
+            if item["id"] not in directory(item["type"]):
+                return refuse(200, "Recipient not found", f"No {item['type'].lower()} {item['id']} here")
+        for item in body:
+            if not any(r["id"] == item["id"] for r in own):
+                found = directory(item["type"])[item["id"]]
+                kind = "User" if item["type"].lower() == "user" else "Group"
+                own.append({"id": item["id"], "type": kind, "name": found["name"], "email": found.get("email")})
+        return ok(own)
+
+    def deleting(table: dict[str, list[dict[str, Any]]], what: str, keep: Any = None) -> Handler:
+        async def handler(request: Request) -> Response:
+            task = task_of(request)
+            if task is None:
+                return missing()
+            ids = await json_body(request)
+            if not ids:
+                return refuse(400, "Invalid request", f"The body must be a non-empty array of {what} IDs")
+            own = table.get(task["id"], [])
+            known = {r["id"] for r in own if keep is None or keep(r)}
+            unknown = [i for i in ids if i not in known]
+            if unknown:
+                return refuse(404, f"{what.capitalize()} not found", f"Task has no {what} {', '.join(unknown)}")
+            table[task["id"]] = [r for r in own if r["id"] not in ids]
+            return ok(None)
+
+        return handler
+
+    async def set_task_report(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        report = org.reports.get(body["reportID"])
+        if report is None:
+            return refuse(200, "Report not found", f"No report {body['reportID']} in this organization")
+        if body["format"].upper() not in report["outputFormats"]:
+            formats = ", ".join(report["outputFormats"])
+            return refuse(200, "Invalid output format", f"Report '{report['name']}' is generated as {formats}")
+        own = org.task_reports.setdefault(task["id"], [])
+        task_report_id = request.query_params.get("taskReportID")
+        index = next((i for i, r in enumerate(own) if r["id"] == task_report_id), None)
+        if task_report_id and index is None:
+            return refuse(404, "Task report not found", f"Task has no report {task_report_id}")
+        saved = {k: v for k, v in body.items() if k in contract.TASK_REPORT["properties"]}
+        saved |= {"id": task_report_id or sandbox.uuid(), "reportName": report["name"]}
+        saved["format"] = body["format"].upper()
+        if index is None:
+            own.append(saved)
+        else:
+            own[index] = saved
+        return ok(saved)
+
+    async def set_event(request: Request) -> Response:
+        task = task_of(request)
+        if task is None:
+            return missing()
+        body = await json_body(request)
+        if body["qlikEvent"] not in contract.QLIK_EVENTS:
+            return refuse(200, "Invalid Qlik event", f"qlikEvent must be one of {', '.join(contract.QLIK_EVENTS)}")
+        if body.get("appID") and body["appID"] not in sandbox.apps:
+            return refuse(200, "Qlik app not found", f"No Qlik app {body['appID'][:60]} in the linked tenant")
+        own = org.triggers.setdefault(task["id"], [])
+        event_id = request.query_params.get("taskExternalEventID")
+        index = next((i for i, t in enumerate(own) if t["id"] == event_id and t["type"] == "QlikEvent"), None)
+        if event_id and index is None:
+            return refuse(404, "External event not found", f"Task has no external event {event_id}")
+        event = event_trigger(event_id or sandbox.uuid(), body)
+        if index is None:
+            own.append(event)
+        else:
+            event["isActive"] = own[index]["isActive"]
+            own[index] = event
+        return ok(public_trigger(event, sandbox.clock.now()))
+
+    # On-demand requests ---------------------------------------------------------------------------------
+
+    async def generate(request: Request) -> Response:
+        report = org.reports.get(request.path_params["id"])
+        if report is None:
+            return refuse(404, "Report not found", "No report with this ID exists in this organization")
+        fmt = request.path_params["outputFormat"].upper()
+        if fmt not in report["outputFormats"]:
+            formats = ", ".join(report["outputFormats"])
+            return refuse(200, "Invalid output format", f"Report '{report['name']}' is generated as {formats}")
+        body = await json_body(request)
+        if body.get("appId") and body["appId"] not in sandbox.apps:
+            return refuse(200, "Qlik app not found", f"No Qlik app {body['appId'][:60]} in the linked tenant")
+        now = sandbox.clock.now()
+        return ok(public_request(start_request(sandbox, org, report, fmt, body, at=now), now))
+
+    def request_of(request: Request) -> dict[str, Any] | None:
+        return org.requests.get(request.path_params["id"])
+
+    def no_request() -> Response:
+        return refuse(404, "Request not found", "No on-demand request with this ID exists in this organization")
+
+    async def requests_(_: Request) -> Response:
+        now = sandbox.clock.now()
+        found = sorted(org.requests.values(), key=lambda r: r["_created"], reverse=True)
+        return ok([public_request(r, now) for r in found])
+
+    async def request_status(request: Request) -> Response:
+        found = request_of(request)
+        return no_request() if found is None else ok(public_request(found, sandbox.clock.now()))
+
+    def request_log(smtp: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            found = request_of(request)
+            if found is None:
+                return no_request()
+            if smtp:
+                # An on-demand request is downloaded, not mailed.
+                return refuse(404, "No SMTP log file", "The request sent no e-mail")
+            lines = log_lines(sandbox, found, sandbox.clock.now())
+            headers = {"Content-Disposition": f'attachment; filename="{found["id"]}.log"'}
+            return PlainTextResponse("\n".join(lines) + "\n", headers=headers)
+
+        return handler
+
+    async def delete_request(request: Request) -> Response:
+        target = request.path_params["id"]
+        if org.requests.pop(target, None) is None and org.executions.pop(target, None) is None:
+            return refuse(404, "Request not found", "No request with this ID exists in this organization")
+        return ok(None)
+
+    async def download(request: Request) -> Response:
+        found = request_of(request)
+        if found is None:
+            return no_request()
+        status = run_status(found, sandbox.clock.now())
+        if status not in ("Completed", "Warning"):
+            return refuse(200, "The report file is not available", f"Request {found['id']} is {status}")
+        name = found["reportName"].lower().replace(" ", "_").replace("&", "and")
+        extension = found["outputFormat"].lower()
+        return ok(f"https://files.{org.host}/reports/{found['id']}/{name}.{extension}")
+
+    async def groups(_: Request) -> Response:
+        return ok(org.groups)
+
+    async def projects(_: Request) -> Response:
+        return ok(list(org.projects.values()))
+
     def g(template: str, handler: Handler, body: str | None = None) -> Handler:
         check = contract.checker(body) if body else None
         guarded_handler = guarded(sandbox, "qalyptus", refused, handler, api_key=org.api_key, body=check)
@@ -503,6 +821,30 @@ def routes_of(sandbox: Sandbox, org: Org) -> list[BaseRoute]:
         ("GET", "/status/tasks/{id}/smtp-log", log_file(smtp=True), None),
         ("GET", "/reports", reports, None),
         ("GET", "/users", users, None),
+        ("POST", "/tasks", create_task, "create"),
+        ("PUT", "/tasks/{id}/owner/{ownerId}", change_owner, None),
+        ("GET", "/tasks/{id}/email", get_email, None),
+        ("PUT", "/tasks/{id}/email", put_email, "email"),
+        ("PUT", "/tasks/{id}/recipients", put_recipients, "recipients"),
+        ("DELETE", "/tasks/{id}/recipients", deleting(org.recipients, "recipient"), "ids"),
+        ("POST", "/tasks/{id}/reports", set_task_report, "task_report"),
+        ("DELETE", "/tasks/{id}/reports", deleting(org.task_reports, "report"), "ids"),
+        ("POST", "/tasks/{id}/external-events", set_event, "event"),
+        (
+            "DELETE",
+            "/tasks/{id}/external-events",
+            deleting(org.triggers, "external event", lambda t: t["type"] == "QlikEvent"),
+            "ids",
+        ),
+        ("POST", "/reports/{id}/generate/{outputFormat}", generate, "generate"),
+        ("GET", "/status/requests", requests_, None),
+        ("GET", "/status/requests/{id}", request_status, None),
+        ("GET", "/status/requests/{id}/log", request_log(smtp=False), None),
+        ("GET", "/status/requests/{id}/smtp-log", request_log(smtp=True), None),
+        ("DELETE", "/status/{id}", delete_request, None),
+        ("GET", "/status/{id}/download", download, None),
+        ("GET", "/groups", groups, None),
+        ("GET", "/projects", projects, None),
     ]
     return [Route(PREFIX + path, g(path, handler, body), methods=[method]) for method, path, handler, body in table]
 

@@ -1,7 +1,9 @@
 """Qalyptus Cloud's contract as the sandbox reads it: request bodies and schedule timing.
 
 Qalyptus publishes no OpenAPI file; the bodies below are written from its API reference (beta v1, the seed
-/work/shared/seeds/002_*.txt: "Update task", "Add or update a schedule", "Delete task schedules") and
+/work/shared/seeds/002_*.txt: "Update task", "Add or update a schedule", "Delete task schedules",
+"Create task", "Update task email", "Update task recipients", "Add or update report", "Add or update external event",
+"Generate an on-demand report") and
 qlik_tasks_mcp/specs/qalyptus/NOTES.md. The reference marks a nullable field "or null"; a field without it
 takes no null (ASP.NET cannot read null into an int or a DateTime). Unknown fields are ignored, as ASP.NET does.
 Frequency and weekday words are not documented: the sandbox takes the English names, in any case.
@@ -65,6 +67,95 @@ SCHEDULE: dict[str, Any] = {
     },
 }
 SCHEDULE_IDS: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "uuid"}}
+UUID = {"type": "string", "format": "uuid"}
+NULLABLE_UUID = {"type": ["string", "null"], "format": "uuid"}
+CREATE_TASK: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "projectID"],
+    "properties": {"name": {"type": "string"}, "description": NULLABLE_TEXT, "projectID": UUID},
+}
+TASK_EMAIL: dict[str, Any] = {
+    "type": "object",
+    "required": ["from", "subject", "isActive"],
+    "properties": {
+        "from": {"type": "string"},
+        "ccBcc": {"type": "boolean"},
+        "cc": NULLABLE_TEXT,
+        "bcc": NULLABLE_TEXT,
+        "ccQlikVariable": NULLABLE_UUID,
+        "bccQlikVariable": NULLABLE_UUID,
+        "subject": {"type": "string"},
+        "message": NULLABLE_TEXT,
+        "isActive": {"type": "boolean"},
+        "oneToAll": {"type": "boolean"},
+    },
+}
+RECIPIENTS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "type"],
+        "properties": {"id": UUID, "type": {"type": "string"}},
+    },
+}
+NULLABLE_LIST = {"type": ["array", "null"]}
+TASK_REPORT: dict[str, Any] = {
+    "type": "object",
+    "required": ["reportID", "format", "emailEmbedment", "emailAttachment"],
+    "properties": {
+        "reportID": UUID,
+        "format": {"type": "string"},
+        "emailEmbedment": {"type": "boolean"},
+        "emailAttachment": {"type": "boolean"},
+        "fileOpenPassword": NULLABLE_TEXT,
+        "fileWritePassword": NULLABLE_TEXT,
+        "isOpenFilePasswordProtected": {"type": "boolean"},
+        "isWriteFilePasswordProtected": {"type": "boolean"},
+        "iterationOptions": {"type": "object"},
+        "filters": NULLABLE_LIST,
+        "conditions": NULLABLE_LIST,
+        "storageServices": NULLABLE_LIST,
+        "hub": {"type": "object"},
+        "fileStorage": {"type": "object"},
+        "separatorOptions": {"type": "object"},
+    },
+}
+EXTERNAL_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "execution", "priority", "qlikEvent"],
+    "properties": {
+        "name": {"type": "string"},
+        "execution": {"type": "string"},
+        "priority": INT,
+        "description": NULLABLE_TEXT,
+        "appID": NULLABLE_TEXT,
+        "qlikEvent": {"type": "string"},
+        "startDate": DATE_TIME,
+        "endDate": DATE_TIME,
+        "timeZone": NULLABLE_TEXT,
+    },
+}
+# FieldSelectionDto's fields are not listed in the reference: {fieldName, values} is inferred.
+GENERATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "selections": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["fieldName", "values"],
+                "properties": {
+                    "fieldName": {"type": "string"},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "appId": NULLABLE_TEXT,
+        "bookmarkId": NULLABLE_TEXT,
+    },
+}
+# The Qlik events this sandbox knows (the reference types qlikEvent as a string without listing values).
+QLIK_EVENTS = ("app.reload.succeeded", "app.reload.failed", "app.reload.finished")
 SCHEDULE_FIELDS = tuple(SCHEDULE["properties"])
 UPDATE_FIELDS = tuple(UPDATE_TASK["properties"])
 FREQUENCIES = ("Once", "Hourly", "Daily", "Weekly", "Monthly", "Yearly")
@@ -73,7 +164,17 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 
 @cache
 def _validator(name: str) -> Draft7Validator:
-    schema = {"update": UPDATE_TASK, "schedule": SCHEDULE, "ids": SCHEDULE_IDS}[name]
+    schema = {
+        "update": UPDATE_TASK,
+        "schedule": SCHEDULE,
+        "ids": SCHEDULE_IDS,
+        "create": CREATE_TASK,
+        "email": TASK_EMAIL,
+        "recipients": RECIPIENTS,
+        "task_report": TASK_REPORT,
+        "event": EXTERNAL_EVENT,
+        "generate": GENERATE,
+    }[name]
     return Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
 
 

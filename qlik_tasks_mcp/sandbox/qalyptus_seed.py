@@ -15,6 +15,7 @@ from qlik_tasks_mcp.sandbox.qalyptus import (
     QALYPTUS_HOST,
     QALYPTUS_SANDBOX_KEY,
     Org,
+    default_email,
     schedule_trigger,
     start_run,
     tables,
@@ -36,9 +37,14 @@ def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, A
     people = list(sandbox.users.values())
     # People who left the tenant are no longer Qalyptus users either, though tasks still name them as owners.
     org.users = [{"id": p.id, "name": p.name, "email": p.email} for p in people if p.status == "active"]
-    projects = {p: {"id": sandbox.uuid(), "name": p} for p in {r[4] for r in reports}}
+    projects = {p: {"id": sandbox.uuid(), "name": p} for p in sorted({r[4] for r in reports})}
+    org.projects = {p["id"]: p for p in projects.values()}
+    org.groups = [
+        {"id": sandbox.uuid(), "name": f"{p} managers", "members": [u["id"] for u in org.users[:2]]} for p in projects
+    ]
+    group_of = {g["name"]: g for g in org.groups}
     by_name: dict[str, dict[str, Any]] = {}
-    for name, kind, formats, iteration, project in reports:
+    for name, kind, formats, iteration, project, *outcome in reports:
         report = {
             "id": sandbox.uuid(),
             "name": name,
@@ -49,6 +55,8 @@ def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, A
             "project": projects[project],
         }
         org.reports[report["id"]] = by_name[name] = report
+        if outcome:
+            org.report_outcomes[report["id"]] = outcome[0]
     for index, spec in enumerate(specs):
         owner = people[index % len(people)] if people else None
         report = by_name[spec["report"]]
@@ -84,7 +92,8 @@ def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, A
         ]
         org.recipients[task["id"]] = [
             {"id": p.id, "type": "User", "name": p.name, "email": p.email} for p in people[: 2 + index % 3]
-        ] + [{"id": sandbox.uuid(), "type": "Group", "name": f"{report['project']['name']} managers", "email": None}]
+        ] + [{"id": group_of[f"{report['project']['name']} managers"]["id"], "type": "Group", "email": None}]
+        org.emails[task["id"]] = default_email(task) | {"subject": f"{spec['report']}: your copy"}
         triggers = [_schedule(sandbox, now, **s) for s in spec.get("schedules", [])]
         for event in spec.get("events", []):
             apps = list(sandbox.apps.values())
@@ -112,7 +121,7 @@ def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, A
 MAIN_REPORTS = [
     ("Sales by Region", "Word", ["PDF", "DOCX"], True, "Sales"),
     ("Monthly P&L", "Excel", ["XLSX", "PDF"], False, "Finance"),
-    ("Ops Scorecard", "Word", ["PDF"], False, "Operations"),
+    ("Ops Scorecard", "Word", ["PDF"], False, "Operations", "Failed"),
     ("Executive KPIs", "HTML", ["HTML"], False, "Executive"),
     ("Inventory Aging List", "Excel", ["XLSX", "CSV"], False, "Operations"),
     ("HR Headcount Summary", "Word", ["PDF"], False, "HR"),

@@ -39,6 +39,8 @@ class TaskInfo:
     start: str | None = None
     end: str | None = None
     schedule_text: str | None = None
+    # What else starts the task besides its schedule, in words (Qalyptus: Qlik app events).
+    also: str | None = None
     # (task id, outcome or None for any): the runs whose end starts this task.
     after: list[tuple[str, str | None]] = field(default_factory=list)
     next_run: str | None = None

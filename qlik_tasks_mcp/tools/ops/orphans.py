@@ -30,7 +30,7 @@ NEW_OWNER = {
     "reload": "give it a new owner: any update through update_reload_task makes the caller its owner",
     "task": "give it a new owner: any update through update_task makes the caller its owner",
     "sharing": "give it a new owner (update_sharing_task with owner), or delete it",
-    "qalyptus": "assign it a new owner in Qalyptus, or delete it",
+    "qalyptus": "give it a new owner in Qalyptus (change_qalyptus_task_owner), or delete it",
 }
 
 
@@ -164,8 +164,8 @@ def _note(tasks: list[TaskInfo], sources: OrphanSources, budget: Budget) -> str:
     if "qalyptus" in sources.by_kind:
         notes.append(
             "Qalyptus owners are Qalyptus users, checked against each organization's users (GET /users); that a "
-            "task's owner field holds such a user's id is inferred, not documented. Qalyptus tasks are tied to no "
-            "Qlik app."
+            "task's owner field holds such a user's id is inferred, not documented. Qalyptus tasks are tied to a "
+            "Qlik app only by their Qlik events, which are not read here."
         )
     if budget.skipped:
         notes.append(f"Stopped early: {len(budget.skipped)} reads skipped to stay within {SCAN_REQUESTS} requests.")

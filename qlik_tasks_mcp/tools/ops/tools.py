@@ -253,7 +253,7 @@ async def explain_schedule(
         time_zone=zone.key,
         next_runs=[RunTime(local=r.strftime("%Y-%m-%d %H:%M %Z (%a)"), utc=utc_z(r)) for r in runs],
         task=label,
-        note=" ".join(filter(None, [note, hint])) or None,
+        note=" ".join(filter(None, [info.also, note, hint])) or None,
     )
 
 

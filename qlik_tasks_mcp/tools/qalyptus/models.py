@@ -8,15 +8,16 @@ import json
 import re
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
-from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
+from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import (
     QalyptusClient,
     QalyptusTaskDoc,
@@ -31,6 +32,9 @@ from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untru
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.sources import parse_time, short_time
 
+if TYPE_CHECKING:
+    from qlik_tasks_mcp.tools.names import Names
+
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Qalyptus task id.")]
 Offset = Annotated[int, Field(ge=0, le=1_000_000, description="Rows to skip.")]
 OrgName = Annotated[
@@ -44,7 +48,7 @@ SUCCESS = frozenset({"completed", "success", "succeeded", "done"})
 WARNING = frozenset({"warning", "warnings", "completedwithwarnings"})
 FAILURE = frozenset({"failed", "failure", "error", "aborted", "stopped", "cancelled", "canceled"})
 StatusClass = Literal["active", "success", "warning", "failure", "unknown"]
-_EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
+EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
 
 # Qalyptus lists come whole, so every row field is bounded here: names, and any other text, on one line.
 NAME_CHARS = 200
@@ -107,11 +111,23 @@ class CopyLimit:
 
 
 class QalyptusOrgs(Organizations[QalyptusClient]):
-    """The Qalyptus toolset's service: the configured organizations, and the bound on duplicates."""
+    """The Qalyptus toolset's service: the configured organizations, the bound on duplicates, and the Qlik name
+    look-up (external events name Qlik apps)."""
 
-    def __init__(self, clients: dict[str, QalyptusClient]) -> None:
+    def __init__(self, clients: dict[str, QalyptusClient], names: "Names | None" = None) -> None:
         super().__init__(clients)
         self.copies = CopyLimit()
+        self.qlik_names = names
+
+    async def app_labels(self, app_ids: list[str]) -> dict[str, str]:
+        """Qlik apps by name and id for events in words; the ids alone when the Qlik tenant cannot say."""
+        wanted = [a for a in app_ids if a]
+        if self.qlik_names is None or not wanted:
+            return {a: f"app {a}" for a in wanted}
+        try:
+            return await self.qlik_names.describe_apps(wanted)
+        except ClientError:
+            return {a: f"app {a}" for a in wanted}
 
 
 def classify(status: str | None) -> StatusClass:
@@ -178,7 +194,7 @@ def addresses(value: str, field: str) -> str | None:
     text = value.strip()
     if not text:
         return None
-    bad = [a for a in re.split(r"[;,]", text) if a.strip() and not _EMAIL.match(a.strip())]
+    bad = [a for a in re.split(r"[;,]", text) if a.strip() and not EMAIL.match(a.strip())]
     if bad:
         raise InvalidInput(f"{field}: {bad[0].strip()[:60]!r} is not an e-mail address (separate several with ;)")
     return text
@@ -270,13 +286,14 @@ class Trigger(Compact):
     app_id: str | None = None
 
     @classmethod
-    def of(cls, doc: TriggerDoc) -> "Trigger":
+    def of(cls, doc: TriggerDoc, apps: dict[str, str] | None = None) -> "Trigger":
+        """`apps`: Qlik app labels by id, for events in words."""
         return cls(
             id=doc.id,
             name=text_of(doc.name),
             type=text_of(doc.type),
             active=doc.is_active,
-            when=sched.describe(doc.wire()) if doc.scheduled else None,
+            when=sched.describe(doc.wire()) if doc.scheduled else event_words(doc, apps or {}),
             frequency=text_of(doc.frequency),
             time_zone=text_of(doc.time_zone) if doc.scheduled else None,
             start=text_of(doc.start_date),
@@ -285,6 +302,28 @@ class Trigger(Compact):
             event=text_of(first(doc.qlik_event, doc.event_type)),
             app_id=text_of(doc.app_id),
         )
+
+
+# Qlik event names as seen in the triggers list (the reference types qlikEvent as a plain string): words for them.
+EVENT_WORDS = {"succeeded": "reloads successfully", "failed": "fails to reload", "finished": "finishes a reload"}
+
+
+def event_name(doc: TriggerDoc) -> str | None:
+    event = doc.qlik_event
+    if isinstance(event, dict):
+        event = event.get("name") or event.get("type") or event.get("eventType")
+    return str(event) if event not in (None, "") else (str(doc.event_type) if doc.event_type else None)
+
+
+def event_words(doc: TriggerDoc, apps: dict[str, str]) -> str | None:
+    """A Qlik event in words: "When Qlik app 'Sales' (app 1c2d...) reloads successfully"."""
+    event = event_name(doc)
+    if event is None:
+        return None
+    key = event.lower()
+    verb = next((words for word, words in EVENT_WORDS.items() if word in key), f"raises {one_line(event, 60)}")
+    app = apps.get(doc.app_id or "") or (f"app {doc.app_id}" if doc.app_id else "a Qlik app")
+    return f"When Qlik {app} {verb}"
 
 
 class TaskReport(Compact):
@@ -413,7 +452,7 @@ class Status(Compact):
         )
 
 
-def messages_of(statuses: "list[Status]") -> str | None:
+def messages_of(statuses: "Sequence[Status]") -> str | None:
     """The runs' messages in one fence per result (each row keeps its message on one line)."""
     pairs = [(s.id or s.task_id or "run", s.message) for s in statuses if s.message]
     return untrusted_fields(pairs, "Qalyptus messages") if pairs else None

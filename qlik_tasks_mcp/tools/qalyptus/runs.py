@@ -64,7 +64,8 @@ class Stopped(Compact):
 
 class TaskLog(LogSlice):
     organization: str
-    task_id: str
+    task_id: str | None = None
+    request_id: str | None = None
     log_kind: Literal["task", "smtp"]
 
 
@@ -215,21 +216,27 @@ async def list_qalyptus_task_statuses(
 @read("Get Qalyptus task log")
 async def get_qalyptus_task_log(
     orgs: QalyptusOrgs,
-    task_id: TaskId,
+    task_id: Annotated[str | None, Field(max_length=128)] = None,
+    request_id: Annotated[str | None, Field(max_length=128, description="An on-demand request instead.")] = None,
     log_kind: Annotated[Literal["task", "smtp"], Field(description="smtp: its e-mail delivery log.")] = "task",
     lines: Annotated[int, Field(ge=1, le=500, description="Max 500.")] = 40,
     grep: Annotated[str | None, Field(max_length=GREP_MAX, description="Case-insensitive regex.")] = None,
     offset: Annotated[int | None, Field(ge=0, description="Lines to skip; default: the tail.")] = None,
     organization: OrgName = None,
 ) -> TaskLog:
-    """The log of a Qalyptus task's latest run (or its SMTP log): tail, from offset, or grep."""
+    """The log of a Qalyptus task's latest run or of a request (or its SMTP log): tail, offset, or grep."""
+    if bool(task_id) == bool(request_id):
+        raise InvalidInput("give task_id (its latest run) or request_id (an on-demand request), not both")
     sink = LogSink(lines=lines, grep=grep, offset=offset)  # a bad grep is refused here, before any request
     api = orgs.get(organization)
-    await api.stream_log(task_id, sink, smtp=log_kind == "smtp")
+    target = task_id or request_id or ""
+    await api.stream_log(target, sink, smtp=log_kind == "smtp", request=bool(request_id))
     source = "Qalyptus SMTP log" if log_kind == "smtp" else "Qalyptus log"
-    cut = sink.result(task_id, "", source)
+    cut = sink.result(target, "", source)
     return TaskLog(
         organization=api.name,
         log_kind=log_kind,
-        **cut.model_dump(exclude={"run_id"}),
+        request_id=request_id,
+        **cut.model_dump(exclude={"run_id", "task_id"}),
+        task_id=task_id,
     )

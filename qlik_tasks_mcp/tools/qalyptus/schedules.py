@@ -1,19 +1,31 @@
-"""Qalyptus task schedules: list, add or update (validated before anything is sent), delete."""
+"""Qalyptus task triggers: schedules and Qlik external events together as the tenant returns them, in words; add or
+update a schedule (validated before anything is sent) or an external event (run when a Qlik app reloads); delete
+either."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
-from qlik_tasks_mcp.client.errors import InvalidInput
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import TriggerDoc
 from qlik_tasks_mcp.client.schedule import local_datetime, time_zone, utc_z
 from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.qalyptus.models import OrgName, QalyptusOrgs, TaskId, Trigger, task_named, text_of
+from qlik_tasks_mcp.tools.operation import destructive, read, write
+from qlik_tasks_mcp.tools.qalyptus.models import (
+    OrgName,
+    QalyptusOrgs,
+    TaskId,
+    Trigger,
+    event_name,
+    event_words,
+    task_named,
+    text_of,
+)
 
 NEXT_RUNS = 3
 # The tool's parameters and the API fields each sets, to refuse one that a frequency does not use, in the
@@ -56,10 +68,10 @@ class ScheduleIn(Input):
     name: str | None = Field(None, max_length=100, description="Default: the schedule in words.")
 
 
-class ScheduleList(Compact):
+class TriggerList(Compact):
     organization: str
     task_id: str
-    schedules: list[Trigger]
+    triggers: list[Trigger]
 
 
 class ScheduleSet(Compact):
@@ -68,7 +80,13 @@ class ScheduleSet(Compact):
     note: str | None = None
 
 
-class SchedulesDeleted(Compact):
+class EventSet(Compact):
+    task_id: str
+    event: Trigger | None = None
+    note: str | None = None
+
+
+class TriggersDeleted(Compact):
     task_id: str
     deleted: list[str]
 
@@ -172,14 +190,17 @@ def _known(schedules: list[TriggerDoc]) -> str:
     return ", ".join(f"{s.id} ({text_of(s.name, 40)})" for s in schedules) or "none"
 
 
-@read("List Qalyptus task schedules")
-async def list_qalyptus_task_schedules(
-    orgs: QalyptusOrgs, task_id: TaskId, organization: OrgName = None
-) -> ScheduleList:
-    """A Qalyptus task's schedules: frequency in words, zone, start/end, next run, active."""
+async def trigger_rows(orgs: QalyptusOrgs, triggers: list[TriggerDoc]) -> list[Trigger]:
+    labels = await orgs.app_labels([t.app_id for t in triggers if t.app_id and not t.scheduled])
+    return [Trigger.of(t, labels) for t in triggers]
+
+
+@read("List Qalyptus task triggers")
+async def list_qalyptus_task_triggers(orgs: QalyptusOrgs, task_id: TaskId, organization: OrgName = None) -> TriggerList:
+    """A Qalyptus task's schedules and Qlik events, in words, with next runs."""
     api = orgs.get(organization)
-    found = await api.schedules(task_id)
-    return ScheduleList(organization=api.name, task_id=task_id, schedules=[Trigger.of(s) for s in found])
+    found = await api.triggers(task_id)
+    return TriggerList(organization=api.name, task_id=task_id, triggers=await trigger_rows(orgs, found))
 
 
 def _plan_add(body: dict[str, Any], existing: list[TriggerDoc], where: str, now: datetime) -> Plan:
@@ -249,48 +270,147 @@ async def set_qalyptus_task_schedule(
     saved = await orgs.get(organization).set_schedule(task_id, plan.payload, schedule_id)
     if saved is not None:
         return ScheduleSet(task_id=task_id, schedule=Trigger.of(saved))
-    return ScheduleSet(task_id=task_id, note="Saved; list_qalyptus_task_schedules shows it.")
+    return ScheduleSet(task_id=task_id, note="Saved; list_qalyptus_task_triggers shows it.")
+
+
+# External events ---------------------------------------------------------------------------------------
+
+# What this server sends as qlikEvent. The reference types it as a string and lists no values: these are inferred
+# (events of a Qlik app's reload); what is read back is compared loosely (models.EVENT_WORDS).
+QLIK_EVENTS = {"success": "app.reload.succeeded", "failure": "app.reload.failed", "any": "app.reload.finished"}
+# "execution" is a required string the reference does not explain; a new event takes what schedules carry.
+EXECUTION = "Queue"
+
+
+def event_body(
+    current: TriggerDoc | None, app_id: str | None, on: str | None, name: str | None, words: str
+) -> dict[str, Any]:
+    """The whole "Add or update external event" body: the current event (if any) with the changes on top."""
+    sent = current.wire() if current else {}
+    body: dict[str, Any] = {
+        "name": sent.get("name") or "",
+        "execution": sent.get("execution") if isinstance(sent.get("execution"), str) else EXECUTION,
+        "priority": sent.get("priority") if isinstance(sent.get("priority"), int) else 0,
+        "description": sent.get("description"),
+        "appID": current.app_id if current else None,
+        "qlikEvent": event_name(current) if current else None,
+        "timeZone": sent.get("timeZone"),
+    }
+    for key in ("startDate", "endDate"):
+        if sent.get(key):
+            body[key] = sent[key]
+    if app_id:
+        body["appID"] = app_id
+    if on:
+        body["qlikEvent"] = QLIK_EVENTS[on]
+    if not body["appID"]:
+        raise InvalidInput("app_id is required to add an event: the Qlik app whose reload starts the task")
+    if not body["qlikEvent"]:
+        body["qlikEvent"] = QLIK_EVENTS["success"]
+    body["name"] = name.strip() if name and name.strip() else body["name"] or words[:100]
+    return body
+
+
+@write("Set Qalyptus task event")
+async def set_qalyptus_task_event(
+    orgs: QalyptusOrgs,
+    task_id: TaskId,
+    app_id: Annotated[str | None, Field(max_length=128, description="Qlik app id.")] = None,
+    on: Annotated[
+        Literal["success", "failure", "any"] | None, Field(description="Reload outcome; default success.")
+    ] = None,
+    name: Annotated[str | None, Field(max_length=100)] = None,
+    event_id: Annotated[str | None, Field(max_length=128, description="Event to change; leave out to add.")] = None,
+    organization: OrgName = None,
+) -> EventSet:
+    """Run a Qalyptus task when a Qlik app reloads: add an external event, or change one (event_id)."""
+    api = orgs.get(organization)
+    current = None
+    if event_id:
+        triggers = await api.triggers(task_id)
+        current = next((t for t in triggers if t.id == event_id and not t.scheduled), None)
+        if current is None:
+            events = ", ".join(f"{t.id} ({text_of(t.name, 40)})" for t in triggers if not t.scheduled) or "none"
+            raise InvalidInput(f"task {task_id} has no external event {event_id}; its events: {events}")
+    target = app_id or (current.app_id if current else None) or ""
+    labels = await orgs.app_labels([target])
+    probe = TriggerDoc.model_validate({"id": "", "appId": target, "qlikEvent": QLIK_EVENTS[on or "success"]})
+    words = event_words(probe, labels) or ""
+    body = event_body(current, app_id, on, name, words)
+    saved = await api.set_external_event(task_id, body, event_id)
+    note = None
+    if target and "(not found)" in labels.get(target, ""):
+        note = f"{labels[target]}: the Qlik tenant did not show this app to this server; check the id."
+    if saved is None:
+        return EventSet(
+            task_id=task_id, note=" ".join(filter(None, ["Saved; list_qalyptus_task_triggers shows it.", note]))
+        )
+    return EventSet(task_id=task_id, event=Trigger.of(saved, labels), note=note)
+
+
+# Deleting triggers --------------------------------------------------------------------------------------
 
 
 def _unique(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-async def plan_delete_schedules(
-    orgs: QalyptusOrgs, task_id: str, schedule_ids: list[str], organization: str | None
+def _known_triggers(triggers: list[TriggerDoc]) -> str:
+    return ", ".join(f"{t.id} ({text_of(t.name, 40)})" for t in triggers) or "none"
+
+
+async def plan_delete_triggers(
+    orgs: QalyptusOrgs, task_id: str, trigger_ids: list[str], organization: str | None
 ) -> Plan:
     api = orgs.get(organization)
-    ids = _unique(schedule_ids)
-    existing = await api.schedules(task_id)
-    by_id = {s.id: s for s in existing}
+    ids = _unique(trigger_ids)
+    existing = await api.triggers(task_id)
+    by_id = {t.id: t for t in existing}
     unknown = [i for i in ids if i not in by_id]
     if unknown:
-        raise InvalidInput(f"task {task_id} has no schedule {unknown[0]}; its schedules: {_known(existing)}")
+        raise InvalidInput(f"task {task_id} has no trigger {unknown[0]}; its triggers: {_known_triggers(existing)}")
     doomed = [by_id[i] for i in ids]
+    pairs = zip(doomed, await trigger_rows(orgs, doomed), strict=True)
     notes = ["This cannot be undone."]
     if len(doomed) == len(by_id):
-        notes.append("The task is left with no schedule: it runs only on Qlik events or when run by hand.")
+        notes.append("The task is left with no schedule or event: it runs only when run by hand.")
     return Plan(
-        action=f"Delete {len(doomed)} schedule{'s' if len(doomed) > 1 else ''} of {await task_named(api, task_id)} "
+        action=f"Delete {len(doomed)} trigger{'s' if len(doomed) > 1 else ''} of {await task_named(api, task_id)} "
         f"in {api.name}",
-        changes=[f"{text_of(s.name, 60) or ''} ({s.id}): {sched.describe(s.wire())}" for s in doomed],
-        state=[stored(s) for s in doomed],
+        changes=[f"{text_of(t.name, 60) or ''} ({t.id}): {row.when or row.type}" for t, row in pairs],
+        state=[stored(t) | {"event": event_name(t), "app": t.app_id} for t in doomed],
         notes=notes,
-        payload=ids,
+        payload={
+            "schedules": [t.id for t in doomed if t.scheduled],
+            "events": [t.id for t in doomed if not t.scheduled],
+        },
     )
 
 
-@destructive("Delete Qalyptus task schedules", plan=plan_delete_schedules, idempotent=True)
-async def delete_qalyptus_task_schedules(
+@destructive("Delete Qalyptus task triggers", plan=plan_delete_triggers, idempotent=True)
+async def delete_qalyptus_task_triggers(
     orgs: QalyptusOrgs,
     plan: Plan,
     task_id: TaskId,
-    schedule_ids: Annotated[
+    trigger_ids: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=128)]],
-        Field(min_length=1, max_length=50),
+        Field(min_length=1, max_length=50, description="Schedule or event ids."),
     ],
     organization: OrgName = None,
-) -> SchedulesDeleted:
-    """Delete schedules of a Qalyptus task."""
-    await orgs.get(organization).delete_schedules(task_id, plan.payload)
-    return SchedulesDeleted(task_id=task_id, deleted=plan.payload)
+) -> TriggersDeleted:
+    """Delete schedules or Qlik events of a Qalyptus task."""
+    api = orgs.get(organization)
+    schedules, events = plan.payload["schedules"], plan.payload["events"]
+    if schedules:
+        await api.delete_schedules(task_id, schedules)
+    if events:
+        try:
+            await api.delete_external_events(task_id, events)
+        except ApiError as exc:
+            if not schedules:
+                raise
+            raise ToolError(
+                f"The schedules {', '.join(schedules)} were deleted; deleting the events {', '.join(events)} failed: "
+                f"{exc}"
+            ) from exc
+    return TriggersDeleted(task_id=task_id, deleted=schedules + events)

@@ -1,7 +1,7 @@
 """Qalyptus Cloud report tasks, the toolset's one module: tasks (list, get with reports, recipients and triggers,
-update, duplicate, delete), the report catalogue, and the ops tools' view (`QalyptusTaskSource`). Schedules
-(qalyptus_schedules) and runs (qalyptus_runs) are named here too, after the task tools and before the reports,
-so the catalogue keeps the README's order.
+update, duplicate, delete), the report catalogue, and the ops tools' view (`QalyptusTaskSource`). The tools of
+the family's other modules (authoring: create, task reports; delivery: recipients, e-mail, owner; schedules:
+triggers; runs; ondemand: on-demand requests) are named here too, so the catalogue keeps the README's order.
 """
 
 import time
@@ -19,6 +19,7 @@ from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Deleted
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Limit
+from qlik_tasks_mcp.tools.qalyptus import authoring, delivery, ondemand
 from qlik_tasks_mcp.tools.qalyptus import runs as qalyptus_runs
 from qlik_tasks_mcp.tools.qalyptus import schedules as qalyptus_schedules
 from qlik_tasks_mcp.tools.qalyptus.models import (
@@ -30,9 +31,11 @@ from qlik_tasks_mcp.tools.qalyptus.models import (
     TaskDetail,
     TaskId,
     TaskRow,
+    Trigger,
     Window,
     addresses,
     classify,
+    event_words,
     owner_id_of,
     owner_label,
     task_label,
@@ -47,6 +50,7 @@ from qlik_tasks_mcp.tools.sources import (
     FailureScan,
     Narrow,
     TaskInfo,
+    gather,
     parse_time,
     read_each,
 )
@@ -103,7 +107,7 @@ ADDRESS_FIELDS = {"notificationRecipients", "notificationCc", "notificationBcc",
 
 def service(clients: Deps) -> QalyptusOrgs:
     # Called only with an organization configured (the inventory's needs_qalyptus); the CLI says when there is none.
-    return QalyptusOrgs(clients.qalyptus)
+    return QalyptusOrgs(clients.qalyptus, clients.names)
 
 
 @read("List Qalyptus tasks")
@@ -136,7 +140,12 @@ async def get_qalyptus_task(orgs: QalyptusOrgs, task_id: TaskId, organization: O
     recipients = await api.recipients(task_id)
     triggers = await api.triggers(task_id)
     detail = TaskDetail.build(task, reports, recipients, triggers)
+    labels = await orgs.app_labels([t.app_id for t in triggers if t.app_id and not t.scheduled])
+    detail.triggers = [Trigger.of(t, labels) for t in triggers]
     return TaskResult(organization=api.name, task=detail, text=task_text(task))
+
+
+create_qalyptus_task = authoring.create_qalyptus_task
 
 
 def new_values(given: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +288,15 @@ async def delete_qalyptus_task(
     return Deleted(id=task_id, deleted=True)
 
 
+change_qalyptus_task_owner = delivery.change_qalyptus_task_owner
+get_qalyptus_task_recipients = delivery.get_qalyptus_task_recipients
+set_qalyptus_task_recipients = delivery.set_qalyptus_task_recipients
+get_qalyptus_task_email = delivery.get_qalyptus_task_email
+update_qalyptus_task_email = delivery.update_qalyptus_task_email
+set_qalyptus_task_report = authoring.set_qalyptus_task_report
+delete_qalyptus_task_reports = authoring.delete_qalyptus_task_reports
+
+
 class FirstErrorLine:
     """A log sink (client/lines.py) that keeps the first error line (with the next one when it announces the
     error, as sources.first_error_line does) and ends the reading there."""
@@ -339,9 +357,12 @@ class QalyptusTaskSource:
         )
 
     async def get(self, task_id: str) -> TaskInfo:
+        """The task with its first schedule as a recurrence; a task run only by Qlik events says so in words."""
         client, doc = await self._find(task_id)
         info = self.info(doc)
-        schedules = [t.wire() for t in await client.schedules(task_id) if sched.frequency_of(t.frequency)]
+        triggers = await client.triggers(task_id)
+        schedules = [t.wire() for t in triggers if sched.frequency_of(t.frequency)]
+        events = [t for t in triggers if not t.scheduled and t.is_active is not False]
         if schedules:
             first = schedules[0]
             zone = first.get("timeZone") or "UTC"
@@ -358,14 +379,36 @@ class QalyptusTaskSource:
             info.time_zone = zone
             more = f" (+{len(schedules) - 1} more)" if len(schedules) > 1 else ""
             info.schedule_text = sched.describe(first) + more
+        if events:
+            labels = await self.orgs.app_labels([e.app_id for e in events if e.app_id])
+            words = "; ".join(filter(None, (event_words(e, labels) for e in events)))
+            if schedules:
+                info.also = f"Also runs {words[0].lower()}{words[1:]}."
+            else:
+                info.schedule_text = words
         return info
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
         return await read_each(task_ids, self.get)
 
     async def of_app(self, app_id: str) -> list[TaskInfo]:
-        # Qalyptus tasks are not tied to one Qlik app through any confirmed field.
-        return []
+        """Tasks a Qlik event of this app starts (their only tie to a Qlik app): the organization's tasks, then
+        each one's triggers (Qalyptus has no query by app), with bounded concurrency."""
+        found: list[TaskInfo] = []
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+
+            async def one(doc: QalyptusTaskDoc, client: QalyptusClient = client) -> None:
+                events = [t for t in await client.triggers(doc.id) if not t.scheduled and t.app_id == app_id]
+                if events:
+                    info = self.info(doc)
+                    info.app_id = app_id
+                    labels = await self.orgs.app_labels([app_id])
+                    info.schedule_text = "; ".join(filter(None, (event_words(e, labels) for e in events)))
+                    found.append(info)
+
+            await gather(await client.tasks(), one)
+        return sorted(found, key=lambda t: (t.name.casefold(), t.id))
 
     async def app_ids(self) -> set[str]:
         return set()
@@ -407,7 +450,8 @@ class QalyptusTaskSource:
         await client.update_task(info.id, body)
 
     async def failures(self, scan: FailureScan) -> None:
-        """Every failed execution since `scan.since`; the newest of each task gets its log's first error line."""
+        """Every failed execution since `scan.since`, scheduled and on demand; the newest of each task (or report)
+        gets its log's first error line."""
         read = 0
         for name in self.orgs.names:
             client = self.orgs.get(name)
@@ -421,7 +465,40 @@ class QalyptusTaskSource:
                     newest = run.task_id not in logged
                     logged.add(run.task_id)
                     scan.found.append(await self._failure(client, run, scan, with_log=newest))
+            read += await self._request_failures(client, name, scan)
         scan.checked["qalyptus"] = read
+
+    async def _request_failures(self, client: QalyptusClient, org: str, scan: FailureScan) -> int:
+        """Failed on-demand requests, grouped by report; those the tenant cannot list are named, not hidden."""
+        if not scan.budget.spend(scan.clock(), f"Qalyptus on-demand requests of {org}"):
+            return 0
+        try:
+            requests = await client.requests()
+        except ApiError as exc:
+            scan.budget.skipped.append(f"Qalyptus on-demand requests of {org} (HTTP {exc.status})")
+            return 0
+        logged: set[str] = set()
+        for run in sorted(requests, key=lambda r: r.sort_time, reverse=True):
+            if not self._failed_since(run, scan):
+                continue
+            report = run.report_id or run.id or ""
+            failure = Failure(
+                kind="qalyptus",
+                task_id=report,
+                name=f"on-demand {text_of(run.report_name) or report}"
+                + (f" as {run.output_format}" if run.output_format else ""),
+                app_id=None,
+                at=text_of(run.ended_at or run.started_at),
+                ref=text_of(run.id),
+            )
+            if report not in logged and run.id and scan.budget.spend(scan.clock(), f"Qalyptus log of request {run.id}"):
+                try:
+                    failure.error = (await client.stream_log(run.id, FirstErrorLine(), request=True)).line
+                except ApiError as exc:
+                    failure.error = f"(log not readable: HTTP {exc.status})"
+            logged.add(report)
+            scan.found.append(failure)
+        return len(requests)
 
     @staticmethod
     def _failed_since(run: StatusDoc, scan: FailureScan) -> bool:
@@ -448,19 +525,24 @@ class QalyptusTaskSource:
 
 
 def source(clients: Deps) -> QalyptusTaskSource:
-    return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus))
+    return QalyptusTaskSource(QalyptusOrgs(clients.qalyptus, clients.names))
 
 
 # The catalogue lists tasks, then schedules, then runs, then reports, as the README does: the inventory reads
 # operations in the order their names enter this module.
-list_qalyptus_task_schedules = qalyptus_schedules.list_qalyptus_task_schedules
+list_qalyptus_task_triggers = qalyptus_schedules.list_qalyptus_task_triggers
 set_qalyptus_task_schedule = qalyptus_schedules.set_qalyptus_task_schedule
-delete_qalyptus_task_schedules = qalyptus_schedules.delete_qalyptus_task_schedules
+set_qalyptus_task_event = qalyptus_schedules.set_qalyptus_task_event
+delete_qalyptus_task_triggers = qalyptus_schedules.delete_qalyptus_task_triggers
 run_qalyptus_task = qalyptus_runs.run_qalyptus_task
 stop_qalyptus_task = qalyptus_runs.stop_qalyptus_task
 get_qalyptus_task_status = qalyptus_runs.get_qalyptus_task_status
 list_qalyptus_task_statuses = qalyptus_runs.list_qalyptus_task_statuses
 get_qalyptus_task_log = qalyptus_runs.get_qalyptus_task_log
+generate_qalyptus_report = ondemand.generate_qalyptus_report
+get_qalyptus_request = ondemand.get_qalyptus_request
+list_qalyptus_requests = ondemand.list_qalyptus_requests
+delete_qalyptus_request = ondemand.delete_qalyptus_request
 
 
 @read("List Qalyptus reports")
