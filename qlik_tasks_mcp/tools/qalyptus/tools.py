@@ -405,6 +405,10 @@ class QalyptusTaskSource:
         body["isActive"] = enabled
         await client.update_task(info.id, body)
 
+    async def delete(self, info: TaskInfo) -> None:
+        client, _ = await self._find(info.id)
+        await client.delete_task(info.id)
+
     async def failures(self, scan: FailureScan) -> None:
         """Every failed execution since `scan.since`; the newest of each task gets its log's first error line."""
         read = 0

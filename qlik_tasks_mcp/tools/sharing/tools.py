@@ -912,6 +912,13 @@ class SharingTaskSource:
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
         await self.api.patch(info.id, [{"op": "replace", "path": "/enabled", "value": enabled}])
 
+    async def delete(self, info: TaskInfo) -> None:
+        await self.api.delete(info.id)
+
+    async def change_owner(self, info: TaskInfo, owner_id: str) -> None:
+        # sharing-tasks.json lets /ownerId be patched: the task then runs with the new owner's access.
+        await self.api.patch(info.id, [{"op": "replace", "path": "/ownerId", "value": owner_id}])
+
     async def failures(self, scan: FailureScan) -> None:
         """Failed executions since `scan.since` of the tasks whose listing shows a failure (`shows_failure`) and
         that ran in the window, with the tenant's errors; the listing has no status filter, so reading every
