@@ -152,7 +152,7 @@ async def get_reload_stats(
     app_ids: Annotated[list[str] | None, Field(max_length=200, description="Default: the whole tenant.")] = None,
     days: Annotated[int, Field(ge=1, le=30, description="Window, compared with the one before it.")] = 7,
     by: Literal["app", "task"] = "app",
-    limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    limit: Annotated[int, Field(ge=1, le=100)] = 10,
 ) -> ReloadStatsReport:
     """Reload runs, failures, median/p90 seconds per app or task over a window vs the previous one, most slowed
     first, with the slowest statements where Qlik keeps them."""
