@@ -46,6 +46,11 @@ def _per_kind(tasks: list[TaskInfo]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
+def _being_deleted(task: TaskInfo) -> bool:
+    # A sharing task being deleted (statusCode DELETING) takes no change: it is going anyway.
+    return task.state.upper() == "DELETING"
+
+
 def _ids(tasks: list[TaskInfo]) -> str:
     shown = ", ".join(f"{t.kind} {t.id}" for t in tasks[:10])
     return shown + (f" and {len(tasks) - 10} more" if len(tasks) > 10 else "")
@@ -81,11 +86,14 @@ async def _delete_plan(
 ) -> Plan:
     unavailable: list[str] = []
     targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
-    todo = [t for t in targets if can_delete(sources.of(t.kind))]
+    going = [t for t in targets if _being_deleted(t)]
+    todo = [t for t in targets if can_delete(sources.of(t.kind)) and not _being_deleted(t)]
     kept = [t for t in targets if not can_delete(sources.of(t.kind))]
     if not todo:
         raise InvalidInput(f"the selection has no task that can be deleted here ({len(targets)} selected)")
-    notes = [f"{note}: skipped" for note in unavailable]
+    notes = list(unavailable)
+    if going:
+        notes.append(f"{len(going)} already being deleted: {_ids(going)}")
     if kept:
         notes.append(f"{len(kept)} cannot be deleted here, left as they are: {_ids(kept)}")
     notes += ["Deleted tasks are gone for good, with their schedules and run history.", ONE_BY_ONE]
@@ -137,14 +145,17 @@ async def _give_plan(
     unavailable: list[str] = []
     targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
     movable = [t for t in targets if can_give(sources.of(t.kind))]
-    todo = [t for t in movable if owner_of(t) != owner_id]
+    going = [t for t in movable if _being_deleted(t)]
+    todo = [t for t in movable if owner_of(t) != owner_id and not _being_deleted(t)]
     # Reload tasks and tasks: any update (PUT or PATCH) makes the caller the owner, so they cannot be given.
     fixed = [t for t in targets if not can_give(sources.of(t.kind))]
     by_put = [t for t in fixed if t.owner_before_put]
     others = [t for t in fixed if not t.owner_before_put]
-    notes = [f"{note}: skipped" for note in unavailable]
-    if len(todo) < len(movable):
-        notes.append(f"{len(movable) - len(todo)} already owned by {label}: left as they are")
+    notes = list(unavailable)
+    if going:
+        notes.append(f"{len(going)} being deleted, left as they are: {_ids(going)}")
+    if len(todo) + len(going) < len(movable):
+        notes.append(f"{len(movable) - len(todo) - len(going)} already owned by {label}: left as they are")
     if by_put:
         notes.append(
             f"{len(by_put)} reload tasks/tasks left as they are: Qlik makes whoever updates one its owner, so "

@@ -22,8 +22,7 @@ from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import owner_of
 from qlik_tasks_mcp.tools.operation import read
-from qlik_tasks_mcp.tools.ops.reload_window import ReloadWindow, read_window
-from qlik_tasks_mcp.tools.ops.tools import SCAN_SECONDS, Sources, _spending, _unique, _unless_unavailable
+from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
 from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, parse_time, run_times, short_time
 
 MISSED_REQUESTS = 400
@@ -101,8 +100,11 @@ def _times(values: list[datetime]) -> list[str]:
     return [short_time(v.isoformat()) or "" for v in values[:10]]
 
 
-async def _tasks(sources: Sources, kinds: list[str], app_id: str | None, notes: list[str]) -> list[TaskInfo]:
-    """The tasks of `kinds`: of one app, or of every app the served kinds know, each listing page in the budget."""
+async def _tasks(sources: RunSources, kinds: list[str], app_id: str | None, notes: list[str]) -> list[TaskInfo]:
+    """The tasks of `kinds`: of one app, or of every app the served kinds know."""
+    # tools.py imports this module at its end: its helpers are read when called.
+    from qlik_tasks_mcp.tools.ops.tools import _unique, _unless_unavailable
+
     if app_id:
         apps = {app_id}
     else:
@@ -127,7 +129,7 @@ def _runs_of(window: ReloadWindow) -> dict[tuple[str, str], list[tuple[datetime,
     return runs
 
 
-async def _gone_owners(sources: Sources, infos: list[TaskInfo]) -> dict[str, str]:
+async def _gone_owners(sources: RunSources, infos: list[TaskInfo]) -> dict[str, str]:
     """Owners who can no longer run anything (disabled, deleted), by id: the look-up degrades to none."""
     owners = {o for o in map(owner_of, infos) if o}
     users = await sources.names.users(owners) if owners else {}
@@ -162,7 +164,7 @@ def _rows(info: TaskInfo, joined: _Joined, reason: str | None) -> list[MissedRun
 
 @read("Find missed runs")
 async def find_missed_runs(
-    sources: Sources,
+    sources: RunSources,
     hours: Annotated[int, Field(ge=1, le=168, description="Look back this many hours.")] = 24,
     late_after_minutes: Annotated[int, Field(ge=1, le=720)] = 15,
     app_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None,
@@ -180,7 +182,9 @@ async def find_missed_runs(
     tolerance = timedelta(minutes=late_after_minutes)
     budget = Budget(requests=MISSED_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
     notes: list[str] = []
-    with _spending(budget):
+    from qlik_tasks_mcp.tools.ops.tools import _spending
+
+    with _spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, notes)
     listing_cut = bool(budget.skipped)
     scheduled = [i for i in infos if i.recurrence and i.time_zone]

@@ -11,12 +11,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from qlik_tasks_mcp.client.errors import ApiError
 from qlik_tasks_mcp.client.reloads import ReloadDoc, ReloadsApi
-from qlik_tasks_mcp.tools.sources import Budget, gather, parse_time
+from qlik_tasks_mcp.tools.names import Names
+from qlik_tasks_mcp.tools.sources import Budget, TaskSource, gather, parse_time
 
 PAGE = 100
+SCAN_SECONDS = 45.0
+
+
+class RunSources(Protocol):
+    """What the answers that join runs need of the ops service (tools.Sources), which imports them at its end."""
+
+    by_kind: dict[str, TaskSource]
+    names: Names
+    reloads: ReloadsApi | None
+
+    def of(self, kind: str) -> TaskSource: ...
+
+    @property
+    def available(self) -> str: ...
 
 
 @dataclass

@@ -2,7 +2,7 @@
 runs, failures, median and p90 duration beside the previous window of the same length, sorted by slowdown, with
 the slowest statements of the newest reload where Qlik still keeps its metadata (an app's last 10 reloads).
 
-Imported at the end of tools.py, whose service and helpers it uses.
+Imported at the end of tools.py, whose service (RunSources) and helpers it uses.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fie
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import row_names
 from qlik_tasks_mcp.tools.operation import read
-from qlik_tasks_mcp.tools.ops.reload_window import ReloadWindow, read_window
-from qlik_tasks_mcp.tools.ops.tools import SCAN_SECONDS, Sources, _unless_unavailable
+from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
 from qlik_tasks_mcp.tools.sources import Budget, parse_time, short_time
 
 STATS_REQUESTS = 300
@@ -148,7 +147,7 @@ async def _statements(
 
 @read("Reload time trends")
 async def get_reload_stats(
-    sources: Sources,
+    sources: RunSources,
     app_ids: Annotated[list[str] | None, Field(max_length=200, description="Default: the whole tenant.")] = None,
     days: Annotated[int, Field(ge=1, le=30, description="Window, compared with the one before it.")] = 7,
     by: Literal["app", "task"] = "app",
@@ -165,6 +164,9 @@ async def get_reload_stats(
     notes: list[str] = []
 
     async def known_apps() -> set[str]:
+        # tools.py imports this module at its end: its helpers are read when called.
+        from qlik_tasks_mcp.tools.ops.tools import _unless_unavailable
+
         apps: set[str] = set()
         for found in sources.by_kind.values():
             apps |= await _unless_unavailable(found.app_ids(), set(), notes)
