@@ -178,3 +178,12 @@ async def test_a_bulk_delete_says_what_failed(harness: Harness) -> None:
     result = done["result"]
     assert result["changed"] == 2 and [f["id"] for f in result["failed"]] == [targets[1]]
     assert [i in harness.sandbox.tables["reload_tasks"] for i in targets] == [False, True, False]
+
+
+async def test_reload_stats_read_app_by_app_for_a_caller_who_is_not_an_admin(seeded: Harness) -> None:
+    seeded.sandbox.caller_id = next(u.id for u in seeded.sandbox.users.values() if not u.admin)
+    slowed = history.cases(seeded.sandbox).slowed_apps
+    async with seeded.client() as client:
+        report = data(await client.call_tool("get_reload_stats", {}))
+    assert "app by app" in report["note"]
+    assert [r["app_id"] for r in report["rows"][:2]] == slowed
