@@ -99,6 +99,33 @@ async def test_missed_runs_never_conclude_from_reloads_left_unread(
     assert report["rows"] == [] and report["stopped_early"] and report["not_checked"]
 
 
+async def test_missed_runs_read_sharing_deliveries(seeded: Harness) -> None:
+    table = sandbox_sharing.tables(seeded.sandbox)
+    task = next(
+        t
+        for t in table.tasks.values()
+        if t["enabled"] and t.get("statusCode") != "DELETING" and (t.get("scheduleOptions") or {}).get("recurrence")
+    )
+    now = seeded.sandbox.clock.now()
+    start = (now - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    hourly = ["RRULE:FREQ=HOURLY;INTERVAL=1;BYMINUTE=0;BYSECOND=0"]
+    task["scheduleOptions"] = {"timezone": "UTC", "recurrence": hourly, "startDateTime": start, "endDateTime": ""}
+    table.executions.pop(task["id"], None)
+    top = now.replace(minute=0, second=0, microsecond=0)
+    for hours in (5, 4, 2, 1, 0):  # not 3 hours ago
+        due = top - timedelta(hours=hours)
+        if now - due > timedelta(minutes=1):
+            sandbox_sharing.start_execution(seeded.sandbox, task, at=due + timedelta(seconds=10), seconds=5)
+    async with seeded.client() as client:
+        report = data(await client.call_tool("find_missed_runs", {"hours": 6, "app_id": task["appId"]}))
+    mine = [r for r in report["rows"] if r["task_id"] == task["id"]]
+    missed_at = (top - timedelta(hours=3)).strftime("%Y-%m-%d %H:%MZ")
+    assert mine == [
+        {"what": "missed", "kind": "sharing", "task_id": task["id"], "name": mine[0]["name"]}
+        | {"app_id": task["appId"], "due": [missed_at], "count": 1}
+    ]
+
+
 def test_join_tells_missed_late_twice_and_quota_apart() -> None:
     t0 = datetime(2026, 12, 1, 6, tzinfo=UTC)
     day = timedelta(days=1)

@@ -1,9 +1,11 @@
 """Two weeks of run history for the sandbox tenant (`build_sandbox(history=True)`), true to every schedule, with a
 few known cases the ops answers must find: two apps whose reloads got slower this week, and in the last day a run
-missed with no reason, one over quota, one whose task's owner is disabled, one late and one run twice.
+missed with no reason (a task and a sharing task), one over quota, one whose task's owner is disabled, one late and
+one run twice.
 
 It replaces the families' short random histories with one that follows each task's schedule: every occurrence of
-an enabled reload task and task ran (a reload naming it), except the cases. Disabled tasks ran until they were
+an enabled reload task and task ran (a reload naming it), and every one of a sharing task delivered, except the
+cases. Disabled tasks ran until they were
 disabled; reload tasks of apps that have tasks do not run (changelog 135). `cases(sandbox)` says what was seeded,
 by task id and reason, so tests find the cases by what they are. Deterministic for a given sandbox seed.
 """
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qlik_tasks_mcp.sandbox import reload_tasks, reloads
+from qlik_tasks_mcp.sandbox import reload_tasks, reloads, sharing_tasks
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
 from qlik_tasks_mcp.sandbox.core import Sandbox
 from qlik_tasks_mcp.sandbox.schedule import next_occurrence, wall_clock, zone_of
@@ -297,11 +299,43 @@ def _run(
         reload["_outcome"] = "EXCEEDED_LIMIT"
 
 
+def _sharing(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> None:
+    """Report deliveries true to each schedule: one execution per recipient a run; a task disabled ran until then,
+    one being deleted not at all; the first that ran in the last day missed its last run there, saying nothing."""
+    st = sharing_tasks.tables(sandbox)
+    rng = random.Random(sandbox.seed * 6203)
+    missing: str | None = None
+    for task_id, task in sorted(st.tasks.items()):
+        schedule = task.get("scheduleOptions") or {}
+        zone = zone_of(schedule.get("timezone") or "UTC")
+        st.executions.pop(task_id, None)
+        if not schedule.get("recurrence") or zone is None or task.get("statusCode") == "DELETING":
+            continue
+        start, end = wall_clock(schedule.get("startDateTime"), zone), wall_clock(schedule.get("endDateTime"), zone)
+        runs = _rule_runs(list(schedule["recurrence"]), zone, start, end, since, now)
+        plan = _Plan("sharing", task, task["appId"], runs, now if task.get("enabled") else now - timedelta(days=3))
+        last = _last_day(plan, now)
+        key = ("sharing", task_id)
+        if plan.until < now:
+            if last:
+                found.missed[key] = "disabled"
+        elif last and missing is None:
+            missing = task_id
+            found.missed[key] = None
+        elif last:
+            found.ran.append(key)
+        for due in runs:
+            if due <= plan.until and not (task_id == missing and due == last[-1]):
+                at = (due + timedelta(seconds=rng.randint(1, 40))).astimezone(UTC)
+                sharing_tasks.start_execution(sandbox, task, at=at, seconds=20)
+
+
 def seed(sandbox: Sandbox, days: int = DAYS) -> Cases:
     now = sandbox.clock.now().replace(microsecond=0)
     since = now - timedelta(days=days)
     _clear(sandbox)
     found = Cases()
+    _sharing(sandbox, since, now, found)
     plans = _plans(sandbox, since, now, found)
     _choose_cases(sandbox, plans, now, found)
     found.slowed_apps = _slowed(sandbox, plans, now)

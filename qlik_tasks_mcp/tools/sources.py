@@ -3,8 +3,9 @@
 Every family whose tasks the ops tools reach implements `TaskSource` (in its own tools module, made by its
 `source(clients)` factory): how to read a task into `TaskInfo`, list an app's tasks, enable or disable one, and
 find its failures in a window within a budget. Optional, found by name: `all_tasks(budget)` (list tenant-wide),
-`delete(info)`, and `change_owner(info, owner_id)` for kinds whose owner is a field of their own. The ops tools
-see only sources of the toolsets being served.
+`delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own, and
+`runs_since(info, since, may_read)` for kinds whose runs are not app reloads. The ops tools see only sources of the
+toolsets being served.
 """
 
 import re
@@ -229,6 +230,15 @@ async def give_task(source: TaskSource, info: TaskInfo, owner_id: str) -> None:
 
 def can_give(source: TaskSource) -> bool:
     return getattr(source, "change_owner", None) is not None
+
+
+# (task, since, may_read) -> (start, status) of its runs since then, oldest first; None when may_read cut it short.
+RunsSince = Callable[[TaskInfo, datetime, Callable[[str], bool]], Awaitable[list[tuple[datetime, str]] | None]]
+
+
+def runs_reader(source: TaskSource) -> RunsSince | None:
+    """The source's optional `runs_since`: for kinds whose runs are not app reloads (sharing executions)."""
+    return getattr(source, "runs_since", None)
 
 
 def first_error_line(text: str) -> str | None:
