@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qlik_tasks_mcp.sandbox import history
+from qlik_tasks_mcp.sandbox import history, qalyptus
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.ops import missed as missed_module
@@ -175,22 +175,25 @@ async def test_tasks_are_never_given_to_a_gone_user(harness: Harness) -> None:
     assert "disabled and cannot own tasks" in error_text(refused)
 
 
-async def test_deleting_four_tasks_of_three_kinds_takes_one_yes(harness: Harness) -> None:
-    reloads = [t["id"] for t in harness.sandbox.tables["reload_tasks"].values()][:2]
+async def test_deleting_four_tasks_of_four_kinds_takes_one_yes(harness: Harness) -> None:
+    reload_id = next(iter(harness.sandbox.tables["reload_tasks"]))
     task = next(iter(sandbox_tasks.tables(harness.sandbox).tasks))
     sharing = sandbox_sharing.tables(harness.sandbox).tasks
     shared = next(i for i, t in sharing.items() if t.get("statusCode") != "DELETING")
-    refs = [{"kind": "reload", "id": i} for i in reloads]
-    refs += [{"kind": "task", "id": task}, {"kind": "sharing", "id": shared}]
+    report_tasks = qalyptus.tables(harness.sandbox).org().tasks
+    report = next(iter(report_tasks))
+    refs = [{"kind": "reload", "id": reload_id}, {"kind": "task", "id": task}]
+    refs += [{"kind": "sharing", "id": shared}, {"kind": "qalyptus", "id": report}]
     async with harness.client() as client:
         preview = data(await client.call_tool("delete_tasks", {"tasks": refs}))
-        assert preview["action"].startswith("Delete 4 tasks (2 reload, 1 sharing, 1 task)")
-        assert len(preview["changes"]) == 4 and reloads[0] in harness.sandbox.tables["reload_tasks"]
+        assert preview["action"].startswith("Delete 4 tasks (1 qalyptus, 1 reload, 1 sharing, 1 task)")
+        assert len(preview["changes"]) == 4 and reload_id in harness.sandbox.tables["reload_tasks"]
         done = data(await client.call_tool("delete_tasks", {"tasks": refs, "confirm_token": preview["confirm_token"]}))
     assert done["result"] == {"changed": 4, "already": 0}
-    assert not any(i in harness.sandbox.tables["reload_tasks"] for i in reloads)
+    assert reload_id not in harness.sandbox.tables["reload_tasks"]
     assert task not in sandbox_tasks.tables(harness.sandbox).tasks
     assert shared not in sharing or sharing[shared].get("statusCode") == "DELETING"
+    assert report not in report_tasks
 
 
 async def test_a_bulk_delete_says_what_failed(harness: Harness) -> None:
