@@ -294,7 +294,7 @@ async def find_missed_runs(
         since=short_time(since.isoformat()) or "",
         until=short_time(now.isoformat()) or "",
         rows=rows,
-        checked={"tasks": len(scheduled), "runs due": expected},
+        checked={"tasks": len(scheduled) - len(unread), "runs due": expected, "tasks not checked": len(unread)},
         stopped_early=bool(budget.skipped),
         not_checked=(unread + budget.skipped)[:20],
         note=" ".join(filter(None, [*notes, tenant_text_note(["name"]) if rows else None])) or None,
