@@ -217,6 +217,28 @@ async def _find_orphans(h: Harness, destructive: bool) -> dict[str, Any]:
     return {"app_ids": list(h.sandbox.apps)[:2]}
 
 
+@sample("get_reload_stats")
+async def _reload_stats(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"app_ids": list(h.sandbox.apps)[:2], "days": 2}
+
+
+@sample("find_missed_runs")
+async def _missed_runs(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"hours": 24, "app_id": next(iter(h.sandbox.apps))}
+
+
+@sample("delete_tasks")
+async def _delete_tasks(h: Harness, destructive: bool) -> dict[str, Any]:
+    return {"tasks": [{"kind": "reload", "id": _enabled_reload_task(h)}]}
+
+
+@sample("change_tasks_owner")
+async def _change_owner(h: Harness, destructive: bool) -> dict[str, Any]:
+    task = next(t for t in sharing.tables(h.sandbox).tasks.values() if t.get("statusCode") != "DELETING")
+    heir = next(u for u in h.sandbox.users.values() if u.status == "active" and u.id != task["owner"])
+    return {"new_owner": heir.id, "tasks": [{"kind": "sharing", "id": task["id"]}]}
+
+
 # Qalyptus (the sandbox organization).
 def _qorg(h: Harness) -> Org:
     return qalyptus.tables(h.sandbox).org()

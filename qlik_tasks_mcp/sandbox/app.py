@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from qlik_tasks_mcp.sandbox import history as sandbox_history
 from qlik_tasks_mcp.sandbox import (
     items,
     large,
@@ -72,9 +73,11 @@ def build_sandbox(
     rate_limits: bool = True,
     migrated_reload_tasks: int = 0,
     reload_tasks_retired: int | None = None,
+    history: bool = False,
 ) -> tuple[Sandbox, ASGIApp]:
     """`migrated_reload_tasks`: that many reload tasks migrated to tasks as Qlik's guide does;
-    `reload_tasks_retired`: 404 or 410, the answer of every /api/v1/reload-tasks request (a retired API)."""
+    `reload_tasks_retired`: 404 or 410, the answer of every /api/v1/reload-tasks request (a retired API);
+    `history`: sandbox/history.py's two weeks of runs."""
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
     seed_people_and_apps(sandbox, app_count)
     # The size switch (sandbox.large): thousands of apps, each with a task, and no reload tasks.
@@ -93,6 +96,8 @@ def build_sandbox(
     reload_tasks.seed_migrated(sandbox, migrated_reload_tasks, workflow_tasks.migrate)
     if reload_tasks_retired:
         reload_tasks.retire(sandbox, reload_tasks_retired)
+    if history:  # two weeks of runs true to every schedule, with known slowdowns, misses and doubles
+        sandbox_history.seed(sandbox)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})

@@ -2,7 +2,10 @@
 
 Every family whose tasks the ops tools reach implements `TaskSource` (in its own tools module, made by its
 `source(clients)` factory): how to read a task into `TaskInfo`, list an app's tasks, enable or disable one, and
-find its failures in a window within a budget. The ops tools see only sources of the toolsets being served.
+find its failures in a window within a budget. Optional, found by name: `all_tasks(budget)` (list tenant-wide),
+`delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own, and
+`runs_since(info, since, may_read)` for kinds whose runs are not app reloads. The ops tools see only sources of the
+toolsets being served.
 """
 
 import re
@@ -13,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
-from qlik_tasks_mcp.client.errors import ClientError
+from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.schedule import local_datetime, occurrences_off_loop
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
@@ -217,6 +220,40 @@ async def all_tasks(source: TaskSource, budget: Budget, narrow: Narrow | None = 
         source, "all_tasks", None
     )
     return None if lister is None else await lister(budget, narrow)
+
+
+async def delete_task(source: TaskSource, info: TaskInfo) -> None:
+    """Delete one task through the source's optional `delete(info)`; a kind without it cannot be deleted here."""
+    deleter: Callable[[TaskInfo], Awaitable[None]] | None = getattr(source, "delete", None)
+    if deleter is None:
+        raise InvalidInput(f"{info.kind} tasks cannot be deleted here")
+    await deleter(info)
+
+
+def can_delete(source: TaskSource) -> bool:
+    return getattr(source, "delete", None) is not None
+
+
+async def give_task(source: TaskSource, info: TaskInfo, owner_id: str) -> None:
+    """Give one task to `owner_id` through the source's optional `change_owner(info, owner_id)`: only kinds whose
+    owner is a field of its own (sharing tasks) have it; a PUT makes its caller the owner, so no other kind can."""
+    changer: Callable[[TaskInfo, str], Awaitable[None]] | None = getattr(source, "change_owner", None)
+    if changer is None:
+        raise InvalidInput(f"{info.kind} tasks cannot be given to another owner here")
+    await changer(info, owner_id)
+
+
+def can_give(source: TaskSource) -> bool:
+    return getattr(source, "change_owner", None) is not None
+
+
+# (task, since, may_read) -> (start, status) of its runs since then, oldest first; None when may_read cut it short.
+RunsSince = Callable[[TaskInfo, datetime, Callable[[str], bool]], Awaitable[list[tuple[datetime, str]] | None]]
+
+
+def runs_reader(source: TaskSource) -> RunsSince | None:
+    """The source's optional `runs_since`: for kinds whose runs are not app reloads (sharing executions)."""
+    return getattr(source, "runs_since", None)
 
 
 def first_error_line(text: str) -> str | None:

@@ -760,3 +760,4 @@ async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory 
 
 
 find_orphans = orphans.find_orphans
+from qlik_tasks_mcp.tools.ops.answers import *  # noqa: E402, F403 (after what they reuse; order: answers.__all__)

@@ -449,6 +449,10 @@ class QalyptusTaskSource:
         body["isActive"] = enabled
         await client.update_task(info.id, body)
 
+    async def delete(self, info: TaskInfo) -> None:
+        client, _ = await self._find(info.id)
+        await client.delete_task(info.id)
+
     async def failures(self, scan: FailureScan) -> None:
         """Every failed execution since `scan.since`, scheduled and on demand; the newest of each task (or report)
         gets its log's first error line."""

@@ -601,6 +601,9 @@ class ReloadTaskSource:
         body["state"] = "Enabled" if enabled else "Disabled"
         await answering(self.api.replace(info.id, body))
 
+    async def delete(self, info: TaskInfo) -> None:
+        await answering(self.api.delete(info.id))
+
     async def failures(self, scan: FailureScan) -> None:
         """Every failed run in the window: each reload a reload task started names it, so its failed reloads (read
         by the scan) count one failure each; a task disabled after consecutive failures whose failed reloads the

@@ -6,7 +6,7 @@ the start far ahead or adds addresses outside the tenant; and a creation that ma
 """
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -971,6 +971,33 @@ class SharingTaskSource:
 
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
         await self.api.patch(info.id, [{"op": "replace", "path": "/enabled", "value": enabled}])
+
+    async def delete(self, info: TaskInfo) -> None:
+        await self.api.delete(info.id)
+
+    async def change_owner(self, info: TaskInfo, owner_id: str) -> None:
+        # sharing-tasks.json lets /ownerId be patched: the task then runs with the new owner's access.
+        await self.api.patch(info.id, [{"op": "replace", "path": "/ownerId", "value": owner_id}])
+
+    async def runs_since(
+        self, info: TaskInfo, since: datetime, may_read: Callable[[str], bool]
+    ) -> list[tuple[datetime, str]] | None:
+        """(start, status) of each run started since `since`, oldest first: a run makes one execution per recipient,
+        all with its start. None when `may_read` stopped the listing before it reached `since`."""
+        found: dict[datetime, str] = {}
+        cursor: str | None = None
+        while may_read(f"executions of sharing task {info.id}" + (", a further page" if cursor else "")):
+            page = await self.api.executions(info.id, limit=100, cursor=cursor)
+            for doc in page.items:
+                started = parse_time(doc.start_time)
+                if started is not None and started < since:
+                    return sorted(found.items())
+                if started is not None:
+                    found.setdefault(started, doc.status)
+            if not page.next_cursor:
+                return sorted(found.items())
+            cursor = page.next_cursor
+        return None
 
     async def failures(self, scan: FailureScan) -> None:
         """Failed executions since `scan.since` of the tasks whose listing shows a failure (`shows_failure`) and

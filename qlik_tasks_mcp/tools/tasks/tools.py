@@ -1099,6 +1099,9 @@ class WorkflowTaskSource:
         body = current.put_body() | {"enabled": enabled}
         await self.api.change(current, [{"op": "replace", "path": "/enabled", "value": enabled}], body)
 
+    async def delete(self, info: TaskInfo) -> None:
+        await self.api.delete(info.id)
+
     async def failures(self, scan: FailureScan) -> None:
         """Every failed run in the window. Scheduling API: the tasks whose last run failed (one filtered listing,
         newest first); each run's reload names its task, so failed runs come from the failed reloads the scan read,

@@ -1,0 +1,202 @@
+"""Bulk deletes and owner changes across the served task kinds, each with one yes. The selection (ids, an app, a
+filter) and its paged preview are set_tasks_enabled's, so a yes covers exactly the tasks the preview counted.
+
+Imported at the end of tools.py, whose selection and preview it reuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from pydantic import Field
+
+from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
+from qlik_tasks_mcp.tools.gate import Plan
+from qlik_tasks_mcp.tools.names import owner_of, user_id_of
+from qlik_tasks_mcp.tools.operation import destructive
+from qlik_tasks_mcp.tools.ops.tools import (
+    MAX_TARGETS,
+    PREVIEW_LINES,
+    BulkFailure,
+    BulkResult,
+    KindName,
+    Sources,
+    TaskFilter,
+    TaskRef,
+    _preview_page,
+    _targets,
+)
+from qlik_tasks_mcp.tools.sources import TaskInfo, can_delete, can_give, delete_task, gather, give_task
+
+ONE_BY_ONE = "Tasks are changed one by one; if some fail, the result lists what changed and what did not."
+Tasks = Annotated[list[TaskRef] | None, Field(max_length=MAX_TARGETS)]
+AppId = Annotated[str | None, Field(max_length=128, description="Or every task of this app.")]
+KindsFilter = Annotated[list[KindName] | None, Field(description="With app_id: only these kinds.")]
+Filter = Annotated[
+    TaskFilter | None, Field(description="Or the tasks matching all of these, tenant-wide unless app_id.")
+]
+Page = Annotated[int, Field(ge=1, le=MAX_TARGETS // PREVIEW_LINES, description="Preview page.")]
+
+
+def _per_kind(tasks: list[TaskInfo]) -> str:
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.kind] = counts.get(t.kind, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def _being_deleted(task: TaskInfo) -> bool:
+    # A sharing task being deleted (statusCode DELETING) takes no change: it is going anyway.
+    return task.state.upper() == "DELETING"
+
+
+def _ids(tasks: list[TaskInfo]) -> str:
+    shown = ", ".join(f"{t.kind} {t.id}" for t in tasks[:10])
+    return shown + (f" and {len(tasks) - 10} more" if len(tasks) > 10 else "")
+
+
+async def _each(todo: list[TaskInfo], act: Callable[[TaskInfo], Awaitable[None]]) -> BulkResult:
+    """`act(info)` on every task: what the tenant refused is listed; a task already gone (404) is counted apart."""
+    failed: list[BulkFailure] = []
+    gone: list[str] = []
+
+    async def one(info: TaskInfo) -> None:
+        try:
+            await act(info)
+        except ApiError as exc:
+            if exc.status == 404:
+                gone.append(info.id)
+            else:
+                failed.append(BulkFailure(kind=info.kind, id=info.id, error=str(exc)[:300]))
+        except ClientError as exc:
+            failed.append(BulkFailure(kind=info.kind, id=info.id, error=str(exc)[:300]))
+
+    await gather(todo, one)
+    return BulkResult(changed=len(todo) - len(failed) - len(gone), already=len(gone), failed=failed)
+
+
+async def _delete_plan(
+    sources: Sources,
+    tasks: list[TaskRef] | None,
+    app_id: str | None,
+    kinds_filter: list[KindName] | None,
+    filter: TaskFilter | None,
+    page: int,
+) -> Plan:
+    unavailable: list[str] = []
+    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
+    going = [t for t in targets if _being_deleted(t)]
+    todo = [t for t in targets if can_delete(sources.of(t.kind)) and not _being_deleted(t)]
+    kept = [t for t in targets if not can_delete(sources.of(t.kind))]
+    if not todo:
+        raise InvalidInput(f"the selection has no task that can be deleted here ({len(targets)} selected)")
+    notes = list(unavailable)
+    if going:
+        notes.append(f"{len(going)} already being deleted: {_ids(going)}")
+    if kept:
+        notes.append(f"{len(kept)} cannot be deleted here, left as they are: {_ids(kept)}")
+    notes += ["Deleted tasks are gone for good, with their schedules and run history.", ONE_BY_ONE]
+    return Plan(
+        action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app_id}" if app_id else ""),
+        changes=await _preview_page(sources.names, todo, page, "deleted"),
+        state=sorted((t.kind, t.id) for t in targets),
+        notes=notes,
+        payload=todo,
+    )
+
+
+@destructive("Delete tasks", plan=_delete_plan, idempotent=True)
+async def delete_tasks(
+    sources: Sources,
+    plan: Plan,
+    tasks: Tasks = None,
+    app_id: AppId = None,
+    kinds_filter: KindsFilter = None,
+    filter: Filter = None,
+    page: Page = 1,
+) -> BulkResult:
+    """Delete many tasks of any kind at once: named (tasks), of an app, or by filter; already: gone before."""
+
+    async def act(info: TaskInfo) -> None:
+        await delete_task(sources.of(info.kind), info)
+
+    return await _each(plan.payload, act)
+
+
+async def _new_owner(sources: Sources, new_owner: str) -> tuple[str, str]:
+    owner_id = await user_id_of(sources.names, new_owner)
+    try:
+        user = (await sources.names.users([owner_id])).get(owner_id)
+    except ApiError:
+        user = None  # not checked here: the tenant refuses a PATCH to an owner that cannot be one
+    if user is not None and user.gone:
+        raise InvalidInput(f"user {owner_id} is {user.status} and cannot own tasks; give an active user")
+    return owner_id, await sources.names.describe_user(owner_id)
+
+
+async def _give_plan(
+    sources: Sources,
+    new_owner: str,
+    tasks: list[TaskRef] | None,
+    app_id: str | None,
+    kinds_filter: list[KindName] | None,
+    filter: TaskFilter | None,
+    page: int,
+) -> Plan:
+    owner_id, label = await _new_owner(sources, new_owner)
+    unavailable: list[str] = []
+    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
+    movable = [t for t in targets if can_give(sources.of(t.kind))]
+    going = [t for t in movable if _being_deleted(t)]
+    todo = [t for t in movable if owner_of(t) != owner_id and not _being_deleted(t)]
+    # Reload tasks and tasks: any update (PUT or PATCH) makes the caller the owner, so they cannot be given.
+    fixed = [t for t in targets if not can_give(sources.of(t.kind))]
+    by_put = [t for t in fixed if t.owner_before_put]
+    others = [t for t in fixed if not t.owner_before_put]
+    notes = list(unavailable)
+    if going:
+        notes.append(f"{len(going)} being deleted, left as they are: {_ids(going)}")
+    if len(todo) + len(going) < len(movable):
+        notes.append(f"{len(movable) - len(todo) - len(going)} already owned by {label}: left as they are")
+    if by_put:
+        notes.append(
+            f"{len(by_put)} reload tasks/tasks left as they are: Qlik makes whoever updates one its owner, so "
+            f"only {label} can take them over, by saving any change to each while signed in as themselves "
+            f"(update_reload_task / update_task): {_ids(by_put)}"
+        )
+    if others:
+        notes.append(f"{len(others)} left as they are: their owner cannot be changed here: {_ids(others)}")
+    if not todo:
+        raise InvalidInput(
+            f"no task of the selection ({len(targets)}) can be given to {label} here. " + " ".join(notes)
+        )
+    notes += ["Each then runs with the new owner's access: content they cannot see fails to send.", ONE_BY_ONE]
+    return Plan(
+        action=f"Give {len(todo)} tasks ({_per_kind(todo)}) to {label}",
+        changes=await _preview_page(sources.names, todo, page, f"owner {label}"),
+        state=(owner_id, sorted((t.kind, t.id, owner_of(t) or "") for t in targets)),
+        notes=notes,
+        payload=(owner_id, todo),
+    )
+
+
+@destructive("Give tasks to a new owner", plan=_give_plan, idempotent=True)
+async def change_tasks_owner(
+    sources: Sources,
+    plan: Plan,
+    new_owner: Annotated[str, Field(min_length=1, max_length=200, description="User id, name or e-mail.")],
+    tasks: Tasks = None,
+    app_id: AppId = None,
+    kinds_filter: KindsFilter = None,
+    filter: Filter = None,
+    page: Page = 1,
+) -> BulkResult:
+    """Give sharing tasks to another owner at once (e.g. a leaver's: filter owner_id): named, of an app, or by
+    filter. Reload tasks and tasks are named, not changed."""
+    owner_id, todo = plan.payload
+
+    async def act(info: TaskInfo) -> None:
+        await give_task(sources.of(info.kind), info, owner_id)
+
+    return await _each(todo, act)
