@@ -299,6 +299,11 @@ def _run(
         reload["_outcome"] = "EXCEEDED_LIMIT"
 
 
+def _owner_active(sandbox: Sandbox, task: dict[str, Any]) -> bool:
+    owner = sandbox.users.get(task.get("ownerId") or "")
+    return owner is not None and owner.status == "active"
+
+
 def _sharing(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> None:
     """Report deliveries true to each schedule: one execution per recipient a run; a task disabled ran until then,
     one being deleted not at all; the first that ran in the last day missed its last run there, saying nothing."""
@@ -319,7 +324,8 @@ def _sharing(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> 
         if plan.until < now:
             if last:
                 found.missed[key] = "disabled"
-        elif last and missing is None:
+        elif last and missing is None and _owner_active(sandbox, task):
+            # A miss that says nothing: its owner is active, else the tenant would explain it.
             missing = task_id
             found.missed[key] = None
         elif last:
