@@ -17,7 +17,7 @@ from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
-    EXPANSION_SECONDS,
+    ExpansionBudget,
     local_datetime,
     rrule_lines,
     start_after_change,
@@ -240,9 +240,8 @@ async def explain_schedule(
     zone = zone_info(info.time_zone or "UTC")
     if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
         raise InvalidInput(f"end {info.end} must be after start {info.start}")
-    deadline = time.monotonic() + EXPANSION_SECONDS
     runs = await run_times(
-        info, count=count, now=datetime.now(UTC), deadline=deadline, even_if_disabled=True, strict=True
+        info, count=count, now=datetime.now(UTC), budget=ExpansionBudget(), even_if_disabled=True, strict=True
     )
     note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
     if not runs:
@@ -650,9 +649,9 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], deadline: float
+    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget
 ) -> OverviewItem:
-    times = await run_times(info, count=runs, now=now, deadline=deadline, strict=True) if runs else []
+    times = await run_times(info, count=runs, now=now, budget=budget, strict=True) if runs else []
     return OverviewItem(
         kind=info.kind,
         id=info.id,
@@ -669,17 +668,18 @@ async def _overview_item(
 async def _overview_items(
     infos: list[TaskInfo], runs: int, starts: dict[str, list[str]]
 ) -> tuple[list[OverviewItem], str | None]:
-    """Every task's item; next runs share one deadline, and a task whose runs cannot be worked out in it says so."""
+    """Every task's item; next runs share one expansion budget, and a task whose runs cannot be worked out within
+    it says so."""
     now = datetime.now(UTC)
-    deadline = time.monotonic() + EXPANSION_SECONDS
+    expansion = ExpansionBudget()
     items: list[OverviewItem] = []
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, deadline))
+            items.append(await _overview_item(info, runs, now, starts, expansion))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, deadline))
+            items.append(await _overview_item(info, 0, now, starts, expansion))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
