@@ -483,7 +483,8 @@ async def test_ops_cover_qalyptus_tasks(harness: Harness) -> None:
     assert task["task"]["active"] is False
 
 
-# Bounded work (issue 15): recurrences expanded off the event loop within a work budget, listings within the request budget.
+# Bounded work (issue 15): recurrences expanded off the event loop within a work budget, listings within their
+# request budget.
 IMPOSSIBLE = [
     "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30",
     "RRULE:FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31",

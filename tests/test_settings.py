@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 from qlik_tasks_mcp.sandbox import SANDBOX_API_KEY, build_sandbox
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
-from qlik_tasks_mcp.server.cli import load_settings, parse_args
+from qlik_tasks_mcp.server.cli import load_settings, main, parse_args
 from qlik_tasks_mcp.server.settings import ConfigError, Settings
 from tests.conftest import data
 from tests.test_stdio import run_cli
@@ -146,3 +147,29 @@ def test_toolsets_that_leave_no_tool_exit_and_say_why() -> None:
     assert done.returncode == 2
     assert "no tool" in done.stderr and "QALYPTUS_URL" in done.stderr and "Traceback" not in done.stderr
     assert TENANT["QLIK_API_KEY"] not in done.stderr
+
+
+def test_an_unwritable_audit_log_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "audit.log"
+    done = run_cli("--sandbox", "--audit-log", str(missing))
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert "QLIK_MCP_AUDIT_LOG (--audit-log)" in line and str(missing) in line and "No such file or directory" in line
+    # The variable too, and a directory given for the file.
+    done = run_cli("--sandbox", env={"QLIK_MCP_AUDIT_LOG": str(tmp_path)})
+    assert done.returncode == 2 and "Is a directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unwritable_audit_log_is_refused_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--sandbox", "--audit-log", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("qlik-tasks-mcp: QLIK_MCP_AUDIT_LOG (--audit-log)") and "Is a directory" in line
+    with pytest.raises(ConfigError, match="cannot be written"):
+        make(sandbox=True, audit_log=str(tmp_path / "no-such-dir" / "audit.log")).check_audit_log()
+
+
+def test_a_writable_audit_log_passes_the_start_check(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    make(sandbox=True, audit_log=str(path)).check_audit_log()
+    make(sandbox=True).check_audit_log()  # unset: lines go to stderr
+    assert path.exists() and path.read_text() == ""

@@ -75,6 +75,7 @@ def checked_settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(describe(exc)) from None
     settings.check_tenant()
     settings.check_http()
+    settings.check_audit_log()
     return settings
 
 

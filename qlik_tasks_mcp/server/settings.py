@@ -11,6 +11,7 @@ from pydantic.fields import FieldInfo
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
+from qlik_tasks_mcp.tools.audit import unwritable
 from qlik_tasks_mcp.tools.inventory import NAMES
 
 # The toolset names come from the one inventory.
@@ -167,6 +168,17 @@ class Settings(BaseModel):
             raise ConfigError(
                 f"binding HTTP to {self.host} exposes the server beyond this machine: set QLIK_MCP_HTTP_TOKEN "
                 "(at least 16 characters; clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1"
+            )
+
+    def check_audit_log(self) -> None:
+        """A writing tool audits after it acted: an audit file that cannot be written stops the start instead."""
+        if not self.audit_log:
+            return
+        why = unwritable(self.audit_log)
+        if why is not None:
+            raise ConfigError(
+                f"QLIK_MCP_AUDIT_LOG (--audit-log) {self.audit_log!r} cannot be written ({why}): give a file this "
+                "user can append to, or leave it unset for stderr"
             )
 
     def check_tenant(self) -> None:
