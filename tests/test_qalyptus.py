@@ -43,7 +43,7 @@ from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.qalyptus import models as qalyptus_model
 from tests.conftest import Harness, data, error_text, make_harness
-from tests.fake_clock import FakeClock
+from tests.fake_clock import FakeClock, follow_on_sandbox_time
 from tests.spec_check import SpecRecorder, ValidatingTransport
 from tests.test_stdio import ROOT, command
 
@@ -496,7 +496,8 @@ async def test_delete_schedules_previews_each_one_and_warns_when_none_is_left(h:
 # Runs, status, logs ------------------------------------------------------------------------------------
 
 
-async def test_run_and_wait_reports_progress_until_completed(h: Harness) -> None:
+async def test_run_and_wait_reports_progress_until_completed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     fast(h, queue=0.2, run=1.0)
     task = task_named(h, "Monthly Sales Distribution")
     seen: list[tuple[float, float | None, str | None]] = []
