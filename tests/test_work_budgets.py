@@ -14,7 +14,7 @@ from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.lines import feed_lines
 from qlik_tasks_mcp.client.schedule import ExpansionBudget, occurrences, rrule_lines, time_zone
 from qlik_tasks_mcp.tools import logs
-from qlik_tasks_mcp.tools.logs import GREP_SECONDS, SAMPLE_LINES, Grep, LogSink, compile_grep, slice_log
+from qlik_tasks_mcp.tools.logs import GREP_SECONDS, SAMPLE_LINES, Grep, LogSink, compile_grep, read_log, slice_log
 
 
 class FakeCpu:
@@ -156,3 +156,18 @@ def test_the_expansions_use_the_budget_they_are_given() -> None:
         occurrences(daily, time_zone("UTC"), None, after=datetime.now(UTC), count=3, budget=spent)
     runs = occurrences(daily, time_zone("UTC"), None, after=datetime.now(UTC), count=3, budget=ExpansionBudget())
     assert len(runs) == 3 and all(r.hour == 6 for r in runs)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["text", "lines", "stream"])
+async def test_every_way_of_reading_a_log_greps_alike(shape: str) -> None:
+    lines = [f"line {i} {'ERROR' if i % 7 == 0 else 'ok'}" for i in range(1000)]
+
+    async def stream() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    given = {"text": "\n".join(lines), "lines": iter(lines), "stream": stream()}[shape]
+    result = await read_log("t", "r", given, lines=3, grep="error", offset=None)
+    assert result.total_lines == 1000 and result.matches == len(range(0, 1000, 7))
+    assert result.last_line == 995

@@ -316,5 +316,10 @@ async def _feed(slicer: _Slicer, batch: list[str]) -> None:
 
 
 def _feed_all(slicer: _Slicer, log: Iterable[str]) -> None:
-    for item in log:
-        slicer.feed(_split(item))
+    # One stretch of grep work for the whole iterable (it runs on one worker thread), not one per item.
+    try:
+        for item in log:
+            for line in _split(item):
+                slicer.feed_line(slicer.total, line)
+    finally:
+        slicer.pause()
