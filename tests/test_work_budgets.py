@@ -15,6 +15,7 @@ from qlik_tasks_mcp.client.lines import feed_lines
 from qlik_tasks_mcp.client.schedule import ExpansionBudget, occurrences, rrule_lines, time_zone
 from qlik_tasks_mcp.tools import logs
 from qlik_tasks_mcp.tools.logs import GREP_SECONDS, SAMPLE_LINES, Grep, LogSink, compile_grep, read_log, slice_log
+from qlik_tasks_mcp.tools.sources import Budget
 
 
 class FakeCpu:
@@ -171,3 +172,12 @@ async def test_every_way_of_reading_a_log_greps_alike(shape: str) -> None:
     result = await read_log("t", "r", given, lines=3, grep="error", offset=None)
     assert result.total_lines == 1000 and result.matches == len(range(0, 1000, 7))
     assert result.last_line == 995
+
+
+def test_a_scan_budget_ends_at_its_deadline_or_its_last_request() -> None:
+    """The scans' time bound (a real tenant is waited on, so it is the wall clock's), on given times."""
+    budget = Budget(requests=3, deadline=10.0)
+    assert budget.spend(1.0, "first") and budget.spend(10.0, "second")
+    assert not budget.spend(10.5, "late") and budget.skipped == ["late"]
+    assert budget.spend(2.0, "third") and not budget.spend(3.0, "fourth")
+    assert budget.skipped == ["late", "fourth"]

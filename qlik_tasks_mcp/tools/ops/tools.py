@@ -1,7 +1,6 @@
 """Ops answers across every served task kind: failures in a window, schedules explained, bulk enable/disable,
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
-import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from qlik_tasks_mcp.tools.sources import (
     all_tasks,
     gather,
     run_times,
+    scan_now,
     schedule_line,
 )
 
@@ -288,7 +288,7 @@ def _errors_block(groups: list[FailureGroup]) -> str | None:
 @contextmanager
 def _spending(budget: Budget) -> Iterator[None]:
     """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
-    with pages_allowed(lambda what: budget.spend(time.monotonic(), what)):
+    with pages_allowed(lambda what: budget.spend(scan_now(), what)):
         yield
 
 
@@ -363,7 +363,7 @@ async def find_failures(
 ) -> FailureReport:
     """Every failed run in a window across all task kinds and app reloads, grouped by task and app, with the first
     error line; each kind has its own request budget."""
-    clock = time.monotonic
+    clock = scan_now
     order = _scan_order(sources, kinds)
     shares = _KindShares(SCAN_REQUESTS, clock() + SCAN_SECONDS, len(order), {}, [])
     since = datetime.now(UTC) - timedelta(hours=hours)
@@ -504,7 +504,7 @@ async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> l
 async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
     """Every task of `kinds`: listed tenant-wide where the kind can, else app by app, within one budget. A
     selection cut by the budget is refused, never acted on: the confirmation must cover what the filter means."""
-    budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     found: list[TaskInfo] = []
     by_app: list[str] = []
     for kind in kinds:
@@ -695,7 +695,7 @@ def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
 
 async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None]:
     """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget."""
-    budget = Budget(requests=OVERVIEW_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=OVERVIEW_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     unavailable: list[str] = []
     with _spending(budget):
         infos: list[TaskInfo] = []

@@ -5,7 +5,6 @@ disables, changes the owner, removes recipients or a channel, swaps the content 
 the start far ahead or adds addresses outside the tenant; and a creation that mails outside addresses at once.
 """
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,7 +58,16 @@ from qlik_tasks_mcp.tools.sharing.models import (
     who,
 )
 from qlik_tasks_mcp.tools.sharing.recipients import Recipient, resolve_recipient
-from qlik_tasks_mcp.tools.sources import Budget, Failure, FailureScan, TaskInfo, gather, parse_time, read_each
+from qlik_tasks_mcp.tools.sources import (
+    Budget,
+    Failure,
+    FailureScan,
+    TaskInfo,
+    gather,
+    parse_time,
+    read_each,
+    scan_now,
+)
 
 TOOLSET = "sharing"
 # How failures() lists every task: the largest page the spec allows, in a stable order.
@@ -900,7 +908,7 @@ class SharingTaskSource:
         found: list[TaskInfo] = []
         cursor: str | None = None
         pages = 0
-        while budget.spend(time.monotonic(), f"sharing tasks listing, page {pages + 1} on"):
+        while budget.spend(scan_now(), f"sharing tasks listing, page {pages + 1} on"):
             page = await self.api.list(LISTING, limit=LISTING_ROWS, cursor=cursor)
             pages += 1
             found += [self.info(doc) for doc in page.items]
