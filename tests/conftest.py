@@ -15,12 +15,20 @@ from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import Backend, TaskServer, build_server
 from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.tools import sources
 from tests.spec_check import SpecRecorder, ValidatingTransport
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def scans_on_a_stopped_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan's time budget runs on the wall clock (it waits on the tenant). Here the tenant answers in-process, so
+    a busy machine would spend it instead: the tests' scans are bounded by their request budgets alone."""
+    monkeypatch.setattr(sources, "SCAN_CLOCK", lambda: 0.0)
 
 
 @dataclass

@@ -3,7 +3,10 @@ failures and the abandoned calls too, and no argument or tenant text can split a
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
 from typing import Any
 
 import anyio
@@ -95,3 +98,29 @@ async def test_every_outcome_leaves_one_ascii_line_even_with_line_separators_in_
     # A confirm token is never written, only that one was given: the audit says what was asked, not the key to act.
     assert lines[2]["args"]["confirm_token"] == "<given>" and "forged" not in harness.audit.getvalue()
     assert preview["confirm_token"] not in json.dumps(lines)
+
+
+class FullDisk(io.StringIO):
+    """An audit file on a disk that filled up after the start."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_an_audit_write_that_fails_after_the_action_never_turns_it_into_an_error(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.backend.audit.redirect(FullDisk())
+    args = await sample_args(harness, "create_reload_task")
+    before = set(harness.sandbox.tables["reload_tasks"])
+    with caplog.at_level(logging.WARNING, logger="qlik_tasks_mcp.audit"):
+        async with harness.client() as client:
+            result = await client.call_tool("create_reload_task", args)
+    assert not result.is_error, error_text(result)
+    created = data(result)["task"]["id"]
+    assert set(harness.sandbox.tables["reload_tasks"]) - before == {created}
+    # The line is not lost: the warning carries it, on stderr.
+    (warning,) = [r for r in caplog.records if r.name == "qlik_tasks_mcp.audit"]
+    assert warning.levelno == logging.WARNING and "No space left on device" in warning.getMessage()
+    line = json.loads(warning.getMessage().split(": ", 1)[1])
+    assert line["tool"] == "create_reload_task" and line["outcome"] == "done"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 
-import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -21,6 +20,7 @@ from qlik_tasks_mcp.client.qalyptus_paths import PathTable
 from qlik_tasks_mcp.client.qlik import QLIK_API_VERSION, QlikClient
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
 from qlik_tasks_mcp.client.redact import redact, redact_cut, register_secret
+from tests.fake_clock import FakeClock, fake_clock
 from tests.http_server import free_port, serving
 
 pytestmark = pytest.mark.anyio
@@ -144,10 +144,12 @@ async def test_429_honours_retry_after_for_any_method_and_paces_the_tier() -> No
         return httpx.Response(201, json={"id": "x"})
 
     qlik = client_for(handler)
+    clock = fake_clock(qlik)
     assert await qlik.json("POST", "/api/v1/reload-tasks", tier=Tier.T2, body={}) == {"id": "x"}
     assert calls == ["POST", "POST"]
     assert qlik.throttled == 1
-    assert qlik.limiter.waited_seconds >= 0.9
+    # The whole tier waited out the Retry-After before the second send.
+    assert qlik.limiter.waited_seconds == pytest.approx(1.0) and sum(clock.slept) == pytest.approx(1.0)
 
 
 async def test_long_retry_after_ends_with_a_clear_error() -> None:
@@ -165,28 +167,15 @@ def test_retry_after_parses_seconds_and_dates() -> None:
 
 
 async def test_sliding_window_never_exceeds_the_tier() -> None:
-    now = [0.0]
-    limiter = TierLimiter({tier: 3 for tier in Tier}, window=60, clock=lambda: now[0])
+    clock = FakeClock(start=0.0)
+    limiter = TierLimiter({tier: 3 for tier in Tier}, window=60, clock=clock.now, sleep=clock.sleep)
     for _ in range(3):
         await limiter.acquire(Tier.T2)
     assert len(limiter._sent[Tier.T2]) == 3
-    now[0] = 59.9
+    clock.time = 59.9
     # The fourth send must wait for the first to leave the window; a token bucket would let it through.
-    waits: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    import anyio
-
-    original = anyio.sleep
-    anyio.sleep = fake_sleep  # type: ignore[assignment]
-    try:
-        await limiter.acquire(Tier.T2)
-    finally:
-        anyio.sleep = original  # type: ignore[assignment]
-    assert waits and abs(waits[0] - 0.1) < 1e-6
+    await limiter.acquire(Tier.T2)
+    assert clock.slept == [pytest.approx(0.1)]
 
 
 def _response(status: int, body: object) -> httpx.Response:
@@ -357,38 +346,47 @@ async def test_a_day_long_retry_after_fails_fast_without_pausing_anyone_for_a_da
         return httpx.Response(200, json={"ok": True})
 
     qlik = keyed_client(handler)
-    with anyio.fail_after(1):
-        with pytest.raises(ApiError, match=r"retry after 86400 s \(at 20\d\d-"):
-            await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
-        # A later call of the tier is not sent and does not sleep: it says when to retry.
-        with pytest.raises(ApiError, match=r"Rate limited.*Retry after 8640\d s"):
-            await qlik.json("GET", "/api/v1/reload-tasks/a", tier=Tier.T1)
-        # Another tier is untouched.
-        assert await qlik.json("GET", "/api/v1/tasks", tier=Tier.SPECIAL) == {"ok": True}
+    clock = fake_clock(qlik)
+    with pytest.raises(ApiError, match=r"retry after 86400 s \(at 20\d\d-"):
+        await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    # A later call of the tier is not sent and does not sleep: it says when to retry.
+    clock.time += 5
+    with pytest.raises(ApiError, match=r"Rate limited.*Retry after 8639\d s"):
+        await qlik.json("GET", "/api/v1/reload-tasks/a", tier=Tier.T1)
+    # Another tier is untouched.
+    assert await qlik.json("GET", "/api/v1/tasks", tier=Tier.SPECIAL) == {"ok": True}
     assert sent == ["/api/v1/reload-tasks", "/api/v1/tasks"]
-    assert qlik.limiter.waited_seconds == 0
+    assert qlik.limiter.waited_seconds == 0 and not any(clock.slept), clock.slept
 
 
 @pytest.mark.parametrize("status", [429, 503])
 async def test_a_storm_ends_within_the_call_budget(status: int) -> None:
+    sent: list[float] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.now())
         return httpx.Response(status, headers={"Retry-After": "1"}, json={"errors": [{"code": "x", "title": "busy"}]})
 
     qlik = keyed_client(handler)
+    clock = fake_clock(qlik)
     qlik.retry = RetryPolicy(max_retries=10, base_delay=0.001, max_delay=0.002, max_wait=2, call_budget=2.5)
-    started = anyio.current_time()
+    started = clock.now()
     with pytest.raises(ApiError, match=f"HTTP {status}"):
         await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
     # Two waits of 1 s fit the 2.5 s budget, a third does not: the call ends instead of waiting past it.
-    assert 1.9 <= anyio.current_time() - started < 2.5
+    assert [round(at - started, 3) for at in sent] == [0, 1, 2]
+    assert clock.now() - started == pytest.approx(2.0)
 
 
 async def test_a_503_asking_for_more_than_the_cap_ends_at_once_saying_when() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, headers={"Retry-After": "600"})
 
-    with anyio.fail_after(1), pytest.raises(ApiError, match=r"wait 600 s; retry after 20\d\d-"):
-        await keyed_client(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    qlik = keyed_client(handler)
+    clock = fake_clock(qlik)
+    with pytest.raises(ApiError, match=r"wait 600 s; retry after 20\d\d-"):
+        await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    assert not any(clock.slept), clock.slept
 
 
 def _raising(exc: Exception):
@@ -546,13 +544,14 @@ async def test_a_looping_listing_ends_with_a_clear_error(loop: str) -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
+        assert len(calls) <= 10, "the listing never stopped"
         nxt = {"same_cursor": "next=a", "cycle": f"next={'ab'[len(calls) % 2]}", "same_page": f"next={len(calls)}"}[
             loop
         ]
         rows = [{"id": "same"}] if loop == "same_page" else [{"id": str(len(calls))}]
         return httpx.Response(200, json={"data": rows, "links": {"next": {"href": f"/api/v1/tasks?{nxt}"}}})
 
-    with anyio.fail_after(5), pytest.raises(ApiError, match="listing was stopped"):
+    with pytest.raises(ApiError, match="listing was stopped"):
         [i async for i in keyed_client(handler).iterate("/api/v1/tasks", tier=Tier.SPECIAL)]
     assert len(calls) <= 3
 

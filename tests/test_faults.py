@@ -11,9 +11,11 @@ import httpx
 import pytest
 from mcp.types import Tool
 
+from qlik_tasks_mcp.client.http import TenantHttp
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_HOST
 from tests.conftest import Harness, error_text
+from tests.fake_clock import FakeClock, fake_clock
 from tests.tool_samples import SAMPLES, sample_args
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +30,11 @@ async def catalogue(h: Harness) -> list[Tool]:
 def state(h: Harness) -> str:
     """A digest of every sandbox table: equal before and after means the tenant did not change."""
     return h.sandbox.digest()
+
+
+def fake_clocks(h: Harness) -> list[tuple[FakeClock, TenantHttp]]:
+    """Every client of the harness on a fake clock of its own: waits take no real time, and are counted."""
+    return [(fake_clock(http), http) for http in (h.backend.qlik, *h.backend.qalyptus.values())]
 
 
 def fast_retries(h: Harness) -> None:
@@ -71,15 +78,20 @@ async def test_no_post_is_sent_twice_when_it_may_have_acted(harness: Harness, fa
 @pytest.mark.parametrize("storm", ["status_429", "status_503"])
 async def test_every_tool_ends_within_its_bound_under_storms(harness: Harness, storm: str) -> None:
     fast_retries(harness)
+    clocks = fake_clocks(harness)
     harness.sandbox.faults.retry_after = 0
     tools = await catalogue(harness)
     async with harness.client() as client:
         for tool in tools:
             args = await sample_args(harness, tool.name)
             setattr(harness.sandbox.faults, storm, 50)
+            began = [clock.now() for clock, _ in clocks]
+            # A guard against a hang only: the bound is the call budget, on the clients' fake clocks below.
             with anyio.fail_after(CALL_BOUND_SECONDS):
                 result = await client.call_tool(tool.name, args)
             setattr(harness.sandbox.faults, storm, 0)
+            for (clock, http), start in zip(clocks, began, strict=True):
+                assert clock.now() - start <= http.retry.call_budget, (tool.name, http.service, clock.slept)
             text = " ".join(getattr(c, "text", "") for c in result.content)
             if result.is_error:
                 assert "HTTP 429" in text or "HTTP 503" in text or "Rate limited" in text, (tool.name, text)
@@ -88,14 +100,16 @@ async def test_every_tool_ends_within_its_bound_under_storms(harness: Harness, s
 
 
 async def test_short_429_storm_is_ridden_out_honouring_retry_after(harness: Harness) -> None:
+    clock = fake_clock(harness.backend.qlik)
     harness.sandbox.faults.status_429 = 2
     harness.sandbox.faults.retry_after = 1
     async with harness.client() as client:
-        with anyio.fail_after(CALL_BOUND_SECONDS):
-            result = await client.call_tool("list_reload_tasks", {"limit": 2})
+        result = await client.call_tool("list_reload_tasks", {"limit": 2})
     assert not result.is_error
     assert harness.backend.qlik.throttled == 2
-    assert harness.backend.qlik.limiter.waited_seconds >= 1.5
+    # Each Retry-After of 1 s was waited out, on the tier, before the next send.
+    assert harness.backend.qlik.limiter.waited_seconds == pytest.approx(2.0, abs=0.01)
+    assert sum(clock.slept) == pytest.approx(2.0, abs=0.01)
 
 
 async def test_malformed_json_is_a_clear_error(harness: Harness) -> None:

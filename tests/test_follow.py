@@ -11,7 +11,9 @@ import anyio
 import pytest
 
 from qlik_tasks_mcp.sandbox.tasks import TaskTables
+from qlik_tasks_mcp.tools import follow
 from tests.conftest import Harness, data, make_harness
+from tests.fake_clock import follow_on_sandbox_time
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +39,10 @@ def starts(h: Harness) -> int:
     return sum(1 for method, path in h.sandbox.faults.arrived if method == "POST" and path.endswith("/actions/start"))
 
 
-async def test_a_read_error_after_the_start_is_a_note_never_a_reason_to_start_again(h: Harness) -> None:
+async def test_a_read_error_after_the_start_is_a_note_never_a_reason_to_start_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = follow_on_sandbox_time(h.sandbox, monkeypatch)
     task_id = task_of(h, "Customer Churn")
     # The run ends FAILED; reading its log then breaks, after the task has started.
     h.sandbox.faults.match_path = "/log"
@@ -50,9 +55,13 @@ async def test_a_read_error_after_the_start_is_a_note_never_a_reason_to_start_ag
     assert "Do not start it again" in result["note"] and "get_last_task_run" in result["note"]
     assert "not valid JSON" in result["note"]
     assert starts(h) == 1
+    # Followed on the sandbox's time: one poll of 0.5 s saw the 0.3 s run end.
+    assert clock.slept == [follow.POLL_FIRST] and result["waited_seconds"] == follow.POLL_FIRST
 
 
 async def test_a_cancelled_wait_leaves_the_run_running(h: Harness) -> None:
+    # Real time here: the client gives up after 0.5 s, at whatever point of the follow that falls (the run takes 30 s
+    # of the sandbox's time, so it is running whenever that is).
     tables(h).run_seconds = 30
     task_id = task_of(h, "Finance P&L")
     async with h.client() as client:

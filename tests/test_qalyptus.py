@@ -43,6 +43,7 @@ from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.qalyptus import models as qalyptus_model
 from tests.conftest import Harness, data, error_text, make_harness
+from tests.fake_clock import FakeClock, follow_on_sandbox_time
 from tests.spec_check import SpecRecorder, ValidatingTransport
 from tests.test_stdio import ROOT, command
 
@@ -323,8 +324,9 @@ async def test_duplicate_then_delete_the_copy(h: Harness) -> None:
 async def test_duplicates_of_one_task_are_bounded_and_the_refusal_says_when_to_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A short window, so the test can follow the refusal's own advice and retry.
-    monkeypatch.setattr(qalyptus_model, "COPY_WINDOW_SECONDS", 3.0)
+    # A fake clock, so the test can follow the refusal's own advice and retry without waiting a minute.
+    clock = FakeClock()
+    monkeypatch.setattr(qalyptus_model, "COPY_CLOCK", clock.now)
     h = fast(make_harness(toolsets="qalyptus"))
     task = task_named(h, "Weekly Ops Scorecard")
     args = {"task_id": task["id"]}
@@ -333,14 +335,14 @@ async def test_duplicates_of_one_task_are_bounded_and_the_refusal_says_when_to_r
             assert data(await client.call_tool("duplicate_qalyptus_task", args))["task"]["name"].endswith(" - Copy")
         refused = await client.call_tool("duplicate_qalyptus_task", args)
         text = error_text(refused)
-        assert f"Not duplicated: 3 copies of task {task['id']} were made in the last 3 s" in text
+        assert f"Not duplicated: 3 copies of task {task['id']} were made in the last 60 s" in text
         match = re.search(r"Retry in (\d+) s \(after \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", text)
         assert match is not None, text
         assert len(sent(h, "POST", "/duplicate")) == 3
         # Another task is not held back by this one's copies.
         other = task_named(h, "Daily Finance Pack")
         assert data(await client.call_tool("duplicate_qalyptus_task", {"task_id": other["id"]}))["task"]
-        await anyio.sleep(int(match.group(1)))
+        clock.time += int(match.group(1))
         again = data(await client.call_tool("duplicate_qalyptus_task", args))
     assert again["task"]["name"] == "Weekly Ops Scorecard - Copy"
     assert len(sent(h, "POST", "/duplicate")) == 5
@@ -525,7 +527,8 @@ async def test_delete_schedules_previews_each_one_and_warns_when_none_is_left(h:
 # Runs, status, logs ------------------------------------------------------------------------------------
 
 
-async def test_run_and_wait_reports_progress_until_completed(h: Harness) -> None:
+async def test_run_and_wait_reports_progress_until_completed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     fast(h, queue=0.2, run=1.0)
     task = task_named(h, "Monthly Sales Distribution")
     seen: list[tuple[float, float | None, str | None]] = []

@@ -14,6 +14,7 @@ import pytest
 from qlik_tasks_mcp.sandbox import app_scripts
 from qlik_tasks_mcp.sandbox.reloads import ReloadTables, status_at, tables
 from tests.conftest import Harness, data, error_text, make_harness
+from tests.fake_clock import follow_on_sandbox_time
 
 pytestmark = pytest.mark.anyio
 # A numbered script log line: `<time> <script line> <text>`.
@@ -44,7 +45,8 @@ def fences(result: dict[str, Any]) -> int:
     return json.dumps(result).count("BEGIN UNTRUSTED")
 
 
-async def test_reload_app_waits_with_progress_until_it_succeeds(h: Harness) -> None:
+async def test_reload_app_waits_with_progress_until_it_succeeds(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     app_id = app_with(h, None)
     seen: list[tuple[float, float | None, str | None]] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,19 @@ from pydantic import SecretStr, ValidationError
 from qlik_tasks_mcp.sandbox import SANDBOX_API_KEY, build_sandbox
 from qlik_tasks_mcp.sandbox.transport import SandboxTransport
 from qlik_tasks_mcp.server.app import build_server
-from qlik_tasks_mcp.server.cli import load_settings, parse_args
-from qlik_tasks_mcp.server.settings import ConfigError, Settings
+from qlik_tasks_mcp.server.cli import load_settings, main, parse_args
+from qlik_tasks_mcp.server.settings import (
+    README,
+    REWRITE,
+    TABLE_END,
+    TABLE_START,
+    ConfigError,
+    Settings,
+    documented_settings,
+    readme_table,
+    rewritten_readme,
+)
+from qlik_tasks_mcp.tools.inventory import TOOLSETS
 from tests.conftest import data
 from tests.test_stdio import run_cli
 
@@ -146,3 +158,67 @@ def test_toolsets_that_leave_no_tool_exit_and_say_why() -> None:
     assert done.returncode == 2
     assert "no tool" in done.stderr and "QALYPTUS_URL" in done.stderr and "Traceback" not in done.stderr
     assert TENANT["QLIK_API_KEY"] not in done.stderr
+
+
+def test_an_unwritable_audit_log_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "audit.log"
+    done = run_cli("--sandbox", "--audit-log", str(missing))
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert "QLIK_MCP_AUDIT_LOG (--audit-log)" in line and str(missing) in line and "No such file or directory" in line
+    # The variable too, and a directory given for the file.
+    done = run_cli("--sandbox", env={"QLIK_MCP_AUDIT_LOG": str(tmp_path)})
+    assert done.returncode == 2 and "Is a directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unwritable_audit_log_is_refused_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--sandbox", "--audit-log", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("qlik-tasks-mcp: QLIK_MCP_AUDIT_LOG (--audit-log)") and "Is a directory" in line
+    with pytest.raises(ConfigError, match="cannot be written"):
+        make(sandbox=True, audit_log=str(tmp_path / "no-such-dir" / "audit.log")).check_audit_log()
+
+
+def test_a_writable_audit_log_passes_the_start_check(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    make(sandbox=True, audit_log=str(path)).check_audit_log()
+    make(sandbox=True).check_audit_log()  # unset: lines go to stderr
+    assert path.exists() and path.read_text() == ""
+
+
+def test_the_readme_settings_table_is_what_the_settings_declare() -> None:
+    shown = README.read_text(encoding="utf-8").split(TABLE_START)[1].split(TABLE_END)[0].strip()
+    assert shown == readme_table(), (
+        f"README.md's settings table differs from server/settings.py: rewrite it with `{REWRITE}` and commit README.md"
+    )
+    assert "`QLIK_MCP_APPROVAL`" in shown and f"all: `{','.join(t.name for t in TOOLSETS)}`" in shown
+
+
+def test_every_setting_says_what_it_does_under_a_documented_name() -> None:
+    documented = documented_settings()
+    assert [d.field for d in documented] == list(Settings.model_fields)
+    for setting in documented:
+        assert setting.variable.startswith(("QLIK_", "QALYPTUS_")), setting
+        assert setting.meaning and setting.default, f"{setting.field}: give setting() a meaning"
+        assert setting.flag is None or setting.flag == "--" + setting.field.replace("_", "-"), setting
+
+
+def test_help_comes_from_the_settings_and_the_inventory() -> None:
+    done = run_cli("--help", env={"COLUMNS": "10000"})  # no wrapping, which would split words at hyphens
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for setting in documented_settings():
+        if setting.flag:
+            assert setting.flag in text and f"[{setting.variable}]" in text, setting
+        else:
+            assert setting.variable in text.split("environment only:")[1], setting
+    for toolset in TOOLSETS:
+        assert f"{toolset.name} ({' '.join(toolset.description.split())})" in text, toolset.name
+    assert "--toolsets" in text and "default: stdio" in text
+
+
+def test_the_readme_is_rewritten_between_its_markers_only() -> None:
+    text = f"before\n{TABLE_START}\nold table\n{TABLE_END}\nafter\n"
+    assert rewritten_readme(text) == f"before\n{TABLE_START}\n{readme_table()}\n{TABLE_END}\nafter\n"
+    with pytest.raises(ValueError, match="settings:start"):
+        rewritten_readme("no markers here")

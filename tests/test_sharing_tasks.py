@@ -12,6 +12,7 @@ from mcp.types import ElicitResult
 
 from qlik_tasks_mcp.sandbox import sharing_tasks as sbx
 from tests.conftest import Harness, data, error_text, fenced_once, make_harness
+from tests.fake_clock import follow_on_sandbox_time
 
 pytestmark = pytest.mark.anyio
 
@@ -331,7 +332,8 @@ async def test_delete_is_gated(harness: Harness) -> None:
     assert "404" in again
 
 
-async def test_execute_and_wait_reports_the_failed_recipient(harness: Harness) -> None:
+async def test_execute_and_wait_reports_the_failed_recipient(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(harness.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     table(harness).run_seconds = 0.3
     task = next(
         t

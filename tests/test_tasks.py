@@ -19,6 +19,7 @@ from mcp.types import ElicitResult
 
 from qlik_tasks_mcp.sandbox.tasks import TaskTables
 from tests.conftest import Harness, data, error_text, make_harness
+from tests.fake_clock import follow_on_sandbox_time
 
 pytestmark = pytest.mark.anyio
 
@@ -184,7 +185,10 @@ async def test_raw_workflow_is_checked_against_the_spec_schema(h: Harness) -> No
     assert task["app_id"] == app_id and tables(h).tasks[task["id"]]["name"] == "web-analytics-raw"
 
 
-async def test_start_and_wait_reports_progress_until_the_run_succeeds(h: Harness) -> None:
+async def test_start_and_wait_reports_progress_until_the_run_succeeds(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     tables(h).run_seconds = 1.4
     task = task_of_app(h, app_named(h, "Sales Dashboard"))
     seen: list[tuple[float, float | None, str | None]] = []
@@ -205,7 +209,8 @@ async def test_start_and_wait_reports_progress_until_the_run_succeeds(h: Harness
     assert sent(h, "POST", "/actions/start") == 1
 
 
-async def test_a_failed_run_comes_back_with_its_log_tail(h: Harness) -> None:
+async def test_a_failed_run_comes_back_with_its_log_tail(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     task = task_of_app(h, app_named(h, "Customer Churn"))
     async with h.client() as client:
         result = data(
@@ -220,7 +225,8 @@ async def test_a_failed_run_comes_back_with_its_log_tail(h: Harness) -> None:
         assert last["id"] == result["run"]["id"] and last["status"] == "FAILED"
 
 
-async def test_timeout_ends_the_wait_but_never_the_run(h: Harness) -> None:
+async def test_timeout_ends_the_wait_but_never_the_run(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    follow_on_sandbox_time(h.sandbox, monkeypatch)  # waits on the sandbox's time, in no real time
     tables(h).run_seconds = 60
     task = task_of_app(h, app_named(h, "Finance P&L"))
     async with h.client() as client:

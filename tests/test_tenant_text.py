@@ -6,7 +6,6 @@ The sandbox writes an app's name into its reload logs, so renaming an app puts h
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,28 +78,24 @@ async def test_a_catastrophic_grep_answers_at_once_in_every_session(h: Harness) 
         async def read() -> None:
             answers["other"] = await other.call_tool("get_last_task_run", {"task_id": ids["task_id"]})
 
-        began = time.monotonic()
         async with anyio.create_task_group() as group:
             # A backtracking engine takes minutes on these over a 2,000-character run of Z's; RE2 cannot backtrack.
             group.start_soon(grep, "pathological", PATHOLOGICAL)
             group.start_soon(grep, "issue", ".*.*.*.*.*.*Z")
             group.start_soon(read)
-        took = time.monotonic() - began
         lookahead = error_text(await grepping.call_tool("get_task_run_log", ids | {"grep": "Z(?=Z)"}))
-    assert took < 5, took
+    # Answered, not refused: the matching stayed within its CPU budget (GREP_SECONDS, tests/test_work_budgets.py).
     assert data(answers["pathological"])["matches"] == 0
     assert data(answers["issue"])["matches"] >= 1
     assert data(answers["other"])["run"]["id"] == ids["run_id"]
     assert "not a valid regular expression" in lookahead and "no backreferences or lookarounds" in lookahead
 
 
-async def test_impossible_rules_get_a_clear_error_at_once(h: Harness) -> None:
+async def test_impossible_rules_get_a_clear_error_within_the_work_budget(h: Harness) -> None:
     async with h.client() as client:
-        began = time.monotonic()
         text = error_text(await client.call_tool("explain_schedule", {"recurrence": IMPOSSIBLE}))
-        took = time.monotonic() - began
+    # The rules' own error, not "took more than 2 s of work": the expansion stayed within its budget.
     assert "has no occurrence in the next 40 years" in text and "BYMONTHDAY=30" in text
-    assert took < 3, took
 
 
 @pytest.mark.parametrize(

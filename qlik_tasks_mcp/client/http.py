@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
+from qlik_tasks_mcp.client.clock import Clock
 from qlik_tasks_mcp.client.errors import ERROR_BODY_BYTES, ApiError, InvalidInput, ProbablyDone, error_from_response
 from qlik_tasks_mcp.client.lines import LineSink, feed_lines, text_of_log_json
 from qlik_tasks_mcp.client.paging import same_origin
@@ -142,14 +143,15 @@ class RetryPolicy:
 
 
 class Deadline:
-    """The end of one call's budget, on anyio's clock."""
+    """The end of one call's budget, on the client's clock."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clock: Clock) -> None:
         self.budget = seconds
-        self.end = anyio.current_time() + seconds
+        self.clock = clock
+        self.end = clock.now() + seconds
 
     def left(self) -> float:
-        return self.end - anyio.current_time()
+        return self.end - self.clock.now()
 
     def allows(self, seconds: float) -> bool:
         return seconds <= self.left()
@@ -177,6 +179,8 @@ class TenantHttp:
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self.limiter = limiter or TierLimiter()
         self.retry = retry or RetryPolicy()
+        # What the call budget is counted on and every wait sleeps on (the pacer's waits: the limiter's own clock).
+        self.clock = Clock()
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -298,7 +302,7 @@ class TenantHttp:
             headers=headers,
             extensions={"qtm_tier": tier.label, "qtm_final_429": final_429},
         )
-        deadline = Deadline(self.retry.call_budget)
+        deadline = Deadline(self.retry.call_budget, self.clock)
         status = 0
         for _hop in range(REDIRECT_HOPS + 1):
             response = await self._exchange(request, tier, deadline, hint)
@@ -342,7 +346,7 @@ class TenantHttp:
                 return response
             answer = await self._error_answer(response)
             wait = self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
-            await anyio.sleep(wait)
+            await self.clock.sleep(wait)
             attempt += 1
 
     def _notice(self, response: httpx.Response) -> None:
@@ -420,8 +424,9 @@ class TenantHttp:
             raise self._tier_spent(tier, request, held + free_in)
         if held + free_in > 0:
             await report_pacing(tier, held + free_in)
+        # The bound on the event loop's own clock: a guard for when other calls of the tier queue ahead of this one.
         with anyio.move_on_after(bound) as scope:
-            await anyio.sleep(held)
+            await self.clock.sleep(held)
             await self.limiter.acquire(tier)
         if scope.cancelled_caught:
             raise self._tier_spent(tier, request, self.limiter.free_in(tier))
@@ -447,7 +452,7 @@ class TenantHttp:
     async def _sleep(self, seconds: float, deadline: Deadline, failure: ApiError) -> None:
         if not deadline.allows(seconds):
             raise failure
-        await anyio.sleep(seconds)
+        await self.clock.sleep(seconds)
 
     def _no_answer(self, exc: httpx.TransportError, request: httpx.Request, arrived: bool) -> ApiError:
         hint = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from qlik_tasks_mcp.client.redact import redact
 
@@ -26,6 +26,14 @@ class LineSink(Protocol):
     def feed(self, number: int, line: str) -> bool:
         """Take line `number` (0-based); False ends the reading early (then total_lines is a lower bound)."""
         ...
+
+
+@runtime_checkable
+class Pausing(Protocol):
+    """A sink that measures its own work (a grep's CPU budget): told when the lines stop until the next chunk
+    arrives, so neither the wait nor what its thread runs meanwhile counts as its work."""
+
+    def pause(self) -> None: ...
 
 
 class TailLines:
@@ -122,16 +130,23 @@ class _Splitter:
 async def feed_lines(chunks: AsyncIterator[bytes], sink: LineSink, *, max_bytes: int) -> bool:
     """Pass every line of the byte stream to `sink`; False when the stream ran past `max_bytes`."""
     splitter = _Splitter(sink)
+    pause = sink.pause if isinstance(sink, Pausing) else None
     read = 0
-    async for chunk in chunks:
-        read += len(chunk)
-        if read > max_bytes:
-            return False
-        splitter.push(chunk)
-        if not splitter.going:
-            return True
-    splitter.push(b"", final=True)
-    return True
+    try:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > max_bytes:
+                return False
+            splitter.push(chunk)
+            if not splitter.going:
+                return True
+            if pause is not None:
+                pause()
+        splitter.push(b"", final=True)
+        return True
+    finally:
+        if pause is not None:
+            pause()
 
 
 def text_of_log_json(body: Any) -> str:

@@ -44,10 +44,12 @@ class TierLimiter:
         limits: dict[Tier, int] | None = None,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._limits = limits or {tier: tier.per_minute for tier in Tier}
         self._window = window
         self._clock = clock
+        self._sleep = sleep
         self._sent: dict[Tier, deque[float]] = {tier: deque() for tier in Tier}
         self._locks: dict[Tier, anyio.Lock] = {}
         # Until when (on the clock) the service asked a tier to stay silent for longer than a call may wait.
@@ -68,7 +70,7 @@ class TierLimiter:
                     return
                 wait = self._window - (now - sent[0])
                 self.waited_seconds += wait
-                await anyio.sleep(wait)
+                await self._sleep(wait)
 
     def free_in(self, tier: Tier) -> float:
         """Seconds until the tier's window has a free request (0: one is free now), as far as this process knows."""

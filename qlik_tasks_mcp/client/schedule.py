@@ -6,8 +6,10 @@ Pure functions, shared by the tools (validate before sending) and the sandbox (c
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache, partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -21,10 +23,52 @@ from qlik_tasks_mcp.client.schedule_text import UNITS, rrule_parts
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 _MAX_LINES = 20
 HORIZON_YEARS = 40
+# Seconds of CPU time expanding rules may take per tool call, counted on the threads that expand: a busy machine
+# slows the expansion down but never refuses a rule for the time other processes held the cores.
 EXPANSION_SECONDS = 2.0
 # The Gregorian calendar, weekdays and leap years included, repeats every 400 years (146097 days, 20871 weeks).
 _CALENDAR_CYCLE = 400
 _TOO_FREQUENT = ("SECONDLY", "MINUTELY")
+
+
+class ExpansionBudget:
+    """EXPANSION_SECONDS of expansion work, shared by every expansion of one tool call (each task of a listing).
+
+    Work is the CPU time of the thread that expands (`cpu_clock`), measured only while an expansion runs
+    (`measured()`), so neither the awaits between expansions nor the time the thread waits for a core count."""
+
+    def __init__(self, seconds: float = EXPANSION_SECONDS, cpu_clock: Callable[[], float] = time.thread_time) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+        self._cpu_clock = cpu_clock
+        self._since: float | None = None
+        self._thread: int | None = None
+
+    @contextmanager
+    def measured(self) -> Iterator[None]:
+        """One expansion on this thread; `check()` is called within it."""
+        self._since, self._thread = self._cpu_clock(), threading.get_ident()
+        try:
+            yield
+        finally:
+            self._charge()
+            self._since = self._thread = None
+
+    def check(self) -> None:
+        """Charge the work since the last check; InvalidInput once the budget is spent."""
+        self._charge()
+        if self.spent > self.seconds:
+            raise InvalidInput(
+                f"working out this schedule's runs took more than {self.seconds:g} s of work; simplify it "
+                "(fewer lines, fewer BY values, a start closer to now)"
+            )
+
+    def _charge(self) -> None:
+        if self._since is None or self._thread != threading.get_ident():
+            return  # not within measured() on this thread: nothing of this expansion ran here
+        now = self._cpu_clock()
+        self.spent += now - self._since
+        self._since = now
 
 
 @cache
@@ -114,7 +158,12 @@ def rrule_lines(lines: Sequence[str]) -> list[str]:
     no more often than hourly-with-minutes, and each with a run in the next HORIZON_YEARS."""
     if len(lines) > _MAX_LINES:
         raise InvalidInput(f"recurrence has {len(lines)} lines; at most {_MAX_LINES} are accepted")
-    deadline = time.monotonic() + EXPANSION_SECONDS
+    budget = ExpansionBudget()
+    with budget.measured():
+        return _checked_lines(lines, budget)
+
+
+def _checked_lines(lines: Sequence[str], budget: ExpansionBudget) -> list[str]:
     now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
     clean: list[str] = []
     for index, raw in enumerate(lines):
@@ -137,8 +186,8 @@ def rrule_lines(lines: Sequence[str]) -> list[str]:
         too_often = _too_frequent(line)
         if too_often:
             raise InvalidInput(f"recurrence[{index}] {line[:80]!r}: {too_often}")
-        _check(deadline)
-        if not _runs_within_horizon(line, now, deadline):
+        budget.check()
+        if not _runs_within_horizon(line, now, budget):
             raise InvalidInput(f"recurrence[{index}] {line[:80]!r}: {_never_runs(line, now)}")
         clean.append(line)
     return clean
@@ -154,11 +203,11 @@ def _never_runs(line: str, now: datetime) -> str:
     )
 
 
-def _runs_within_horizon(line: str, now: datetime, deadline: float) -> bool:
+def _runs_within_horizon(line: str, now: datetime, budget: ExpansionBudget) -> bool:
     shift = _window_shift(now)
     rules = [_shifted(_parse(line, now), now, shift)]
     limit = _years_later(now, HORIZON_YEARS + shift)
-    return any(run <= limit for run in _runs(rules, _years_later(now, shift), deadline))
+    return any(run <= limit for run in _runs(rules, _years_later(now, shift), budget))
 
 
 def _parse(line: str, dtstart: datetime) -> rrule.rrule:
@@ -201,24 +250,16 @@ def _shifted(rule: rrule.rrule, dtstart: datetime, shift: int) -> rrule.rrule:
     )
 
 
-def _runs(rules: list[rrule.rrule], after: datetime, deadline: float) -> Iterator[datetime]:
-    """The runs of `rules` after `after`, in order, in one pass; InvalidInput once the deadline passes."""
+def _runs(rules: list[rrule.rrule], after: datetime, budget: ExpansionBudget) -> Iterator[datetime]:
+    """The runs of `rules` after `after`, in order, in one pass; InvalidInput once the budget is spent."""
     merged = rrule.rruleset()
     for rule in rules:
         merged.rrule(rule)
     for index, run in enumerate(merged):
         if index % 64 == 0:
-            _check(deadline)
+            budget.check()
         if run > after:
             yield run
-
-
-def _check(deadline: float) -> None:
-    if time.monotonic() > deadline:
-        raise InvalidInput(
-            f"working out this schedule's runs took more than {EXPANSION_SECONDS:g} s; simplify it "
-            "(fewer lines, fewer BY values, a start closer to now)"
-        )
 
 
 def occurrences(
@@ -230,25 +271,40 @@ def occurrences(
     count: int,
     end: datetime | None = None,
     strict: bool = False,
-    deadline: float | None = None,
+    budget: ExpansionBudget | None = None,
 ) -> list[datetime]:
     """The next `count` runs after `after` (aware, any zone), as aware datetimes in `zone`.
 
     Expansion happens in local wall-clock time and is then placed in the zone, so "06:00 every day"
     stays 06:00 across DST changes, as Qlik and RFC 5545 intend. The work is bounded: runs are looked
-    for at least HORIZON_YEARS ahead and for at most EXPANSION_SECONDS (then InvalidInput). With
+    for at least HORIZON_YEARS ahead and for at most the `budget`'s work (then InvalidInput). With
     `strict`, a rule that could still run but has no run in the horizon is InvalidInput too, rather
-    than an empty list (which otherwise means the schedule has ended). `deadline` (time.monotonic())
-    shares one budget between many calls, e.g. every task of a listing.
+    than an empty list (which otherwise means the schedule has ended). One `budget` may be shared by many
+    calls, e.g. every task of a listing; without one, this call has EXPANSION_SECONDS of work.
     """
     dtstart = start or after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
     after_local = after.astimezone(zone).replace(tzinfo=None)
     shift = _window_shift(max(after_local, dtstart))
     # A line given twice costs twice and adds no run.
     rules = [_shifted(_parse(line, dtstart), dtstart, shift) for line in dict.fromkeys(lines)]
-    deadline = deadline if deadline is not None else time.monotonic() + EXPANSION_SECONDS
+    budget = budget if budget is not None else ExpansionBudget()
+    with budget.measured():
+        return _occurrences(rules, zone, after_local, shift, count=count, end=end, strict=strict, budget=budget)
+
+
+def _occurrences(
+    rules: list[rrule.rrule],
+    zone: ZoneInfo,
+    after_local: datetime,
+    shift: int,
+    *,
+    count: int,
+    end: datetime | None,
+    strict: bool,
+    budget: ExpansionBudget,
+) -> list[datetime]:
     found: list[datetime] = []
-    for shifted in _runs(rules, _years_later(after_local, shift), deadline):
+    for shifted in _runs(rules, _years_later(after_local, shift), budget):
         run = _years_later(shifted, -shift)
         if end is not None and run > end:
             break
@@ -283,11 +339,11 @@ async def occurrences_off_loop(
     count: int,
     end: datetime | None = None,
     strict: bool = False,
-    deadline: float | None = None,
+    budget: ExpansionBudget | None = None,
 ) -> list[datetime]:
-    """occurrences() in a worker thread: up to EXPANSION_SECONDS of work that never stalls other sessions."""
+    """occurrences() in a worker thread: work within the budget that never stalls other sessions."""
     lines = list(lines)
-    work = partial(occurrences, lines, zone, start, after=after, count=count, end=end, strict=strict, deadline=deadline)
+    work = partial(occurrences, lines, zone, start, after=after, count=count, end=end, strict=strict, budget=budget)
     return await anyio.to_thread.run_sync(work)
 
 

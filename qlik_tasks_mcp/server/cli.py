@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
 from qlik_tasks_mcp import __version__
 from qlik_tasks_mcp.client.redact import RedactingFilter
-from qlik_tasks_mcp.server.settings import ConfigError, Settings
+from qlik_tasks_mcp.server.settings import ConfigError, Documented, Settings, documented_settings
 from qlik_tasks_mcp.tools.inventory import TOOLSETS
 
 if TYPE_CHECKING:
@@ -21,26 +21,40 @@ log = logging.getLogger("qlik_tasks_mcp")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    documented = documented_settings()
     parser = argparse.ArgumentParser(
         prog="qlik-tasks-mcp",
         description="MCP server for Qlik Cloud and Qalyptus scheduled tasks. Settings also come from "
-        "environment variables (QLIK_TENANT_URL, QLIK_API_KEY, QLIK_MCP_*); flags win.",
+        "environment variables (named in brackets below); flags win.",
+        epilog="Settings from the environment only: "
+        + ", ".join(d.variable for d in documented if d.flag is None)
+        + " (the README's Settings table says what each does).",
     )
     parser.add_argument("--version", action="version", version=f"qlik-tasks-mcp {__version__}")
-    parser.add_argument("--sandbox", action="store_true", default=None, help="serve a built-in simulated tenant")
-    parser.add_argument("--read-only", action="store_true", default=None, help="list and run no tool that writes")
-    parser.add_argument(
-        "--toolsets", help="comma-separated subset of: " + "; ".join(f"{t.name} ({t.description})" for t in TOOLSETS)
-    )
-    parser.add_argument("--transport", choices=["stdio", "http"], help="stdio (default) or streamable HTTP")
-    parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    parser.add_argument(
-        "--stateless", action="store_true", default=None, help="HTTP without sessions, for replicas behind a balancer"
-    )
-    parser.add_argument("--audit-log", help="append audit lines to this file instead of stderr")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    for setting in documented:
+        if setting.flag is not None:
+            parser.add_argument(setting.flag, dest=setting.field, **_flag_options(setting))
     return parser.parse_args(argv)
+
+
+def _flag_options(setting: Documented) -> dict[str, Any]:
+    """The flag of a setting as the settings declare it: its kind, its choices, its help."""
+    text = setting.meaning.replace("`", "")
+    if setting.field == "toolsets":
+        text += "; one or more of: " + "; ".join(f"{t.name} ({t.description})" for t in TOOLSETS)
+    if setting.annotation is bool:
+        return {"action": "store_true", "default": None, "help": _escaped(f"{text} [{setting.variable}]")}
+    help_text = f"{text} (default: {setting.default.replace('`', '')}) [{setting.variable}]"
+    options: dict[str, Any] = {"help": _escaped(help_text)}
+    if get_origin(setting.annotation) is Literal:
+        options["choices"] = list(get_args(setting.annotation))
+    elif setting.annotation is int:
+        options["type"] = int
+    return options
+
+
+def _escaped(text: str) -> str:
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -75,6 +89,7 @@ def checked_settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(describe(exc)) from None
     settings.check_tenant()
     settings.check_http()
+    settings.check_audit_log()
     return settings
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
@@ -11,7 +15,9 @@ from pydantic.fields import FieldInfo
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
+from qlik_tasks_mcp.tools.audit import unwritable
 from qlik_tasks_mcp.tools.inventory import NAMES
+from qlik_tasks_mcp.tools.inventory import TOOLSETS as INVENTORY
 
 # The toolset names come from the one inventory.
 TOOLSETS = NAMES
@@ -29,6 +35,106 @@ DOCUMENTED_PREFIXES = ("QLIK_", "QALYPTUS_")
 API_PATH = "/api/v1"
 QALYPTUS_DOMAIN = ".qalyptus.net"
 MIN_CONFIRM_SECRET_BYTES = 16
+
+
+def setting(
+    default: Any, name: str, meaning: str, *, flag: str | None = None, shown: str | None = None, **bounds: Any
+) -> Any:
+    """A setting read from the environment variable `name` (and the command line's `flag`, which wins); `meaning`
+    (markdown) and `shown` (the default as users read it, when its value says too little) are what the README's
+    table and `--help` print."""
+    extra: dict[str, Any] = {"flag": flag, "shown": shown}
+    return Field(default, validation_alias=name, description=meaning, json_schema_extra=extra, **bounds)
+
+
+@dataclass(frozen=True)
+class Documented:
+    """One setting as users read it: in the README's table and in `--help`."""
+
+    field: str
+    variable: str
+    flag: str | None
+    default: str
+    meaning: str
+    annotation: Any
+
+
+def documented_settings() -> list[Documented]:
+    """Every setting, in the order Settings declares them, with its variable, flag, default and meaning."""
+    found: list[Documented] = []
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag, shown = extra.get("flag"), extra.get("shown")
+        found.append(
+            Documented(
+                field=name,
+                variable=str(field.validation_alias),
+                flag=flag if isinstance(flag, str) else None,
+                default=shown if isinstance(shown, str) else _shown_default(field.default),
+                meaning=field.description or "",
+                annotation=field.annotation,
+            )
+        )
+    return found
+
+
+def _shown_default(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{value:.0f}`"
+    return f"`{value}`"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_START, TABLE_END = "<!-- settings:start -->", "<!-- settings:end -->"
+REWRITE = "python -m qlik_tasks_mcp.server.settings --readme"
+
+
+def readme_table() -> str:
+    """The README's settings table and toolset list, as the settings and the inventory declare them."""
+    rows = [
+        "| variable | flag | default | meaning |",
+        "|---|---|---|---|",
+        *(
+            "|"
+            + "|".join(
+                f" {cell} " if cell else " "
+                for cell in (f"`{d.variable}`", f"`{d.flag}`" if d.flag else "", d.default, d.meaning)
+            )
+            + "|"
+            for d in documented_settings()
+        ),
+        "",
+        "Toolsets (`QLIK_MCP_TOOLSETS`, `--toolsets`):",
+        "",
+        *(f"- `{t.name}`: {t.description}" for t in INVENTORY),
+    ]
+    return "\n".join(rows)
+
+
+def rewritten_readme(text: str) -> str:
+    """`text` (the README) with the part between the settings markers replaced by readme_table()."""
+    head, found, rest = text.partition(TABLE_START)
+    _, found_end, tail = rest.partition(TABLE_END)
+    if not found or not found_end:
+        raise ValueError(f"README.md has no {TABLE_START} ... {TABLE_END} markers around the settings table")
+    return f"{head}{TABLE_START}\n{readme_table()}\n{TABLE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qlik_tasks_mcp.server.settings")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's settings table from the settings")
+    args = parser.parse_args(argv)
+    if not args.readme:
+        print(readme_table())
+        return 0
+    text = README.read_text(encoding="utf-8")
+    README.write_text(rewritten_readme(text), encoding="utf-8")
+    print(f"wrote the settings table of {README}")
+    return 0
 
 
 def documented_names(field: FieldInfo) -> list[str]:
@@ -82,37 +188,120 @@ class Settings(BaseModel):
     def __init__(self, **given: Any) -> None:
         super().__init__(**(documented_environment(type(self).model_fields, given) | given))
 
-    tenant_url: str | None = Field(None, validation_alias="QLIK_TENANT_URL")
-    api_key: SecretStr | None = Field(None, validation_alias="QLIK_API_KEY")
-    timeout_seconds: float = Field(30.0, ge=1, le=300, validation_alias="QLIK_TIMEOUT_SECONDS")
-    sandbox: bool = Field(False, validation_alias="QLIK_MCP_SANDBOX")
-    read_only: bool = Field(False, validation_alias="QLIK_MCP_READ_ONLY")
-    toolsets: str = Field(",".join(TOOLSETS), validation_alias="QLIK_MCP_TOOLSETS")
-    confirm_secret: SecretStr | None = Field(None, validation_alias="QLIK_MCP_CONFIRM_SECRET")
-    confirm_ttl_minutes: int = Field(10, ge=1, le=60, validation_alias="QLIK_MCP_CONFIRM_TTL_MINUTES")
-    # token: the preview's confirm_token approves (the assistant holds it); human: a person approves on a page.
-    approval: Literal["token", "human"] = Field("token", validation_alias="QLIK_MCP_APPROVAL")
-    audit_log: str | None = Field(None, validation_alias="QLIK_MCP_AUDIT_LOG")
-    transport: Literal["stdio", "http"] = Field("stdio", validation_alias="QLIK_MCP_TRANSPORT")
-    host: str = Field("127.0.0.1", validation_alias="QLIK_MCP_HOST")
-    port: int = Field(8000, ge=1, le=65535, validation_alias="QLIK_MCP_PORT")
-    http_token: SecretStr | None = Field(None, validation_alias="QLIK_MCP_HTTP_TOKEN")
-    allowed_hosts: str = Field("", validation_alias="QLIK_MCP_ALLOWED_HOSTS")
-    allowed_origins: str = Field("", validation_alias="QLIK_MCP_ALLOWED_ORIGINS")
-    stateless: bool = Field(False, validation_alias="QLIK_MCP_STATELESS")
-    # Bounds on the HTTP transport, so clients that connect and never finish their headers cannot pile up.
-    http_header_timeout_seconds: float = Field(
-        10.0, ge=0.5, le=300, validation_alias="QLIK_MCP_HTTP_HEADER_TIMEOUT_SECONDS"
+    # The order and texts here are the README's settings table and `--help` (`python -m
+    # qlik_tasks_mcp.server.settings --readme` rewrites the table).
+    tenant_url: str | None = setting(
+        None,
+        "QLIK_TENANT_URL",
+        "`https://<tenant>.<region>.qlikcloud.com`; https only. A missing scheme gets `https://`, a trailing `/` or "
+        "`/api/v1` is dropped; any other path, a query or credentials stop the start with a message",
     )
-    http_max_connections: int = Field(100, ge=4, le=10_000, validation_alias="QLIK_MCP_HTTP_MAX_CONNECTIONS")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", validation_alias="QLIK_MCP_LOG_LEVEL")
-    # Qalyptus Cloud: one organization (URL + key) and/or named ones (QALYPTUS_ORGS, JSON), and path overrides.
-    qalyptus_url: str | None = Field(None, validation_alias="QALYPTUS_URL")
-    qalyptus_api_key: SecretStr | None = Field(None, validation_alias="QALYPTUS_API_KEY")
-    qalyptus_orgs: SecretStr | None = Field(None, validation_alias="QALYPTUS_ORGS")
-    qalyptus_paths: str | None = Field(None, validation_alias="QALYPTUS_PATHS")
+    api_key: SecretStr | None = setting(None, "QLIK_API_KEY", "API key (Bearer); never printed")
+    timeout_seconds: float = setting(30.0, "QLIK_TIMEOUT_SECONDS", "per-request timeout", ge=1, le=300)
     # Which API serves the tasks toolset: auto = scheduling, or v1 when /api/scheduling/tasks answers 404.
-    tasks_api: Literal["auto", "scheduling", "v1"] = Field("auto", validation_alias="QLIK_TASKS_API")
+    tasks_api: Literal["auto", "scheduling", "v1"] = setting(
+        "auto",
+        "QLIK_TASKS_API",
+        "which API the `tasks` toolset uses: `scheduling` (`/api/scheduling/tasks`), `v1` (`/api/v1/tasks`), or "
+        "`auto` (scheduling, or v1 when the scheduling list answers 404; decided once per process on the first call)",
+    )
+    # Qalyptus Cloud: one organization (URL + key) and/or named ones (QALYPTUS_ORGS, JSON), and path overrides.
+    qalyptus_url: str | None = setting(
+        None,
+        "QALYPTUS_URL",
+        "one Qalyptus organization's API base, `https://<sub-domain>.qalyptus.net/api/v1`; https only; named after "
+        "its sub-domain. A missing scheme gets `https://`, a bare `<sub-domain>.qalyptus.net` gets `/api/v1`",
+    )
+    qalyptus_api_key: SecretStr | None = setting(None, "QALYPTUS_API_KEY", "that organization's API key; never printed")
+    qalyptus_orgs: SecretStr | None = setting(
+        None,
+        "QALYPTUS_ORGS",
+        'more organizations, JSON: `{"sales": {"url": "https://sales.qalyptus.net/api/v1", "api_key": "..."}}`; '
+        "never printed",
+    )
+    qalyptus_paths: str | None = setting(
+        None,
+        "QALYPTUS_PATHS",
+        'JSON overrides of the Qalyptus path table: `{"run_task": "POST /tasks/{id}/run"}` (see Qalyptus Cloud)',
+    )
+    sandbox: bool = setting(False, "QLIK_MCP_SANDBOX", "serve the built-in simulated tenant", flag="--sandbox")
+    read_only: bool = setting(False, "QLIK_MCP_READ_ONLY", "list and run no tool that writes", flag="--read-only")
+    toolsets: str = setting(
+        ",".join(TOOLSETS),
+        "QLIK_MCP_TOOLSETS",
+        "comma-separated toolsets to serve; a choice that leaves no tool (e.g. `qalyptus` "
+        "without an organization) stops the start with the reason",
+        flag="--toolsets",
+        shown=f"all: `{','.join(TOOLSETS)}`",
+    )
+    confirm_secret: SecretStr | None = setting(
+        None,
+        "QLIK_MCP_CONFIRM_SECRET",
+        "HMAC secret for confirm tokens (>= 16 bytes, else the start stops with a one-line message); share it "
+        "between replicas",
+        shown="random per process",
+    )
+    confirm_ttl_minutes: int = setting(
+        10, "QLIK_MCP_CONFIRM_TTL_MINUTES", "confirm token (and human approval) lifetime (1-60)", ge=1, le=60
+    )
+    approval: Literal["token", "human"] = setting(
+        "token",
+        "QLIK_MCP_APPROVAL",
+        "who approves a destructive call: `token` (the preview's `confirm_token`, which the assistant holds) or "
+        "`human` (a person, on a loopback page the preview links to; no token is handed out)",
+    )
+    audit_log: str | None = setting(
+        None,
+        "QLIK_MCP_AUDIT_LOG",
+        "file to append audit lines to; one that cannot be written stops the start",
+        flag="--audit-log",
+        shown="stderr",
+    )
+    transport: Literal["stdio", "http"] = setting(
+        "stdio", "QLIK_MCP_TRANSPORT", "`stdio` or `http` (streamable HTTP)", flag="--transport"
+    )
+    host: str = setting("127.0.0.1", "QLIK_MCP_HOST", "HTTP bind address", flag="--host")
+    port: int = setting(8000, "QLIK_MCP_PORT", "HTTP port", flag="--port", ge=1, le=65535)
+    http_token: SecretStr | None = setting(
+        None, "QLIK_MCP_HTTP_TOKEN", "bearer token HTTP clients must send; required off loopback"
+    )
+    allowed_hosts: str = setting(
+        "",
+        "QLIK_MCP_ALLOWED_HOSTS",
+        "comma-separated Host values (`host:port`, `host:*`) accepted over HTTP",
+        shown="(loopback names)",
+    )
+    allowed_origins: str = setting(
+        "",
+        "QLIK_MCP_ALLOWED_ORIGINS",
+        "comma-separated exact Origin values accepted over HTTP, besides `http://127.0.0.1:<port>`, "
+        "`http://localhost:<port>`, `http://[::1]:<port>` (on loopback) and requests without Origin",
+        shown="this server's own loopback origins",
+    )
+    stateless: bool = setting(
+        False,
+        "QLIK_MCP_STATELESS",
+        "HTTP without sessions, for replicas behind a load balancer",
+        flag="--stateless",
+    )
+    # Bounds on the HTTP transport, so clients that connect and never finish their headers cannot pile up.
+    http_header_timeout_seconds: float = setting(
+        10.0,
+        "QLIK_MCP_HTTP_HEADER_TIMEOUT_SECONDS",
+        "an HTTP connection that has not sent a complete request head by then is closed (0.5-300)",
+        ge=0.5,
+        le=300,
+    )
+    http_max_connections: int = setting(
+        100,
+        "QLIK_MCP_HTTP_MAX_CONNECTIONS",
+        "open HTTP connections at most; beyond, a new one gets 503 and is closed (4-10000)",
+        ge=4,
+        le=10_000,
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
+        "WARNING", "QLIK_MCP_LOG_LEVEL", "log level (stderr)", flag="--log-level"
+    )
 
     @field_validator("tenant_url")
     @classmethod
@@ -169,6 +358,17 @@ class Settings(BaseModel):
                 "(at least 16 characters; clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1"
             )
 
+    def check_audit_log(self) -> None:
+        """A writing tool audits after it acted: an audit file that cannot be written stops the start instead."""
+        if not self.audit_log:
+            return
+        why = unwritable(self.audit_log)
+        if why is not None:
+            raise ConfigError(
+                f"QLIK_MCP_AUDIT_LOG (--audit-log) {self.audit_log!r} cannot be written ({why}): give a file this "
+                "user can append to, or leave it unset for stderr"
+            )
+
     def check_tenant(self) -> None:
         """Refuse to start against no tenant, or one reached without TLS; never fall back to the sandbox."""
         if self.sandbox:
@@ -209,3 +409,7 @@ class Settings(BaseModel):
                 f"QLIK_TENANT_URL must be the tenant's base URL like https://your-tenant.eu.qlikcloud.com "
                 f"(it has {problem})"
             )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

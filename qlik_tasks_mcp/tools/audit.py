@@ -5,6 +5,7 @@ call is always exactly one line, whatever a reader counts as a line break.
 """
 
 import json
+import logging
 import sys
 import threading
 from datetime import UTC, datetime
@@ -14,6 +15,17 @@ from typing import Any, TextIO
 from qlik_tasks_mcp.client.redact import redact, redact_cut
 
 DETAIL_MAX = 500
+log = logging.getLogger("qlik_tasks_mcp.audit")
+
+
+def unwritable(path: str) -> str | None:
+    """Why lines cannot be appended to `path` (the OS's reason), or None when they can: asked at start-up, so a
+    server whose writes could not be audited never starts. Creates the file if it is missing, as a write would."""
+    try:
+        with Path(path).open("a", encoding="utf-8"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 class Audit:
@@ -37,6 +49,14 @@ class Audit:
         if detail:
             record["detail"] = redact_cut(detail, DETAIL_MAX)
         line = redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=True))
+        try:
+            self._append(line)
+        except OSError as exc:
+            # The call's outcome stands (an action done stays done; a retrying assistant would repeat it): the
+            # line goes to stderr in a warning instead, so the trail keeps it.
+            log.warning("audit line not written to %s (%s): %s", self._path or "stream", exc.strerror or exc, line)
+
+    def _append(self, line: str) -> None:
         with self._lock:
             if self._path is not None:
                 with self._path.open("a", encoding="utf-8") as handle:

@@ -6,7 +6,6 @@ Once the start succeeded nothing here suggests starting again: a failed read bec
 """
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
@@ -15,6 +14,7 @@ import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
+from qlik_tasks_mcp.client.clock import Clock
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.fence import one_line
 from qlik_tasks_mcp.tools.logs import slice_log
@@ -31,6 +31,8 @@ FIND_RUN_SECONDS = 3.0
 MAX_WAIT_SECONDS = 600
 # Log lines returned with a run that failed.
 FAILED_TAIL = 20
+# What a follow polls and times its wait on; a test puts one here whose sleeps move the sandbox's time instead.
+CLOCK = Clock()
 # The `timeout_seconds` parameter of every tool that can wait for a run.
 WaitSeconds = Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Max 600.")]
 
@@ -126,13 +128,14 @@ async def follow(
     `check_with` names the tool that shows the run's state."""
     runs = _Runs(watch, await watch.latest())
     await start()
-    began = time.monotonic()
+    clock = CLOCK
+    began = clock.now()
     followed = Followed[R](run=None, finished=False, waited_seconds=None, log_tail=None, note=None)
     try:
         if wait:
-            await _wait(runs, followed, ctx=ctx, began=began, limit=timeout_seconds, check_with=check_with)
+            await _wait(runs, followed, ctx=ctx, clock=clock, began=began, limit=timeout_seconds, check_with=check_with)
         else:
-            await _find(runs, followed, began=began, check_with=check_with)
+            await _find(runs, followed, clock=clock, began=began, check_with=check_with)
     except ClientError as exc:
         followed.note = (
             f"It was started, but reading its run failed ({exc}). Do not start it again; check it with {check_with}."
@@ -143,12 +146,12 @@ async def follow(
     return followed
 
 
-async def _find(runs: _Runs[R], followed: Followed[R], *, began: float, check_with: str) -> None:
+async def _find(runs: _Runs[R], followed: Followed[R], *, clock: Clock, began: float, check_with: str) -> None:
     """Without waiting: look for the new run briefly, so the answer can name it."""
     run = await runs.new()
     delay = POLL_FIRST / 2
-    while run is None and time.monotonic() - began < FIND_RUN_SECONDS:
-        await anyio.sleep(delay)
+    while run is None and clock.now() - began < FIND_RUN_SECONDS:
+        await clock.sleep(delay)
         delay *= POLL_FACTOR
         run = await runs.new()
     followed.run = run
@@ -158,21 +161,28 @@ async def _find(runs: _Runs[R], followed: Followed[R], *, began: float, check_wi
 
 
 async def _wait(
-    runs: _Runs[R], followed: Followed[R], *, ctx: Context, began: float, limit: float, check_with: str
+    runs: _Runs[R],
+    followed: Followed[R],
+    *,
+    ctx: Context,
+    clock: Clock,
+    began: float,
+    limit: float,
+    check_with: str,
 ) -> None:
     progress = Progress(ctx, limit)
     await progress.report(0, f"started; {runs.watch.say(None)}")
     delay = POLL_FIRST
     while True:
         followed.run = await runs.new()
-        elapsed = time.monotonic() - began
+        elapsed = clock.now() - began
         if runs.ended(followed.run) or elapsed >= limit:
             break
         await progress.report(elapsed, f"{runs.watch.say(followed.run)} ({elapsed:.0f} s)")
-        await anyio.sleep(min(delay, max(0.0, limit - elapsed)))
+        await clock.sleep(min(delay, max(0.0, limit - elapsed)))
         delay = min(delay * POLL_FACTOR, POLL_MAX)
     followed.finished = runs.ended(followed.run)
-    followed.waited_seconds = round(time.monotonic() - began, 1)
+    followed.waited_seconds = round(clock.now() - began, 1)
     await progress.report(followed.waited_seconds, runs.watch.say(followed.run))
     if not followed.finished:
         followed.note = (

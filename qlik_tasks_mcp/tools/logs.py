@@ -6,9 +6,10 @@ offset window, at most `lines` matches), so a log read as a stream costs memory 
 """
 
 import re
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -22,6 +23,8 @@ from qlik_tasks_mcp.tools.model import Compact
 
 GREP_MAX = 200
 LINE_MAX = 500
+# Seconds of CPU time the matching may take on one log, counted on the thread that matches: a grep sharing a
+# busy machine is charged for its own work only, never for the time other processes held the cores.
 GREP_SECONDS = 3.0
 _BATCH = 2000
 # A repeated group holding a repetition or alternatives, e.g. (a+)+ or (a|aa)+: catastrophic backtracking's shape.
@@ -76,23 +79,49 @@ def _clip(line: str) -> str:
     return line if len(line) <= LINE_MAX else line[:LINE_MAX] + " [line cut]"
 
 
+# The CPU clock is a system call (about 0.6 us): it is read once per this many lines, not around each match.
+SAMPLE_LINES = 64
+
+
 @dataclass
-class _Grep:
-    """Matches a pattern line by line, within GREP_SECONDS of matching in all (a huge log's bound)."""
+class Grep:
+    """Matches a pattern line by line, within GREP_SECONDS of matching work in all (a huge log's bound).
+
+    Work is the CPU time of the thread that matches (`cpu_clock`), read every SAMPLE_LINES lines: time the thread
+    waits for a core is not work. A stretch ends when the lines pause (`pause()`, at the end of a batch or a chunk
+    of the stream) or move to another thread, so neither the wait nor what the thread ran meanwhile is charged."""
 
     pattern: re2._Regexp  # pyright: ignore[reportPrivateUsage]
+    cpu_clock: Callable[[], float] = time.thread_time
     spent: float = 0.0
+    _thread: int | None = None
+    _since: float = 0.0
+    _unsampled: int = 0
 
     def hit(self, line: str) -> bool:
         if self.spent > GREP_SECONDS:
             raise InvalidInput(
-                f"grep pattern took too long (over {GREP_SECONDS:g} s on this log); simplify it, or read the log "
-                "by offset"
+                f"grep pattern took too long (over {GREP_SECONDS:g} s of matching on this log); simplify it, "
+                "or read the log by offset"
             )
-        began = time.monotonic()
+        if self._thread != threading.get_ident():
+            self._thread, self._since, self._unsampled = threading.get_ident(), self.cpu_clock(), 0
         found = self.pattern.search(line[: LINE_MAX * 4])
-        self.spent += time.monotonic() - began
+        self._unsampled += 1
+        if self._unsampled >= SAMPLE_LINES:
+            self._charge()
         return found is not None
+
+    def pause(self) -> None:
+        """The lines stop for now: charge the stretch; the next line, on whatever thread, starts another."""
+        if self._thread == threading.get_ident():
+            self._charge()
+        self._thread = None
+
+    def _charge(self) -> None:
+        now = self.cpu_clock()
+        self.spent += now - self._since
+        self._since, self._unsampled = now, 0
 
 
 @dataclass
@@ -101,7 +130,7 @@ class _Slicer:
 
     lines: int
     offset: int | None
-    grep: _Grep | None
+    grep: Grep | None
     total: int = 0
     matches: int = 0
     matches_after: int = 0
@@ -116,8 +145,15 @@ class _Slicer:
         return self.total
 
     def feed(self, batch: Iterable[str]) -> None:
-        for line in batch:
-            self.feed_line(self.total, line)
+        try:
+            for line in batch:
+                self.feed_line(self.total, line)
+        finally:
+            self.pause()
+
+    def pause(self) -> None:
+        if self.grep is not None:
+            self.grep.pause()
 
     def feed_line(self, number: int, line: str) -> bool:
         """One line, numbered from 0 (client.lines.LineSink's call); never ends the reading early."""
@@ -192,13 +228,13 @@ def _result(slicer: _Slicer, grep: str | None, ids: tuple[str, str], source: str
 
 
 def _slicer(lines: int, grep: str | None, offset: int | None) -> _Slicer:
-    return _Slicer(lines=lines, offset=offset, grep=_Grep(compile_grep(grep)) if grep else None)
+    return _Slicer(lines=lines, offset=offset, grep=Grep(compile_grep(grep)) if grep else None)
 
 
 class LogSink:
     """A client.lines.LineSink for TenantHttp.read_lines: keeps the slice slice_log() would return.
 
-    Its grep runs on the calling thread within GREP_SECONDS (there is no await between lines there)."""
+    Its grep runs on the calling thread within GREP_SECONDS of that thread's CPU time."""
 
     def __init__(self, *, lines: int, grep: str | None, offset: int | None) -> None:
         self._slicer = _slicer(lines, grep, offset)
@@ -210,6 +246,10 @@ class LogSink:
 
     def feed(self, number: int, line: str) -> bool:
         return self._slicer.feed_line(number, line)
+
+    def pause(self) -> None:
+        """client.lines.feed_lines' call between chunks: the wait for the next one is not the grep's work."""
+        self._slicer.pause()
 
     def result(self, task_id: str, run_id: str, source: str = "run log") -> RunLog:
         return _result(self._slicer, self._grep, (task_id, run_id), source)
@@ -251,7 +291,7 @@ async def read_log(
     source: str = "run log",
 ) -> RunLog:
     """slice_log() for a tool: over the whole text or a stream of lines, keeping only the slice asked for;
-    a grep runs in a worker thread (within GREP_SECONDS), so other sessions never wait for it."""
+    a grep runs in a worker thread (within GREP_SECONDS of its CPU time), so other sessions never wait for it."""
     slicer = _slicer(lines, grep, offset)
     if isinstance(log, str):
         await anyio.to_thread.run_sync(slicer.feed, log.splitlines())
@@ -276,5 +316,10 @@ async def _feed(slicer: _Slicer, batch: list[str]) -> None:
 
 
 def _feed_all(slicer: _Slicer, log: Iterable[str]) -> None:
-    for item in log:
-        slicer.feed(_split(item))
+    # One stretch of grep work for the whole iterable (it runs on one worker thread), not one per item.
+    try:
+        for item in log:
+            for line in _split(item):
+                slicer.feed_line(slicer.total, line)
+    finally:
+        slicer.pause()

@@ -9,6 +9,7 @@ toolsets being served.
 """
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Protocol, TypeVar
 import anyio
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
-from qlik_tasks_mcp.client.schedule import local_datetime, occurrences_off_loop
+from qlik_tasks_mcp.client.schedule import ExpansionBudget, local_datetime, occurrences_off_loop
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
 
@@ -65,6 +66,16 @@ class Failure:
     at: str | None
     ref: str | None = None
     error: str | None = None
+
+
+# What a scan's time budget is counted on: the wall clock, since a scan mostly waits on the tenant. The tests stop it
+# (tests/conftest.py), so only their request budgets bound their scans, however busy the machine.
+SCAN_CLOCK: Callable[[], float] = time.monotonic
+
+
+def scan_now() -> float:
+    """Now, on the scans' clock: pass it to Budget.spend and add a scan's seconds to it for its deadline."""
+    return SCAN_CLOCK()
 
 
 @dataclass
@@ -318,9 +329,15 @@ async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo
 
 
 async def run_times(
-    info: TaskInfo, *, count: int, now: datetime, deadline: float, even_if_disabled: bool = False, strict: bool = False
+    info: TaskInfo,
+    *,
+    count: int,
+    now: datetime,
+    budget: ExpansionBudget,
+    even_if_disabled: bool = False,
+    strict: bool = False,
 ) -> list[datetime]:
-    """The next runs, worked out off the event loop within `deadline` (one per tool call, shared by its tasks).
+    """The next runs, worked out off the event loop within `budget` (one per tool call, shared by its tasks).
 
     `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
     if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
@@ -329,7 +346,7 @@ async def run_times(
     start = local_datetime(info.start[:19], "start") if info.start else None
     end = local_datetime(info.end[:19], "end") if info.end else None
     return await occurrences_off_loop(
-        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, deadline=deadline
+        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, budget=budget
     )
 
 

@@ -10,7 +10,6 @@ whose helpers it reads when called.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -18,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
-from qlik_tasks_mcp.client.schedule import EXPANSION_SECONDS
+from qlik_tasks_mcp.client.schedule import ExpansionBudget
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import owner_of
@@ -33,6 +32,7 @@ from qlik_tasks_mcp.tools.sources import (
     parse_time,
     run_times,
     runs_reader,
+    scan_now,
     short_time,
 )
 
@@ -173,7 +173,7 @@ async def _reloads_by_task(
         return apps
 
     window = await read_window(
-        sources.reloads, since - EARLY, budget, time.monotonic, [app_id] if app_id else None, known_apps
+        sources.reloads, since - EARLY, budget, scan_now, [app_id] if app_id else None, known_apps
     )
     if window.note:
         notes.append(window.note)
@@ -189,7 +189,7 @@ async def _runs_by_task(
 
     async def one(info: TaskInfo) -> None:
         try:
-            runs = await readers[info.kind](info, since - EARLY, lambda what: budget.spend(time.monotonic(), what))
+            runs = await readers[info.kind](info, since - EARLY, lambda what: budget.spend(scan_now(), what))
         except ApiError as exc:
             budget.skipped.append(f"runs of {info.kind} {info.id} (HTTP {exc.status})")
             return
@@ -252,7 +252,7 @@ async def find_missed_runs(
     now = datetime.now(UTC)
     since = now - timedelta(hours=hours)
     tolerance = timedelta(minutes=late_after_minutes)
-    budget = Budget(requests=MISSED_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=MISSED_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     notes: list[str] = []
     from qlik_tasks_mcp.tools.ops.tools import _spending
 
@@ -265,7 +265,7 @@ async def find_missed_runs(
     runs |= await _runs_by_task(scheduled, by_runs, since, budget)
     with_tasks = {i.app_id for i in infos if i.kind == "task" and i.app_id}
     gone = await _gone_owners(sources, scheduled)
-    deadline = time.monotonic() + EXPANSION_SECONDS
+    expansion = ExpansionBudget()
     rows: list[MissedRun] = []
     unread: list[str] = []
     expected = 0
@@ -275,7 +275,7 @@ async def find_missed_runs(
             unread.append(f"{info.kind} {info.id}: its runs were not all read")
             continue
         try:
-            due = await run_times(info, count=MAX_OCCURRENCES, now=since, deadline=deadline, even_if_disabled=True)
+            due = await run_times(info, count=MAX_OCCURRENCES, now=since, budget=expansion, even_if_disabled=True)
         except InvalidInput as exc:
             unread.append(f"{info.kind} {info.id}: {exc}")
             continue

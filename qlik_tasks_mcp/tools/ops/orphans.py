@@ -10,7 +10,6 @@ find_failures; what is left unread is named.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Protocol
 
 from pydantic import Field
@@ -20,7 +19,7 @@ from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Names, UserName, app_label, owner_of, user_label
 from qlik_tasks_mcp.tools.operation import read
-from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, TaskSource, all_tasks, gather
+from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, TaskSource, all_tasks, gather, scan_now
 
 SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
@@ -78,14 +77,14 @@ async def _apps_to_scan(sources: OrphanSources, budget: Budget, named: set[str])
     those the other task kinds name cheaply."""
     found: set[str] = set(named)
     cursor: str | None = None
-    while len(found) < MAX_APPS and budget.spend(time.monotonic(), "more apps of the tenant"):
+    while len(found) < MAX_APPS and budget.spend(scan_now(), "more apps of the tenant"):
         page = await sources.names.api.apps(limit=100, cursor=cursor)
         found |= {item.resource_id for item in page.items if item.resource_id}
         cursor = page.next_cursor
         if not cursor:
             break
     for kind, source in sources.by_kind.items():
-        if budget.spend(time.monotonic(), f"apps named by {kind} tasks"):
+        if budget.spend(scan_now(), f"apps named by {kind} tasks"):
             found |= await source.app_ids()
     return sorted(found)[:MAX_APPS]
 
@@ -94,7 +93,7 @@ async def _tasks(sources: OrphanSources, apps: list[str], budget: Budget, kinds:
     """The tasks of `kinds` of each of `apps`, one request per kind and app."""
     read: dict[tuple[str, str], TaskInfo] = {}
     pairs = [(kind, app) for app in apps for kind in kinds]
-    wanted = [(k, a) for k, a in pairs if budget.spend(time.monotonic(), f"{k} tasks of app {a}")]
+    wanted = [(k, a) for k, a in pairs if budget.spend(scan_now(), f"{k} tasks of app {a}")]
 
     async def one(pair: tuple[str, str]) -> None:
         kind, app = pair
@@ -178,7 +177,7 @@ async def find_orphans(
     app_ids: Annotated[list[str] | None, Field(max_length=200, description="Default: every app.")] = None,
 ) -> OrphanReport:
     """Tasks of every kind whose owner is disabled or deleted, or whose app is gone, each with its fix."""
-    budget = Budget(requests=SCAN_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=SCAN_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     # With app_ids, every kind is read app by app: cheaper than listing a whole kind for a few apps.
     whole = {} if app_ids else await _read_whole(sources, budget)
     read_whole = [t for listed in whole.values() for t in listed]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -22,7 +21,7 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import row_names
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
-from qlik_tasks_mcp.tools.sources import Budget, parse_time, short_time
+from qlik_tasks_mcp.tools.sources import Budget, parse_time, scan_now, short_time
 
 STATS_REQUESTS = 300
 # The rows whose newest reload's statements are read (one metadata request each).
@@ -123,7 +122,7 @@ async def _statements(
     found: list[tuple[str, str]] = []
     for row in [r for r in rows if (r.slowdown or 0) > 1][:STATEMENT_ROWS]:
         doc = _newest_succeeded(window, row, by)
-        if doc is None or not budget.spend(time.monotonic(), f"reload metadata of {doc.id}"):
+        if doc is None or not budget.spend(scan_now(), f"reload metadata of {doc.id}"):
             continue
         try:
             meta = await api.metadata(row.app_id, doc.id)
@@ -160,7 +159,7 @@ async def get_reload_stats(
         raise InvalidInput("reload stats read app reloads: serve the reloads toolset beside ops")
     now = datetime.now(UTC)
     middle, since = now - timedelta(days=days), now - timedelta(days=2 * days)
-    budget = Budget(requests=STATS_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=STATS_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     notes: list[str] = []
 
     async def known_apps() -> set[str]:
@@ -172,7 +171,7 @@ async def get_reload_stats(
             apps |= await _unless_unavailable(found.app_ids(), set(), notes)
         return apps
 
-    window = await read_window(api, since, budget, time.monotonic, app_ids, known_apps)
+    window = await read_window(api, since, budget, scan_now, app_ids, known_apps)
     rows = _rows(window, middle, by)
     shown = rows[:limit]
     statements = await _statements(api, window, shown, by, budget)

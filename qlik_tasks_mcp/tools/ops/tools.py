@@ -1,7 +1,6 @@
 """Ops answers across every served task kind: failures in a window, schedules explained, bulk enable/disable,
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
-import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
-    EXPANSION_SECONDS,
+    ExpansionBudget,
     local_datetime,
     rrule_lines,
     start_after_change,
@@ -46,6 +45,7 @@ from qlik_tasks_mcp.tools.sources import (
     all_tasks,
     gather,
     run_times,
+    scan_now,
     schedule_line,
 )
 
@@ -241,9 +241,8 @@ async def explain_schedule(
     zone = zone_info(info.time_zone or "UTC")
     if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
         raise InvalidInput(f"end {info.end} must be after start {info.start}")
-    deadline = time.monotonic() + EXPANSION_SECONDS
     runs = await run_times(
-        info, count=count, now=datetime.now(UTC), deadline=deadline, even_if_disabled=True, strict=True
+        info, count=count, now=datetime.now(UTC), budget=ExpansionBudget(), even_if_disabled=True, strict=True
     )
     note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
     if not runs:
@@ -290,7 +289,7 @@ def _errors_block(groups: list[FailureGroup]) -> str | None:
 @contextmanager
 def _spending(budget: Budget) -> Iterator[None]:
     """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
-    with pages_allowed(lambda what: budget.spend(time.monotonic(), what)):
+    with pages_allowed(lambda what: budget.spend(scan_now(), what)):
         yield
 
 
@@ -365,7 +364,7 @@ async def find_failures(
 ) -> FailureReport:
     """Every failed run in a window across all task kinds and app reloads, grouped by task and app, with the first
     error line; each kind has its own request budget."""
-    clock = time.monotonic
+    clock = scan_now
     order = _scan_order(sources, kinds)
     shares = _KindShares(SCAN_REQUESTS, clock() + SCAN_SECONDS, len(order), {}, [])
     since = datetime.now(UTC) - timedelta(hours=hours)
@@ -476,7 +475,7 @@ async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> li
     wanted: dict[str, list[str]] = {}
     for ref in tasks:
         wanted.setdefault(ref.kind, []).append(ref.id)
-    budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     for kind, ids in wanted.items():
         unique = list(dict.fromkeys(ids))
         with _spending(budget):
@@ -512,7 +511,7 @@ async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], nar
     """Every task of `kinds` (those `narrow` selects where the kind's listing can filter): listed tenant-wide where
     the kind can, else app by app, within one budget. A selection cut by the budget is refused, never acted on:
     the confirmation must cover what the filter means."""
-    budget = Budget(requests=SELECT_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     found: list[TaskInfo] = []
     by_app: list[str] = []
     for kind in kinds:
@@ -661,9 +660,9 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], deadline: float
+    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget
 ) -> OverviewItem:
-    times = await run_times(info, count=runs, now=now, deadline=deadline, strict=True) if runs else []
+    times = await run_times(info, count=runs, now=now, budget=budget, strict=True) if runs else []
     return OverviewItem(
         kind=info.kind,
         id=info.id,
@@ -680,17 +679,18 @@ async def _overview_item(
 async def _overview_items(
     infos: list[TaskInfo], runs: int, starts: dict[str, list[str]]
 ) -> tuple[list[OverviewItem], str | None]:
-    """Every task's item; next runs share one deadline, and a task whose runs cannot be worked out in it says so."""
+    """Every task's item; next runs share one expansion budget, and a task whose runs cannot be worked out within
+    it says so."""
     now = datetime.now(UTC)
-    deadline = time.monotonic() + EXPANSION_SECONDS
+    expansion = ExpansionBudget()
     items: list[OverviewItem] = []
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, deadline))
+            items.append(await _overview_item(info, runs, now, starts, expansion))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, deadline))
+            items.append(await _overview_item(info, 0, now, starts, expansion))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
@@ -706,7 +706,7 @@ def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
 
 async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None]:
     """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget."""
-    budget = Budget(requests=OVERVIEW_REQUESTS, deadline=time.monotonic() + SCAN_SECONDS)
+    budget = Budget(requests=OVERVIEW_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     unavailable: list[str] = []
     with _spending(budget):
         infos: list[TaskInfo] = []

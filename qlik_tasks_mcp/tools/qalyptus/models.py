@@ -8,7 +8,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -66,6 +66,8 @@ CUT_TEXT = (
 COPIES_PER_TASK = 3
 COPIES_PER_ORGANIZATION = 10
 COPY_WINDOW_SECONDS = 60.0
+# The clock the window is counted on (a test sets a fake one).
+COPY_CLOCK: Callable[[], float] = time.monotonic
 
 
 @dataclass
@@ -74,11 +76,12 @@ class CopyLimit:
     the count lives in memory, like the gate's pending approvals)."""
 
     window: float = field(default_factory=lambda: COPY_WINDOW_SECONDS)
+    clock: Callable[[], float] = field(default_factory=lambda: COPY_CLOCK)
     made: dict[str, deque[float]] = field(default_factory=dict)
 
     def take(self, organization: str, task_id: str) -> None:
         """Count one copy of `task_id`, or refuse it naming when a copy is possible again."""
-        now = time.monotonic()
+        now = self.clock()
         keys = ((f"{organization}\n{task_id}", COPIES_PER_TASK), (organization, COPIES_PER_ORGANIZATION))
         for key, limit in keys:
             times = self._recent(key, now)

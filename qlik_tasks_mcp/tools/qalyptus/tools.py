@@ -4,7 +4,6 @@ the family's other modules (authoring: create, task reports; delivery: recipient
 triggers; runs; ondemand: on-demand requests) are named here too, so the catalogue keeps the README's order.
 """
 
-import time
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -53,6 +52,7 @@ from qlik_tasks_mcp.tools.sources import (
     gather,
     parse_time,
     read_each,
+    scan_now,
 )
 
 NameFilter = Annotated[str | None, Field(max_length=100, description="Part of the name, any case.")]
@@ -419,7 +419,7 @@ class QalyptusTaskSource:
         found: list[TaskInfo] = []
         for name in self.orgs.names:
             client = self.orgs.get(name)
-            if not budget.spend(time.monotonic(), f"Qalyptus tasks of {name}"):
+            if not budget.spend(scan_now(), f"Qalyptus tasks of {name}"):
                 continue
             tasks = await client.tasks()
             users = await self._user_ids(client, name, budget)
@@ -434,7 +434,7 @@ class QalyptusTaskSource:
     @staticmethod
     async def _user_ids(client: QalyptusClient, org: str, budget: Budget) -> set[str] | None:
         """The ids of the organization's users (GET /users); None when they cannot be read."""
-        if not budget.spend(time.monotonic(), f"Qalyptus users of {org}"):
+        if not budget.spend(scan_now(), f"Qalyptus users of {org}"):
             return None
         try:
             users = await client.items("list_users")

@@ -5,7 +5,6 @@ disables, changes the owner, removes recipients or a channel, swaps the content 
 the start far ahead or adds addresses outside the tenant; and a creation that mails outside addresses at once.
 """
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +68,7 @@ from qlik_tasks_mcp.tools.sources import (
     gather,
     parse_time,
     read_each,
+    scan_now,
 )
 
 TOOLSET = "sharing"
@@ -960,7 +960,7 @@ class SharingTaskSource:
         found: list[TaskInfo] = []
         cursor: str | None = None
         pages = 0
-        while budget.spend(time.monotonic(), f"sharing tasks listing, page {pages + 1} on"):
+        while budget.spend(scan_now(), f"sharing tasks listing, page {pages + 1} on"):
             page = await self.api.list(LISTING, limit=LISTING_ROWS, cursor=cursor)
             pages += 1
             found += [self.info(doc) for doc in page.items]

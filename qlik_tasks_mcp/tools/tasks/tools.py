@@ -3,7 +3,6 @@ lacks it): list, get, create, update, delete, start (and wait), dependencies, ru
 
 import functools
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -16,7 +15,7 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.resource import Listing
-from qlik_tasks_mcp.client.schedule import EXPANSION_SECONDS, end_after_change, local_datetime, rrule_lines, time_zone
+from qlik_tasks_mcp.client.schedule import ExpansionBudget, end_after_change, local_datetime, rrule_lines, time_zone
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
     GraphDoc,
@@ -58,6 +57,7 @@ from qlik_tasks_mcp.tools.sources import (
     parse_time,
     read_each,
     run_times,
+    scan_now,
     schedule_line,
     short_time,
 )
@@ -252,11 +252,11 @@ async def task_names(names: Names, tasks: list[TaskDoc]) -> RowNames:
 async def next_runs(tasks: list[TaskDoc]) -> dict[str, str]:
     """The next run (short UTC) of each enabled scheduled task, all within one expansion budget; a schedule
     that cannot be worked out in time, or at all, has none."""
-    now, deadline = datetime.now(UTC), time.monotonic() + EXPANSION_SECONDS
+    now, expansion = datetime.now(UTC), ExpansionBudget()
     found: dict[str, str] = {}
     for task in tasks:
         try:
-            runs = await run_times(WorkflowTaskSource.info(task), count=1, now=now, deadline=deadline)
+            runs = await run_times(WorkflowTaskSource.info(task), count=1, now=now, budget=expansion)
         except (InvalidInput, ValueError):
             continue
         if runs:
@@ -1075,7 +1075,7 @@ class WorkflowTaskSource:
         found: list[TaskInfo] = []
         cursor: str | None = None
         seen: set[str] = set()
-        while budget.spend(time.monotonic(), f"tasks listing, page {len(seen) + 1}" + (" on" if seen else "")):
+        while budget.spend(scan_now(), f"tasks listing, page {len(seen) + 1}" + (" on" if seen else "")):
             page = await self.api.list(resource_id=None, sort="+createdAt", limit=LIST_PAGE, cursor=cursor, scim=scim)
             found += [self.info(task) for task in page.items]
             if not page.next_cursor:
