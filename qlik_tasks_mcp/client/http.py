@@ -10,6 +10,7 @@ Promises kept here, for every tool:
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json as json_module
 import logging
 import random
@@ -26,6 +27,7 @@ from qlik_tasks_mcp.client.lines import LineSink, feed_lines, text_of_log_json
 from qlik_tasks_mcp.client.paging import same_origin
 from qlik_tasks_mcp.client.ratelimit import LONGEST_BELIEVED, TRIAL_EVERY, Tier, TierLimiter, report_pacing
 from qlik_tasks_mcp.client.redact import redact, register_secret
+from qlik_tasks_mcp.client.store import Store
 from qlik_tasks_mcp.client.transport_errors import describe_transport_error
 
 log = logging.getLogger("qlik_tasks_mcp.client")
@@ -120,12 +122,15 @@ class TenantHttp:
         limiter: TierLimiter | None = None,
         retry: RetryPolicy | None = None,
         key_setting: str = "QLIK_API_KEY",
+        store: Store | None = None,
     ) -> None:
         register_secret(api_key)
         self.service = service
         self.key_setting = key_setting
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
-        self.limiter = limiter or TierLimiter()
+        # One budget per service and key: replicas with the same key share it through the store.
+        scope = hashlib.sha256(f"{self.base_url}\n{api_key}".encode()).hexdigest()[:24]
+        self.limiter = limiter or TierLimiter(store=store, scope=scope)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._http = httpx.AsyncClient(

@@ -174,10 +174,10 @@ class RedisStore:
             raise self.unavailable(exc) from None
 
     async def get(self, key: str) -> str | None:
-        return await self._call(self._client().get(PREFIX + key))
+        return _text(await self._call(self._client().get(PREFIX + key)))
 
     async def get_many(self, *keys: str) -> list[str | None]:
-        return await self._call(self._client().mget([PREFIX + key for key in keys]))
+        return [_text(value) for value in await self._call(self._client().mget([PREFIX + key for key in keys]))]
 
     async def put(self, key: str, value: str, ttl: float, *, only_new: bool = False) -> bool:
         work = self._client().set(PREFIX + key, value, px=max(1, int(ttl * 1000)), nx=only_new)
@@ -223,6 +223,11 @@ class RedisStore:
         client = self._clients.pop(loop, None)
         if client is not None:
             await client.aclose()
+
+
+def _text(value: str | bytes | None) -> str | None:
+    # decode_responses=True gives str; the client's types also allow bytes.
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _item(limit: int, window: int) -> RateLimitItem:

@@ -11,6 +11,7 @@ from pydantic.fields import FieldInfo
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
+from qlik_tasks_mcp.client.store import check_url
 from qlik_tasks_mcp.tools.inventory import NAMES
 
 # The toolset names come from the one inventory.
@@ -29,6 +30,9 @@ DOCUMENTED_PREFIXES = ("QLIK_", "QALYPTUS_")
 API_PATH = "/api/v1"
 QALYPTUS_DOMAIN = ".qalyptus.net"
 MIN_CONFIRM_SECRET_BYTES = 16
+# A team's MCP clients hold about two connections per session (a POST and the event stream): 200 sessions need
+# ~400; the bound still stops a crowd of stalled connections from taking every file descriptor.
+DEFAULT_MAX_CONNECTIONS = 1000
 
 
 def documented_names(field: FieldInfo) -> list[str]:
@@ -89,6 +93,10 @@ class Settings(BaseModel):
     read_only: bool = Field(False, validation_alias="QLIK_MCP_READ_ONLY")
     toolsets: str = Field(",".join(TOOLSETS), validation_alias="QLIK_MCP_TOOLSETS")
     confirm_secret: SecretStr | None = Field(None, validation_alias="QLIK_MCP_CONFIRM_SECRET")
+    # The secret tokens were signed with before a rotation: still accepted, never used to sign.
+    confirm_secret_previous: SecretStr | None = Field(None, validation_alias="QLIK_MCP_CONFIRM_SECRET_PREVIOUS")
+    # Redis or Valkey shared by replicas (used tokens, approvals, rate tiers); unset: this process alone.
+    redis_url: SecretStr | None = Field(None, validation_alias="QLIK_MCP_REDIS_URL")
     confirm_ttl_minutes: int = Field(10, ge=1, le=60, validation_alias="QLIK_MCP_CONFIRM_TTL_MINUTES")
     # token: the preview's confirm_token approves (the assistant holds it); human: a person approves on a page.
     approval: Literal["token", "human"] = Field("token", validation_alias="QLIK_MCP_APPROVAL")
@@ -104,7 +112,9 @@ class Settings(BaseModel):
     http_header_timeout_seconds: float = Field(
         10.0, ge=0.5, le=300, validation_alias="QLIK_MCP_HTTP_HEADER_TIMEOUT_SECONDS"
     )
-    http_max_connections: int = Field(100, ge=4, le=10_000, validation_alias="QLIK_MCP_HTTP_MAX_CONNECTIONS")
+    http_max_connections: int = Field(
+        DEFAULT_MAX_CONNECTIONS, ge=4, le=10_000, validation_alias="QLIK_MCP_HTTP_MAX_CONNECTIONS"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", validation_alias="QLIK_MCP_LOG_LEVEL")
     # Qalyptus Cloud: one organization (URL + key) and/or named ones (QALYPTUS_ORGS, JSON), and path overrides.
     qalyptus_url: str | None = Field(None, validation_alias="QALYPTUS_URL")
@@ -124,7 +134,14 @@ class Settings(BaseModel):
     def _qalyptus_base_url(cls, value: str | None) -> str | None:
         return normal_qalyptus_url(value) if value else value
 
-    @field_validator("confirm_secret")
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_url(value.get_secret_value())
+        return value
+
+    @field_validator("confirm_secret", "confirm_secret_previous")
     @classmethod
     def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < MIN_CONFIRM_SECRET_BYTES:
@@ -142,6 +159,15 @@ class Settings(BaseModel):
         if unknown or not names:
             raise ValueError(f"unknown toolsets {unknown or value!r}; choose from {', '.join(TOOLSETS)}")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _shared_store_needs_a_shared_secret(self) -> Settings:
+        if self.redis_url is not None and self.confirm_secret is None:
+            raise ValueError(
+                "QLIK_MCP_REDIS_URL is for replicas, which must sign and check confirmations alike: "
+                "set QLIK_MCP_CONFIRM_SECRET too (the same on every replica; e.g. openssl rand -hex 24)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _qalyptus_settings(self) -> Settings:
