@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -154,13 +154,7 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = Redis.from_url(
-                self.url,
-                decode_responses=True,
-                socket_connect_timeout=TIMEOUT_SECONDS,
-                socket_timeout=TIMEOUT_SECONDS,
-                retry_on_timeout=False,
-            )
+            client = Redis.from_url(self.url, decode_responses=True, **_options())
             self._clients[loop] = client
         return client
 
@@ -212,8 +206,7 @@ class RedisStore:
                 implementation="redispy",
                 key_prefix=PREFIX + "tier",
                 wrap_exceptions=True,
-                socket_connect_timeout=TIMEOUT_SECONDS,
-                socket_timeout=TIMEOUT_SECONDS,
+                **_options(),
             )
             self._window = MovingWindowRateLimiter(storage)
         return self._window
@@ -223,6 +216,20 @@ class RedisStore:
         client = self._clients.pop(loop, None)
         if client is not None:
             await client.aclose()
+
+
+def _options() -> dict[str, Any]:
+    """Fail fast: one immediate retry (a pooled connection that died with a restarted server reconnects), then
+    the error; redis-py's default backs off for seconds, which would hold a call that must fail closed."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return {
+        "socket_connect_timeout": TIMEOUT_SECONDS,
+        "socket_timeout": TIMEOUT_SECONDS,
+        "retry_on_timeout": False,
+        "retry": Retry(NoBackoff(), 1),
+    }
 
 
 def _text(value: str | bytes | None) -> str | None:

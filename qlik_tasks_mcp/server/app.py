@@ -148,6 +148,7 @@ class TaskServer(MCPServer[Backend]):
     the server it registers into exists."""
 
     served: ServedTools
+    backend: Backend
     prompts_registered: bool = False
 
     async def list_tools(self) -> list[MCPTool]:
@@ -231,6 +232,7 @@ def build_server(
     )
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
+    mcp.backend = backend
     mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
     backend.tools = mcp.served.infos()
     return mcp, backend
