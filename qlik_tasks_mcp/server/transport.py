@@ -23,7 +23,10 @@ from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.approval import APPROVE_PATH
 
 MCP_PATH = "/mcp"
-KEEP_ALIVE_SECONDS = 5
+# Longer than clients keep an idle connection in their pool (httpx: 5 s), so the client ends an idle connection,
+# never the server: a request sent on a connection the server is closing at that moment fails with a read error,
+# which 200 busy sessions met a few times at 5 s. (The header timeout still bounds an idle one.)
+KEEP_ALIVE_SECONDS = 15
 # The most a request line plus headers may take; h11 answers 400 past it.
 HEADER_LIMIT_BYTES = 16 * 1024
 LOOPBACK_ORIGIN_HOSTS = ("127.0.0.1", "localhost", "[::1]")
