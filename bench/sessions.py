@@ -10,16 +10,19 @@ two that do not; the baseline: three pings), all sessions at once. Errors count 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from mcp import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +54,9 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     first_error: str = ""
     seconds: float = 0.0
+    server_cpu: float = 0.0
+    # From the server's own request log (ours only): answers of 500 and above, and requests that got no answer.
+    server_5xx: int | None = None
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies) or [0.0]
@@ -63,10 +69,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter
-        args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+async def start(args: list[str], env: dict[str, str], port: int, log: Any = None) -> anyio.abc.Process:
+    devnull = subprocess.DEVNULL
+    process = await anyio.open_process(args, env=env, cwd=ROOT, stdin=devnull, stdout=devnull, stderr=log or devnull)
     with anyio.fail_after(60):
         while True:
             with socket.socket() as probe:
@@ -87,28 +92,51 @@ async def session(url: str, calls: list[tuple[str, dict[str, Any]]], load: Load)
                 if result.is_error:
                     load.errors += 1
                     load.first_error = load.first_error or str(result.content)[:200]
-    except Exception as exc:  # noqa: BLE001 - every failure of a session counts, whatever it is
+    except Exception as exc:
         load.errors += 1
-        load.first_error = load.first_error or f"{type(exc).__name__}: {exc}"[:200]
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+            leaf = leaf.exceptions[0]
+        load.first_error = load.first_error or f"{type(leaf).__name__}: {leaf}"[:300]
 
 
 async def measure(args: list[str], env: dict[str, str], port: int, calls: list[tuple[str, dict[str, Any]]], n: int):
-    process = await start(args, env, port)
+    log = tempfile.TemporaryFile()
+    load = Load(n)
+    process = await start(args, env, port, log)
     try:
         url = f"http://127.0.0.1:{port}/mcp"
         async with Client(url) as warm:  # builds the toolsets and the sandbox before the clock starts
             for name, arguments in calls[:2]:
                 await warm.call_tool(name, arguments)
-        load = Load(n)
+        cpu = cpu_seconds(process.pid)
         started = time.perf_counter()
         async with anyio.create_task_group() as group:
             for _ in range(n):
                 group.start_soon(session, url, calls, load)
         load.seconds = time.perf_counter() - started
+        load.server_cpu = cpu_seconds(process.pid) - cpu
         return load
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        await process.wait()
+        log.seek(0)
+        load.server_5xx = server_errors(log.read().decode("utf-8", "replace"))
+        log.close()
+
+
+def server_errors(stderr: str) -> int | None:
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith('{"ts"')]
+    requests = [line for line in lines if line.get("event") == "http_request"]
+    if not requests:
+        return None
+    return sum(1 for line in requests if line["status"] >= 500 or line["status"] == 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The server process's CPU time (user + system): its own cost, whatever else runs on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -122,13 +150,13 @@ async def rows(n: int) -> list[tuple[str, ...]]:
     port = free_port()
     default = await measure([*ours, str(port)], environment(), port, OURS_CALLS, n)
     port = free_port()
-    capped = await measure(
-        [*ours, str(port)], environment(QLIK_MCP_HTTP_MAX_CONNECTIONS="100"), port, OURS_CALLS, n
-    )
+    capped = await measure([*ours, str(port)], environment(QLIK_MCP_HTTP_MAX_CONNECTIONS="100"), port, OURS_CALLS, n)
     port = free_port()
     baseline = await measure([sys.executable, "-c", BASELINE, str(port)], environment(), port, BASELINE_CALLS, n)
     out = []
-    FIRST_ERRORS.update({"default": default.first_error, "capped": capped.first_error, "baseline": baseline.first_error})
+    FIRST_ERRORS.update(
+        {"default": default.first_error, "capped": capped.first_error, "baseline": baseline.first_error}
+    )
     for name, load in (
         ("qlik-tasks-mcp, defaults (1000 connections)", default),
         ("qlik-tasks-mcp, QLIK_MCP_HTTP_MAX_CONNECTIONS=100 (the former default)", capped),
@@ -142,17 +170,20 @@ async def rows(n: int) -> list[tuple[str, ...]]:
                 f"{load.percentile(50):.0f}",
                 f"{load.percentile(99):.0f}",
                 str(load.errors),
+                "-" if load.server_5xx is None else str(load.server_5xx),
                 f"{load.seconds:.1f}",
+                f"{load.server_cpu * 1000 / max(load.calls, 1):.1f}",
             )
         )
     ratio50 = default.percentile(50) / max(baseline.percentile(50), 0.001)
     ratio99 = default.percentile(99) / max(baseline.percentile(99), 0.001)
-    out.append(("ours / baseline", "", "", f"{ratio50:.2f}x", f"{ratio99:.2f}x", "", ""))
+    cpu = (default.server_cpu / max(default.calls, 1)) / max(baseline.server_cpu / max(baseline.calls, 1), 1e-6)
+    out.append(("ours / baseline", "", "", f"{ratio50:.2f}x", f"{ratio99:.2f}x", "", "", "", f"{cpu:.2f}x"))
     return out
 
 
 FIRST_ERRORS: dict[str, str] = {}
-HEADER = ("server", "sessions", "calls", "p50 ms", "p99 ms", "errors", "wall s")
+HEADER = ("server", "sessions", "calls", "p50 ms", "p99 ms", "errors", "server 5xx", "wall s", "server CPU ms per call")
 
 
 def table(found: list[tuple[str, ...]]) -> str:
