@@ -210,3 +210,57 @@ async def test_health_and_readiness_need_no_token_and_reveal_nothing(redis: Redi
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "tenant": "ok", "store": "ok"}
     assert ready.headers["x-request-id"] == "lb-probe-1"
     assert refused.status_code == 401 and len(refused.headers["x-request-id"]) == 32
+
+
+async def test_an_approval_page_with_redis_lost_decides_nothing_and_works_once_it_is_back(redis: RedisServer) -> None:
+    async with replicas(redis.url, approval="human") as (one, _two, ports):
+        task_id = a_reload_task(one)
+        async with on(ports[0]) as a:
+            url = data(await a.call_tool("delete_reload_task", {"task_id": task_id}))["approve_url"]
+            redis.stop()
+            async with httpx.AsyncClient() as web:
+                page = await web.get(url)
+            assert page.status_code == 503 and "nothing was decided" in page.text
+            assert "does not answer" in error_text(await a.call_tool("delete_reload_task", {"task_id": task_id}))
+            redis.start()  # a fresh server: the pending approval is gone with the old one's memory
+            again = data(await a.call_tool("delete_reload_task", {"task_id": task_id}))
+            assert again["status"] == "confirmation_required" and again["approve_url"] != url
+            async with httpx.AsyncClient() as web:
+                assert (await web.get(again["approve_url"])).status_code == 200
+    assert task_id in one.sandbox.tables["reload_tasks"]
+
+
+async def test_each_request_is_logged_once_with_its_request_id() -> None:
+    h = make_harness(transport="http")
+    log = io.StringIO()
+    try:
+        async with serving(http_app(h.mcp, h.settings, log=log)) as base:
+            async with on(int(base.rsplit(":", 1)[1])) as client:
+                await client.call_tool("list_reload_tasks", {"limit": 1})
+            async with httpx.AsyncClient() as web:
+                given = await web.get(f"{base}/healthz?probe=1", headers={"x-request-id": "lb-7"})
+                odd = await web.get(f"{base}/healthz", headers={"x-request-id": "bad id\twith spaces"})
+    finally:
+        await h.backend.aclose()
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert all(line["event"] == "http_request" for line in lines)
+    assert {line["method"] for line in lines} >= {"POST", "GET"}
+    assert len({line["request_id"] for line in lines}) == len(lines)
+    probe = next(line for line in lines if line["request_id"] == "lb-7")
+    assert probe["path"] == "/healthz" and probe["status"] == 200 and given.headers["x-request-id"] == "lb-7"
+    assert odd.headers["x-request-id"] != "bad id\twith spaces" and len(odd.headers["x-request-id"]) == 32
+    assert all(set(line) == {"ts", "event", "request_id", "method", "path", "status", "ms"} for line in lines)
+
+
+def test_a_shared_store_needs_the_shared_secret_and_a_redis_url() -> None:
+    from pydantic import SecretStr, ValidationError
+
+    from qlik_tasks_mcp.server.settings import Settings
+
+    with pytest.raises(ValidationError, match="set QLIK_MCP_CONFIRM_SECRET too"):
+        Settings(sandbox=True, redis_url=SecretStr("redis://127.0.0.1:6379/0"))
+    with pytest.raises(ValidationError, match=r"redis://, rediss:// or unix://"):
+        Settings(sandbox=True, confirm_secret=SecretStr("s" * 20), redis_url=SecretStr("http://user:pw@host/0"))
+    with pytest.raises(ValidationError) as refused:
+        Settings(sandbox=True, confirm_secret=SecretStr("s" * 20), redis_url=SecretStr("ftp://user:hunter2@h/0"))
+    assert "hunter2" not in str(refused.value)
