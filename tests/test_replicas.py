@@ -264,3 +264,23 @@ def test_a_shared_store_needs_the_shared_secret_and_a_redis_url() -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(sandbox=True, confirm_secret=SecretStr("s" * 20), redis_url=SecretStr("ftp://user:hunter2@h/0"))
     assert "hunter2" not in str(refused.value)
+
+
+async def test_a_hold_after_a_429_on_one_replica_holds_the_tier_on_the_other(redis: RedisServer) -> None:
+    from qlik_tasks_mcp.client.ratelimit import TierLimiter
+    from qlik_tasks_mcp.client.store import RedisStore
+
+    stores = [RedisStore(redis.url), RedisStore(redis.url)]
+    one, two = (TierLimiter(store=store, scope="key-a") for store in stores)
+    other_key = TierLimiter(store=stores[1], scope="key-b")
+    try:
+        assert await one.hold(Tier.T1, 86400) == 30
+        held = await two.admit(Tier.T1)
+        assert 28 < held.held <= 30 and not held.trial
+        assert (await other_key.admit(Tier.T1)).held == 0  # another API key has its own budget
+        assert (await two.admit(Tier.T2)).held == 0  # and another tier is free
+        await one.release(Tier.T1)
+        assert (await two.admit(Tier.T1)).held == 0
+    finally:
+        for store in stores:
+            await store.aclose()
