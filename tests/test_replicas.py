@@ -284,3 +284,28 @@ async def test_a_hold_after_a_429_on_one_replica_holds_the_tier_on_the_other(red
     finally:
         for store in stores:
             await store.aclose()
+
+
+def test_the_open_file_limit_is_raised_to_fit_the_connection_cap_or_the_cap_lowered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import resource
+
+    from qlik_tasks_mcp.server import transport
+    from qlik_tasks_mcp.server.settings import Settings
+
+    limits = {"soft": 256, "hard": 4096}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+
+    def setrlimit(_: int, value: tuple[int, int]) -> None:
+        if value[0] > limits["hard"]:
+            raise ValueError("over the hard limit")
+        limits["soft"] = value[0]
+
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    fits = transport.descriptors_for(Settings(sandbox=True))
+    assert fits.http_max_connections == 1000 and limits["soft"] == 1000 + transport.SPARE_DESCRIPTORS
+    limits.update(soft=256, hard=512)
+    lowered = transport.descriptors_for(Settings(sandbox=True))
+    assert lowered.http_max_connections == 512 - transport.SPARE_DESCRIPTORS
+    assert "allows 384 HTTP connections" in capsys.readouterr().err
