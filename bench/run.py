@@ -27,6 +27,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
 
+from bench import sessions
 from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox, large
 from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
@@ -405,6 +406,14 @@ async def main(quick: bool) -> str:
             ("operation", "items", "seconds", "peak MiB (tracemalloc)", "requests", "429s", "argument tokens"),
             await bulk(5000),
         ),
+    ]
+    sections += [
+        "## Concurrent MCP sessions over streamable HTTP (one replica, default settings)",
+        "`bench/sessions.py`: every session at once initializes, lists the tools and makes three calls (ours: a "
+        "read of the sandbox tenant and two schedule checks; the baseline, a one-tool MCPServer under uvicorn's "
+        "defaults: three pings). Load generator and servers share the machine, so compare the error counts and the "
+        "ratios; the former default cap (100 connections) is shown for the knob `QLIK_MCP_HTTP_MAX_CONNECTIONS`.",
+        sessions.table(await sessions.rows(sessions.SESSIONS)),
     ]
     failures = await failure_lines()
     if failures:

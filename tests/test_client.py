@@ -156,7 +156,7 @@ async def test_long_retry_after_ends_with_a_clear_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429, headers={"Retry-After": "3600"}, json={"errors": [{"code": "429", "title": "slow"}]})
 
-    with pytest.raises(ApiError, match="retry after 3600 s"):
+    with pytest.raises(ApiError, match=r"asked to wait 3600 s, read as at most 300 s.*retry after 30 s"):
         await client_for(handler).json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
 
 
@@ -347,16 +347,58 @@ async def test_a_day_long_retry_after_fails_fast_without_pausing_anyone_for_a_da
 
     qlik = keyed_client(handler)
     clock = fake_clock(qlik)
-    with pytest.raises(ApiError, match=r"retry after 86400 s \(at 20\d\d-"):
+    with pytest.raises(ApiError, match=r"asked to wait 86400 s.*retry after 30 s \(at 20\d\d-"):
         await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
-    # A later call of the tier is not sent and does not sleep: it says when to retry.
+    # A later call of the tier is not sent and does not sleep: it says when the next trial goes.
     clock.time += 5
-    with pytest.raises(ApiError, match=r"Rate limited.*Retry after 8639\d s"):
+    with pytest.raises(ApiError, match=r"Rate limited.*Retry after 2\d s"):
         await qlik.json("GET", "/api/v1/reload-tasks/a", tier=Tier.T1)
     # Another tier is untouched.
     assert await qlik.json("GET", "/api/v1/tasks", tier=Tier.SPECIAL) == {"ok": True}
     assert sent == ["/api/v1/reload-tasks", "/api/v1/tasks"]
     assert qlik.limiter.waited_seconds == 0 and not any(clock.slept), clock.slept
+
+
+async def test_a_held_tier_lets_a_trial_through_every_30_s_so_a_day_long_retry_after_cannot_stop_it() -> None:
+    now = [1_000_000.0]
+    day_long = [True]
+    sent: list[tuple[float, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((now[0], request.url.path))
+        if request.url.path == "/api/v1/reload-tasks" or not day_long[0]:
+            return httpx.Response(
+                429, headers={"Retry-After": "86400"}, json={"errors": [{"code": "429", "title": "x"}]}
+            )
+        return httpx.Response(200, json={"ok": True})
+
+    qlik = keyed_client(handler, limiter=TierLimiter(clock=lambda: now[0]))
+    with pytest.raises(ApiError, match=r"asked to wait 86400 s, read as at most 300 s"):
+        await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
+    now[0] += 10
+    with pytest.raises(ApiError, match=r"Rate limited.*Retry after 20 s"):
+        await qlik.json("GET", "/api/v1/items", tier=Tier.T1)
+    now[0] += 21  # 31 s after the 429: one trial request goes, and its answer ends the hold.
+    assert await qlik.json("GET", "/api/v1/items", tier=Tier.T1) == {"ok": True}
+    assert await qlik.json("GET", "/api/v1/spaces", tier=Tier.T1) == {"ok": True}
+    assert [path for _, path in sent] == ["/api/v1/reload-tasks", "/api/v1/items", "/api/v1/spaces"]
+
+    # A trial answered 429 again holds the tier anew; the next trial goes 30 s later, never 24 hours.
+    day_long[0] = False
+    with pytest.raises(ApiError, match="retry after 30 s"):
+        await qlik.json("GET", "/api/v1/items", tier=Tier.T1)
+    for _ in range(3):
+        now[0] += 29
+        with pytest.raises(ApiError, match=r"Rate limited.*Retry after 1 s"):
+            await qlik.json("GET", "/api/v1/items", tier=Tier.T1)
+        now[0] += 1.5
+        with pytest.raises(ApiError, match="retry after 30 s"):
+            await qlik.json("GET", "/api/v1/items", tier=Tier.T1)
+    # 300 s after the last 429 the hold has ended whatever the tenant asked.
+    day_long[0] = True
+    now[0] += 301
+    assert await qlik.json("GET", "/api/v1/items", tier=Tier.T1) == {"ok": True}
+    assert qlik.limiter.waited_seconds == 0
 
 
 @pytest.mark.parametrize("status", [429, 503])

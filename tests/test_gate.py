@@ -11,19 +11,26 @@ from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.gate import SIDE_LIMIT, Gate, field_diff
 from tests.conftest import data, make_harness
 
+pytestmark = pytest.mark.anyio
 
-def test_token_is_single_use_on_one_replica() -> None:
+
+async def test_token_is_single_use_on_one_replica() -> None:
     gate = Gate(b"k" * 32)
     token, _ = gate.mint("t", {"a": 1}, {"state": 1})
-    gate.verify("t", {"a": 1}, {"state": 1}, token)
+    await gate.verify("t", {"a": 1}, {"state": 1}, token)
     with pytest.raises(ToolError, match="already used"):
-        gate.verify("t", {"a": 1}, {"state": 1}, token)
+        await gate.verify("t", {"a": 1}, {"state": 1}, token)
 
 
-def test_token_needs_the_same_secret() -> None:
+async def test_token_needs_the_same_secret_or_the_previous_one_during_a_rotation() -> None:
     token, _ = Gate(b"k" * 32).mint("t", {"a": 1}, None)
     with pytest.raises(ToolError, match="does not match"):
-        Gate(b"x" * 32).verify("t", {"a": 1}, None, token)
+        await Gate(b"x" * 32).verify("t", {"a": 1}, None, token)
+    await Gate(b"x" * 32, previous=b"k" * 32).verify("t", {"a": 1}, None, token)
+    # A rotated-out secret no longer mints: new tokens are signed with the current one only.
+    fresh, _ = Gate(b"x" * 32, previous=b"k" * 32).mint("t", {"a": 1}, None)
+    with pytest.raises(ToolError, match="does not match"):
+        await Gate(b"k" * 32).verify("t", {"a": 1}, None, fresh)
 
 
 def test_short_secret_is_refused() -> None:
@@ -31,12 +38,12 @@ def test_short_secret_is_refused() -> None:
         Gate(b"short")
 
 
-def test_token_expiry_takes_ascii_digits_only() -> None:
+async def test_token_expiry_takes_ascii_digits_only() -> None:
     gate = Gate(b"k" * 32)
     token, expires = gate.mint("t", {}, None)
     arabic = "".join(chr(0x0660 + int(d)) for d in str(expires))
     with pytest.raises(ToolError, match="malformed"):
-        gate.verify("t", {}, None, token.replace(str(expires), arabic))
+        await gate.verify("t", {}, None, token.replace(str(expires), arabic))
 
 
 def test_escaped_keeps_text_on_one_line_with_breaks_controls_and_bidi() -> None:
@@ -58,23 +65,25 @@ def test_field_diff_shows_the_change_of_a_long_value_and_says_the_cut() -> None:
     assert (diff[2].before, diff[2].after) == ('"app-1"', '"app-2"')
 
 
-def test_approval_is_decided_once_and_expires() -> None:
+async def test_approval_is_decided_once_and_expires() -> None:
     now = [1000.0]
     approvals = Approvals(60, clock=lambda: now[0])
-    preview = Preview(tool="t", arguments="{}", action="a", changes=[], diff=[], notes=[])
-    entry = approvals.request("binding", preview)
-    assert approvals.request("binding", preview) is entry  # one open page per call and state
-    assert approvals.decide(entry.id, "wrong", approve=True) == "forbidden"
-    assert approvals.decide(entry.id, entry.csrf, approve=True) == "approved"
-    assert approvals.decide(entry.id, entry.csrf, approve=False) == "gone"
-    assert approvals.page(entry.id) is None
-    settled = approvals.settle("binding")
+    preview = Preview(tool="t", arguments="{}", action="a", changes=[], diff=[("f", "1", "2")], notes=[])
+    entry = await approvals.request("binding", preview)
+    assert await approvals.request("binding", preview) == entry  # one open page per call and state
+    assert (await approvals.page(entry.id)) == entry
+    assert await approvals.decide(entry.id, "wrong", approve=True) == "forbidden"
+    assert await approvals.decide(entry.id, entry.csrf, approve=True) == "approved"
+    assert await approvals.decide(entry.id, entry.csrf, approve=False) == "gone"
+    assert await approvals.page(entry.id) is None
+    settled = await approvals.settle("binding")
     assert settled is not None and settled.decision == "approved"
-    assert approvals.settle("binding") is None  # acts once
-    late = approvals.request("binding", preview)
+    assert await approvals.settle("binding") is None  # acts once
+    late = await approvals.request("binding", preview)
     now[0] += 61
-    assert approvals.page(late.id) is None and approvals.decide(late.id, late.csrf, approve=True) == "gone"
-    assert approvals.settle("binding") is None
+    assert await approvals.page(late.id) is None
+    assert await approvals.decide(late.id, late.csrf, approve=True) == "gone"
+    assert await approvals.settle("binding") is None
 
 
 @pytest.mark.anyio

@@ -10,6 +10,7 @@ Promises kept here, for every tool:
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json as json_module
 import logging
 import random
@@ -28,8 +29,9 @@ from qlik_tasks_mcp.client.clock import Clock
 from qlik_tasks_mcp.client.errors import ERROR_BODY_BYTES, ApiError, InvalidInput, ProbablyDone, error_from_response
 from qlik_tasks_mcp.client.lines import LineSink, feed_lines, text_of_log_json
 from qlik_tasks_mcp.client.paging import same_origin
-from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter, report_pacing
+from qlik_tasks_mcp.client.ratelimit import LONGEST_BELIEVED, TRIAL_EVERY, Tier, TierLimiter, report_pacing
 from qlik_tasks_mcp.client.redact import redact, register_secret
+from qlik_tasks_mcp.client.store import Store
 from qlik_tasks_mcp.client.transport_errors import describe_transport_error
 
 log = logging.getLogger("qlik_tasks_mcp.client")
@@ -172,12 +174,15 @@ class TenantHttp:
         retry: RetryPolicy | None = None,
         key_setting: str = "QLIK_API_KEY",
         headers: Mapping[str, str] | None = None,
+        store: Store | None = None,
     ) -> None:
         register_secret(api_key)
         self.service = service
         self.key_setting = key_setting
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
-        self.limiter = limiter or TierLimiter()
+        # One budget per service and key: replicas with the same key share it through the store.
+        scope = hashlib.sha256(f"{self.base_url}\n{api_key}".encode()).hexdigest()[:24]
+        self.limiter = limiter or TierLimiter(store=store, scope=scope)
         self.retry = retry or RetryPolicy()
         # What the call budget is counted on and every wait sleeps on (the pacer's waits: the limiter's own clock).
         self.clock = Clock()
@@ -327,7 +332,7 @@ class TenantHttp:
         attempt = 0
         may_have_acted = False
         while True:
-            await self._acquire(tier, deadline, request)
+            trial = await self._acquire(tier, deadline, request)
             self.requests_sent += 1
             self._bound_timeout(request, deadline)
             try:
@@ -341,11 +346,13 @@ class TenantHttp:
                 await self._sleep(self.retry.backoff(attempt), deadline, failure)
                 attempt += 1
                 continue
+            if trial and response.status_code != 429:
+                await self.limiter.release(tier)
             self._notice(response)
             if response.status_code < 400:
                 return response
             answer = await self._error_answer(response)
-            wait = self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
+            wait = await self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
             await self.clock.sleep(wait)
             attempt += 1
 
@@ -357,7 +364,7 @@ class TenantHttp:
         if notice and notice not in found:
             found.append(redact(notice))
 
-    def _retry_wait(
+    async def _retry_wait(
         self,
         answer: httpx.Response,
         tier: Tier,
@@ -375,11 +382,13 @@ class TenantHttp:
         if status == 429:
             self.throttled += 1
             if wait > self.retry.max_wait:
-                # Cap before pausing: the tier is not put to sleep for what the service asked, it fails fast.
-                self.limiter.hold(tier, wait)
-            elif attempt < self.retry.max_retries and deadline.allows(wait):
+                # Cap before pausing: the tier is not put to sleep for what the service asked, it fails fast
+                # until a trial request is due.
+                trial_in = await self.limiter.hold(tier, wait)
+                raise error_from_response(answer, self._held_hint(wait, trial_in))
+            if attempt < self.retry.max_retries and deadline.allows(wait):
                 # A 429 means the request was refused before it acted, so even a POST may be sent again.
-                self.limiter.pause(tier, wait)
+                await self.limiter.pause(tier, wait)
                 return 0.0
             raise error_from_response(answer, self._rate_limited_hint(wait))
         retryable = status in RETRY_STATUS and method in IDEMPOTENT and attempt < self.retry.max_retries
@@ -398,6 +407,14 @@ class TenantHttp:
             return f"Check {self.key_setting}: the key is missing, expired or revoked, or belongs to another tenant."
         return hint_404 if status in (404, 405) else None
 
+    def _held_hint(self, asked: float, trial_in: float) -> str:
+        believed = "" if asked <= LONGEST_BELIEVED else f", read as at most {LONGEST_BELIEVED:.0f} s (Qlik's window)"
+        return (
+            f"Rate limited; the service asked to wait {asked:.0f} s{believed}. This server sends one trial request "
+            f"of the tier every {TRIAL_EVERY:.0f} s meanwhile: retry after {trial_in:.0f} s "
+            f"(at {at_wall_clock(trial_in)})"
+        )
+
     def _rate_limited_hint(self, wait: float) -> str:
         return (
             f"Rate limited; retry after {wait:.0f} s (at {at_wall_clock(wait)}). "
@@ -405,31 +422,37 @@ class TenantHttp:
             f"{self.retry.call_budget:.0f} s per call"
         )
 
-    async def _acquire(self, tier: Tier, deadline: Deadline, request: httpx.Request) -> None:
-        """A slot in the tier's window within the call's budget, or an error saying when to retry."""
-        held = self.limiter.held_for(tier)
-        if held > 0 and (held > self.retry.max_wait or not deadline.allows(held)):
+    async def _acquire(self, tier: Tier, deadline: Deadline, request: httpx.Request) -> bool:
+        """A slot in the tier's window within the call's budget, or an error saying when to retry.
+        True: this request is the trial of a held tier."""
+        admission = await self.limiter.admit(tier)
+        if admission.held > 0:
             raise ApiError(
                 429,
                 f"Rate limited: {self.service} asked this server to pause rate tier {tier.label}; not sent",
                 method=request.method,
                 path=request.url.path,
-                hint=f"Retry after {held:.0f} s (at {at_wall_clock(held)}).",
+                hint=f"Retry after {admission.held:.0f} s (at {at_wall_clock(admission.held)}).",
             )
+        paused = admission.wait
+        if paused > self.retry.max_wait or not deadline.allows(paused):
+            raise self._tier_spent(tier, request, paused)
         # Pacing waits at most `max_wait` (and never past the call's budget): a tier spent by earlier calls (a
         # scan, say) fails this one fast with the time to retry, instead of holding it silently for a minute.
-        free_in = self.limiter.free_in(tier)
+        free_in = await self.limiter.free_in(tier)
         bound = min(self.retry.max_wait, max(0.0, deadline.left()))
-        if held + free_in > bound:
-            raise self._tier_spent(tier, request, held + free_in)
-        if held + free_in > 0:
-            await report_pacing(tier, held + free_in)
-        # The bound on the event loop's own clock: a guard for when other calls of the tier queue ahead of this one.
+        if paused + free_in > bound:
+            raise self._tier_spent(tier, request, paused + free_in)
+        if paused + free_in > 0:
+            await report_pacing(tier, paused + free_in)
         with anyio.move_on_after(bound) as scope:
-            await self.clock.sleep(held)
+            if paused > 0:
+                self.limiter.waited_seconds += paused
+                await self.clock.sleep(paused)
             await self.limiter.acquire(tier)
         if scope.cancelled_caught:
-            raise self._tier_spent(tier, request, self.limiter.free_in(tier))
+            raise self._tier_spent(tier, request, await self.limiter.free_in(tier))
+        return admission.trial
 
     def _tier_spent(self, tier: Tier, request: httpx.Request, wait: float) -> ApiError:
         return ApiError(

@@ -19,6 +19,7 @@ from qlik_tasks_mcp.client.qalyptus_paths import PathTable
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
 from qlik_tasks_mcp.client.redact import redact
 from qlik_tasks_mcp.client.resource import Doc
+from qlik_tasks_mcp.client.store import Store
 
 TIER = Tier.QALYPTUS
 # What "Update task" takes: the whole task, so unchanged fields are sent back as they are.
@@ -285,6 +286,7 @@ class QalyptusClient(TenantHttp):
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: TierLimiter | None = None,
+        store: Store | None = None,
     ) -> None:
         super().__init__(
             base_url,
@@ -293,6 +295,7 @@ class QalyptusClient(TenantHttp):
             timeout=timeout,
             transport=transport,
             limiter=limiter,
+            store=store,
             key_setting="QALYPTUS_API_KEY (or the organization's key in QALYPTUS_ORGS)",
         )
         self.name = name

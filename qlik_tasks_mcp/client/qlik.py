@@ -12,6 +12,7 @@ from qlik_tasks_mcp.client.errors import ApiError
 from qlik_tasks_mcp.client.http import Params, TenantHttp
 from qlik_tasks_mcp.client.paging import Page, check_same_origin, cursor_params, fingerprint, next_cursor, row_limit
 from qlik_tasks_mcp.client.ratelimit import Tier, TierLimiter
+from qlik_tasks_mcp.client.store import Store
 
 # The Qlik Cloud API release this client is built for (changelog 266: quarterly `YYYY-MM` versions). It selects no
 # request or response shape: Qlik returns the deprecation warnings due to a client aware of this release.
@@ -28,6 +29,7 @@ class QlikClient(TenantHttp):
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: TierLimiter | None = None,
+        store: Store | None = None,
     ) -> None:
         super().__init__(
             tenant_url,
@@ -36,6 +38,7 @@ class QlikClient(TenantHttp):
             timeout=timeout,
             transport=transport,
             limiter=limiter,
+            store=store,
             key_setting="QLIK_API_KEY",
             headers={API_VERSION_HEADER: QLIK_API_VERSION},
         )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 from mcp.server import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import Tool as MCPTool
 from pydantic import SecretStr
 
@@ -20,6 +24,7 @@ from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg
 from qlik_tasks_mcp.client.qalyptus_paths import PathTable
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.redact import register_secret
+from qlik_tasks_mcp.client.store import MemoryStore, RedisStore, Store
 from qlik_tasks_mcp.prompts import ops as ops_prompts
 from qlik_tasks_mcp.server.approval_page import install_approval
 from qlik_tasks_mcp.server.dispatch import Dispatch
@@ -58,6 +63,8 @@ class Backend:
     audit: Audit
     # The in-process sandbox this server built (None: a real tenant, or a transport given by the caller).
     tenant: OnDemandTenant | None = None
+    # What replicas share (in-process by default, Redis when QLIK_MCP_REDIS_URL is set).
+    store: Store = field(default_factory=MemoryStore)
     tools: list[ToolInfo] = field(default_factory=list)
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
 
@@ -72,21 +79,44 @@ class Backend:
         await self.qlik.aclose()
         for client in self.qalyptus.values():
             await client.aclose()
+        await self.store.aclose()
 
 
-def make_qlik_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> QlikClient:
+def make_qlik_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, store: Store | None = None
+) -> QlikClient:
     if settings.sandbox:
         from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 
-        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport)
+        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport, store=store)
     settings.check_tenant()
     assert settings.tenant_url is not None and settings.api_key is not None
     key = settings.api_key.get_secret_value()
-    return QlikClient(settings.tenant_url, key, timeout=settings.timeout_seconds, transport=transport)
+    return QlikClient(settings.tenant_url, key, timeout=settings.timeout_seconds, transport=transport, store=store)
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.redis_url is None:
+        return MemoryStore()
+    url = settings.redis_url.get_secret_value()
+    password = urlsplit(url).password
+    if password:
+        register_secret(password)
+    return RedisStore(url)
+
+
+def request_state_security(settings: Settings, secrets_: list[str]) -> RequestStateSecurity:
+    """The SDK seals a form question's state between rounds (2026-07-28): replicas sharing the confirm secret must
+    open each other's, so its keys derive from that secret (the previous one still opens, during a rotation)."""
+    label = b"qlik-tasks-mcp request-state v1"
+    keys = [hmac.new(secret.encode(), label, hashlib.sha256).digest() for secret in secrets_]
+    # Stated, as the keys are shared: state minted by a server of another tenant with the same secret is refused.
+    tenant = "sandbox" if settings.sandbox else (settings.tenant_url or "")
+    return RequestStateSecurity(keys=keys, ttl=settings.confirm_ttl_minutes * 60, audience=f"qlik-tasks-mcp {tenant}")
 
 
 def make_qalyptus_clients(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, store: Store | None = None
 ) -> dict[str, QalyptusClient]:
     """One client per Qalyptus organization (its own key), all sharing the one path table."""
     paths = PathTable(settings.qalyptus_paths)
@@ -99,6 +129,7 @@ def make_qalyptus_clients(
             paths=paths,
             timeout=settings.timeout_seconds,
             transport=transport,
+            store=store,
         )
         for org in orgs
     }
@@ -116,6 +147,7 @@ class TaskServer(MCPServer[Backend]):
     builds neither. `served` is set once the server it registers into exists."""
 
     served: ServedTools
+    backend: Backend
     prompts_registered: bool = False
 
     def register_prompts(self) -> None:
@@ -142,14 +174,23 @@ def build_server(
         # the first request, since tools/list needs no tenant and building it is most of a sandbox start.
         tenant = OnDemandTenant()
         transport = SandboxTransport(tenant)
-    qlik = make_qlik_client(settings, transport)
+    store = make_store(settings)
+    qlik = make_qlik_client(settings, transport, store)
     # Without a shared secret, tokens are good on this process only; replicas need QLIK_MCP_CONFIRM_SECRET.
     secret = settings.confirm_secret.get_secret_value() if settings.confirm_secret else secrets.token_hex(32)
+    previous = settings.confirm_secret_previous.get_secret_value() if settings.confirm_secret_previous else None
     register_secret(secret)
-    gate = Gate(secret.encode(), ttl_seconds=settings.confirm_ttl_minutes * 60)
+    if previous:
+        register_secret(previous)
+    gate = Gate(
+        secret.encode(),
+        ttl_seconds=settings.confirm_ttl_minutes * 60,
+        store=store,
+        previous=previous.encode() if previous else None,
+    )
     audit = Audit(settings.audit_log, stream=sys.stderr)
-    backend = Backend(settings=settings, qlik=qlik, gate=gate, audit=audit, tenant=tenant)
-    backend.qalyptus = make_qalyptus_clients(settings, transport)
+    backend = Backend(settings=settings, qlik=qlik, gate=gate, audit=audit, tenant=tenant, store=store)
+    backend.qalyptus = make_qalyptus_clients(settings, transport, store)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Backend]:
@@ -162,12 +203,14 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
+        request_state_security=request_state_security(settings, [secret, *([previous] if previous else [])]),
     )
     mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
     # Outermost first: the dispatch registers prompts before their names are checked.
     mcp.middleware.append(Dispatch(mcp, mcp.served, mcp.register_prompts))
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate)
+    mcp.backend = backend
     backend.tools = mcp.served.infos()
     return mcp, backend
 

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from qlik_tasks_mcp.client.store import StoreUnavailable
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.approval import APPROVE_PATH, Approvals, Pending
 from qlik_tasks_mcp.tools.gate import Gate
@@ -101,7 +102,7 @@ def install_approval(settings: Settings, mcp: MCPServer, gate: Gate) -> None:
     """QLIK_MCP_APPROVAL=human: give the gate its store and serve the page where this process can."""
     if settings.approval != "human":
         return
-    approvals = Approvals(gate.ttl_seconds)
+    approvals = Approvals(gate.ttl_seconds, store=gate.store)
     if settings.transport == "http" and settings.loopback():
         host = SameServer(settings.host, settings.port)
         for route in approval_routes(approvals, host.base_url):
@@ -121,9 +122,14 @@ def approval_routes(approvals: Approvals, base_url: Callable[[], str]) -> list[R
         if request.headers.get("host", "") != urlsplit(expected).netloc:
             return page("Wrong host", "<p>This page answers only on its own address.</p>", status=421)
         approval_id = request.path_params["approval_id"]
-        if request.method == "POST":
-            return await decide(request, approvals, approval_id, expected)
-        entry = approvals.page(approval_id)
+        try:
+            if request.method == "POST":
+                return await decide(request, approvals, approval_id, expected)
+            entry = await approvals.page(approval_id)
+        except StoreUnavailable:
+            # Fails closed: nothing is decided without the shared store; the page says no more than that.
+            body = "<p>The approval store does not answer right now, so nothing was decided. Try again shortly.</p>"
+            return page("Not available", body, status=503)
         if entry is None:
             return gone()
         return preview_page(entry, expected)
@@ -142,7 +148,7 @@ async def decide(request: Request, approvals: Approvals, approval_id: str, expec
     decision = (form.get("decision") or [""])[0]
     if decision not in ("approve", "reject"):
         return page("Refused", "<p>Choose Approve or Reject.</p>", status=400)
-    outcome = approvals.decide(approval_id, (form.get("csrf") or [""])[0], decision == "approve")
+    outcome = await approvals.decide(approval_id, (form.get("csrf") or [""])[0], decision == "approve")
     if outcome == "gone":
         return gone()
     if outcome == "forbidden":

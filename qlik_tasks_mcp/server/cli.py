@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from qlik_tasks_mcp import __version__
 from qlik_tasks_mcp.client.redact import RedactingFilter
+from qlik_tasks_mcp.client.store import RedisStore
 from qlik_tasks_mcp.server.settings import ConfigError, Documented, Settings, documented_settings
 from qlik_tasks_mcp.tools.inventory import TOOLSETS
 
@@ -116,6 +117,13 @@ def announce(settings: Settings, backend: Backend) -> None:
     names = ", ".join(t.name for t in backend.tools)
     mode = "read-only" if settings.read_only else "read-write"
     print(f"qlik-tasks-mcp: {len(backend.tools)} tools ({mode}): {names}", file=sys.stderr, flush=True)
+    if isinstance(backend.store, RedisStore):
+        print(
+            f"qlik-tasks-mcp: replicas share used confirmations, approvals and rate tiers through Redis at "
+            f"{backend.store.where}",
+            file=sys.stderr,
+            flush=True,
+        )
     if "qalyptus" in settings.selected_toolsets() and not backend.qalyptus:
         print(
             "qlik-tasks-mcp: no Qalyptus organization configured, so the qalyptus tools are off (set QALYPTUS_URL "

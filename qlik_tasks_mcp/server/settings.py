@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg, parse_orgs
 from qlik_tasks_mcp.client.qalyptus_paths import parse_overrides
+from qlik_tasks_mcp.client.store import check_url
 from qlik_tasks_mcp.tools.audit import unwritable
 from qlik_tasks_mcp.tools.inventory import NAMES
 from qlik_tasks_mcp.tools.inventory import TOOLSETS as INVENTORY
@@ -35,6 +36,9 @@ DOCUMENTED_PREFIXES = ("QLIK_", "QALYPTUS_")
 API_PATH = "/api/v1"
 QALYPTUS_DOMAIN = ".qalyptus.net"
 MIN_CONFIRM_SECRET_BYTES = 16
+# A team's MCP clients hold about two connections per session (a POST and the event stream): 200 sessions need
+# ~400; the bound still stops a crowd of stalled connections from taking every file descriptor.
+DEFAULT_MAX_CONNECTIONS = 1000
 
 
 def setting(
@@ -241,6 +245,18 @@ class Settings(BaseModel):
         "between replicas",
         shown="random per process",
     )
+    confirm_secret_previous: SecretStr | None = setting(
+        None,
+        "QLIK_MCP_CONFIRM_SECRET_PREVIOUS",
+        "the secret before a rotation: what it signed is still accepted, nothing new is signed with it",
+    )
+    redis_url: SecretStr | None = setting(
+        None,
+        "QLIK_MCP_REDIS_URL",
+        "Redis or Valkey shared by replicas (`redis://host:6379/0`; `rediss://` for TLS): used confirm tokens, human "
+        "approvals, rate tiers; needs `QLIK_MCP_CONFIRM_SECRET`; never printed",
+        shown="(this process alone)",
+    )
     confirm_ttl_minutes: int = setting(
         10, "QLIK_MCP_CONFIRM_TTL_MINUTES", "confirm token (and human approval) lifetime (1-60)", ge=1, le=60
     )
@@ -293,7 +309,7 @@ class Settings(BaseModel):
         le=300,
     )
     http_max_connections: int = setting(
-        100,
+        DEFAULT_MAX_CONNECTIONS,
         "QLIK_MCP_HTTP_MAX_CONNECTIONS",
         "open HTTP connections at most; beyond, a new one gets 503 and is closed (4-10000)",
         ge=4,
@@ -313,7 +329,14 @@ class Settings(BaseModel):
     def _qalyptus_base_url(cls, value: str | None) -> str | None:
         return normal_qalyptus_url(value) if value else value
 
-    @field_validator("confirm_secret")
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_url(value.get_secret_value())
+        return value
+
+    @field_validator("confirm_secret", "confirm_secret_previous")
     @classmethod
     def _long_enough_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < MIN_CONFIRM_SECRET_BYTES:
@@ -331,6 +354,15 @@ class Settings(BaseModel):
         if unknown or not names:
             raise ValueError(f"unknown toolsets {unknown or value!r}; choose from {', '.join(TOOLSETS)}")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _shared_store_needs_a_shared_secret(self) -> Settings:
+        if self.redis_url is not None and self.confirm_secret is None:
+            raise ValueError(
+                "QLIK_MCP_REDIS_URL is for replicas, which must sign and check confirmations alike: "
+                "set QLIK_MCP_CONFIRM_SECRET too (the same on every replica; e.g. openssl rand -hex 24)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _qalyptus_settings(self) -> Settings:

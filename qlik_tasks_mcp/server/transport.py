@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import resource
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import h11
 import uvicorn
@@ -16,11 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from qlik_tasks_mcp.client.redact import register_secret
+from qlik_tasks_mcp.server.app import TaskServer
+from qlik_tasks_mcp.server.probes import Probes, RequestLog
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools.approval import APPROVE_PATH
 
 MCP_PATH = "/mcp"
-KEEP_ALIVE_SECONDS = 5
+# Longer than clients keep an idle connection in their pool (httpx: 5 s), so the client ends an idle connection,
+# never the server: a request sent on a connection the server is closing at that moment fails with a read error,
+# which 200 busy sessions met a few times at 5 s. (The header timeout still bounds an idle one.)
+KEEP_ALIVE_SECONDS = 15
 # The most a request line plus headers may take; h11 answers 400 past it.
 HEADER_LIMIT_BYTES = 16 * 1024
 LOOPBACK_ORIGIN_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -111,7 +117,9 @@ class BearerAuth:
         await send({"type": "http.response.body", "body": body})
 
 
-def http_app(mcp: MCPServer, settings: Settings) -> Any:
+def http_app(mcp: MCPServer, settings: Settings, *, log: TextIO | None = None) -> Any:
+    """The ASGI app: request log, then the probes (no token), then the Origin, token and Host checks and MCP.
+    `log`: where the request lines go (stderr by default)."""
     settings.check_http()
     app: ASGIApp = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -123,7 +131,8 @@ def http_app(mcp: MCPServer, settings: Settings) -> Any:
         token = settings.http_token.get_secret_value()
         register_secret(token)
         app = BearerAuth(app, token)
-    return OriginGuard(app, allowed_origins(settings))
+    backend = mcp.backend if isinstance(mcp, TaskServer) else None
+    return RequestLog(Probes(OriginGuard(app, allowed_origins(settings)), backend), log)
 
 
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -214,5 +223,35 @@ class AnnouncingServer(uvicorn.Server):
             print(f"qlik-tasks-mcp: listening on {url} (streamable HTTP)", file=sys.stderr, flush=True)
 
 
+# Besides the connections: the tenant's and the store's sockets, log files, the interpreter's own.
+SPARE_DESCRIPTORS = 128
+
+
+def descriptors_for(settings: Settings) -> Settings:
+    """Raise this process's open-file limit to what the connection cap needs (up to the hard limit); if the hard
+    limit is lower, lower the cap to fit and say so, rather than fail on accept() under load."""
+    needed = settings.http_max_connections + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        fitting = max(4, soft - SPARE_DESCRIPTORS)
+        print(
+            f"qlik-tasks-mcp: the open-file limit ({soft}) allows {fitting} HTTP connections, not "
+            f"QLIK_MCP_HTTP_MAX_CONNECTIONS={settings.http_max_connections}; serving at most {fitting} "
+            "(raise it with ulimit -n)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return settings.model_copy(update={"http_max_connections": fitting})
+    return settings
+
+
 def run_http(mcp: MCPServer, settings: Settings) -> None:
+    settings = descriptors_for(settings)
     AnnouncingServer(uvicorn_config(http_app(mcp, settings), settings)).run()

@@ -2,15 +2,20 @@
 
 A preview opens one entry, bound (like a confirm token) to the tool, its exact arguments and a fingerprint
 of the target's state. The page decides it once; the same call repeated then acts once (approved) or is
-refused (rejected). Entries live in this process only and die with the confirm TTL.
+refused (rejected). Entries live in the store (this process, or Redis shared by replicas, so a page served by
+one replica approves the call repeated on another) and die with the confirm TTL. Deciding and settling are
+each an atomic set-if-absent, so a decision is taken once and acted on once, whichever replicas are asked.
 """
 
+import dataclasses
+import json
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from qlik_tasks_mcp.client.store import MemoryStore, Store
 
 APPROVE_PATH = "/approve/"
 
@@ -42,6 +47,16 @@ class Pending:
     # Sent to a client that opens the page by URL-mode elicitation; unlike `id` it grants nothing.
     elicitation_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
+    def dumps(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def loads(cls, text: str) -> "Pending":
+        raw = json.loads(text)
+        preview = raw.pop("preview")
+        preview["diff"] = [tuple(row) for row in preview["diff"]]
+        return cls(preview=Preview(**preview), **raw)
+
 
 class PageHost(Protocol):
     """Where the approval page is served: the HTTP transport itself, or a loopback listener for stdio."""
@@ -51,75 +66,98 @@ class PageHost(Protocol):
     def close(self) -> None: ...
 
 
+def _entry(approval_id: str) -> str:
+    return f"approval:{approval_id}"
+
+
+def _bound(binding: str) -> str:
+    return f"approval-for:{binding}"
+
+
+def _decision(approval_id: str) -> str:
+    return f"approval-decision:{approval_id}"
+
+
+def _used(approval_id: str) -> str:
+    return f"approval-used:{approval_id}"
+
+
 class Approvals:
-    def __init__(self, ttl_seconds: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_seconds: int, clock: Callable[[], float] = time.time, store: Store | None = None) -> None:
         self.ttl_seconds = ttl_seconds
         self.clock = clock
         self.host: PageHost | None = None
-        self._entries: dict[str, Pending] = {}
-        # The stdio listener answers the page from its own thread.
-        self._lock = threading.Lock()
+        self.store: Store = store or MemoryStore(clock)
 
     def url(self, pending: Pending) -> str:
         if self.host is None:
             raise RuntimeError("no approval page host is installed")
         return f"{self.host.base_url()}{APPROVE_PATH}{pending.id}"
 
-    def _prune(self) -> None:
-        now = self.clock()
-        for key in [key for key, entry in self._entries.items() if entry.expires < now]:
-            del self._entries[key]
+    def _left(self, entry: Pending) -> float:
+        return entry.expires - self.clock()
 
-    def _bound_to(self, binding: str) -> Pending | None:
-        return next((e for e in self._entries.values() if e.binding == binding), None)
+    async def _load(self, approval_id: str) -> Pending | None:
+        text = await self.store.get(_entry(approval_id))
+        return None if text is None else Pending.loads(text)
 
-    def request(self, binding: str, preview: Preview) -> Pending:
+    async def _bound_to(self, binding: str) -> Pending | None:
+        approval_id = await self.store.get(_bound(binding))
+        return None if approval_id is None else await self._load(approval_id)
+
+    async def request(self, binding: str, preview: Preview) -> Pending:
         """The live entry for this exact call and state, opened if there is none."""
-        with self._lock:
-            self._prune()
-            found = self._bound_to(binding)
-            if found is not None:
-                return found
-            entry = Pending(
-                id=secrets.token_urlsafe(32),
-                csrf=secrets.token_urlsafe(32),
-                binding=binding,
-                preview=preview,
-                expires=self.clock() + self.ttl_seconds,
-            )
-            self._entries[entry.id] = entry
-            return entry
-
-    def settle(self, binding: str) -> Pending | None:
-        """The entry for this call: a decided one is removed (it acts or refuses once), a pending one stays."""
-        with self._lock:
-            self._prune()
-            found = self._bound_to(binding)
-            if found is not None and found.decision != "pending":
-                del self._entries[found.id]
+        found = await self._bound_to(binding)
+        if found is not None:
             return found
+        entry = Pending(
+            id=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(32),
+            binding=binding,
+            preview=preview,
+            expires=self.clock() + self.ttl_seconds,
+        )
+        await self.store.put(_entry(entry.id), entry.dumps(), self.ttl_seconds)
+        # Two replicas opening a page for one call at once: the first binding wins, the other page is dropped.
+        if await self.store.put(_bound(binding), entry.id, self.ttl_seconds, only_new=True):
+            return entry
+        await self.store.delete(_entry(entry.id))
+        return await self._bound_to(binding) or entry
 
-    def drop(self, pending: Pending) -> None:
-        with self._lock:
-            self._entries.pop(pending.id, None)
+    async def settle(self, binding: str) -> Pending | None:
+        """The entry for this call: a decided one is consumed (it acts or refuses once), a pending one stays."""
+        found = await self._bound_to(binding)
+        if found is None:
+            return None
+        decision = await self.store.get(_decision(found.id))
+        if decision not in ("approved", "rejected"):
+            return found
+        if not await self.store.put(_used(found.id), "used", max(1.0, self._left(found)), only_new=True):
+            return None  # another call (on any replica) acted on it
+        await self.store.delete(_bound(binding), _entry(found.id))
+        found.decision = "approved" if decision == "approved" else "rejected"
+        return found
 
-    def page(self, approval_id: str) -> Pending | None:
+    async def drop(self, pending: Pending) -> None:
+        await self.store.delete(_entry(pending.id), _bound(pending.binding))
+
+    async def page(self, approval_id: str) -> Pending | None:
         """An entry the page may still show: live and undecided."""
-        with self._lock:
-            self._prune()
-            found = self._entries.get(approval_id)
-            return found if found is not None and found.decision == "pending" else None
+        found = await self._load(approval_id)
+        if found is None or await self.store.get(_decision(approval_id)) is not None:
+            return None
+        return found
 
-    def decide(self, approval_id: str, csrf: str, approve: bool) -> Outcome:
-        with self._lock:
-            self._prune()
-            found = self._entries.get(approval_id)
-            if found is None or found.decision != "pending":
-                return "gone"
-            if not secrets.compare_digest(found.csrf.encode(), csrf.encode()):
-                return "forbidden"
-            found.decision = "approved" if approve else "rejected"
-            return found.decision
+    async def decide(self, approval_id: str, csrf: str, approve: bool) -> Outcome:
+        found = await self.page(approval_id)
+        if found is None:
+            return "gone"
+        if not secrets.compare_digest(found.csrf.encode(), csrf.encode()):
+            return "forbidden"
+        decision: Outcome = "approved" if approve else "rejected"
+        if not await self.store.put(_decision(approval_id), decision, max(1.0, self._left(found)), only_new=True):
+            return "gone"
+        return decision
 
     def close(self) -> None:
         if self.host is not None:

@@ -17,11 +17,11 @@ always the server's own.
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +44,7 @@ from mcp.shared.exceptions import UrlElicitationRequiredError
 from mcp.types import ElicitRequestURLParams
 from pydantic import BaseModel, Field, StrictBool, field_validator
 
+from qlik_tasks_mcp.client.store import MemoryStore, Store, StoreUnavailable
 from qlik_tasks_mcp.tools.approval import Approvals, Pending, Preview
 from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.model import Compact
@@ -247,6 +248,14 @@ def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def store_refusal(exc: StoreUnavailable, tool: str) -> ToolError:
+    """One clear line when a confirmation cannot be recorded: it fails closed, nothing acts."""
+    return ToolError(
+        f"{exc}: without it no confirmation can be checked or recorded, so nothing was changed. "
+        f"Call {tool} again once the store answers (QLIK_MCP_REDIS_URL)."
+    )
+
+
 class Gate:
     def __init__(
         self,
@@ -255,14 +264,18 @@ class Gate:
         clock: Callable[[], float] = time.time,
         *,
         approvals: Approvals | None = None,
+        store: Store | None = None,
+        previous: bytes | None = None,
     ) -> None:
-        if len(secret) < 16:
+        if len(secret) < 16 or (previous is not None and len(previous) < 16):
             raise ValueError("the confirmation secret must be at least 16 bytes")
         self._secret = secret
+        # During a rotation, tokens signed with the previous secret are still accepted (never minted).
+        self._previous = previous
         self.ttl_seconds = ttl_seconds
         self._clock = clock
-        self._used: dict[str, float] = {}
-        self._lock = threading.Lock()
+        # Where used tokens are remembered: shared by replicas when it is Redis.
+        self.store: Store = store or MemoryStore(clock)
         # Set: QLIK_MCP_APPROVAL=human, a person approves on a page; no token is ever handed out.
         self.approvals = approvals
 
@@ -280,9 +293,11 @@ class Gate:
         _shown.set(question)
         return Elicit(question, Consent)
 
-    def _sign(self, tool: str, args: dict[str, Any], state: Any, expires: int, nonce: str) -> str:
+    def _sign(
+        self, tool: str, args: dict[str, Any], state: Any, expires: int, nonce: str, secret: bytes | None = None
+    ) -> str:
         material = _canonical([tool, args, hashlib.sha256(_canonical(state).encode()).hexdigest(), expires, nonce])
-        digest = hmac.new(self._secret, material.encode(), hashlib.sha256).digest()
+        digest = hmac.new(secret or self._secret, material.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def mint(self, tool: str, args: dict[str, Any], state: Any) -> tuple[str, int]:
@@ -290,16 +305,18 @@ class Gate:
         nonce = secrets.token_urlsafe(9)
         return f"v1.{expires}.{nonce}.{self._sign(tool, args, state, expires, nonce)}", expires
 
-    def verify(self, tool: str, args: dict[str, Any], state: Any, token: str) -> None:
-        """Raise ToolError unless `token` was minted for exactly this tool, arguments and state, and is fresh."""
+    async def verify(self, tool: str, args: dict[str, Any], state: Any, token: str) -> None:
+        """Raise ToolError unless `token` was minted for exactly this tool, arguments and state, is fresh, and
+        was not used before (on any replica sharing the store)."""
         fresh = f"Call {tool} again without confirm_token to get a fresh preview."
         parts = token.split(".")
         # isdigit() alone would take other scripts' digits, which int() then reads.
         if len(parts) != 4 or parts[0] != "v1" or not (parts[1].isascii() and parts[1].isdigit()):
             raise ToolError(f"confirm_token is malformed. {fresh}")
         _, expires_text, nonce, signature = parts
-        expected = self._sign(tool, args, state, int(expires_text), nonce)
-        if not hmac.compare_digest(expected, signature):
+        secrets_ = [self._secret] if self._previous is None else [self._secret, self._previous]
+        signed = [self._sign(tool, args, state, int(expires_text), nonce, secret) for secret in secrets_]
+        if not any(hmac.compare_digest(expected, signature) for expected in signed):
             raise ToolError(
                 "confirm_token does not match this action: it was made for another tool or other arguments, "
                 f"or the target has changed since the preview. Nothing was changed. {fresh}"
@@ -307,13 +324,13 @@ class Gate:
         now = self._clock()
         if now > int(expires_text):
             raise ToolError(f"confirm_token expired. Nothing was changed. {fresh}")
-        with self._lock:
-            for key, until in list(self._used.items()):
-                if until < now:
-                    del self._used[key]
-            if nonce in self._used:
-                raise ToolError(f"confirm_token was already used. Nothing was changed. {fresh}")
-            self._used[nonce] = int(expires_text)
+        try:
+            # Atomic set-if-absent: of two calls with one token, on any replicas, exactly one goes on.
+            first = await self.store.put(f"token:{nonce}", "used", int(expires_text) - now + 1, only_new=True)
+        except StoreUnavailable as exc:
+            raise store_refusal(exc, tool) from None
+        if not first:
+            raise ToolError(f"confirm_token was already used. Nothing was changed. {fresh}")
 
     async def run(
         self,
@@ -348,7 +365,7 @@ class Gate:
                     ),
                     **base,
                 )
-            self.verify(tool, args, plan.state, confirm_token)
+            await self.verify(tool, args, plan.state, confirm_token)
         else:
             question, _ = _shown.get(), _shown.set(None)
             if question != _question(plan):
@@ -380,7 +397,10 @@ class Gate:
                 f"Call {tool} again without confirm_token to get the preview and its approve_url."
             )
         binding = self._binding(tool, args, plan.state)
-        entry = approvals.settle(binding)
+        try:
+            entry = await approvals.settle(binding)
+        except StoreUnavailable as exc:
+            raise store_refusal(exc, tool) from None
         if entry is not None and entry.decision == "approved":
             return Gated[R](status="done", result=await act(), **base)
         if entry is not None and entry.decision == "rejected":
@@ -389,11 +409,15 @@ class Gate:
                 next_step="The user rejected this on the approval page; nothing was changed.",
                 **base,
             )
-        entry = entry or approvals.request(binding, _preview(tool, args, plan))
+        try:
+            entry = entry or await approvals.request(binding, _preview(tool, args, plan))
+        except StoreUnavailable as exc:
+            raise store_refusal(exc, tool) from None
         url = approvals.url(entry)
         opened = await self._open_page(tool, plan, entry, url)
         if opened is False:
-            approvals.drop(entry)
+            with contextlib.suppress(StoreUnavailable):  # it expires on its own
+                await approvals.drop(entry)
             return Gated[R](
                 status="cancelled",
                 next_step="The user declined to open the approval page; nothing was changed.",
