@@ -161,11 +161,11 @@ def build_server(
     tenant: OnDemandTenant | None = None
     if settings.sandbox and transport is None:
         # Imported only here: a real tenant's server never loads the simulated one (or jsonschema, its checker).
-        from qlik_tasks_mcp.sandbox.transport import OnDemandTenant, SandboxTransport
+        from qlik_tasks_mcp.sandbox.transport import OnDemandTenant, SandboxTransport, default_tenant
 
         # One in-process tenant plays Qlik Cloud and Qalyptus: every client goes over its transport. Built on
         # the first request, since tools/list needs no tenant and building it is most of a sandbox start.
-        tenant = OnDemandTenant()
+        tenant = OnDemandTenant(lambda: default_tenant(settings.sandbox_profile))
         transport = SandboxTransport(tenant)
     qlik = make_qlik_client(settings, transport)
     # Without a shared secret, tokens are good on this process only; replicas need QLIK_MCP_CONFIRM_SECRET.

@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"qlik-tasks-mcp {__version__}")
     parser.add_argument("--sandbox", action="store_true", default=None, help="serve a built-in simulated tenant")
+    parser.add_argument(
+        "--sandbox-profile",
+        choices=["admin", "user", "retired"],
+        help="whose key the sandbox answers: a tenant admin's (default), a space member's (user), or an admin's "
+        "on a tenant without /api/v1/reload-tasks (retired)",
+    )
     parser.add_argument("--read-only", action="store_true", default=None, help="list and run no tool that writes")
     parser.add_argument(
         "--toolsets", help="comma-separated subset of: " + "; ".join(f"{t.name} ({t.description})" for t in TOOLSETS)

@@ -86,6 +86,9 @@ class Settings(BaseModel):
     api_key: SecretStr | None = Field(None, validation_alias="QLIK_API_KEY")
     timeout_seconds: float = Field(30.0, ge=1, le=300, validation_alias="QLIK_TIMEOUT_SECONDS")
     sandbox: bool = Field(False, validation_alias="QLIK_MCP_SANDBOX")
+    # Whose key the sandbox answers (sandbox/core.py PROFILES): a TenantAdmin's, a space member's (user), or an
+    # admin's on a tenant whose /api/v1/reload-tasks is retired.
+    sandbox_profile: Literal["admin", "user", "retired"] = Field("admin", validation_alias="QLIK_MCP_SANDBOX_PROFILE")
     read_only: bool = Field(False, validation_alias="QLIK_MCP_READ_ONLY")
     toolsets: str = Field(",".join(TOOLSETS), validation_alias="QLIK_MCP_TOOLSETS")
     confirm_secret: SecretStr | None = Field(None, validation_alias="QLIK_MCP_CONFIRM_SECRET")

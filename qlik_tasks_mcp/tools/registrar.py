@@ -21,6 +21,7 @@ from pydantic_core import to_jsonable_python
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
+from qlik_tasks_mcp.tools.names import name_gaps, with_name_note
 from qlik_tasks_mcp.tools.operation import Effect, Operation
 from qlik_tasks_mcp.tools.params import ConfirmToken
 from qlik_tasks_mcp.tools.schema import slim_schema
@@ -113,8 +114,9 @@ class Registrar:
             args = audit_args(kwargs)
             audited = effect != "read"
             try:
-                with bind_call(name, args):
-                    result = await fn(**kwargs)
+                # Names are enrichment: the lookups that failed during the call become one note on its result.
+                with bind_call(name, args), name_gaps() as gaps:
+                    result = with_name_note(await fn(**kwargs), gaps)
             except ClientError as exc:
                 if audited:
                     self.audit.write(name, args, "error", str(exc))
