@@ -15,6 +15,7 @@ import pytest
 
 from qlik_tasks_mcp.tools.served import shipped_catalogue
 from tests.conftest import Harness, make_harness
+from tests.test_tool_mentions import unknown_tools
 from tests.tool_samples import sample_args
 
 pytestmark = pytest.mark.anyio
@@ -71,6 +72,7 @@ async def test_every_tool_answers_under_every_profile(
     async with harness.client() as client:
         result = await client.call_tool(tool, args)
     text = " ".join(getattr(c, "text", "") for c in result.content)
+    assert not unknown_tools(text), (profile, tool, "names tools that do not exist")
     refused = REFUSED.get((profile, tool))
     if refused is not None:
         assert result.is_error and refused in text, (profile, tool, text)
