@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
@@ -171,3 +172,32 @@ async def test_find_orphans_stops_within_its_budget_on_a_looping_next_link(harne
     sent = len(since(harness, start))
     # The budget's reads, plus the few name lookups of the tasks read (batched by 100).
     assert report["stopped_early"] and sent <= SCAN_REQUESTS + 20
+
+
+async def test_a_re_read_after_a_patch_that_fails_is_a_note_not_an_error(harness: Harness) -> None:
+    from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
+
+    http = harness.backend.qlik
+    http.retry.base_delay, http.retry.max_delay = 0.001, 0.002
+    task_id = next(i for i, t in sandbox_sharing.tables(harness.sandbox).tasks.items() if t.get("enabled"))
+
+    class DownAfterPatch(httpx.AsyncBaseTransport):
+        """The tenant stops answering reads of the task once the patch has gone through."""
+
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner, self.patched = inner, False
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "PATCH":
+                self.patched = True
+            elif self.patched and request.method == "GET" and task_id in request.url.path:
+                raise httpx.ConnectError("connection refused", request=request)
+            return await self.inner.handle_async_request(request)
+
+    http._http._transport = DownAfterPatch(http._http._transport)
+    async with harness.client() as client:
+        result = await client.call_tool("patch_sharing_task", {"task_id": task_id, "name": "Renamed pack"})
+    done = data(result)["result"]
+    assert sandbox_sharing.tables(harness.sandbox).tasks[task_id]["name"] == "Renamed pack"
+    assert done["ops"] == ["replace /name"] and "task" not in done
+    assert "It was done" in done["note"] and "do not do it again" in done["note"]
