@@ -201,3 +201,24 @@ async def test_a_re_read_after_a_patch_that_fails_is_a_note_not_an_error(harness
     assert sandbox_sharing.tables(harness.sandbox).tasks[task_id]["name"] == "Renamed pack"
     assert done["ops"] == ["replace /name"] and "task" not in done
     assert "It was done" in done["note"] and "do not do it again" in done["note"]
+
+
+async def test_tools_that_take_an_app_or_an_owner_take_its_name(harness: Harness) -> None:
+    from tests.conftest import error_text
+
+    sales = next(a for a in harness.sandbox.apps.values() if a.name == "Sales Dashboard")
+    finance = next(a for a in harness.sandbox.apps.values() if a.name == "Finance P&L")
+    ben = next(u for u in harness.sandbox.users.values() if u.name == "Ben Builder")
+    harness.sandbox.rate_limits = False
+    async with harness.client() as client:
+        by_name = data(await client.call_tool("list_tasks", {"resource_id": "sales dash", "limit": 100}))
+        by_id = data(await client.call_tool("list_tasks", {"resource_id": sales.id, "limit": 100}))
+        overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": "finance p&l", "runs": 1}))
+        many = error_text(await client.call_tool("list_reloads", {"app_id": "an"}))
+        orphans = data(await client.call_tool("find_orphans", {"app_ids": ["Sales Dashboard", finance.id]}))
+        owned = data(await client.call_tool("list_tasks", {"owner_id": ben.email, "resource_id": "Sales Dashboard"}))
+    assert by_name["tasks"] and by_name == by_id
+    assert overview["app_id"] == finance.id
+    assert "apps match 'an'" in many and "give the whole name or the app id" in many and "(app " in many
+    assert orphans["checked"]["apps"] == 2
+    assert owned["tasks"] and all(t["owner_id"] == ben.id and t["app_id"] == sales.id for t in owned["tasks"])

@@ -400,6 +400,64 @@ async def user_id_of(names: Names, text: str) -> str:
     raise InvalidInput(f"{count} users match {quoted(text, 60)}: {shown}; give the e-mail or the user id")
 
 
+# Qlik app ids are UUIDs: such a value is taken as an id without a lookup.
+_APP_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+FOUND_APPS_SHOWN = 10
+
+
+async def app_id_of(names: Names, text: str) -> str:
+    """The id of the app `text` names: an app id as it is; else the one app this key sees whose name contains it
+    (an exact name wins over partial matches). Several are InvalidInput listing them; none, or a lookup that
+    fails, leaves `text` as it is, for the tenant to answer as an id."""
+    if _APP_ID.fullmatch(text):
+        return text
+    try:
+        page = await names.api.apps(query=text, limit=FOUND_APPS_SHOWN + 1)
+    except LOOKUP_FAILURES:
+        return text
+    wanted = text.casefold()
+    found = [i for i in page.items if i.resource_id and wanted in i.name.casefold()]
+    exact = [i for i in found if i.name.casefold() == wanted]
+    matches = exact if len(exact) == 1 else found
+    if len(matches) == 1:
+        return matches[0].resource_id
+    if not matches:
+        return text
+    shown = "; ".join(f"{quoted(i.name, 60)} (app {i.resource_id})" for i in found[:5])
+    count = f"more than {FOUND_APPS_SHOWN}" if len(found) > FOUND_APPS_SHOWN else str(len(found))
+    raise InvalidInput(f"{count} apps match {quoted(text, 60)}: {shown}; give the whole name or the app id")
+
+
+# Arguments that take an app or a user, in every family: each also takes a name that names exactly one.
+APP_ARGUMENTS = ("app_id", "resource_id")
+APP_LIST_ARGUMENTS = ("app_ids",)
+USER_ARGUMENTS = ("owner_id",)
+Resolver = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def argument_resolver(service: object) -> Resolver | None:
+    """For a family whose service has the name lookup (`service.names`): the call's arguments with app and user
+    names replaced by their ids (app_id_of, user_id_of). None for a family without one (Qalyptus)."""
+    names = getattr(service, "names", None)
+    if not isinstance(names, Names):
+        return None
+
+    async def resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(kwargs)
+        for key in APP_ARGUMENTS:
+            if isinstance(out.get(key), str) and out[key]:
+                out[key] = await app_id_of(names, out[key])
+        for key in APP_LIST_ARGUMENTS:
+            if isinstance(out.get(key), list):
+                out[key] = [await app_id_of(names, a) if isinstance(a, str) and a else a for a in out[key]]
+        for key in USER_ARGUMENTS:
+            if isinstance(out.get(key), str) and out[key]:
+                out[key] = await user_id_of(names, out[key])
+        return out
+
+    return resolve
+
+
 def put_owner_note(
     owners: Iterable[str | None], *, caller: str | None = None, labels: Mapping[str, str] | None = None
 ) -> str:
