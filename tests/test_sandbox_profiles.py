@@ -40,9 +40,10 @@ def names(answer: httpx.Response) -> list[str]:
     return [i["name"] for i in answer.json()["data"]]
 
 
-async def test_items_read_name_as_a_whole_name_and_query_as_a_fragment(
-    admin: tuple[Sandbox, httpx.AsyncClient],
-) -> None:
+Tenant = tuple[Sandbox, httpx.AsyncClient]
+
+
+async def test_items_read_name_as_a_whole_name_and_query_as_a_fragment(admin: Tenant) -> None:
     _, http = admin
     base = {"resourceType": "app", "limit": 100}
     assert names(await http.get("/api/v1/items", params=base | {"name": "sales"})) == []
@@ -50,7 +51,7 @@ async def test_items_read_name_as_a_whole_name_and_query_as_a_fragment(
     assert names(await http.get("/api/v1/items", params=base | {"query": "sales"})) == ["Sales Dashboard"]
 
 
-async def test_the_user_profile_is_a_space_members_key(user: tuple[Sandbox, httpx.AsyncClient]) -> None:
+async def test_the_user_profile_is_a_space_members_key(user: Tenant) -> None:
     sandbox, http = user
     caller = sandbox.caller()
     assert not caller.admin and sandbox.profile == "user" and sandbox.member_spaces
