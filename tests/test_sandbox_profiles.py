@@ -81,3 +81,17 @@ async def test_the_retired_profile_has_no_reload_tasks() -> None:
 def test_an_unknown_profile_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown sandbox profile"):
         build_sandbox(profile="root")
+
+
+def test_the_profile_is_a_setting_and_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qlik_tasks_mcp.server.app import build_server
+    from qlik_tasks_mcp.server.cli import checked_settings, parse_args
+
+    assert checked_settings(parse_args(["--sandbox", "--sandbox-profile", "user"])).sandbox_profile == "user"
+    monkeypatch.setenv("QLIK_MCP_SANDBOX_PROFILE", "retired")
+    settings = checked_settings(parse_args(["--sandbox"]))
+    _, backend = build_server(settings)
+    assert backend.sandbox is not None and backend.sandbox.profile == "retired"
+    monkeypatch.setenv("QLIK_MCP_SANDBOX_PROFILE", "root")
+    with pytest.raises(Exception, match="QLIK_MCP_SANDBOX_PROFILE"):
+        checked_settings(parse_args(["--sandbox"]))
