@@ -68,7 +68,7 @@ async def test_every_tool_answers_under_every_profile(
 ) -> None:
     harness = harness_of(profiles, profile)
     args = await sample_args(harness, tool, destructive=effect == "destructive")
-    before = harness.sandbox.digest()
+    before, sent = harness.sandbox.digest(), len(harness.recorder.exchanges)
     async with harness.client() as client:
         result = await client.call_tool(tool, args)
     text = " ".join(getattr(c, "text", "") for c in result.content)
@@ -84,3 +84,7 @@ async def test_every_tool_answers_under_every_profile(
         assert harness.sandbox.digest() == before, (profile, tool)
     if profile == "admin":
         assert NAMES_NOTE not in text, (tool, text)
+    # A lookup the tenant refused during the call is said, once, in the result.
+    refusals = [x for x in harness.recorder.exchanges[sent:] if x.path.endswith("/users/actions/filter")]
+    if any(x.status == 403 for x in refusals):
+        assert text.count(NAMES_NOTE) == 1, (profile, tool, text)

@@ -429,6 +429,7 @@ class ExecutionDetail(ExecutionRow):
     uploads: str | None = None
     files: list[ExecutionFile] = []
     errors: str | None = Field(None, description="Error titles and details, as the tenant wrote them.")
+    note: str | None = None
 
     @classmethod
     def of(cls, doc: ExecutionDoc, known: RowNames) -> "ExecutionDetail":
