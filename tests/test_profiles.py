@@ -38,7 +38,7 @@ REFUSED = {
     # The sample selects reload tasks only.
     ("retired", "set_tasks_enabled"): "reload tasks: API retired on this tenant",
     # The sample lists the whole tenant's reloads, which only a TenantAdmin may (reloads.json, RELOADS-003).
-    ("user", "list_reloads"): "HTTP 403",
+    ("user", "list_reloads"): "Only a tenant admin may list every app's reloads",
 }
 NAMES_NOTE = "Names could not be read"
 
