@@ -222,3 +222,19 @@ async def test_tools_that_take_an_app_or_an_owner_take_its_name(harness: Harness
     assert "apps match 'an'" in many and "give the whole name or the app id" in many and "(app " in many
     assert orphans["checked"]["apps"] == 2
     assert owned["tasks"] and all(t["owner_id"] == ben.id and t["app_id"] == sales.id for t in owned["tasks"])
+
+
+async def test_sharing_tasks_by_recipient_with_a_key_that_may_not_filter_users(user: Harness) -> None:
+    from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
+
+    caller = user.sandbox.caller()
+    async with user.client() as client:
+        start = len(user.recorder.exchanges)
+        mine = data(await client.call_tool("list_sharing_tasks", {"recipient": caller.email, "limit": 50}))
+    assert any(x.path == f"/api/v1/users/{caller.id}" for x in since(user, start))
+    stored = sandbox_sharing.tables(user.sandbox).tasks
+    for row in mine["tasks"]:
+        recipients = stored[row["id"]].get("recipients") or {}
+        users = {r["value"] for r in recipients.get("userIds") or []}
+        emails = {r["value"].lower() for r in recipients.get("emailAddresses") or []}
+        assert caller.id in users or caller.email in emails or recipients.get("groupIds")

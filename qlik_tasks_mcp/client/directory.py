@@ -110,6 +110,16 @@ class DirectoryApi:
         rows = found.get("data") if isinstance(found, dict) else None
         return [UserDoc.model_validate(row) for row in rows or [] if isinstance(row, dict)]
 
+    async def user(self, user_id: str) -> UserDoc | None:
+        """One user read directly (GET /api/v1/users/{userId}); None when the tenant has no such user."""
+        try:
+            found = await self.qlik.json("GET", f"{USERS}/{path_segment(user_id, 'user_id')}", tier=Tier.T1)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return UserDoc.model_validate(found)
+
     async def me(self) -> UserDoc:
         # Answered with a 301 to /api/v1/users/{id}; the client follows it on the tenant, key and all.
         return UserDoc.model_validate(await self.qlik.json("GET", f"{USERS}/me", tier=Tier.T1))
