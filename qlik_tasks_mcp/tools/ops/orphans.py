@@ -31,7 +31,6 @@ from qlik_tasks_mcp.tools.names import (
     UNSEEN,
     Names,
     UserName,
-    app_label,
     failure_reason,
     owner_of,
     user_label,
@@ -229,7 +228,7 @@ def _orphan(info: TaskInfo, app_gone: bool, owner: UserName | None) -> Orphan | 
         kind=info.kind,
         id=info.id,
         name=one_line(info.name, 200),
-        app=app_label(info.app_id, None).replace(NOT_VISIBLE, "gone") if app_gone and info.app_id else None,
+        app=f"app {info.app_id} (gone)" if app_gone and info.app_id else None,
         owner=owner_problem[0] if owner_problem is not None else None,
         problem="; ".join(problems),
         fix=f"delete it ({delete}): it reloads or sends nothing without its app"
