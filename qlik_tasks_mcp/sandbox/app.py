@@ -40,10 +40,10 @@ APP_NAMES = [
 ]
 PEOPLE: list[tuple[str, str, bool] | tuple[str, str, bool, str]] = [
     ("Ada Admin", "ada.admin@example.com", True),
+    # The `user` profile's key is Ben's (USER_PROFILE_KEY): a member of the Sales and Operations spaces.
     ("Ben Builder", "ben.builder@example.com", False),
     ("Cleo Controller", "cleo.controller@example.com", False),
     ("Dan Data", "dan.data@example.com", False),
-    # The `user` profile's key is Ben's: a member of the Sales and Operations spaces, no admin.
     # People who left: they still own apps, tasks and subscriptions (find_orphans finds those).
     ("Eve Exited", "eve.exited@example.com", False, "deleted"),
     ("Finn Frozen", "finn.frozen@example.com", False, "disabled"),

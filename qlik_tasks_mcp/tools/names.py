@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import httpx
@@ -31,7 +31,10 @@ from qlik_tasks_mcp.client.directory import IDS_PER_REQUEST, DirectoryApi, ItemD
 from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.tools.fence import one_line, quoted
-from qlik_tasks_mcp.tools.sources import TaskInfo
+
+if TYPE_CHECKING:
+    # Only for types: the registrar imports this module at start, and the sources bring the schedule reader.
+    from qlik_tasks_mcp.tools.sources import TaskInfo
 
 # Long enough for one conversation turn's calls to share lookups, short enough that a rename shows soon.
 TTL_SECONDS = 90.0
