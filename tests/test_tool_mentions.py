@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from qlik_tasks_mcp.server.app import INSTRUCTIONS
+from qlik_tasks_mcp.tools.inventory import TOOLSETS
 from qlik_tasks_mcp.tools.served import shipped_catalogue
 from tests.conftest import Harness
 
@@ -36,17 +37,18 @@ def _properties(schema: Any) -> set[str]:
 
 
 @cache
+def tool_names() -> frozenset[str]:
+    """Every tool the inventory's toolsets declare."""
+    return frozenset(op.name for toolset in TOOLSETS for op in toolset.operations())
+
+
+@cache
 def known_words() -> frozenset[str]:
     """Tool names, and the argument and result field names that share their form (`reload_id`, `run_id`)."""
-    words: set[str] = set()
+    words: set[str] = set(tool_names())
     for item in shipped_catalogue():
-        words.add(item.tool.name)
         words |= _properties(item.tool.input_schema) | _properties(item.tool.output_schema)
     return frozenset(words)
-
-
-def tool_names() -> frozenset[str]:
-    return frozenset(item.tool.name for item in shipped_catalogue())
 
 
 def unknown_tools(text: str, also: frozenset[str] = frozenset()) -> set[str]:
