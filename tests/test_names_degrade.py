@@ -217,10 +217,15 @@ async def test_tools_that_take_an_app_or_an_owner_take_its_name(harness: Harness
         many = error_text(await client.call_tool("list_reloads", {"app_id": "an"}))
         orphans = data(await client.call_tool("find_orphans", {"app_ids": ["Sales Dashboard", finance.id]}))
         owned = data(await client.call_tool("list_tasks", {"owner_id": ben.email, "resource_id": "Sales Dashboard"}))
+        by_filter = {"enabled": False, "filter": {"app_id": "finance"}}
+        bulk_by_name = data(await client.call_tool("set_tasks_enabled", by_filter))
+        by_filter["filter"] = {"app_id": finance.id}
+        bulk_by_id = data(await client.call_tool("set_tasks_enabled", by_filter))
     assert by_name["tasks"] and by_name == by_id
     assert overview["app_id"] == finance.id
     assert "apps match 'an'" in many and "give the whole name or the app id" in many and "(app " in many
     assert orphans["checked"]["apps"] == 2
+    assert bulk_by_name["changes"] and bulk_by_name["changes"] == bulk_by_id["changes"]
     assert owned["tasks"] and all(t["owner_id"] == ben.id and t["app_id"] == sales.id for t in owned["tasks"])
 
 

@@ -445,17 +445,25 @@ def argument_resolver(service: object) -> Resolver | None:
     if not isinstance(names, Names):
         return None
 
+    async def one(key: str, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        if key in APP_ARGUMENTS:
+            return await app_id_of(names, value)
+        return await user_id_of(names, value) if key in USER_ARGUMENTS else value
+
     async def resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)
-        for key in APP_ARGUMENTS:
-            if isinstance(out.get(key), str) and out[key]:
-                out[key] = await app_id_of(names, out[key])
-        for key in APP_LIST_ARGUMENTS:
-            if isinstance(out.get(key), list):
-                out[key] = [await app_id_of(names, a) if isinstance(a, str) and a else a for a in out[key]]
-        for key in USER_ARGUMENTS:
-            if isinstance(out.get(key), str) and out[key]:
-                out[key] = await user_id_of(names, out[key])
+        for key, value in kwargs.items():
+            if key in APP_LIST_ARGUMENTS and isinstance(value, list):
+                out[key] = [await one("app_id", a) for a in value]
+            elif isinstance(value, BaseModel):
+                # One level down too: a bulk filter's app and owner, a subscription's content app.
+                fields = [f for f in (*APP_ARGUMENTS, *USER_ARGUMENTS) if f in type(value).model_fields]
+                update = {f: await one(f, getattr(value, f)) for f in fields}
+                out[key] = value.model_copy(update=update) if update else value
+            else:
+                out[key] = await one(key, value)
         return out
 
     return resolve
