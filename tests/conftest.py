@@ -62,7 +62,9 @@ def make_harness(
 ) -> Harness:
     """A server on a fresh sandbox tenant, or another replica on the same tenant as `share_with`."""
     if share_with is None:
-        sandbox, app = build_sandbox(**(sandbox_options or {}))
+        # The tenant answers the key of the server's sandbox profile, as a `--sandbox` server's does.
+        profile = {"profile": settings["sandbox_profile"]} if "sandbox_profile" in settings else {}
+        sandbox, app = build_sandbox(**(profile | (sandbox_options or {})))
         recorder = SpecRecorder()
         transport = ValidatingTransport(SandboxTransport(app), recorder)
     else:

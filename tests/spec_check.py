@@ -134,6 +134,7 @@ def openapi(name: str) -> OpenAPI:
     spec["servers"] = [{"url": "/"}]
     _declare_path_params(spec)
     _migration_notes(name, spec)
+    _app_answers(name, spec)
     for schema in PATCH_VALUE_SCHEMAS:
         if schema in spec["components"]["schemas"]:
             spec["components"]["schemas"][schema]["properties"]["value"] = {}
@@ -141,7 +142,17 @@ def openapi(name: str) -> OpenAPI:
 
 
 # NOTES-2026-11.md section 2: a tenant that removed /api/v1/reload-tasks answers 404 or 410 (in the Errors shape).
-NOTED_RESPONSES: dict[str, dict[str, Any]] = {"reload-tasks.json": {"410": {}}}
+# GET /api/v1/apps/{appId}: 403 and 404 (see _app_answers).
+NOTED_RESPONSES: dict[str, dict[str, Any]] = {"reload-tasks.json": {"410": {}}, "apps.json": {"403": {}, "404": {}}}
+
+
+def _app_answers(name: str, spec: dict[str, Any]) -> None:
+    """apps.json lists only 200 for GET /api/v1/apps/{appId}; Qlik answers 404 for an app that is gone and 403 for
+    one the caller may not read, in the apps API's `Errors` shape (the one way to ask whether an app exists)."""
+    if name == "apps.json":
+        errors = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
+        responses = spec["paths"]["/api/v1/apps/{appId}"]["get"]["responses"]
+        responses |= {"403": errors | {"description": "Forbidden"}, "404": errors | {"description": "Not found"}}
 
 
 def _migration_notes(name: str, spec: dict[str, Any]) -> None:

@@ -48,8 +48,9 @@ def app_name(h: Harness, app_id: str) -> str:
 
 
 def shown_app(h: Harness, app_id: str) -> str:
-    """An app as a row shows it: its name, or "(not found)" once its item is gone."""
-    return "(not found)" if h.sandbox.apps[app_id].deleted else app_name(h, app_id)
+    """An app as a row shows it: its name, or "(not visible to this key)" once its item is gone (a listing that
+    lacks it says no more than that)."""
+    return "(not visible to this key)" if h.sandbox.apps[app_id].deleted else app_name(h, app_id)
 
 
 def shown_user(h: Harness, user_id: str) -> str:

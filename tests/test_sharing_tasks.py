@@ -167,7 +167,16 @@ async def test_create_sheet_sharing_and_chart_monitoring(harness: Harness) -> No
         ({"schedule": WEEKLY | {"time_zone": "Mars/Olympus"}}, "IANA"),
         ({"transport": ["sharepoint"]}, "sharepoint_folder"),
         ({"type": "chart-monitoring", "history_size": 20}, "exactly 10"),
-        ({"content": {"app_id": "a", "chart": {"sheet_id": "s", "object_id": "o"}}}, "sheet_ids"),
+        # An app id (a UUID), not a name: a name is looked up, and "a" names many apps.
+        (
+            {
+                "content": {
+                    "app_id": "00000000-0000-4000-a000-000000000000",
+                    "chart": {"sheet_id": "s", "object_id": "o"},
+                }
+            },
+            "sheet_ids",
+        ),
     ],
 )
 async def test_create_refuses_bad_input_before_sending(harness: Harness, change: dict[str, Any], says: str) -> None:

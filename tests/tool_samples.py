@@ -414,11 +414,16 @@ async def _get_qlog(h: Harness, destructive: bool) -> dict[str, Any]:
 
 
 # Sharing tasks (/api/v1/sharing-tasks).
+def _yours(h: Harness, task: dict[str, Any]) -> bool:
+    """Whether the sandbox's key may change the task: a TenantAdmin's any, anyone else's their own."""
+    return h.sandbox.caller().admin or task["owner"] == h.sandbox.caller_id
+
+
 def _sharing(h: Harness) -> dict[str, Any]:
     return next(
         t
         for t in sharing.tables(h.sandbox).tasks.values()
-        if t.get("enabled") and t["type"] == "sheet-sharing" and t.get("statusCode") != "DELETING"
+        if t.get("enabled") and t["type"] == "sheet-sharing" and t.get("statusCode") != "DELETING" and _yours(h, t)
     )
 
 
@@ -488,7 +493,7 @@ async def _list_sharing_executions(h: Harness, destructive: bool) -> dict[str, A
 @sample("get_sharing_task_execution")
 async def _get_sharing_execution(h: Harness, destructive: bool) -> dict[str, Any]:
     table = sharing.tables(h.sandbox)
-    task_id, runs = next((k, v) for k, v in table.executions.items() if v)
+    task_id, runs = next((k, v) for k, v in table.executions.items() if v and _yours(h, table.tasks[k]))
     return {"task_id": task_id, "execution_id": runs[0]["id"]}
 
 

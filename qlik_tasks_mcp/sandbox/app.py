@@ -22,7 +22,7 @@ from qlik_tasks_mcp.sandbox import (
     users,
 )
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
-from qlik_tasks_mcp.sandbox.core import App, Sandbox, User
+from qlik_tasks_mcp.sandbox.core import PROFILES, App, Sandbox, User
 from qlik_tasks_mcp.sandbox.faults import FaultInjector
 
 APP_NAMES = [
@@ -41,6 +41,7 @@ APP_NAMES = [
 ]
 PEOPLE: list[tuple[str, str, bool] | tuple[str, str, bool, str]] = [
     ("Ada Admin", "ada.admin@example.com", True),
+    # The `user` profile's key is Ben's (USER_PROFILE_KEY): a member of the Sales and Operations spaces.
     ("Ben Builder", "ben.builder@example.com", False),
     ("Cleo Controller", "cleo.controller@example.com", False),
     ("Dan Data", "dan.data@example.com", False),
@@ -66,6 +67,17 @@ def seed_people_and_apps(sandbox: Sandbox, app_count: int) -> None:
         sandbox.apps[app.id] = app
 
 
+USER_PROFILE_KEY = "Ben Builder"
+USER_PROFILE_SPACES = ("Sales", "Operations")
+
+
+def as_member(sandbox: Sandbox, person: str, space_names: tuple[str, ...]) -> None:
+    """The key becomes `person`'s, a member of the spaces named; set after seeding, so the tenant is the same
+    whatever the key."""
+    sandbox.caller_id = next(u.id for u in sandbox.users.values() if u.name == person)
+    sandbox.member_spaces = {i for i, s in spaces.table(sandbox).items() if s["name"] in space_names}
+
+
 def build_sandbox(
     *,
     seed: int = 7,
@@ -74,11 +86,15 @@ def build_sandbox(
     migrated_reload_tasks: int = 0,
     reload_tasks_retired: int | None = None,
     history: bool = False,
+    profile: str = "admin",
 ) -> tuple[Sandbox, ASGIApp]:
     """`migrated_reload_tasks`: that many reload tasks migrated to tasks as Qlik's guide does;
     `reload_tasks_retired`: 404 or 410, the answer of every /api/v1/reload-tasks request (a retired API);
-    `history`: sandbox/history.py's two weeks of runs."""
-    sandbox = Sandbox(seed=seed, rate_limits=rate_limits)
+    `history`: sandbox/history.py's two weeks of runs;
+    `profile`: whose key the tenant answers (core.PROFILES): the same tenant, seen by another key."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown sandbox profile {profile!r}; choose from {', '.join(PROFILES)}")
+    sandbox = Sandbox(seed=seed, rate_limits=rate_limits, profile=profile)
     seed_people_and_apps(sandbox, app_count)
     # The size switch (sandbox.large): thousands of apps, each with a task, and no reload tasks.
     is_large = app_count >= large.LARGE_FROM
@@ -94,10 +110,15 @@ def build_sandbox(
     else:
         reloads.seed(sandbox)
     reload_tasks.seed_migrated(sandbox, migrated_reload_tasks, workflow_tasks.migrate)
+    if profile == "retired":
+        # NOTES-2026-11.md section 2: removed on or after 2026-09-29, answered 404 or 410 since.
+        reload_tasks_retired = reload_tasks_retired or 404
     if reload_tasks_retired:
         reload_tasks.retire(sandbox, reload_tasks_retired)
     if history:  # two weeks of runs true to every schedule, with known slowdowns, misses and doubles
         sandbox_history.seed(sandbox)
+    if profile == "user":
+        as_member(sandbox, USER_PROFILE_KEY, USER_PROFILE_SPACES)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"sandbox": True, "apps": len(sandbox.apps)})

@@ -82,6 +82,10 @@ class SlidingWindow:
 
 
 TIER_LIMITS = {"1": 1000, "2": 100, "special": 600, "reloads": 50, "qalyptus": 300}
+# Whose API key the sandbox answers: a TenantAdmin's (admin), a member of some spaces (user: no users filter,
+# items and spaces limited to the key's, no tenant-wide reloads), or an admin's on a tenant after Qlik removed
+# /api/v1/reload-tasks (retired).
+PROFILES = ("admin", "user", "retired")
 
 
 @dataclass
@@ -95,6 +99,9 @@ class Sandbox:
     apps: dict[str, App] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     caller_id: str = ""
+    profile: str = "admin"
+    # The spaces the caller is a member of (what a key that is not a TenantAdmin's sees of shared and managed ones).
+    member_spaces: set[str] = field(default_factory=set)
     tables: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, SlidingWindow] = field(default_factory=dict)
     throttled: int = 0
@@ -113,6 +120,13 @@ class Sandbox:
 
     def caller(self) -> User:
         return self.users[self.caller_id]
+
+    def sees(self, space_id: str, owner_id: str) -> bool:
+        """Whether the caller sees what lives in `space_id`: a TenantAdmin sees everything; anyone else the spaces
+        they are a member of and their own personal items (no space)."""
+        if self.caller().admin:
+            return True
+        return space_id in self.member_spaces if space_id else owner_id == self.caller_id
 
     def digest(self) -> str:
         """A hash of every family's tables: the same before and after means nothing changed (copies cost more).

@@ -42,6 +42,9 @@ class Faults:
     redirect_location: str | None = None
     huge_page: int = 0
     huge_page_rows: int = 100_000
+    # A list answered from its first page whatever cursor is asked, with a next link that is new every time: a
+    # listing that never ends (only a budget stops it; identical pages give it away to a careful pager).
+    looping_next_link: int = 0
     # Also sent with 503 answers when set (a 429 always carries `retry_after`).
     retry_after_503: int | None = None
     match_path: str | None = None
@@ -119,6 +122,11 @@ class FaultInjector:
         if faults.take("foreign_next_link"):
             await self._rewrite(scope, receive, send, _foreign_links)
             return
+        if faults.take("looping_next_link"):
+            first = _without_cursor(scope)
+            count = faults.injected
+            await self._rewrite(first, receive, send, lambda body: _looping_links(body, first, count))
+            return
         if faults.take("huge_page"):
             rows = faults.huge_page_rows
             await self._rewrite(scope, receive, send, lambda body: _huge_page(body, rows))
@@ -150,6 +158,24 @@ def _foreign_links(body: bytes) -> bytes:
     links = data.get("links") if isinstance(data, dict) else None
     if isinstance(links, dict):
         links["next"] = {"href": "https://attacker.example.com/api/v1/steal?next=1"}
+    return json.dumps(data).encode()
+
+
+def _without_cursor(scope: Scope) -> Scope:
+    query: str = scope.get("query_string", b"").decode("latin-1")
+    kept = "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] not in ("next", "page"))
+    return dict(scope, query_string=kept.encode("latin-1"))
+
+
+def _looping_links(body: bytes, scope: Scope, count: int) -> bytes:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    links = data.get("links") if isinstance(data, dict) else None
+    if isinstance(links, dict):
+        query = scope.get("query_string", b"").decode("latin-1")
+        links["next"] = {"href": f"{scope.get('path', '')}?{query}{'&' if query else ''}next=loop{count}"}
     return json.dumps(data).encode()
 
 

@@ -1,8 +1,12 @@
 """The sandbox's `/api/v1/items`: one item per seeded app that still exists, in its space, with its last reload.
 
-An item's `id` is its own; the app's id is `resourceId`. `name` searches names without regard to case (whether
-the service matches parts of names is unconfirmed; the sandbox does). `resourceIds` takes at most 100 ids and,
-like `resourceId`, needs `resourceType`.
+An item's `id` is its own; the app's id is `resourceId`. As the items spec reads, `name` is a whole name (any case)
+and `query` a fragment of the name or the description (any case). `resourceIds` takes at most 100 ids and, like
+`resourceId`, needs `resourceType`. A key that is not a TenantAdmin's sees the items of its spaces and its own
+personal ones (Sandbox.sees).
+
+`GET /api/v1/apps/{appId}` answers here too, as the one place that says whether an app exists: 404 for an app
+that is gone, 403 for one the key may not see (the apps spec lists only 200; these are Qlik's answers).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ MAX_RESOURCE_IDS = 100
 err = ErrorShape("ITEMS")
 # The seeded app whose item is gone: its tasks are left behind, as when an app is deleted.
 DELETED_APP_INDEX = 7
-FILTERS = ("resourceType", "name", "resourceId", "resourceIds", "spaceId", "ownerId", "noActions")
+FILTERS = ("resourceType", "name", "query", "resourceId", "resourceIds", "spaceId", "ownerId", "noActions")
+APPS = "/api/v1/apps"
+apps_err = ErrorShape("APPS")
 
 
 def table(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
@@ -89,7 +95,10 @@ def _selected(q: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]] | str
     if ids:
         found = [i for i in found if i["resourceId"] in set(ids)]
     if q.get("name"):
-        found = [i for i in found if q["name"].lower() in i["name"].lower()]
+        found = [i for i in found if q["name"].casefold() == i["name"].casefold()]
+    if q.get("query"):
+        fragment = q["query"].casefold()
+        found = [i for i in found if fragment in i["name"].casefold() or fragment in i["description"].casefold()]
     return found
 
 
@@ -99,7 +108,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         limit = parse_limit(q.get("limit"), 10, 100)
         if limit is None:
             return err(400, "limit must be an integer between 1 and 100")
-        found = _selected(q, sorted(table(sandbox).values(), key=lambda i: i["createdAt"]))
+        visible = [i for i in table(sandbox).values() if sandbox.sees(i["spaceId"], i["ownerId"])]
+        found = _selected(q, sorted(visible, key=lambda i: i["createdAt"]))
         if isinstance(found, str):
             return err(400, found)
         page = paginate(request, found, limit, CURSORS, {k: q.get(k) for k in FILTERS})
@@ -107,4 +117,16 @@ def routes(sandbox: Sandbox) -> list[Route]:
             return err(400, page)
         return JSONResponse({"data": page.items, "links": page.links})
 
-    return [Route(BASE, guarded(sandbox, "1", err, list_items), methods=["GET"])]
+    async def one_app(request: Request) -> Response:
+        app = sandbox.apps.get(request.path_params["appId"])
+        if app is None or app.deleted:
+            return apps_err(404, "app not found")
+        if not sandbox.sees(app.space_id, app.owner_id):
+            return apps_err(403, "the caller may not read this app")
+        attributes = {"id": app.id, "name": app.name, "ownerId": app.owner_id, "usage": "ANALYTICS"}
+        return JSONResponse({"attributes": attributes, "privileges": ["read", "reload"], "create": []})
+
+    return [
+        Route(BASE, guarded(sandbox, "1", err, list_items), methods=["GET"]),
+        Route(APPS + "/{appId}", guarded(sandbox, "1", apps_err, one_app), methods=["GET"]),
+    ]

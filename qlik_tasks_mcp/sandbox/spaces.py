@@ -1,4 +1,5 @@
-"""The sandbox's `/api/v1/spaces`: the shared and managed spaces the seeded apps live in."""
+"""The sandbox's `/api/v1/spaces`: the shared and managed spaces the seeded apps live in (a key that is not a
+TenantAdmin's sees those it is a member of)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         limit = parse_limit(q.get("limit"), 10, 100)
         if limit is None:
             return err(400, "limit must be an integer between 1 and 100")
-        found = sorted(table(sandbox).values(), key=lambda s: s["name"].lower())
+        visible = [s for s in table(sandbox).values() if sandbox.sees(s["id"], "")]
+        found = sorted(visible, key=lambda s: s["name"].lower())
         # `name` is a case-insensitive contains, as the spaces spec says ("fin" matches "Griffin").
         if q.get("name"):
             found = [s for s in found if q["name"].lower() in s["name"].lower()]
@@ -68,7 +70,9 @@ def routes(sandbox: Sandbox) -> list[Route]:
 
     async def one_space(request: Request) -> Response:
         space = table(sandbox).get(request.path_params["space_id"])
-        return JSONResponse(space) if space else err(404, "space not found or access denied")
+        if space and sandbox.sees(space["id"], ""):
+            return JSONResponse(space)
+        return err(404, "space not found or access denied")
 
     return [
         Route(f"{BASE}/{{space_id}}", guarded(sandbox, "1", err, one_space), methods=["GET"]),

@@ -133,6 +133,9 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return _listed(request, sandbox, filter_text, {"filter": filter_text})
 
     async def filter_users(request: Request) -> Response:
+        if not sandbox.caller().admin:
+            # The users spec declares 403 for this action: a key that may not list the tenant's users.
+            return err(403, "the caller may not filter the tenant's users", "Forbidden")
         body = await json_body(request)
         filter_text = body.get("filter") if isinstance(body, dict) else None
         if isinstance(filter_text, str) and len(re.findall(r"\bid\s+eq\b", filter_text, re.IGNORECASE)) > 100:

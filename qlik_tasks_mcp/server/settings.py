@@ -229,6 +229,14 @@ class Settings(BaseModel):
         'JSON overrides of the Qalyptus path table: `{"run_task": "POST /tasks/{id}/run"}` (see Qalyptus Cloud)',
     )
     sandbox: bool = setting(False, "QLIK_MCP_SANDBOX", "serve the built-in simulated tenant", flag="--sandbox")
+    sandbox_profile: Literal["admin", "user", "retired"] = setting(
+        "admin",
+        "QLIK_MCP_SANDBOX_PROFILE",
+        "whose key the sandbox answers: a tenant admin's (`admin`), a space member's (`user`: the users filter "
+        "answers 403, items are the key's spaces'), or an admin's on a tenant whose `/api/v1/reload-tasks` is "
+        "retired (`retired`)",
+        flag="--sandbox-profile",
+    )
     read_only: bool = setting(False, "QLIK_MCP_READ_ONLY", "list and run no tool that writes", flag="--read-only")
     toolsets: str = setting(
         ",".join(TOOLSETS),

@@ -18,6 +18,7 @@ from qlik_tasks_mcp.client.clock import Clock
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.tools.fence import one_line
 from qlik_tasks_mcp.tools.logs import slice_log
+from qlik_tasks_mcp.tools.names import failure_reason
 
 R = TypeVar("R")
 log = logging.getLogger("qlik_tasks_mcp.tools.follow")
@@ -111,6 +112,16 @@ class _Runs(Generic[R]):
 
     def ended(self, run: R | None) -> bool:
         return run is not None and self.watch.ended(run)
+
+
+async def read_after(call: Awaitable[R], what: str) -> tuple[R | None, str | None]:
+    """A read after an action was sent (a re-read, a log): its answer, or None and a note saying the action stands.
+    Nothing read after an action turns its result into an error, which would invite doing it again."""
+    try:
+        return await call, None
+    except ClientError as exc:
+        why = failure_reason(exc)
+        return None, f"It was done, but {what} could not be read afterwards ({why}); do not do it again."
 
 
 async def follow(

@@ -30,6 +30,7 @@ from qlik_tasks_mcp.tools.arguments import ArgumentCheck, listed
 from qlik_tasks_mcp.tools.audit import Audit
 from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
 from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.names import Resolver, argument_resolver, name_gaps, with_name_note
 from qlik_tasks_mcp.tools.operation import Effect, Operation
 from qlik_tasks_mcp.tools.params import ConfirmToken
 from qlik_tasks_mcp.tools.schema import result_schema, slim_schema
@@ -126,8 +127,9 @@ class Registrar:
             args = audit_args(kwargs)
             audited = effect != "read"
             try:
-                with bind_call(name, args):
-                    result = await fn(**kwargs)
+                # Names are enrichment: the lookups that failed during the call become one note on its result.
+                with bind_call(name, args), name_gaps() as gaps:
+                    result = with_name_note(await fn(**kwargs), gaps)
             except ClientError as exc:
                 if audited:
                     self.audit.write(name, args, "error", str(exc))
@@ -229,17 +231,29 @@ def _pick(kwargs: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, 
 def exposed_function(op: Operation, service: Any, gate: Gate) -> Callable[..., Awaitable[Any]]:
     """The tool function for `op`, with its service bound (and, if destructive, the gate)."""
     returns = get_type_hints(op.handler, include_extras=True).get("return", Any)
+    resolved = _resolving(argument_resolver(service))
     if op.effect != "destructive":
         params = _signature(op.handler, 1)
 
         async def call(**kwargs: Any) -> Any:
-            return await op.handler(service, **kwargs)
+            return await op.handler(service, **(await resolved(kwargs)))
 
         return _function(op.name, call, params, returns, op.handler.__doc__)
-    return _gated_function(op, service, gate, returns)
+    return _gated_function(op, service, gate, returns, resolved)
 
 
-def _gated_function(op: Operation, service: Any, gate: Gate, returns: Any) -> Callable[..., Awaitable[Any]]:
+def _resolving(resolver: Resolver | None) -> Resolver:
+    """App and user names in arguments become ids (names.argument_resolver) for the families that look names up."""
+
+    async def same(kwargs: dict[str, Any]) -> dict[str, Any]:
+        return kwargs
+
+    return resolver or same
+
+
+def _gated_function(
+    op: Operation, service: Any, gate: Gate, returns: Any, resolved: Resolver
+) -> Callable[..., Awaitable[Any]]:
     assert op.plan is not None
     plan_of, action = op.plan, op.handler
     plan_params = _signature(plan_of, 1)
@@ -249,7 +263,8 @@ def _gated_function(op: Operation, service: Any, gate: Gate, returns: Any) -> Ca
         raise TypeError(f"{op.name}: its plan takes {sorted(missing)}, which the tool does not")
 
     async def ask(ctx: Context, **kwargs: Any) -> Elicit[Consent] | None:
-        return await gate.ask(ctx, lambda: plan_of(service, **kwargs))
+        args = await resolved(kwargs)
+        return await gate.ask(ctx, lambda: plan_of(service, **args))
 
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
     resolver = _function(f"ask_{op.name}", mapped_errors(ask), [context, *plan_params], Elicit[Consent] | None, None)
@@ -261,6 +276,7 @@ def _gated_function(op: Operation, service: Any, gate: Gate, returns: Any) -> Ca
     token = inspect.Parameter("confirm_token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfirmToken)
 
     async def call(**kwargs: Any) -> Any:
+        kwargs = await resolved(kwargs)
         plan: Plan = await plan_of(service, **_pick(kwargs, plan_params))
         args = _pick(kwargs, action_params)
         return await gate.run(

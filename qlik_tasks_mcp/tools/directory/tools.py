@@ -12,7 +12,7 @@ from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact
-from qlik_tasks_mcp.tools.names import Names
+from qlik_tasks_mcp.tools.names import Names, row_names
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.params import Cursor, Limit
 
@@ -76,13 +76,13 @@ async def _space_of(api: DirectoryApi, space: str) -> SpaceDoc:
 
 async def _app_rows(names: Names, items: list[ItemDoc]) -> list[AppRow]:
     spaces = await names.spaces(i.space_id for i in items)
-    owners = await names.users(i.owner_id for i in items)
+    owners = await row_names(names, [], [i.owner_id for i in items])
     return [
         AppRow(
             id=item.resource_id,
             name=one_line(item.name),
             space=one_line(spaces[item.space_id]) if item.space_id in spaces else None,
-            owner=one_line(owners[item.owner_id].name) if item.owner_id in owners else None,
+            owner=owners.user(item.owner_id),
             owner_id=item.owner_id or None,
             last_reload=item.resource_reload_end_time or None,
             last_reload_status=item.resource_reload_status or None,
@@ -95,19 +95,29 @@ async def _app_rows(names: Names, items: list[ItemDoc]) -> list[AppRow]:
 async def find_apps(
     directory: Directory,
     name: Fragment,
-    space: Annotated[str | None, Field(max_length=100, description="Space name.")] = None,
+    space: Annotated[str | None, Field(max_length=100, description="Space name, or part of it.")] = None,
+    exact: Annotated[bool, Field(description="True: the whole name (any case), not a part.")] = False,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> AppPage:
-    """Apps whose name contains a fragment: app id, name, space, owner, last reload."""
+    """Apps whose name contains a fragment (any case): app id, name, space, owner, last reload."""
     space_id = (await _space_of(directory.api, space)).id if space and not cursor else None
-    page = await directory.api.apps(name=name, space_id=space_id, limit=limit, cursor=cursor)
-    # Whether the tenant's `name` matches substrings or whole names is not confirmed: compare here as well.
+    # The items spec: `name` is a whole name, `query` a part of the name or the description. So a fragment goes
+    # as `query`, and apps it matched only by their description are dropped here.
+    search = {"name": name} if exact else {"query": name}
+    page = await directory.api.apps(**search, space_id=space_id, limit=limit, cursor=cursor)
     wanted = name.casefold()
-    items = [i for i in page.items if wanted in i.name.casefold() and i.resource_id]
+    items = [
+        i
+        for i in page.items
+        if i.resource_id and (i.name.casefold() == wanted if exact else wanted in i.name.casefold())
+    ]
     notes = [tenant_text_note(["name", "space", "owner"]), page.cut_note]
+    if len(items) < len(page.items):
+        notes.append(f"{len(page.items) - len(items)} apps matched by their description only were left out.")
     if not items and not page.next_cursor:
-        notes.append("No app name contains this; try a shorter fragment, or find_apps without space.")
+        where = " in that space" if space else ""
+        notes.append(f"No app this API key can see has a name {'equal to' if exact else 'containing'} it{where}.")
     return AppPage(
         apps=await _app_rows(directory.names, items),
         next_cursor=page.next_cursor,

@@ -90,7 +90,8 @@ async def _delete_plan(
     todo = [t for t in targets if can_delete(sources.of(t.kind)) and not _being_deleted(t)]
     kept = [t for t in targets if not can_delete(sources.of(t.kind))]
     if not todo:
-        raise InvalidInput(f"the selection has no task that can be deleted here ({len(targets)} selected)")
+        why = "".join(f"; {note}" for note in unavailable)
+        raise InvalidInput(f"the selection has no task that can be deleted here ({len(targets)} selected{why})")
     notes = list(unavailable)
     if going:
         notes.append(f"{len(going)} already being deleted: {_ids(going)}")

@@ -392,15 +392,12 @@ async def find_failures(
 
 
 async def _name_apps(names: Names, groups: list[FailureGroup]) -> None:
-    """App names beside app ids: one batched lookup for the whole report (gone apps stay unnamed). The failures
-    were found at a cost; a lookup that fails (a spent rate tier) leaves the ids alone rather than lose them."""
-    try:
-        found = await names.apps({g.app_id for g in groups if g.app_id})
-    except ClientError:
-        return
+    """App names beside app ids: one batched lookup for the whole report (apps not visible stay unnamed). The
+    failures were found at a cost; a lookup that fails leaves the ids alone (Names notes why)."""
+    found = await names.apps({g.app_id for g in groups if g.app_id})
     for group in groups:
         app = found.get(group.app_id or "")
-        group.app = one_line(app.name, 200) if app else None
+        group.app = one_line(app.name, 200) if app and app.read else None
 
 
 def _report(

@@ -20,7 +20,7 @@ from qlik_tasks_mcp.client.sharing_tasks import (
 )
 from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.names import RowNames
+from qlik_tasks_mcp.tools.names import NOT_VISIBLE, RowNames
 from qlik_tasks_mcp.tools.sources import short_time
 
 SharingType = Literal["sheet-sharing", "chart-sharing", "chart-monitoring", "template-sharing"]
@@ -216,7 +216,7 @@ def schedule_words(doc: SharingTaskDoc) -> str | None:
 def _owner(doc: SharingTaskDoc, known: RowNames) -> str | None:
     """The owner's name and status from the directory; the tenant's ownerName when the directory has no name."""
     found = known.user(doc.owner)
-    if doc.owner_name and (found is None or found == "(not found)"):
+    if doc.owner_name and (found is None or found == f"({NOT_VISIBLE})"):
         return f"{_shown(doc.owner_name)} {found or ''}".strip()
     return found
 
@@ -429,6 +429,7 @@ class ExecutionDetail(ExecutionRow):
     uploads: str | None = None
     files: list[ExecutionFile] = []
     errors: str | None = Field(None, description="Error titles and details, as the tenant wrote them.")
+    note: str | None = None
 
     @classmethod
     def of(cls, doc: ExecutionDoc, known: RowNames) -> "ExecutionDetail":

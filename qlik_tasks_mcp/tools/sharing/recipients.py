@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from qlik_tasks_mcp.client.directory import UserDoc, filter_value
-from qlik_tasks_mcp.client.errors import InvalidInput
+from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.sharing_tasks import SharingTaskDoc
 from qlik_tasks_mcp.tools.fence import quoted
 from qlik_tasks_mcp.tools.names import Names, user_id_of
@@ -73,8 +73,15 @@ async def _user_of(names: Names, text: str) -> UserDoc | None:
         user_id = found.items[0].id
     else:
         user_id = await user_id_of(names, text)
-    # Read whole: the e-mail address and, where the tenant lists them, the groups.
-    docs = await names.api.users_by_id([user_id])
+    # Read whole: the e-mail address and, where the tenant lists them, the groups. A key that may not filter the
+    # tenant's users (403) may still read one user.
+    try:
+        docs = await names.api.users_by_id([user_id])
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        one = await names.api.user(user_id)
+        docs = [one] if one else []
     if not docs:
         raise InvalidInput(f"no user has the id {quoted(text, 80)}; give an id, name or e-mail (find_users)")
     return docs[0]

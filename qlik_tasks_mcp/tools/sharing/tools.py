@@ -27,7 +27,7 @@ from qlik_tasks_mcp.client.sharing_tasks import (
     TemplateDoc,
 )
 from qlik_tasks_mcp.tools.fence import quoted
-from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow
+from qlik_tasks_mcp.tools.follow import RunWatch, WaitSeconds, follow, read_after
 from qlik_tasks_mcp.tools.gate import FieldChange, Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact
@@ -132,9 +132,11 @@ class Done(Compact):
 
 
 class PatchResult(Compact):
-    task: SharingTaskDetail
+    # The task as it is now; absent when it could not be read after the patch (the note says so).
+    task: SharingTaskDetail | None = None
     ops: list[str]
     text: TaskText = None
+    note: str | None = None
 
 
 class SharingService(SharingTasksApi):
@@ -684,7 +686,9 @@ async def patch_sharing_task(
     channel, content, filter, far start, outside addresses) ask the user first."""
     await api.patch(task_id, plan.payload)
     shown = [f"{o['op']} {o['path']}" for o in plan.payload]
-    after = await api.get(task_id)
+    after, note = await read_after(api.get(task_id), "the task")
+    if after is None:
+        return PatchResult(ops=shown, note=note)
     known = await known_names(api.names, [after], recipient_user_ids(after))
     return PatchResult(task=SharingTaskDetail.of(after, known), ops=shown, text=task_text(after))
 

@@ -1,0 +1,97 @@
+"""The sandbox's profiles at the HTTP level: the same tenant answering a TenantAdmin's key, a space member's key
+(users filter 403, items and spaces of the key's spaces and personal items, no tenant-wide reloads) and a key on a
+tenant that retired /api/v1/reload-tasks; items read `name` as a whole name and `query` as a fragment."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from qlik_tasks_mcp.sandbox import build_sandbox
+from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL, Sandbox
+from qlik_tasks_mcp.sandbox.transport import SandboxTransport
+
+pytestmark = pytest.mark.anyio
+
+
+async def tenant(profile: str) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient]]:
+    sandbox, app = build_sandbox(rate_limits=False, profile=profile)
+    headers = {"Authorization": f"Bearer {SANDBOX_API_KEY}"}
+    async with httpx.AsyncClient(transport=SandboxTransport(app), base_url=SANDBOX_URL, headers=headers) as http:
+        yield sandbox, http
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient]]:
+    async for pair in tenant("admin"):
+        yield pair
+
+
+@pytest.fixture
+async def user() -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient]]:
+    async for pair in tenant("user"):
+        yield pair
+
+
+def names(answer: httpx.Response) -> list[str]:
+    assert answer.status_code == 200, answer.text
+    return [i["name"] for i in answer.json()["data"]]
+
+
+Tenant = tuple[Sandbox, httpx.AsyncClient]
+
+
+async def test_items_read_name_as_a_whole_name_and_query_as_a_fragment(admin: Tenant) -> None:
+    _, http = admin
+    base = {"resourceType": "app", "limit": 100}
+    assert names(await http.get("/api/v1/items", params=base | {"name": "sales"})) == []
+    assert names(await http.get("/api/v1/items", params=base | {"name": "SALES dashboard"})) == ["Sales Dashboard"]
+    assert names(await http.get("/api/v1/items", params=base | {"query": "sales"})) == ["Sales Dashboard"]
+
+
+async def test_the_user_profile_is_a_space_members_key(user: Tenant) -> None:
+    sandbox, http = user
+    caller = sandbox.caller()
+    assert not caller.admin and sandbox.profile == "user" and sandbox.member_spaces
+    refused = await http.post("/api/v1/users/actions/filter", json={"filter": f'id eq "{caller.id}"'})
+    assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "USERS-403"
+    items = (await http.get("/api/v1/items", params={"resourceType": "app", "limit": 100})).json()["data"]
+    assert items and {i["spaceId"] for i in items} <= sandbox.member_spaces
+    spaces = (await http.get("/api/v1/spaces")).json()["data"]
+    assert {s["id"] for s in spaces} == sandbox.member_spaces
+    hidden = next(a for a in sandbox.apps.values() if a.space_id not in sandbox.member_spaces and not a.deleted)
+    shown = next(a for a in sandbox.apps.values() if a.space_id in sandbox.member_spaces and not a.deleted)
+    gone = next(a for a in sandbox.apps.values() if a.deleted)
+    assert (await http.get(f"/api/v1/apps/{hidden.id}")).status_code == 403
+    assert (await http.get(f"/api/v1/apps/{gone.id}")).status_code == 404
+    assert (await http.get(f"/api/v1/apps/{shown.id}")).json()["attributes"]["name"] == shown.name
+    assert (await http.get(f"/api/v1/spaces/{hidden.space_id}")).status_code == 404
+    assert (await http.get("/api/v1/reloads")).status_code == 403
+    assert (await http.get("/api/v1/reloads", params={"appId": shown.id})).status_code == 200
+
+
+async def test_the_retired_profile_has_no_reload_tasks() -> None:
+    async for sandbox, http in tenant("retired"):
+        assert (await http.get("/api/v1/reload-tasks")).status_code == 404
+        assert sandbox.caller().admin and (await http.get("/api/v1/items", params={"limit": 1})).status_code == 200
+
+
+def test_an_unknown_profile_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown sandbox profile"):
+        build_sandbox(profile="root")
+
+
+def test_the_profile_is_a_setting_and_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qlik_tasks_mcp.server.app import build_server
+    from qlik_tasks_mcp.server.cli import checked_settings, parse_args
+
+    assert checked_settings(parse_args(["--sandbox", "--sandbox-profile", "user"])).sandbox_profile == "user"
+    monkeypatch.setenv("QLIK_MCP_SANDBOX_PROFILE", "retired")
+    settings = checked_settings(parse_args(["--sandbox"]))
+    _, backend = build_server(settings)
+    assert backend.sandbox is not None and backend.sandbox.profile == "retired"
+    monkeypatch.setenv("QLIK_MCP_SANDBOX_PROFILE", "root")
+    with pytest.raises(Exception, match="QLIK_MCP_SANDBOX_PROFILE"):
+        checked_settings(parse_args(["--sandbox"]))
