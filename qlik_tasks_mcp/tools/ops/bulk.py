@@ -20,7 +20,6 @@ from qlik_tasks_mcp.tools.ops.tools import (
     PREVIEW_LINES,
     BulkFailure,
     BulkResult,
-    KindName,
     Sources,
     TaskFilter,
     TaskRef,
@@ -31,11 +30,7 @@ from qlik_tasks_mcp.tools.sources import TaskInfo, can_delete, can_give, delete_
 
 ONE_BY_ONE = "Tasks are changed one by one; if some fail, the result lists what changed and what did not."
 Tasks = Annotated[list[TaskRef] | None, Field(max_length=MAX_TARGETS)]
-AppId = Annotated[str | None, Field(max_length=128, description="Or every task of this app.")]
-KindsFilter = Annotated[list[KindName] | None, Field(description="With app_id: only these kinds.")]
-Filter = Annotated[
-    TaskFilter | None, Field(description="Or the tasks matching all of these, tenant-wide unless app_id.")
-]
+Filter = Annotated[TaskFilter | None, Field(description="Or the tasks matching all of these.")]
 Page = Annotated[int, Field(ge=1, le=MAX_TARGETS // PREVIEW_LINES, description="Preview page.")]
 
 
@@ -79,13 +74,11 @@ async def _each(todo: list[TaskInfo], act: Callable[[TaskInfo], Awaitable[None]]
 async def _delete_plan(
     sources: Sources,
     tasks: list[TaskRef] | None,
-    app_id: str | None,
-    kinds_filter: list[KindName] | None,
     filter: TaskFilter | None,
     page: int,
 ) -> Plan:
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
+    targets = await _targets(sources, tasks, None, None, unavailable, filter)
     going = [t for t in targets if _being_deleted(t)]
     todo = [t for t in targets if can_delete(sources.of(t.kind)) and not _being_deleted(t)]
     kept = [t for t in targets if not can_delete(sources.of(t.kind))]
@@ -98,8 +91,9 @@ async def _delete_plan(
     if kept:
         notes.append(f"{len(kept)} cannot be deleted here, left as they are: {_ids(kept)}")
     notes += ["Deleted tasks are gone for good, with their schedules and run history.", ONE_BY_ONE]
+    app = filter.app_id if filter else None
     return Plan(
-        action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app_id}" if app_id else ""),
+        action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app}" if app else ""),
         changes=await _preview_page(sources.names, todo, page, "deleted"),
         state=sorted((t.kind, t.id) for t in targets),
         notes=notes,
@@ -112,12 +106,10 @@ async def delete_tasks(
     sources: Sources,
     plan: Plan,
     tasks: Tasks = None,
-    app_id: AppId = None,
-    kinds_filter: KindsFilter = None,
     filter: Filter = None,
     page: Page = 1,
 ) -> BulkResult:
-    """Delete many tasks of any kind at once: named (tasks), of an app, or by filter; already: gone before."""
+    """Delete many tasks of any kind at once, named or by filter."""
 
     async def act(info: TaskInfo) -> None:
         await delete_task(sources.of(info.kind), info)
@@ -140,14 +132,12 @@ async def _give_plan(
     sources: Sources,
     new_owner: str,
     tasks: list[TaskRef] | None,
-    app_id: str | None,
-    kinds_filter: list[KindName] | None,
     filter: TaskFilter | None,
     page: int,
 ) -> Plan:
     owner_id, label = await _new_owner(sources, new_owner)
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
+    targets = await _targets(sources, tasks, None, None, unavailable, filter)
     movable = [t for t in targets if can_give(sources.of(t.kind))]
     going = [t for t in movable if _being_deleted(t)]
     todo = [t for t in movable if owner_of(t) != owner_id and not _being_deleted(t)]
@@ -188,13 +178,11 @@ async def change_tasks_owner(
     plan: Plan,
     new_owner: Annotated[str, Field(min_length=1, max_length=200, description="User id, name or e-mail.")],
     tasks: Tasks = None,
-    app_id: AppId = None,
-    kinds_filter: KindsFilter = None,
     filter: Filter = None,
     page: Page = 1,
 ) -> BulkResult:
-    """Give sharing tasks to another owner at once (e.g. a leaver's: filter owner_id): named, of an app, or by
-    filter. Reload tasks and tasks are named, not changed."""
+    """Give sharing tasks to another owner at once (a leaver's: filter owner_id), named or by filter; reload
+    tasks and tasks are listed, not changed."""
     owner_id, todo = plan.payload
 
     async def act(info: TaskInfo) -> None:
