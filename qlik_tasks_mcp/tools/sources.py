@@ -9,14 +9,13 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol, TypeVar
 
 import anyio
 
 from qlik_tasks_mcp.client.errors import ClientError
-from qlik_tasks_mcp.client.schedule import local_datetime, occurrences_off_loop
-from qlik_tasks_mcp.client.schedule import time_zone as zone_info
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
+from qlik_tasks_mcp.client.schedule import Schedule, read_schedule
 
 ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
 # Requests in flight at once when a scan or a bulk change reads many things: a big tenant is read steadily.
@@ -39,6 +38,9 @@ class TaskInfo:
     start: str | None = None
     end: str | None = None
     schedule_text: str | None = None
+    # The schedule read whole (client.schedule.read_schedule), for kinds whose schedule is not RRULE lines alone
+    # (tasks: interval, cron, multi-line recurrences); None: read from recurrence/time_zone/start/end when asked.
+    schedule: Schedule | None = None
     # (task id, outcome or None for any): the runs whose end starts this task.
     after: list[tuple[str, str | None]] = field(default_factory=list)
     next_run: str | None = None
@@ -265,23 +267,65 @@ async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo
     return found
 
 
+def timing(info: TaskInfo) -> Schedule | None:
+    """The task's schedule read whole, whatever its form; None when it has no time schedule."""
+    if info.schedule is not None:
+        return info.schedule
+    if not info.recurrence:
+        return None
+    return read_schedule(recurrence=info.recurrence, zone=info.time_zone, start=info.start, end=info.end)
+
+
 async def run_times(
     info: TaskInfo, *, count: int, now: datetime, deadline: float, even_if_disabled: bool = False, strict: bool = False
 ) -> list[datetime]:
     """The next runs, worked out off the event loop within `deadline` (one per tool call, shared by its tasks).
 
     `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
-    if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
+    schedule = timing(info)
+    if schedule is None or not schedule.readable or not (info.enabled or even_if_disabled):
         return []
-    zone = zone_info(info.time_zone)
-    start = local_datetime(info.start[:19], "start") if info.start else None
-    end = local_datetime(info.end[:19], "end") if info.end else None
-    return await occurrences_off_loop(
-        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, deadline=deadline
-    )
+    work = partial(schedule.next_runs, now, count, deadline=deadline, strict=strict)
+    return await anyio.to_thread.run_sync(work)
 
 
 def schedule_line(info: TaskInfo) -> str | None:
-    if info.recurrence:
-        return describe_schedule(info.recurrence, info.time_zone, info.start, info.end)
-    return info.schedule_text
+    """The schedule in words (one that cannot be read: raw, with why), or what else starts the task."""
+    schedule = timing(info)
+    return schedule.shown if schedule is not None else info.schedule_text
+
+
+# Why a scheduled task will not run, as Qlik gives the reason (disabledCode) or the schedule says it.
+DISABLED_REASONS = {
+    "OWNER-DISABLED": "its owner is disabled",
+    "OWNER-DELETED": "its owner was deleted",
+    "CONSECUTIVE-FAILURES": "Qlik disabled it after consecutive failed runs",
+    "APP-SCRIPT-UPDATED": "Qlik disabled it when the app's script changed",
+    "APP-MOVED-SPACE": "Qlik disabled it when the app moved space",
+    "OWNER-MOVED": "Qlik disabled it when its owner moved",
+    "MANUALLY": "it is disabled",
+}
+# Changelog 135 (NOTES-2026-11.md section 2): once an app has tasks, Qlik turns its reload tasks off.
+APP_HAS_TASKS = "Qlik turns reload tasks off once their app has tasks (changelog 135), and this app has tasks"
+
+
+def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:
+    """Why a task with a time schedule will not run on it, or None when it will (or has no schedule)."""
+    schedule = timing(info)
+    if schedule is None:
+        return None
+    if info.kind == "reload" and app_has_tasks and info.state != "migrated":
+        return APP_HAS_TASKS
+    if not info.enabled:
+        code = (info.disabled_reason or "").upper()
+        reason = DISABLED_REASONS.get(code) or (
+            f"it is disabled ({info.disabled_reason})" if code else "it is disabled"
+        )
+        return reason if info.state != "migrated" else info.disabled_reason
+    if info.owner_gone:
+        return f"its owner {info.owner_gone} is gone"
+    if not schedule.readable:
+        return f"its schedule could not be read ({schedule.problem})"
+    if not runs:
+        return schedule.ended(now)
+    return None

@@ -16,9 +16,20 @@ from pydantic import Field
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.resource import Listing
-from qlik_tasks_mcp.client.schedule import EXPANSION_SECONDS, end_after_change, local_datetime, rrule_lines, time_zone
+from qlik_tasks_mcp.client.schedule import (
+    EXPANSION_SECONDS,
+    Schedule,
+    end_after_change,
+    local_and_utc,
+    read_schedule,
+    rrule_lines,
+    start_after_change,
+    time_zone,
+    utc_z,
+)
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
+    CronDoc,
     GraphDoc,
     GraphKind,
     RunDoc,
@@ -56,12 +67,14 @@ from qlik_tasks_mcp.tools.sources import (
     parse_time,
     read_each,
     run_times,
-    schedule_line,
     short_time,
+    will_not_run,
 )
 
 # A status filter reads at most this many pages to fill one answer.
 MAX_SCAN_PAGES = 5
+# Next runs get_task shows.
+DETAIL_RUNS = 3
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Task id.")]
 RunId = Annotated[str, Field(min_length=1, max_length=128, description="Run id.")]
@@ -101,22 +114,30 @@ class ScheduleIn(Input):
         interval = repeating_interval(self.interval)
         zone = self.time_zone or (current.zone if current else "UTC")
         stored_end = current.end_date_time if current else None
-        end = end_after_change(self.end, stored_end, interval.start, time_zone(zone))
+        end = end_after_change(self.end, stored_end, interval.local_start(zone), time_zone(zone))
         return interval, zone, end
+
+    def v1_fields(self, current: ScheduleDoc) -> dict[str, Any]:
+        """The v1 `schedule` object (a PUT): the interval replaces the timing (cron, recurrence); the zone, the
+        start and the end stay as stored unless given."""
+        interval, zone, end = self.to_api(current)
+        start = start_after_change(self.start, current.start_date_time, None)
+        fields: dict[str, Any] = {"interval": interval.text, "timezone": zone}
+        return fields | ({"startDateTime": start} if start else {}) | ({"endDateTime": end} if end else {})
 
     def schedule_fields(self, current: ScheduleDoc | None = None) -> dict[str, Any]:
         """The Task `schedule` object on the scheduling API: an interval becomes an RRULE from its own start, so
-        both forms are one recurrence with startDateTime; zone and end kept from `current` unless given."""
+        both forms are one recurrence with startDateTime; zone, start and end kept from `current` unless given."""
         if self.interval and self.recurrence:
             raise InvalidInput("give schedule.interval or schedule.recurrence (RRULE lines), not both")
         zone = self.time_zone or (current.zone if current else "UTC")
+        stored_start = current.start_date_time if current else None
         if self.recurrence:
-            lines, start = rrule_lines(self.recurrence), self.start
-            if start:
-                local_datetime(start, "schedule.start")
+            lines = rrule_lines(self.recurrence)
+            start = start_after_change(self.start, stored_start, None)
         elif self.interval:
             interval = repeating_interval(self.interval)
-            lines, start = [interval_rrule(interval)], interval.start
+            lines, start = [interval_rrule(interval)], interval.local_start(zone)
         else:
             raise InvalidInput("give schedule.recurrence (RRULE lines) or schedule.interval")
         stored_end = current.end_date_time if current else None
@@ -145,17 +166,11 @@ def _other_triggers(task: TaskDoc) -> list[str]:
     return parts
 
 
-def trigger_text(task: TaskDoc) -> str | None:
-    """What starts the task, its schedule as the API has it (for a task fetched whole)."""
-    parts = [f"schedule {task.schedule.text}"] if task.schedule else []
-    return "; ".join(parts + _other_triggers(task)) or None
-
-
 def trigger_words(task: TaskDoc) -> str | None:
-    """What starts the task, its schedule in words (for list rows)."""
-    info = WorkflowTaskSource.info(task)
-    words = schedule_line(info) if task.schedule else None
-    return "; ".join(([words] if words else []) + _other_triggers(task)) or None
+    """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers."""
+    schedule = task_schedule(task)
+    words = [f"schedule {schedule.shown}"] if schedule is not None else []
+    return "; ".join(words + _other_triggers(task)) or None
 
 
 # Fields of task and run rows that hold tenant text besides the fenced names.
@@ -191,6 +206,7 @@ class TaskRow(Compact):
     partial: bool | None = None
     trigger: str | None = None
     next_run: str | None = Field(None, description="UTC, worked out from the schedule.")
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     disabled_code: str | None = None
     owner_id: str | None = None
     owner: str | None = None
@@ -198,16 +214,19 @@ class TaskRow(Compact):
     last_status: str | None = None
 
     @classmethod
-    def listed(cls, task: TaskDoc, names: RowNames, next_run: str | None) -> "TaskRow":
+    def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
         return cls(
             **_task_fields(task, names),
             trigger=trigger_words(task),
-            next_run=next_run,
+            next_run=runs.first.get(task.id),
+            will_not_run=runs.why_not.get(task.id),
             updated_at=short_time(task.metadata.updated_at),
         )
 
 
 class TaskDetail(TaskRow):
+    next_runs: list[str] = Field(default_factory=list, description="Local time in the schedule's zone = UTC.")
+    schedule_note: str | None = None
     description: str | None = None
     created_at: str | None = None
     created_by: str | None = None
@@ -215,11 +234,16 @@ class TaskDetail(TaskRow):
     workflow: dict[str, Any] = Field(default_factory=dict, description="start, events, states as the API has them.")
 
     @classmethod
-    def of(cls, task: TaskDoc, names: RowNames | None = None) -> "TaskDetail":
+    def of(cls, task: TaskDoc, names: RowNames | None = None, runs: "NextRuns | None" = None) -> "TaskDetail":
         creator = task.metadata.created_by
+        schedule = task_schedule(task)
         return cls(
             **_task_fields(task, names),
-            trigger=trigger_text(task),
+            trigger=trigger_words(task),
+            next_run=runs.first.get(task.id) if runs else None,
+            next_runs=runs.shown.get(task.id, []) if runs else [],
+            will_not_run=runs.why_not.get(task.id) if runs else None,
+            schedule_note=schedule.note if schedule else None,
             updated_at=task.metadata.updated_at,
             description=task.description or None,
             created_at=task.metadata.created_at,
@@ -247,18 +271,33 @@ async def task_names(names: Names, tasks: list[TaskDoc]) -> RowNames:
     return await row_names(names, [t.app_id for t in tasks], users)
 
 
-async def next_runs(tasks: list[TaskDoc]) -> dict[str, str]:
-    """The next run (short UTC) of each enabled scheduled task, all within one expansion budget; a schedule
-    that cannot be worked out in time, or at all, has none."""
+@dataclass
+class NextRuns:
+    """Tasks' next runs: the first (short UTC) of each, all of them shown, and why a scheduled one will not run."""
+
+    first: dict[str, str] = dc_field(default_factory=dict)
+    shown: dict[str, list[str]] = dc_field(default_factory=dict)
+    why_not: dict[str, str] = dc_field(default_factory=dict)
+
+
+async def next_runs(tasks: list[TaskDoc], count: int = 1) -> NextRuns:
+    """The next runs of each scheduled task, all within one expansion budget; a schedule whose runs cannot be
+    worked out in time has none, and says so."""
     now, deadline = datetime.now(UTC), time.monotonic() + EXPANSION_SECONDS
-    found: dict[str, str] = {}
+    found = NextRuns()
     for task in tasks:
+        info = WorkflowTaskSource.info(task)
         try:
-            runs = await run_times(WorkflowTaskSource.info(task), count=1, now=now, deadline=deadline)
-        except (InvalidInput, ValueError):
+            runs = await run_times(info, count=count, now=now, deadline=deadline)
+        except InvalidInput as exc:
+            found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
             continue
         if runs:
-            found[task.id] = runs[0].astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+            found.first[task.id] = short_time(utc_z(runs[0])) or ""
+            found.shown[task.id] = [local_and_utc(run) for run in runs]
+        reason = will_not_run(info, runs, now=now)
+        if reason:
+            found.why_not[task.id] = reason
     return found
 
 
@@ -357,7 +396,7 @@ async def describe(names: Names, task: TaskDoc) -> str:
     app = f" reloading {await names.describe_app(targets[0][0])}" if targets else ""
     owner_id = task.metadata.owner_id
     owner = f", owner {await names.describe_user(owner_id)}" if owner_id else ""
-    return f"task {quoted(task.name, 300)} ({task.id}){app}{owner}, {trigger_text(task) or 'no trigger'}"
+    return f"task {quoted(task.name, 300)} ({task.id}){app}{owner}, {trigger_words(task) or 'no trigger'}"
 
 
 ENABLED_NOTE = "enabled was sent explicitly: Qlik creates tasks disabled unless told otherwise."
@@ -444,7 +483,7 @@ async def list_tasks(
     names, runs = await task_names(tasks.names, rows), await next_runs(rows)
     note = " ".join(n for n in (note, page.cut_note, NAMES_NOTE if rows else None) if n) or None
     return TaskPage(
-        tasks=[TaskRow.listed(t, names, runs.get(t.id)) for t in rows],
+        tasks=[TaskRow.listed(t, names, runs) for t in rows],
         next_cursor=page.next_cursor,
         names=_names(rows),
         note=note,
@@ -453,9 +492,12 @@ async def list_tasks(
 
 @read("Get task")
 async def get_task(tasks: Tasks, task_id: TaskId) -> TaskResult:
-    """One task: trigger (schedule, task it follows, dataset update), target app, owner, workflow."""
+    """One task: trigger (schedule in words, task it follows, dataset update), next runs, target app, owner,
+    workflow."""
     task = await tasks.api.get(task_id)
-    return TaskResult(task=TaskDetail.of(task, await task_names(tasks.names, [task])), note=DETAIL_NAMES_NOTE)
+    runs = await next_runs([task], count=DETAIL_RUNS)
+    detail = TaskDetail.of(task, await task_names(tasks.names, [task]), runs)
+    return TaskResult(task=detail, note=DETAIL_NAMES_NOTE)
 
 
 def _creator_body(name: str, enabled: bool, description: str | None) -> dict[str, Any]:
@@ -609,19 +651,20 @@ def _schedule_change(current: TaskDoc, schedule: ScheduleIn, scheduling: bool) -
         raise InvalidInput(
             "this task starts when another task finishes, not on a schedule; pass workflow to redefine it"
         )
-    if scheduling:
-        return schedule.schedule_fields(stored)
-    interval, zone, end = schedule.to_api(stored)
-    # The interval replaces the timing (cron, recurrence, start); zone and end stay unless given.
-    return {"interval": interval.text, "timezone": zone} | ({"endDateTime": end} if end else {})
+    return schedule.schedule_fields(stored) if scheduling else schedule.v1_fields(stored)
 
 
-def _schedule_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [
-        f"schedule {key}: {old.get(key) or '(none)'} -> {new.get(key) or '(none)'}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+def _schedule_lines(current: TaskDoc, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A schedule change in words: the timing as a person reads it, and the start and end when they change."""
+    created = current.metadata.created_at
+    before, after = (schedule_of(ScheduleDoc.model_validate(doc), created) for doc in (old, new))
+    words_before = before.shown if before else "(none)"
+    words_after = after.shown if after else "(none)"
+    lines = [f"schedule: {words_before} -> {words_after}"] if words_before != words_after else []
+    for key, label in (("startDateTime", "start"), ("endDateTime", "end")):
+        if old.get(key) != new.get(key):
+            lines.append(f"schedule {label}: {old.get(key) or '(none)'} -> {new.get(key) or '(none)'}")
+    return lines or ["schedule: the same runs, stored anew"]
 
 
 async def _downstream(api: TasksApi, task_id: str) -> str | None:
@@ -668,7 +711,7 @@ async def plan_update(
         if new != old:
             after["start"] = {**(current.start.wire() if current.start else {}), "schedule": new}
             ops.append({"op": "replace", "path": "/start/schedule", "value": new})
-            changes += _schedule_lines(old, new)
+            changes += _schedule_lines(current, old, new)
     if workflow:
         changes = [f"{key}: replaced" for key in WRITABLE if before.get(key) != after.get(key)]
     if not changes:
@@ -929,65 +972,21 @@ async def get_task_run_log(
     return sink.result(task_id, run_id)
 
 
-def _local(value: str | None, zone: str) -> str | None:
-    """A schedule bound as wall-clock time in `zone` (one with an offset, as Qlik's examples have, is converted)."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(time_zone(zone)).replace(tzinfo=None)
-    return parsed.isoformat(timespec="seconds")
+def task_schedule(task: TaskDoc) -> Schedule | None:
+    """The task's start schedule read whole, whatever its form (client.schedule.read_schedule)."""
+    return schedule_of(task.schedule, task.metadata.created_at) if task.schedule else None
 
 
-def _timing(schedule: ScheduleDoc | None) -> dict[str, Any]:
-    """TaskInfo's schedule fields: a recurrence as it is, an interval expanded as an RRULE from its own start, a
-    cron named (in words by the ops tools where its fields are simple)."""
-    if schedule is None:
-        return {}
-    zone = schedule.zone
-    end = _local(schedule.end_date_time, zone)
-    if schedule.recurrence_lines:
-        start = _local(schedule.start_date_time, zone)
-        return {"recurrence": schedule.recurrence_lines, "start": start, "end": end, "time_zone": zone}
-    if schedule.interval is not None:
-        try:
-            interval = repeating_interval(schedule.interval)
-            expanded: dict[str, Any] = {"recurrence": [interval_rrule(interval)], "start": interval.start}
-        except InvalidInput:
-            expanded = {}
-        return expanded | {"schedule_text": schedule.interval, "time_zone": zone, "end": end}
-    if schedule.cron_expression:
-        return {"schedule_text": cron_text(schedule.cron_expression), "time_zone": zone}
-    return {}
-
-
-_CRON_DAYS = {"0": "Sun", "1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun"}
-
-
-def cron_text(expression: str) -> str:
-    """A five-field cron in words where its fields are plain numbers, lists or `*`; else named as it is."""
-    fields = expression.split()
-    plain = len(fields) == 5 and all(f == "*" or f.replace(",", "").isdigit() for f in fields)
-    if not plain:
-        return f"cron {expression}"
-    minute, hour, day, month, weekday = fields
-    if minute == "*" or hour == "*":
-        return f"cron {expression}"
-    times = ", ".join(f"{int(h):02d}:{int(m):02d}" for h in hour.split(",") for m in minute.split(","))
-    words = [f"at {times}"]
-    if weekday != "*":
-        words.append("on " + ", ".join(_CRON_DAYS.get(d, d) for d in weekday.split(",")))
-    if day != "*":
-        words.append(f"on day {day} of the month")
-    if month != "*":
-        words.append(f"in month {month}")
-    return (
-        f"every day {' '.join(words)} (cron {expression})"
-        if day == month == weekday == "*"
-        else (f"{' '.join(words)} (cron {expression})")
+def schedule_of(schedule: ScheduleDoc, created: str | None) -> Schedule | None:
+    cron = schedule.cron
+    return read_schedule(
+        recurrence=schedule.recurrence,
+        interval=None if schedule.recurrence else schedule.interval,
+        cron_expression=None if schedule.recurrence or schedule.interval else schedule.cron_expression,
+        zone=schedule.timezone,
+        start=schedule.start_date_time,
+        end=(cron.valid_until if isinstance(cron, CronDoc) else None) or schedule.end_date_time,
+        created=created,
     )
 
 
@@ -1013,7 +1012,7 @@ class WorkflowTaskSource:
             after=[(t.task_id, t.status) for t in task.triggers],
             owner_before_put=task.metadata.owner_id or "unknown",
             owner_id=task.metadata.owner_id or None,
-            **_timing(task.schedule),
+            schedule=task_schedule(task),
         )
 
     async def get(self, task_id: str) -> TaskInfo:
