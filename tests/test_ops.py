@@ -571,7 +571,7 @@ async def test_app_overview_names_a_task_whose_runs_cannot_be_worked_out(harness
     overview, took, _ = await timed_call(harness, "get_app_schedule_overview", {"app_id": app_id})
     found = data(overview)
     item = next(i for i in found["items"] if i["id"] == task_id)
-    assert item["enabled"] and item["schedule"] and "next_runs" not in item and took < 3, took
+    assert item["schedule"] and "next_runs" not in item and took < 3, took
     assert f"No next runs shown for reload {task_id}: explain_schedule says why." in found["note"]
     assert all(i.get("next_runs") for i in found["items"] if i["id"] != task_id and i["enabled"] and i.get("schedule"))
 

@@ -609,7 +609,8 @@ def wall_time(value: str, zone: ZoneInfo, field: str) -> datetime:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
         raise InvalidInput(
-            f"{field} {value[:40]!r} is not an ISO 8601 date-time, like 2026-01-31T06:00:00 or 2026-01-31T05:00:00Z"
+            f"{field} {value[:40]!r} is not a real date-time in ISO 8601 form, like 2026-01-31T06:00:00 (local) or "
+            "2026-01-31T05:00:00Z"
         ) from exc
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(zone).replace(tzinfo=None)
@@ -767,8 +768,8 @@ class Schedule:
     def ended(self, after: datetime) -> str:
         """Why a readable schedule with no run after `after` has none: its end passed, or its rules ran out."""
         if self.end is not None and self.end.replace(tzinfo=time_zone(self.zone)) <= after:
-            return f"the schedule ended: its end ({self.end:%Y-%m-%d %H:%M} {self.zone}) has passed"
-        return "the schedule ended: its last run is past (its UNTIL or COUNT was reached)"
+            return f"the schedule has ended: its end ({self.end:%Y-%m-%d %H:%M} {self.zone}) has passed"
+        return "the schedule has ended: its last run is past (its UNTIL or COUNT was reached)"
 
 
 def unreadable(raw: str, zone: str | None, problem: str) -> Schedule:

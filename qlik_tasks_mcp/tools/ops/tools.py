@@ -2,7 +2,7 @@
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,14 +18,14 @@ from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
     EXPANSION_SECONDS,
-    local_datetime,
+    read_schedule,
     rrule_lines,
     start_after_change,
     utc_z,
 )
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import rrule_parts
-from qlik_tasks_mcp.client.workflow import interval_rrule, repeating_interval
+from qlik_tasks_mcp.client.workflow import repeating_interval
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -46,6 +46,8 @@ from qlik_tasks_mcp.tools.sources import (
     gather,
     run_times,
     schedule_line,
+    timing,
+    will_not_run,
 )
 
 SCAN_REQUESTS = 400
@@ -126,6 +128,7 @@ class OverviewItem(Compact):
     disabled_reason: str | None = None
     schedule: str | None = None
     next_runs: list[str] = []
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     after: list[str] = Field(default=[], description="Runs whose end starts this task.")
     starts: list[str] = Field(default=[], description="Tasks this one's end starts.")
 
@@ -198,19 +201,20 @@ def _proposed(
     """A schedule given to check, as create and update would send it, and a hint about how it reads."""
     if recurrence and interval:
         raise InvalidInput("give recurrence lines or an interval, not both")
+    zone_info(time_zone)
     if recurrence:
-        info = TaskInfo("proposed", "-", "-", True, recurrence=rrule_lines(recurrence))
+        lines = rrule_lines(recurrence)
         # With no start, create and update start the schedule now: explain it as they would send it.
         start = start_after_change(start, None, zone_info(time_zone)) or ""
-        info.time_zone, info.start, info.end = time_zone, start, end
-        if any("BYHOUR" in parts and "BYMINUTE" not in parts for parts in map(rrule_parts, info.recurrence)):
+        schedule = read_schedule(recurrence=lines, zone=time_zone, start=start, end=end)
+        info = TaskInfo("proposed", "-", "-", True, schedule=schedule)
+        if any("BYHOUR" in parts and "BYMINUTE" not in parts for parts in map(rrule_parts, lines)):
             return info, f"No BYMINUTE: runs take the start's minute ({start[14:16]}); add BYMINUTE=0 for on the hour."
         return info, None
     if interval:
         parsed = repeating_interval(interval)
-        info = TaskInfo("proposed", "-", "-", True, recurrence=[interval_rrule(parsed)], start=parsed.start)
-        info.time_zone, info.end = time_zone, end
-        return info, None
+        schedule = read_schedule(interval=parsed.text, zone=time_zone, end=end)
+        return TaskInfo("proposed", "-", "-", True, schedule=schedule), None
     raise InvalidInput("give task_id with kind, or a schedule to check: recurrence lines or an interval")
 
 
@@ -231,28 +235,34 @@ async def explain_schedule(
     if task_id:
         info = await _explained_task(sources, kind, task_id)
         label = f"{kind} {info.id} {info.name}"
-        if not info.recurrence:
-            what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
-            return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
     else:
         # Checking the rules expands them (bounded): in a worker thread, so other sessions never wait on it.
         info, hint = await anyio.to_thread.run_sync(_proposed, recurrence, interval, time_zone, start, end)
-    zone = zone_info(info.time_zone or "UTC")
-    if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
-        raise InvalidInput(f"end {info.end} must be after start {info.start}")
+    schedule = timing(info)
+    if schedule is None:
+        what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
+        return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
+    if not schedule.readable:
+        note = "This schedule could not be read, so its runs are not shown; it is shown as stored."
+        return ScheduleExplained(
+            description=schedule.shown, time_zone=schedule.zone, next_runs=[], task=label, note=note
+        )
+    if schedule.start and schedule.end and schedule.end <= schedule.start:
+        raise InvalidInput(
+            f"end {schedule.end:%Y-%m-%dT%H:%M:%S} must be after start {schedule.start:%Y-%m-%dT%H:%M:%S}"
+        )
+    now = datetime.now(UTC)
     deadline = time.monotonic() + EXPANSION_SECONDS
-    runs = await run_times(
-        info, count=count, now=datetime.now(UTC), deadline=deadline, even_if_disabled=True, strict=True
-    )
-    note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
-    if not runs:
-        note = "No future runs: the schedule has ended."
+    runs = await run_times(info, count=count, now=now, deadline=deadline, even_if_disabled=True, strict=True)
+    why_not = will_not_run(info, runs, now=now)
+    if why_not and runs:
+        why_not = f"These runs happen only once that changes: {why_not}."
     return ScheduleExplained(
-        description=schedule_line(info) or "-",
-        time_zone=zone.key,
+        description=schedule.shown,
+        time_zone=schedule.zone,
         next_runs=[RunTime(local=r.strftime("%Y-%m-%d %H:%M %Z (%a)"), utc=utc_z(r)) for r in runs],
         task=label,
-        note=" ".join(filter(None, [note, hint])) or None,
+        note=" ".join(filter(None, [why_not, schedule.note, hint])) or None,
     )
 
 
@@ -650,24 +660,27 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], deadline: float
+    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], deadline: float, has_tasks: bool
 ) -> OverviewItem:
     times = await run_times(info, count=runs, now=now, deadline=deadline, strict=True) if runs else []
+    why_not = will_not_run(info, times, now=now, app_has_tasks=has_tasks) if runs else None
     return OverviewItem(
         kind=info.kind,
         id=info.id,
         name=info.name,
-        enabled=info.enabled,
+        # A reload task Qlik turned off (its app has tasks) is not enabled, whatever its own state says.
+        enabled=info.enabled and not (has_tasks and info.kind == "reload"),
         disabled_reason=info.disabled_reason,
         schedule=schedule_line(info),
-        next_runs=[utc_z(t) for t in times],
+        next_runs=[] if why_not else [utc_z(t) for t in times],
+        will_not_run=why_not,
         after=[f"task {t} {outcome(s)}" for t, s in info.after],
         starts=starts.get(info.id, []),
     )
 
 
 async def _overview_items(
-    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]]
+    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool
 ) -> tuple[list[OverviewItem], str | None]:
     """Every task's item; next runs share one deadline, and a task whose runs cannot be worked out in it says so."""
     now = datetime.now(UTC)
@@ -676,13 +689,22 @@ async def _overview_items(
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, deadline))
+            items.append(await _overview_item(info, runs, now, starts, deadline, has_tasks))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, deadline))
+            items.append(await _overview_item(info, 0, now, starts, deadline, has_tasks))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
+
+
+async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo]) -> bool:
+    """Whether the app has tasks (then Qlik turns its reload tasks off): from its tasks read here, else from the
+    reload kind's own look-up where the tasks kind is not served."""
+    if any(info.kind == "task" for info in infos) or "task" in sources.by_kind:
+        return any(info.kind == "task" for info in infos)
+    ask: Callable[[str], Awaitable[bool | None]] | None = getattr(sources.by_kind.get("reload"), "has_tasks", None)
+    return bool(ask and await ask(app_id))
 
 
 def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
@@ -720,7 +742,8 @@ async def get_app_schedule_overview(
     """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
     its recent reloads' failure rate."""
     infos, others, note = await _app_tasks(sources, app_id)
-    items, unknown = await _overview_items(infos, runs, _chains(infos + others))
+    has_tasks = await _has_tasks(sources, app_id, infos) if any(i.kind == "reload" for i in infos) else False
+    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks)
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
         note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))

@@ -575,6 +575,11 @@ class ReloadTaskSource:
             owner_id=doc.user_id or None,
         )
 
+    async def has_tasks(self, app_id: str) -> bool | None:
+        """Whether the app has tasks (Qlik then turns its reload tasks off); None when that cannot be read."""
+        found = await app_tasks(self.api, app_id)
+        return None if found.problem else found.count > 0
+
     async def _all(self, app_id: str | None = None) -> list[ReloadTaskDoc]:
         return [doc async for doc in self.api.all(app_id=app_id)]
 
