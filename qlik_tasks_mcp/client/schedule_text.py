@@ -65,7 +65,7 @@ def describe_rrule(line: str, start: str | None = None) -> str:
     if times:
         words.append(times)
     if parts.get("COUNT"):
-        words.append(f"{parts['COUNT']} times")
+        words.append(f", {parts['COUNT']} times")
     if parts.get("UNTIL"):
         until = parts["UNTIL"]
         words.append(f"until {until[:4]}-{until[4:6]}-{until[6:8]}")
