@@ -64,12 +64,10 @@ def describe_rrule(line: str, start: str | None = None) -> str:
     times = _times(parts, start)
     if times:
         words.append(times)
-    if parts.get("COUNT"):
-        words.append(f", {parts['COUNT']} times")
     if parts.get("UNTIL"):
         until = parts["UNTIL"]
         words.append(f"until {until[:4]}-{until[4:6]}-{until[6:8]}")
-    return " ".join(words)
+    return " ".join(words) + (f", {parts['COUNT']} times" if parts.get("COUNT") else "")
 
 
 def _is_rule(line: str) -> bool:

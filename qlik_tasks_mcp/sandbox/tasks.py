@@ -577,7 +577,9 @@ def seed(sandbox: Sandbox) -> None:
     created_at = now - timedelta(days=60)
     for task in seeded.values():
         if task["enabled"]:
-            times = task_runs(task["start"]["schedule"], created_at, after=now - timedelta(days=3), before=now)
+            # Runs that ended before now: the longest seeded run takes 10 minutes.
+            ended = now - timedelta(minutes=11)
+            times = task_runs(task["start"]["schedule"], created_at, after=now - timedelta(days=3), before=ended)
             for at in times[-3:]:
                 start_run(sandbox, task, at=at, triggered_by="time-schedule", seconds=sandbox.rng.randint(40, 600))
 
