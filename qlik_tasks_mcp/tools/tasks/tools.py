@@ -774,6 +774,7 @@ async def delete_task(tasks: Tasks, plan: Plan, task_id: TaskId) -> Deleted:
 
 class Dependency(Compact):
     id: str
+    side: Literal["upstream", "downstream"] = Field(description="upstream: leads to this task; downstream: after it.")
     name: str | None = None
     enabled: bool | None = None
     last_status: str | None = None
@@ -791,9 +792,13 @@ class Dependencies(Compact):
     note: str | None = None
 
 
-def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames) -> Dependency:
+DOWN = ("children", "descendants")
+
+
+def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames, down: bool) -> Dependency:
     return Dependency(
         id=task_id,
+        side="downstream" if down else "upstream",
         name=one_line(task.name, 100) if task else None,
         enabled=task.enabled if task else None,
         last_status=task.last_status if task else None,
@@ -803,26 +808,30 @@ def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames)
     )
 
 
-def _dependencies(task_id: str, direction: str, graph: GraphDoc, labels: RowNames) -> Dependencies:
-    others = [v for v in graph.vertices if v.task_id != task_id]
-    rows = [_dependency(v.task_id, v.attrs.get("depth"), v.task, labels) for v in others]
+def _side_note(rows: list[Dependency], down: bool) -> str:
+    if down:
+        if not rows:
+            return "Nothing runs after this task."
+        return f"{len(rows)} task(s) run after this one; disabling or deleting it stops them being started by it."
+    return f"{len(rows)} task(s) lead to this one." if rows else "No task starts this one."
+
+
+def _dependencies(task_id: str, direction: str, graphs: dict[str, GraphDoc], labels: RowNames) -> Dependencies:
+    rows: list[Dependency] = []
+    notes: list[str] = []
+    edges: list[str] = []
+    for kind, graph in graphs.items():
+        down = kind in DOWN
+        side = [_dependency(v.task_id, v.attrs.get("depth"), v.task, labels, down) for v in graph.vertices]
+        side = [row for row in side if row.id != task_id]
+        rows += side
+        notes.append(_side_note(side, down))
+        edges += [f"{e.source} -> {e.target}" for e in graph.edges if f"{e.source} -> {e.target}" not in edges]
     names = untrusted_fields([(r.id, r.name) for r in rows], "task names") if rows else None
-    down = direction in ("children", "descendants")
-    if not rows:
-        note = "Nothing runs after this task." if down else "No task starts this one."
-    elif down:
-        note = f"{len(rows)} task(s) run after this one; disabling or deleting it stops them being started by it."
-    else:
-        note = f"{len(rows)} task(s) lead to this one."
     if rows:
-        note += " " + tenant_text_note(["name", "app"])
+        notes.append(tenant_text_note(["name", "app"]))
     return Dependencies(
-        task_id=task_id,
-        direction=direction,
-        tasks=rows,
-        edges=[f"{e.source} -> {e.target}" for e in graph.edges],
-        names=names,
-        note=note,
+        task_id=task_id, direction=direction, tasks=rows, edges=edges, names=names, note=" ".join(notes)
     )
 
 
@@ -830,13 +839,17 @@ def _dependencies(task_id: str, direction: str, graph: GraphDoc, labels: RowName
 async def get_task_dependencies(
     tasks: Tasks,
     task_id: TaskId,
-    direction: Annotated[GraphKind, Field(description="children/descendants: what runs after it.")] = "descendants",
+    direction: Annotated[
+        GraphKind | Literal["both"],
+        Field(description="both: what leads to it (ancestors) and what runs after it (descendants)."),
+    ] = "both",
     level: Annotated[int | None, Field(ge=1, le=20, description="Depth limit (ancestors/descendants).")] = None,
 ) -> Dependencies:
-    """Tasks before or after a task in its chain: names, enabled, last status (scheduling API)."""
-    graph = await tasks.api.graph(task_id, direction, level=level)
-    apps = [v.task.app_id for v in graph.vertices if v.task and v.task_id != task_id]
-    return _dependencies(task_id, direction, graph, await row_names(tasks.names, apps, []))
+    """Tasks before and after a task in its chains: names, enabled, last status (scheduling API)."""
+    kinds: list[GraphKind] = ["ancestors", "descendants"] if direction == "both" else [direction]
+    graphs = {kind: await tasks.api.graph(task_id, kind, level=level) for kind in kinds}
+    apps = [v.task.app_id for g in graphs.values() for v in g.vertices if v.task and v.task_id != task_id]
+    return _dependencies(task_id, direction, graphs, await row_names(tasks.names, apps, []))
 
 
 def _say(run: RunDoc | None) -> str:
