@@ -27,6 +27,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
 
+from bench import schedules
 from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.server.app import build_server
@@ -355,6 +356,7 @@ async def main(quick: bool) -> str:
             await bulk(5000),
         ),
     ]
+    sections += await schedules.measure(quick)
     failures = await failure_lines()
     if failures:
         sections.append("\n".join(failures))

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import anyio
@@ -164,7 +164,9 @@ def _runs_within_horizon(line: str, now: datetime, deadline: float) -> bool:
     return any(run <= limit for run in _runs(rules, _years_later(now, shift), deadline))
 
 
+@lru_cache(maxsize=4096)
 def _parse(line: str, dtstart: datetime) -> rrule.rrule:
+    # Rules are never changed in place (replace() makes a new one), so one parse serves every caller.
     parsed = rrule.rrulestr(line, dtstart=dtstart)
     assert isinstance(parsed, rrule.rrule)
     return parsed
@@ -791,9 +793,23 @@ def read_schedule(
 
     `start`/`end` are the schedule's startDateTime/endDateTime (local, or with `Z`/an offset); `created` is when the
     task was made, the only start a bare duration (`PT15M`) has."""
+    lines = tuple(_recurrence_lines(recurrence))
+    return _read(lines, interval, cron_expression, zone, start, end, created)
+
+
+@lru_cache(maxsize=1024)
+def _read(
+    lines: tuple[str, ...],
+    interval: str | None,
+    cron_expression: str | None,
+    zone: str | None,
+    start: str | None,
+    end: str | None,
+    created: str | None,
+) -> Schedule | None:
+    """read_schedule(), once per distinct schedule: a listing of many tasks with the same rule reads it once."""
     from qlik_tasks_mcp.client.schedule_text import describe_cron, describe_recurrence, describe_rrule
 
-    lines = _recurrence_lines(recurrence)
     raw = "\n".join(lines) or interval or cron_expression or ""
     if not raw.strip():
         return None
@@ -804,8 +820,8 @@ def read_schedule(
         until = wall_time(end, tz, "end") if end else None
         if lines:
             parts = parse_recurrence(lines, tz)
-            words = describe_recurrence(lines, parts, begin, until, name)
-            return Schedule("recurrence", raw, name, tuple(lines), begin, until, words)
+            words = describe_recurrence(list(lines), parts, begin, until, name)
+            return Schedule("recurrence", raw, name, lines, begin, until, words)
         if interval:
             parsed = repeating_interval(interval)
             first = parsed.start_in(tz) or begin

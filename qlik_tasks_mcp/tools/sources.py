@@ -62,6 +62,9 @@ class Failure:
     at: str | None
     ref: str | None = None
     error: str | None = None
+    # What `ref` is: "reload" (an app reload: get_reload, get_reload_log), "run" (a task's run: get_task_run_log),
+    # or the kind's own (a sharing execution); never a task's id.
+    ref_kind: str | None = None
 
 
 @dataclass
@@ -135,6 +138,7 @@ class ReloadIndex:
                 reload.at,
                 ref=reload.id,
                 error=f"started by {reload.started_by}: {reload.error}" if reload.error else None,
+                ref_kind="reload",
             )
             for reloads in self.by_resource.values()
             for reload in reloads

@@ -88,7 +88,8 @@ class FailureGroup(Compact):
     app: str | None = None
     failures: int = Field(description="Failed runs in the window.")
     last_failed_at: str | None = None
-    ref: str | None = Field(None, description="Run, execution or reload id of the newest failure.")
+    ref: str | None = Field(None, description="Id of the newest failure; ref_kind says of what.")
+    ref_kind: str | None = Field(None, description="reload: get_reload_log; run: get_task_run_log; else the kind's.")
     first_error: str | None = None
 
 
@@ -285,6 +286,7 @@ def _grouped(found: list[Failure]) -> list[FailureGroup]:
             failures=1,
             last_failed_at=failure.at,
             ref=failure.ref,
+            ref_kind=failure.ref_kind if failure.ref else None,
             first_error=one_line(failure.error, ERROR_CHARS) if failure.error else None,
         )
     return sorted(groups.values(), key=lambda g: g.last_failed_at or "", reverse=True)

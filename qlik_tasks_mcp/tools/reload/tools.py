@@ -614,7 +614,9 @@ class ReloadTaskSource:
             for reload in reloads:
                 error = f"Reload error: {reload.error}" if reload.error else None
                 name = f"reload of app {reload.app_id}"
-                scan.found.append(Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error))
+                scan.found.append(
+                    Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error, ref_kind="reload")
+                )
         count = 0
         for doc in await answering(self._all()):
             count += 1

@@ -10,6 +10,7 @@ from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
@@ -66,8 +67,8 @@ from qlik_tasks_mcp.tools.sources import (
     gather,
     parse_time,
     read_each,
-    run_times,
     short_time,
+    timing,
     will_not_run,
 )
 
@@ -281,24 +282,29 @@ class NextRuns:
 
 
 async def next_runs(tasks: list[TaskDoc], count: int = 1) -> NextRuns:
-    """The next runs of each scheduled task, all within one expansion budget; a schedule whose runs cannot be
-    worked out in time has none, and says so."""
+    """The next runs of each scheduled task, all within one expansion budget and in one trip off the event loop; a
+    schedule whose runs cannot be worked out in time has none, and says so."""
     now, deadline = datetime.now(UTC), time.monotonic() + EXPANSION_SECONDS
-    found = NextRuns()
-    for task in tasks:
-        info = WorkflowTaskSource.info(task)
-        try:
-            runs = await run_times(info, count=count, now=now, deadline=deadline)
-        except InvalidInput as exc:
-            found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
-            continue
-        if runs:
-            found.first[task.id] = short_time(utc_z(runs[0])) or ""
-            found.shown[task.id] = [local_and_utc(run) for run in runs]
-        reason = will_not_run(info, runs, now=now)
-        if reason:
-            found.why_not[task.id] = reason
-    return found
+
+    def work() -> NextRuns:
+        found = NextRuns()
+        for task in tasks:
+            info = WorkflowTaskSource.info(task)
+            schedule = timing(info)
+            try:
+                runs = schedule.next_runs(now, count, deadline=deadline) if schedule and info.enabled else []
+            except InvalidInput as exc:
+                found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
+                continue
+            if runs:
+                found.first[task.id] = short_time(utc_z(runs[0])) or ""
+                found.shown[task.id] = [local_and_utc(run) for run in runs]
+            reason = will_not_run(info, runs, now=now)
+            if reason:
+                found.why_not[task.id] = reason
+        return found
+
+    return await anyio.to_thread.run_sync(work)
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -1135,6 +1141,7 @@ class _RunFailures:
                     reload.at,
                     ref=reload.id,
                     error=f"Reload error: {reload.error}" if reload.error else None,
+                    ref_kind="reload",
                 )
             )
 
@@ -1177,6 +1184,7 @@ def _failure(app_id: str | None, run: RunDoc, error: str | None) -> Failure:
         at=run.ended_at or run.started_at,
         ref=run.id or None,
         error=error,
+        ref_kind="run" if run.id else None,
     )
 
 
