@@ -72,9 +72,11 @@ async def p50(fn: Callable[[], Awaitable[Any]], n: int) -> float:
 
 async def measure(quick: bool = False) -> list[str]:
     mcp, backend = build_server(Settings(sandbox=True))
-    backend.sandbox.rate_limits = False  # the stack is measured, not the tier pacing
+    sandbox = backend.sandbox
+    assert sandbox is not None
+    sandbox.rate_limits = False  # the stack is measured, not the tier pacing
     backend.qlik.limiter._limits = dict.fromkeys(backend.qlik.limiter._limits, 10**9)
-    app_id = hourly_tasks(backend.sandbox)
+    app_id = hourly_tasks(sandbox)
     raw = httpx.AsyncClient(
         transport=backend.qlik._http._transport,
         base_url=SANDBOX_URL,
@@ -88,7 +90,7 @@ async def measure(quick: bool = False) -> list[str]:
         hourly = [t for t in listed["tasks"] if t["name"].startswith("hourly")]
         assert len(hourly) == ROWS and all(t.get("next_run") for t in hourly), "every row has its next run"
         task_id = hourly[0]["id"]
-        stored = backend.sandbox.tables["tasks"].tasks
+        stored = sandbox.tables["tasks"].tasks
         docs = [TaskDoc.model_validate(stored[t["id"]]) for t in hourly]
 
         async def list_call() -> None:
@@ -119,20 +121,21 @@ async def measure(quick: bool = False) -> list[str]:
             )
     await raw.aclose()
     await backend.aclose()
+    header = (
+        "| next runs worked out | list_tasks | get_task | HTTP | next runs | list / get | list / HTTP | "
+        "next runs / HTTP | goal |\n|---|---|---|---|---|---|---|---|---|"
+    )
     return [
         f"## Next runs in lists: list_tasks({ROWS}) of hourly rules started in January, p50 ms in-process",
         "`get_task` works out three next runs of one task; `HTTP` is list_tasks' own request to the sandbox; "
         "`next runs` is the rows' next-run work alone. A tool call's time includes the in-process MCP client "
         "checking the result against the tool's output schema.",
-        "| next runs worked out | list_tasks | get_task | HTTP | next runs | list / get | list / HTTP | "
-        "next runs / HTTP | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
+        "\n".join([header, *rows]),
     ]
 
 
 if __name__ == "__main__":
-    report = "\n".join(anyio.run(measure)) + "\n"
+    report = "\n\n".join(anyio.run(measure)) + "\n"
     print(report)
     (Path(__file__).parent / "schedules.md").write_text(
         f"# Next runs in lists\n\nMade by `python -m bench.schedules` on {time.strftime('%Y-%m-%d')} "
