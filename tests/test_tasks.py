@@ -102,7 +102,7 @@ async def test_list_pages_one_app_and_get_shows_the_workflow(h: Harness) -> None
         assert "resource_id" in error_text(missing)
         task = data(await client.call_tool("get_task", {"task_id": seen[0]}))["task"]
         # The interval in words, with its next runs in its zone and UTC, as list_tasks shows it.
-        assert task["trigger"].startswith("schedule every day at ") and task["app_id"] == app_id
+        assert task["trigger"].startswith("every day at ") and task["app_id"] == app_id
         assert len(task["next_runs"]) == 3 and all(" = " in run and run.endswith("Z") for run in task["next_runs"])
         assert task["workflow"]["states"][0]["type"] == "EVENT"
         for bad, why in (("../users", "not a valid id"), ("0123456789abcdef01234567", "HTTP 404")):
@@ -128,7 +128,7 @@ async def test_create_scheduled_reload_builds_a_spec_valid_workflow(h: Harness) 
         "endDateTime": "2027-03-01T00:00:00",
     }
     assert stored["metadata"]["trigger"]["type"] == 0
-    assert task["trigger"] == "schedule every day at 06:00 from 2026-03-01 06:00 Europe/Zurich, until 2027-03-01"
+    assert task["trigger"] == "every day at 06:00 from 2026-03-01 06:00 Europe/Zurich, until 2027-03-01"
 
 
 @pytest.mark.parametrize(
@@ -385,7 +385,7 @@ async def test_update_is_gated_and_its_preview_says_ownership_moves(h: Harness) 
         done = data(await client.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
         assert done["status"] == "done"
         assert done["result"]["owner_id"] == h.sandbox.caller_id
-        assert done["result"]["trigger"] == "schedule every 12 hours from 2026-04-01 05:00 UTC"
+        assert done["result"]["trigger"] == "every 12 hours from 2026-04-01 05:00 UTC"
         stored = tables(h).tasks[task["id"]]
         assert stored["metadata"]["ownerId"] == h.sandbox.caller_id and stored["start"]["stateName"] == "reload"
         chained = next(t for t in tables(h).tasks.values() if "events" in t)

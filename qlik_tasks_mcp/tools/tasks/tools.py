@@ -170,7 +170,7 @@ def _other_triggers(task: TaskDoc) -> list[str]:
 def trigger_words(task: TaskDoc) -> str | None:
     """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers."""
     schedule = task_schedule(task)
-    words = [f"schedule {schedule.shown}"] if schedule is not None else []
+    words = [schedule.shown] if schedule is not None else []
     return "; ".join(words + _other_triggers(task)) or None
 
 
