@@ -12,8 +12,7 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, ReloadTasksApi, ReplacementDoc
-from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
+from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -134,8 +133,7 @@ class ReloadTaskRow(ReloadTaskFields):
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames) -> "ReloadTaskRow":
-        start, end = doc.start_date_time or None, doc.end_date_time or None
-        words = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end) if doc.recurrence else None
+        words = schedule_words(doc)
         return cls(
             **_common(doc, app, names),
             schedule=None if doc.migrated else words,
@@ -243,12 +241,23 @@ async def tasks_by_app(api: ReloadTasksApi, app_ids: set[str]) -> dict[str, AppT
     return found
 
 
+def schedule_words(doc: ReloadTaskDoc) -> str | None:
+    """The reload task's recurrence in words (client.schedule.read_schedule), or raw with why it cannot be read."""
+    found = read_schedule(
+        recurrence=doc.recurrence,
+        zone=doc.time_zone or "UTC",
+        start=doc.start_date_time or None,
+        end=doc.end_date_time or None,
+    )
+    return found.shown if found else None
+
+
 async def describe(names: Names, task: ReloadTaskDoc) -> str:
-    """The reload task for a preview or question: its app and owner by name, state and schedule."""
-    schedule = "; ".join(task.recurrence) or "no schedule"
+    """The reload task for a preview or question: its app and owner by name, state and schedule in words."""
+    schedule = schedule_words(task) or "no schedule"
     app = await names.describe_app(task.app_id) if task.app_id else "no app"
     owner = f", owner {await names.describe_user(task.user_id)}" if task.user_id else ""
-    return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule} {task.time_zone})"
+    return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule})"
 
 
 def service(clients: Deps) -> ReloadTasks:
@@ -327,11 +336,15 @@ async def plan_update(
     if partial is not None:
         body["partial"] = partial
     sent = current.wire()
+    timing = ("recurrence", "timeZone")
     changes = [
         f"{key}: {sent.get(key)!r} -> {value!r}"
         for key, value in body.items()
-        if sent.get(key, "" if key.endswith("DateTime") else None) != value
+        if key not in timing and sent.get(key, "" if key.endswith("DateTime") else None) != value
     ]
+    if any(sent.get(key) != body.get(key) for key in timing):
+        after = ReloadTaskDoc.model_validate(sent | body)
+        changes.insert(0, f"schedule: {schedule_words(current) or '(none)'} -> {schedule_words(after) or '(none)'}")
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
     # Qlik Cloud help, "Ownership of reload schedules": changing a schedule makes the changer its owner.
@@ -420,8 +433,7 @@ def skip_reason(doc: ReloadTaskDoc) -> str | None:
 
 def migration_line(doc: ReloadTaskDoc, app: str) -> str:
     """One reload task in the preview; `app` is its app as Names.describe_apps() shows it."""
-    start, end = doc.start_date_time or None, doc.end_date_time or None
-    schedule = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end)
+    schedule = schedule_words(doc) or "no schedule"
     kind = "partial" if doc.partial else "full"
     after = "enabled" if doc.enabled else "disabled"
     return f"reload task {doc.id} of {app}: {schedule} ({kind} reload, {doc.state}) -> a task, {after}"
