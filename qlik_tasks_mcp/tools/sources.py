@@ -313,11 +313,8 @@ DISABLED_REASONS = {
 APP_HAS_TASKS = "Qlik turns reload tasks off once their app has tasks (changelog 135), and this app has tasks"
 
 
-def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:
-    """Why a task with a time schedule will not run on it, or None when it will (or has no schedule)."""
-    schedule = timing(info)
-    if schedule is None:
-        return None
+def why_off(info: TaskInfo, *, app_has_tasks: bool = False) -> str | None:
+    """Why the task is off, as the tenant says it (its state, Qlik's reason, its app's tasks), or None."""
     if info.kind == "reload" and app_has_tasks and info.state != "migrated":
         return APP_HAS_TASKS
     if not info.enabled:
@@ -328,6 +325,17 @@ def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has
         return reason if info.state != "migrated" else info.disabled_reason
     if info.owner_gone:
         return f"its owner {info.owner_gone} is gone"
+    return None
+
+
+def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:
+    """Why a task with a time schedule will not run on it, or None when it will (or has no schedule)."""
+    schedule = timing(info)
+    if schedule is None:
+        return None
+    turned_off = why_off(info, app_has_tasks=app_has_tasks)
+    if turned_off:
+        return turned_off
     if not schedule.readable:
         return f"its schedule could not be read ({schedule.problem})"
     if not runs:

@@ -29,6 +29,7 @@ from qlik_tasks_mcp.tools.sources import (
     parse_time,
     read_each,
     short_time,
+    why_off,
 )
 
 TOOLSET = "reload"
@@ -130,13 +131,16 @@ class ReloadTaskRow(ReloadTaskFields):
     """A reload task in a list: its schedule in words beside its next run (UTC, to the minute)."""
 
     schedule: str | None = None
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames) -> "ReloadTaskRow":
         words = schedule_words(doc)
+        off = why_off(ReloadTaskSource.info(doc), app_has_tasks=bool(app and app.count)) if doc.recurrence else None
         return cls(
             **_common(doc, app, names),
             schedule=None if doc.migrated else words,
+            will_not_run=None if doc.migrated else off,
             next_run=short_time(_next_run(doc)),
             last_run=short_time(doc.last_execution_time),
         )
