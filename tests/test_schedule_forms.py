@@ -369,3 +369,15 @@ async def test_find_failures_never_presents_a_reload_as_a_task(h: Harness) -> No
         if group.get("ref"):
             assert group["ref_kind"] in ("reload", "run")
             assert (group["ref"] in reloads) is (group["ref_kind"] == "reload")
+
+
+@pytest.mark.anyio
+async def test_reload_task_rows_say_qlik_turned_them_off_when_their_app_has_tasks(h: Harness) -> None:
+    with_tasks = {t["resourceId"] for t in tables(h).tasks.values()}
+    doc = next(
+        t for t in h.sandbox.tables["reload_tasks"].values() if t["appId"] in with_tasks and t["state"] == "Enabled"
+    )
+    async with h.client() as client:
+        page = data(await client.call_tool("list_reload_tasks", {"app_id": doc["appId"]}))
+    row = next(r for r in page["tasks"] if r["id"] == doc["id"])
+    assert "changelog 135" in row["will_not_run"] and "RRULE" not in row["schedule"]

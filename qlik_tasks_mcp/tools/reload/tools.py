@@ -285,8 +285,10 @@ async def list_reload_tasks(
     owner = await user_id_of(reload_tasks.names, owner_id) if owner_id else None
     page = await api.list(app_id=app_id, partial=partial, limit=limit, cursor=cursor)
     docs = [t for t in page.items if owner is None or t.user_id == owner]
-    # Only migrated tasks need their app's tasks read: one listing per app, not per task.
-    apps = await tasks_by_app(api, {t.app_id for t in docs if t.migrated and t.app_id})
+    # Migrated tasks need their app's tasks read (one listing per app, not per task); so does one app's listing,
+    # whose rows then say whether Qlik turned them off because the app has tasks.
+    wanted = {t.app_id for t in docs if (t.migrated or app_id) and t.app_id}
+    apps = await tasks_by_app(api, wanted)
     names = await task_names(reload_tasks.names, docs)
     # The API has no owner filter: this page's rows are filtered here, so it may be short (or empty) mid-way.
     local = "Filtered by owner here: a page may hold fewer rows; follow next_cursor." if owner else None
