@@ -225,7 +225,9 @@ async def explain_schedule(
     kind: Annotated[KindName | None, Field(description="With task_id: the task's kind.")] = None,
     task_id: Annotated[str | None, Field(max_length=128)] = None,
     recurrence: Annotated[list[str] | None, Field(max_length=20, description="Or RRULE lines to check.")] = None,
-    interval: Annotated[str | None, Field(max_length=80, description="Or an ISO 8601 R/start/duration.")] = None,
+    interval: Annotated[
+        str | None, Field(max_length=80, description="Or ISO 8601 R/start/duration (start local, Z or offset).")
+    ] = None,
     time_zone: Annotated[str, Field(max_length=64, description="Of given lines/interval.")] = "UTC",
     start: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
     end: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
