@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
+from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.schedule_text import describe_schedule
 from qlik_tasks_mcp.client.sharing_tasks import (
     ExecutionDoc,
@@ -95,8 +95,10 @@ class SharingSchedule(Input):
 
 
 def schedule_line(options: ScheduleOptionsDoc) -> str:
+    """A schedule in a preview: its rules in words (client.schedule.read_schedule), its start and end."""
+    found = read_schedule(recurrence=options.recurrence, zone=options.timezone or None)
     start, end = options.start_date_time or "now", options.end_date_time or "never"
-    return f"{options.recurrence or None} {options.timezone or None} from {start} until {end}"
+    return f"{found.shown if found else 'no recurrence'}, from {start} until {end}"
 
 
 class Chart(Input):
