@@ -15,6 +15,7 @@ import pytest
 from qlik_tasks_mcp.client.schedule import _parse as parse_rule
 from qlik_tasks_mcp.client.schedule import anchor_for, occurrences, read_schedule, utc_z
 from qlik_tasks_mcp.sandbox import schedule as sandbox_schedule
+from qlik_tasks_mcp.sandbox.sharing_tasks import tables as sharing_tables
 from qlik_tasks_mcp.sandbox.tasks import TaskTables
 from tests.conftest import Harness, data, error_text, make_harness
 
@@ -381,3 +382,16 @@ async def test_reload_task_rows_say_qlik_turned_them_off_when_their_app_has_task
         page = data(await client.call_tool("list_reload_tasks", {"app_id": doc["appId"]}))
     row = next(r for r in page["tasks"] if r["id"] == doc["id"])
     assert "changelog 135" in row["will_not_run"] and "RRULE" not in row["schedule"]
+
+
+@pytest.mark.anyio
+async def test_a_sharing_schedule_change_reads_in_words() -> None:
+    harness = make_harness(toolsets="sharing")
+    stored = sharing_tables(harness.sandbox).tasks
+    task = next(t for t in stored.values() if t["type"] == "sheet-sharing" and t.get("statusCode") == "VALID")
+    daily = {"recurrence": ["RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0;BYSECOND=0"], "time_zone": "Europe/Zurich"}
+    async with harness.client() as client:
+        moved = data(await client.call_tool("patch_sharing_task", {"task_id": task["id"], "schedule": daily}))
+    await harness.backend.aclose()
+    change = next(c for c in moved["changes"] if c.startswith("schedule: "))
+    assert "-> every day at 06:00 Europe/Zurich, from " in change and "RRULE" not in change
