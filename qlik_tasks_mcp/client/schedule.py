@@ -1,6 +1,8 @@
-"""Recurrence rules (RFC 5545 RRULE lines) and time zones: validation and expansion, with dateutil.
+"""Schedules and time zones: the one reader of every schedule form Qlik allows (RFC 5545 recurrences, single- or
+multi-line; ISO 8601 repeating intervals and bare durations; cron), validation before sending, and expansion into
+next runs with dateutil, from a recent anchor rather than a rule's first start.
 
-Pure functions, shared by the tools (validate before sending) and the sandbox (compute next runs).
+Pure functions for the tools; the sandbox has its own reader (sandbox/schedule.py).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
-from functools import cache, lru_cache, partial
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import anyio
 from dateutil import rrule
 
 from qlik_tasks_mcp.client.errors import InvalidInput
@@ -318,10 +319,6 @@ class Recurrence:
     exdays: tuple[date, ...] = ()
     anchor: datetime = datetime(2000, 1, 1)
 
-    @property
-    def extra_lines(self) -> int:
-        return len(self.rdates) + len(self.exdates) + len(self.exdays) + len(self.exrules)
-
 
 def _params(head: str) -> dict[str, str]:
     return {k.upper(): v for k, _, v in (p.partition("=") for p in head.split(";")[1:] if p)}
@@ -466,23 +463,6 @@ def _could_run_later(rules: list[rrule.rrule], end: datetime | None, horizon: da
         return False
     # Rules here are shifted, so is their UNTIL; a COUNT may have run out, which is an end, not an error.
     return any(not _has_count(r) and _until(r) is None for r in rules)
-
-
-async def occurrences_off_loop(
-    lines: Iterable[str],
-    zone: ZoneInfo,
-    start: datetime | None,
-    *,
-    after: datetime,
-    count: int,
-    end: datetime | None = None,
-    strict: bool = False,
-    deadline: float | None = None,
-) -> list[datetime]:
-    """occurrences() in a worker thread: up to EXPANSION_SECONDS of work that never stalls other sessions."""
-    lines = list(lines)
-    work = partial(occurrences, lines, zone, start, after=after, count=count, end=end, strict=strict, deadline=deadline)
-    return await anyio.to_thread.run_sync(work)
 
 
 def local_and_utc(value: datetime) -> str:

@@ -108,9 +108,7 @@ def describe_recurrence(
     skipped = tuple(sorted(parts.exdates)) + tuple(datetime.combine(d, datetime.min.time()) for d in parts.exdays)
     if skipped:
         words += f", except {_moments(skipped)}"
-    if parts.dtstart is not None and not parts.rules:
-        pass
-    elif parts.dtstart is not None:
+    if parts.dtstart is not None and parts.rules:
         words += f", from {parts.dtstart:%Y-%m-%d}"
     words += f" {zone}"
     return words + (f", until {end:%Y-%m-%d}" if end else "")
