@@ -395,3 +395,18 @@ async def test_a_sharing_schedule_change_reads_in_words() -> None:
     await harness.backend.aclose()
     change = next(c for c in moved["changes"] if c.startswith("schedule: "))
     assert "-> every day at 06:00 Europe/Zurich, from " in change and "RRULE" not in change
+
+
+@pytest.mark.anyio
+async def test_explain_and_get_say_a_reload_task_of_an_app_with_tasks_will_not_run(h: Harness) -> None:
+    with_tasks = {t["resourceId"] for t in tables(h).tasks.values()}
+    reload_tasks = h.sandbox.tables["reload_tasks"].values()
+    doc = next(t for t in reload_tasks if t["appId"] in with_tasks and t["state"] == "Enabled")
+    alone = next((t for t in reload_tasks if t["appId"] not in with_tasks and t["state"] == "Enabled"), None)
+    async with h.client() as client:
+        explained = data(await client.call_tool("explain_schedule", {"kind": "reload", "task_id": doc["id"]}))
+        got = data(await client.call_tool("get_reload_task", {"task_id": doc["id"]}))["task"]
+        other = alone and data(await client.call_tool("explain_schedule", {"kind": "reload", "task_id": alone["id"]}))
+    assert explained["next_runs"] and "changelog 135" in explained["note"]
+    assert "changelog 135" in got["will_not_run"] and got["schedule"] and "RRULE" not in got["schedule"]
+    assert other is None or "changelog 135" not in (other.get("note") or "")

@@ -257,7 +257,8 @@ async def explain_schedule(
     now = datetime.now(UTC)
     deadline = time.monotonic() + EXPANSION_SECONDS
     runs = await run_times(info, count=count, now=now, deadline=deadline, even_if_disabled=True, strict=True)
-    why_not = will_not_run(info, runs, now=now)
+    has_tasks = bool(info.kind == "reload" and info.app_id and await _has_tasks(sources, info.app_id, None))
+    why_not = will_not_run(info, runs, now=now, app_has_tasks=has_tasks)
     if why_not and runs:
         why_not = f"These runs happen only once that changes: {why_not}."
     return ScheduleExplained(
@@ -702,10 +703,13 @@ async def _overview_items(
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
 
 
-async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo]) -> bool:
-    """Whether the app has tasks (then Qlik turns its reload tasks off): from its tasks read here, else from the
-    reload kind's own look-up where the tasks kind is not served."""
-    if any(info.kind == "task" for info in infos) or "task" in sources.by_kind:
+async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None) -> bool:
+    """Whether the app has tasks (then Qlik turns its reload tasks off): from the app's tasks of every kind when
+    read already (`infos`, the overview), else read here; where the tasks kind is not served, the reload kind's
+    own look-up says."""
+    if "task" in sources.by_kind:
+        if infos is None:
+            infos = await _unless_unavailable(sources.of("task").of_app(app_id), [], [])
         return any(info.kind == "task" for info in infos)
     ask: Callable[[str], Awaitable[bool | None]] | None = getattr(sources.by_kind.get("reload"), "has_tasks", None)
     return bool(ask and await ask(app_id))

@@ -147,8 +147,10 @@ class ReloadTaskRow(ReloadTaskFields):
 
 
 class ReloadTask(ReloadTaskFields):
-    """A reload task fetched whole: its schedule as the API has it."""
+    """A reload task fetched whole: its schedule in words, and as the API has it."""
 
+    schedule: str | None = None
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     recurrence: list[str] = []
     time_zone: str | None = None
     start: str | None = None
@@ -156,8 +158,11 @@ class ReloadTask(ReloadTaskFields):
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None" = None, names: RowNames | None = None) -> "ReloadTask":
+        off = why_off(ReloadTaskSource.info(doc), app_has_tasks=bool(app and app.count)) if doc.recurrence else None
         return cls(
             **_common(doc, app, names),
+            schedule=None if doc.migrated else schedule_words(doc),
+            will_not_run=None if doc.migrated else off,
             recurrence=doc.recurrence,
             time_zone=doc.time_zone or None,
             start=doc.start_date_time or None,
