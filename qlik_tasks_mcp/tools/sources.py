@@ -308,24 +308,27 @@ DISABLED_REASONS = {
     "APP-MOVED-SPACE": "Qlik disabled it when the app moved space",
     "OWNER-MOVED": "Qlik disabled it when its owner moved",
     "MANUALLY": "it is disabled",
+    "DISABLED": "it is disabled",
 }
 # Changelog 135 (NOTES-2026-11.md section 2): once an app has tasks, Qlik turns its reload tasks off.
 APP_HAS_TASKS = "Qlik turns reload tasks off once their app has tasks (changelog 135), and this app has tasks"
 
 
 def why_off(info: TaskInfo, *, app_has_tasks: bool = False) -> str | None:
-    """Why the task is off, as the tenant says it (its state, Qlik's reason, its app's tasks), or None."""
+    """Why the task is off, as the tenant says it (its state and Qlik's reason, its app's tasks, its owner), or
+    None; every reason that holds, as each must change before it runs."""
+    reasons: list[str] = []
     if info.kind == "reload" and app_has_tasks and info.state != "migrated":
-        return APP_HAS_TASKS
+        reasons.append(APP_HAS_TASKS)
     if not info.enabled:
         code = (info.disabled_reason or "").upper()
         reason = DISABLED_REASONS.get(code) or (
             f"it is disabled ({info.disabled_reason})" if code else "it is disabled"
         )
-        return reason if info.state != "migrated" else info.disabled_reason
+        reasons.append(reason if info.state != "migrated" else info.disabled_reason or "it was migrated")
     if info.owner_gone:
-        return f"its owner {info.owner_gone} is gone"
-    return None
+        reasons.append(f"its owner {info.owner_gone} is gone")
+    return "; ".join(reasons) or None
 
 
 def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:

@@ -47,6 +47,7 @@ from qlik_tasks_mcp.tools.sources import (
     run_times,
     schedule_line,
     timing,
+    why_off,
     will_not_run,
 )
 
@@ -258,9 +259,11 @@ async def explain_schedule(
     deadline = time.monotonic() + EXPANSION_SECONDS
     runs = await run_times(info, count=count, now=now, deadline=deadline, even_if_disabled=True, strict=True)
     has_tasks = bool(info.kind == "reload" and info.app_id and await _has_tasks(sources, info.app_id, None))
-    why_not = will_not_run(info, runs, now=now, app_has_tasks=has_tasks)
-    if why_not and runs:
-        why_not = f"These runs happen only once that changes: {why_not}."
+    # Runs here are worked out even for a task that is off: none at all means the schedule itself has ended.
+    off = why_off(info, app_has_tasks=has_tasks)
+    why_not = f"These runs happen only once that changes: {off}." if off and runs else off
+    if not runs:
+        why_not = "; ".join(filter(None, [schedule.ended(now), off])) + "."
     return ScheduleExplained(
         description=schedule.shown,
         time_zone=schedule.zone,
