@@ -3,9 +3,10 @@ worked out from a recent anchor, not from the rule's first start.
 
     .venv/bin/python -m bench.schedules      (writes bench/schedules.md; bench.run includes it too)
 
-Twenty tasks of one app run hourly from 1 January (the issue's case: every row's rule has thousands of runs before
-now). The same calls are timed with the rules expanded from their first start (the anchor switched off), so the
-figures before and after sit side by side in one run; only ratios are compared, never absolute times.
+Twenty tasks of one app run hourly from 1 January, each at its own minute (the issue's case: every row's rule has
+thousands of runs before now). The same calls are timed with the rules expanded from their first start (the anchor
+switched off), so the figures before and after sit side by side in one run; only ratios are compared, never absolute
+times.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from qlik_tasks_mcp.tools.tasks.tools import next_runs
 
 ROWS = 20
 GOAL = 3.0
-HOURLY = "RRULE:FREQ=HOURLY;BYMINUTE=5"
+HOURLY = "RRULE:FREQ=HOURLY;BYMINUTE={minute}"
 JANUARY = "2026-01-01T00:00:00"
 
 
@@ -55,7 +56,9 @@ def hourly_tasks(sandbox: Any) -> str:
     for n in range(ROWS):
         task = copy.deepcopy(model)
         task["id"], task["name"], task["enabled"] = sandbox.uuid(), f"hourly {n}", True
-        task["start"] = {"schedule": {"recurrence": HOURLY, "timezone": "Europe/Zurich", "startDateTime": JANUARY}}
+        # A rule of its own per row: no row reuses another's reading.
+        rule = HOURLY.format(minute=n)
+        task["start"] = {"schedule": {"recurrence": rule, "timezone": "Europe/Zurich", "startDateTime": JANUARY}}
         task["metadata"]["updatedAt"] = "2099-01-01T00:00:00.000Z"  # listed first (-updatedAt)
         tasks[task["id"]] = task
     return app_id
