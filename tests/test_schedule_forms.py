@@ -360,9 +360,12 @@ async def test_a_seeded_task_can_be_followed_and_its_dependencies_go_both_ways(h
 
 
 @pytest.mark.anyio
-async def test_find_failures_never_presents_a_reload_as_a_task(h: Harness) -> None:
+async def test_find_failures_never_presents_a_reload_as_a_task() -> None:
+    h = make_harness(toolsets="tasks,ops,reloads")
     async with h.client() as client:
         report = data(await client.call_tool("find_failures", {"hours": 72}))
+    await h.backend.aclose()
+    assert any(g["kind"] == "task" and g.get("ref_kind") == "reload" for g in report["groups"])
     reloads = h.sandbox.tables["reloads"].reloads
     for group in report["groups"]:
         if group["kind"] == "task":
@@ -410,3 +413,30 @@ async def test_explain_and_get_say_a_reload_task_of_an_app_with_tasks_will_not_r
     assert explained["next_runs"] and "changelog 135" in explained["note"]
     assert "changelog 135" in got["will_not_run"] and got["schedule"] and "RRULE" not in got["schedule"]
     assert other is None or "changelog 135" not in (other.get("note") or "")
+
+
+@pytest.mark.anyio
+async def test_find_failures_names_the_task_that_started_a_reload_and_says_when_there_is_none() -> None:
+    from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
+
+    h = make_harness(toolsets="tasks,ops,reloads")
+    task = next(t for t in scheduled(h) if t["enabled"])
+    at = h.sandbox.clock.now() - timedelta(hours=2)
+    ghost = "00000000-0000-4000-8000-000000000000"
+    for resource in (task["id"], ghost):
+        sandbox_reloads.start_reload(
+            h.sandbox,
+            task["resourceId"],
+            type="choreographer",
+            resource_type="tasks",
+            resource_id=resource,
+            outcome="FAILED",
+            at=at,
+            seconds=5,
+        )
+    async with h.client() as client:
+        report = data(await client.call_tool("find_failures", {"hours": 24}))
+    await h.backend.aclose()
+    groups = {g["task_id"]: g for g in report["groups"] if g["kind"] == "task"}
+    assert groups[task["id"]]["name"] == task["name"] and groups[task["id"]]["ref_kind"] == "reload"
+    assert groups[ghost]["name"] == f"task {ghost} (no task of this id is visible to this key)"

@@ -1063,8 +1063,11 @@ class WorkflowTaskSource:
         scheduling = (await self.api.endpoint()).scheduling
         failing = await self._last_failed(scan) if scheduling else {}
         runs = _RunFailures(scan)
-        for task_id, reloads in scan.reloads.claim("tasks").items():
-            runs.from_reloads(task_id, failing.get(task_id), reloads)
+        claimed = scan.reloads.claim("tasks")
+        named = await self._starters(scan, [t for t in claimed if t not in failing])
+        for task_id, reloads in claimed.items():
+            task = failing.get(task_id) or named.get(task_id)
+            runs.from_reloads(task_id, task, reloads, gone=task_id in named and named[task_id] is None)
         for task in failing.values():
             if task.id not in runs.tasks and scan.spend(f"runs of task {task.id}"):
                 page = await self.api.runs(task.id, sort="-startedAt", limit=100)
@@ -1076,6 +1079,23 @@ class WorkflowTaskSource:
         scan.checked["task"] = len(failing) if scheduling else len(runs.tasks)
         scan.checked["task runs from reloads"] = runs.from_reload_count
         scan.checked["task apps"] = len(apps)
+
+    async def _starters(self, scan: FailureScan, task_ids: list[str]) -> dict[str, TaskDoc | None]:
+        """The tasks that started failed reloads, read by id within the scan's budget, so a failure is named after
+        its task; None for an id the tenant answers 404 for (no task of that id visible to this key)."""
+        found: dict[str, TaskDoc | None] = {}
+
+        async def one(task_id: str) -> None:
+            if not scan.spend(f"name of task {task_id}"):
+                return
+            try:
+                found[task_id] = await self.api.get(task_id)
+            except ApiError as exc:
+                if exc.status == 404:
+                    found[task_id] = None
+
+        await gather(task_ids, one)
+        return found
 
     async def _last_failed(self, scan: FailureScan) -> dict[str, TaskDoc]:
         """Tasks whose last run failed in the window: `lastStatus eq "FAILED"` sorted by their last run's end,
@@ -1127,16 +1147,19 @@ class _RunFailures:
     # Tasks whose failed runs were counted from their reloads: their runs are not counted again.
     by_reloads: set[str] = dc_field(default_factory=set)
 
-    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload]) -> None:
+    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload], gone: bool = False) -> None:
+        """The failed reloads a task started (the reloads name it); `gone`: the tenant answered 404 for its id."""
         self.tasks.add(task_id)
         self.by_reloads.add(task_id)
+        why = "no task of this id is visible to this key" if gone else "its name was not read"
+        label = task.name if task else f"task {task_id} ({why})"
         for reload in sorted(reloads, key=lambda r: r.at or "", reverse=True):
             self.from_reload_count += 1
             self.found.append(
                 Failure(
                     "task",
                     task_id,
-                    task.name if task else f"task {task_id}",
+                    label,
                     reload.app_id,
                     reload.at,
                     ref=reload.id,
