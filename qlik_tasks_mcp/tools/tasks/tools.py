@@ -103,7 +103,9 @@ class ScheduleIn(Input):
         max_length=10,
         description="RRULE lines (RRULE:FREQ=...); not with interval.",
     )
-    start: str | None = Field(None, max_length=40, description="Local start of a recurrence; default now.")
+    start: str | None = Field(
+        None, max_length=40, description="Local start of a recurrence; default now (update: kept)."
+    )
     time_zone: str | None = Field(None, max_length=64, description="IANA zone; default UTC (update: kept).")
     end: str | None = Field(None, max_length=40, description='Local; default never (update: kept, "" clears).')
 
