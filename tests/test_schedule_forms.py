@@ -440,3 +440,29 @@ async def test_find_failures_names_the_task_that_started_a_reload_and_says_when_
     groups = {g["task_id"]: g for g in report["groups"] if g["kind"] == "task"}
     assert groups[task["id"]]["name"] == task["name"] and groups[task["id"]]["ref_kind"] == "reload"
     assert groups[ghost]["name"] == f"task {ghost} (no task of this id is visible to this key)"
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"cron": "0 9 * * SUN-TUE", "timezone": "Europe/Zurich"},
+        {"cron": "0 9 * JAN-MAR,DEC MON"},
+        {"cron": "15 */6 1-7 * *", "timezone": "America/New_York"},
+        {"cron": "30 2 1,15 * 0"},
+        {"interval": "R/2026-03-29T00:30:00/PT1H", "timezone": "Europe/Zurich"},
+        {"interval": "R5/2026-12-06T08:00:00Z/P1D", "timezone": "Asia/Tokyo"},
+        {"recurrence": "RRULE:FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=23;BYMINUTE=0", "timezone": "Europe/London"},
+    ],
+)
+def test_the_sandbox_and_the_client_agree_on_next_runs(schedule: dict[str, Any]) -> None:
+    created = AFTER - timedelta(days=30)
+    theirs = sandbox_schedule.task_runs(schedule, created, after=AFTER, before=AFTER + timedelta(days=400), limit=4)
+    cron = schedule.get("cron")
+    ours = read_schedule(
+        recurrence=schedule.get("recurrence"),
+        interval=schedule.get("interval"),
+        cron_expression=cron,
+        zone=schedule.get("timezone"),
+        created=utc_z(created),
+    )
+    assert ours is not None and [utc_z(r) for r in ours.next_runs(AFTER, 4)] == [utc_z(r) for r in theirs]

@@ -215,6 +215,10 @@ def _interval_rule(text: str, zone: ZoneInfo, created: datetime) -> rrule.rrule 
     return rrule.rrule(freq, interval=every, dtstart=start.replace(microsecond=0), count=count)
 
 
+def _cron_number(token: str) -> int:
+    return _CRON_NAMES[token.upper()] if token.upper() in _CRON_NAMES else int(token)
+
+
 def _cron_values(field: str, low: int, high: int) -> list[int] | None:
     if field in ("*", "?"):
         return None
@@ -224,9 +228,9 @@ def _cron_values(field: str, low: int, high: int) -> list[int] | None:
         if body in ("*", "?"):
             first, last = low, high
         elif "-" in body:
-            first, last = (_CRON_NAMES.get(x.upper(), None) or int(x) for x in body.split("-", 1))
+            first, last = (_cron_number(x) for x in body.split("-", 1))
         else:
-            first = _CRON_NAMES[body.upper()] if body.upper() in _CRON_NAMES else int(body)
+            first = _cron_number(body)
             last = high if step else first
         out.update(range(first, last + 1, int(step) if step else 1))
     return sorted(v % 7 if high == 7 else v for v in out)
