@@ -466,3 +466,38 @@ def test_the_sandbox_and_the_client_agree_on_next_runs(schedule: dict[str, Any])
         created=utc_z(created),
     )
     assert ours is not None and [utc_z(r) for r in ours.next_runs(AFTER, 4)] == [utc_z(r) for r in theirs]
+
+
+HOSTILE_SCHEDULES: list[dict[str, Any]] = [
+    {"recurrence": "RRULE:"},
+    {"recurrence": "RRULE:FREQ=DAILY;BYHOUR=99"},
+    {"recurrence": "DTSTART;TZID=Nowhere/Land:20260101T000000\nRRULE:FREQ=DAILY"},
+    {"recurrence": "DTSTART:2026\nRRULE:FREQ=DAILY"},
+    {"recurrence": "EXDATE:notadate\nRRULE:FREQ=DAILY"},
+    {"recurrence": "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"},
+    {"recurrence": "RRULE:FREQ=DAILY", "timezone": "Bad/Zone"},
+    {"recurrence": "RRULE:FREQ=DAILY", "startDateTime": "garbage", "endDateTime": "2026-13-01T00:00:00"},
+    {"interval": "R/x/y"},
+    {"interval": "P"},
+    {"interval": "R/P1D/2027-01-01T00:00:00Z"},
+    {"cron": "* * *"},
+    {"cron": {"expression": "61 * * * *", "validUntil": "never"}},
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", HOSTILE_SCHEDULES)
+async def test_no_stored_schedule_fails_a_read_tool(h: Harness, schedule: dict[str, Any]) -> None:
+    task = next(t for t in scheduled(h) if t["enabled"])
+    task["start"]["schedule"] = schedule
+    async with h.client() as client:
+        page = data(await client.call_tool("list_tasks", {"limit": 100}))
+        row = next(r for r in page["tasks"] if r["id"] == task["id"])
+        got = data(await client.call_tool("get_task", {"task_id": task["id"]}))["task"]
+        overview = await client.call_tool("get_app_schedule_overview", {"app_id": task["resourceId"]})
+        explained = await client.call_tool("explain_schedule", {"kind": "task", "task_id": task["id"]})
+    assert row["trigger"] and got["trigger"] == row["trigger"]
+    assert row.get("next_run") or row.get("will_not_run"), row
+    assert not overview.is_error, overview.content
+    # explain_schedule may refuse a rule with no run in 40 years, in one line that says why.
+    assert not explained.is_error or "no occurrence in the next 40 years" in error_text(explained)
