@@ -277,11 +277,14 @@ async def test_a_schedule_that_cannot_be_read_never_fails_a_list_or_the_overview
 
 @pytest.mark.anyio
 async def test_the_overview_reads_multi_line_recurrences(h: Harness) -> None:
-    app = next(t for t in scheduled(h) if form_of(t) == "multi-line")["resourceId"]
+    multi_line = [t for t in scheduled(h) if form_of(t) == "multi-line"]
+    for task in multi_line:  # owned, in the seed, by a deleted user: owned here by an active one
+        task["metadata"]["ownerId"] = h.sandbox.caller_id
+    app = multi_line[0]["resourceId"]
     async with h.client() as client:
         overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": app}))
     multi = [i for i in overview["items"] if i["schedule"] and "except" in i["schedule"]]
-    assert multi and all(i["next_runs"] for i in multi)
+    assert multi and all(i["next_runs"] and "will_not_run" not in i for i in multi)
 
 
 @pytest.mark.anyio
@@ -501,3 +504,17 @@ async def test_no_stored_schedule_fails_a_read_tool(h: Harness, schedule: dict[s
     assert not overview.is_error, overview.content
     # explain_schedule may refuse a rule with no run in 40 years, in one line that says why.
     assert not explained.is_error or "no occurrence in the next 40 years" in error_text(explained)
+
+
+@pytest.mark.anyio
+async def test_a_task_whose_owner_the_tenant_says_is_deleted_will_not_run(h: Harness) -> None:
+    task = next(t for t in scheduled(h) if form_of(t) == "multi-line")
+    async with h.client() as client:
+        row = next(
+            r for r in data(await client.call_tool("list_tasks", {"limit": 100}))["tasks"] if r["id"] == task["id"]
+        )
+        overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": task["resourceId"]}))
+    item = next(i for i in overview["items"] if i["id"] == task["id"])
+    assert row["owner"].endswith("(deleted)")
+    assert "owner is deleted" in row["will_not_run"] and row["next_run"]
+    assert "(deleted) is gone" in item["will_not_run"]

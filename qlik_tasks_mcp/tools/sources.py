@@ -314,6 +314,14 @@ DISABLED_REASONS = {
 APP_HAS_TASKS = "Qlik turns reload tasks off once their app has tasks (changelog 135), and this app has tasks"
 
 
+# A user the tenant says is disabled or deleted: Qlik runs a task as its owner, and disables such owners' tasks.
+OWNER_OFF = ("disabled", "deleted")
+
+
+def owner_off_reason(status: str) -> str:
+    return f"its owner is {status}, and Qlik runs a task as its owner (it disables such tasks)"
+
+
 def why_off(info: TaskInfo, *, app_has_tasks: bool = False) -> str | None:
     """Why the task is off, as the tenant says it (its state and Qlik's reason, its app's tasks, its owner), or
     None; every reason that holds, as each must change before it runs."""

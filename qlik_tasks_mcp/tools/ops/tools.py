@@ -36,6 +36,7 @@ from qlik_tasks_mcp.tools.ops import orphans
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
+    OWNER_OFF,
     Budget,
     Failure,
     FailureScan,
@@ -706,6 +707,19 @@ async def _overview_items(
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
 
 
+async def _owners_off(names: Names, infos: list[TaskInfo]) -> None:
+    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up); a look-up that
+    fails leaves them as they are: the overview's own work goes on."""
+    try:
+        users = await names.users(u for u in {owner_of(i) for i in infos} if u)
+    except ClientError:
+        return
+    for info in infos:
+        user = users.get(owner_of(info) or "")
+        if user is not None and user.status in OWNER_OFF and not info.owner_gone:
+            info.owner_gone = f"{one_line(user.name, 100)} ({user.status})"
+
+
 async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None) -> bool:
     """Whether the app has tasks (then Qlik turns its reload tasks off): from the app's tasks of every kind when
     read already (`infos`, the overview), else read here; where the tasks kind is not served, the reload kind's
@@ -753,6 +767,7 @@ async def get_app_schedule_overview(
     """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
     its recent reloads' failure rate."""
     infos, others, note = await _app_tasks(sources, app_id)
+    await _owners_off(sources.names, infos)
     has_tasks = await _has_tasks(sources, app_id, infos) if any(i.kind == "reload" for i in infos) else False
     items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks)
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))

@@ -58,6 +58,7 @@ from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_n
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
+    OWNER_OFF,
     FailedReload,
     Failure,
     FailureScan,
@@ -65,6 +66,7 @@ from qlik_tasks_mcp.tools.sources import (
     first_error_line,
     first_line,
     gather,
+    owner_off_reason,
     parse_time,
     read_each,
     short_time,
@@ -200,6 +202,15 @@ def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
     }
 
 
+def _owner_off(task: TaskDoc, names: RowNames | None) -> str | None:
+    """Why a scheduled, enabled task will not run though the tenant still shows it enabled: its owner, by the
+    tenant's own status for that user, is disabled or deleted."""
+    user = names.users.get(task.metadata.owner_id or "") if names else None
+    if task.schedule is None or not task.enabled or user is None or user.status not in OWNER_OFF:
+        return None
+    return owner_off_reason(user.status)
+
+
 class TaskRow(Compact):
     id: str
     name: str
@@ -222,7 +233,7 @@ class TaskRow(Compact):
             **_task_fields(task, names),
             trigger=trigger_words(task),
             next_run=runs.first.get(task.id),
-            will_not_run=runs.why_not.get(task.id),
+            will_not_run=runs.why_not.get(task.id) or _owner_off(task, names),
             updated_at=short_time(task.metadata.updated_at),
         )
 
@@ -245,7 +256,7 @@ class TaskDetail(TaskRow):
             trigger=trigger_words(task),
             next_run=runs.first.get(task.id) if runs else None,
             next_runs=runs.shown.get(task.id, []) if runs else [],
-            will_not_run=runs.why_not.get(task.id) if runs else None,
+            will_not_run=(runs.why_not.get(task.id) if runs else None) or _owner_off(task, names),
             schedule_note=schedule.note if schedule else None,
             updated_at=task.metadata.updated_at,
             description=task.description or None,
