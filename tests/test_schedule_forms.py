@@ -338,9 +338,14 @@ async def test_update_task_keeps_start_and_end_unless_given_on_v1(v1: Harness) -
         assert any(c.startswith("schedule: ") and "every 12 hours" in c for c in preview["changes"])
         args = {"task_id": task["id"], "schedule": new, "confirm_token": preview["confirm_token"]}
         data(await client.call_tool("update_task", args))
-    put = [x for x in v1.recorder.exchanges if x.method == "PUT"][-1].request_body["start"]["schedule"]
-    assert put["interval"] == "R/2026-02-01T05:00:00Z/PT12H"
-    assert (put["startDateTime"], put["endDateTime"]) == ("2026-02-01T00:00:00", "2028-01-01T00:00:00")
+        never = {"task_id": task["id"], "schedule": new | {"end": ""}}
+        cleared = data(await client.call_tool("update_task", never))
+        data(await client.call_tool("update_task", never | {"confirm_token": cleared["confirm_token"]}))
+    puts = [x.request_body["start"]["schedule"] for x in v1.recorder.exchanges if x.method == "PUT"]
+    assert puts[0]["interval"] == "R/2026-02-01T05:00:00Z/PT12H"
+    assert (puts[0]["startDateTime"], puts[0]["endDateTime"]) == ("2026-02-01T00:00:00", "2028-01-01T00:00:00")
+    assert "schedule end: 2028-01-01T00:00:00 -> (none)" in cleared["changes"]
+    assert "endDateTime" not in puts[1] and puts[1]["startDateTime"] == "2026-02-01T00:00:00"
 
 
 @pytest.mark.anyio
