@@ -70,25 +70,6 @@ def describe_rrule(line: str, start: str | None = None) -> str:
     return " ".join(words) + (f", {parts['COUNT']} times" if parts.get("COUNT") else "")
 
 
-def _is_rule(line: str) -> bool:
-    upper = line.strip().upper()
-    return upper.startswith("RRULE:") or (":" not in upper and "FREQ=" in upper)
-
-
-def describe_schedule(lines: list[str], zone: str | None, start: str | None = None, end: str | None = None) -> str:
-    """Recurrence lines in words (reload tasks and sharing tasks store them as a list); any other line is read by
-    client.schedule.read_schedule, which the tools use for a whole schedule."""
-    text = "; and ".join(describe_rrule(line, start) for line in lines if _is_rule(line)) or "no recurrence"
-    others = len([line for line in lines if line.strip() and not _is_rule(line)])
-    if others:
-        text += f" (and {others} more recurrence line{'s' if others > 1 else ''})"
-    if zone:
-        text += f" {zone}"
-    if end:
-        text += f", until {end[:10]}"
-    return text
-
-
 def _moments(values: tuple[datetime, ...]) -> str:
     shown = ", ".join(f"{v:%Y-%m-%d %H:%M}" for v in values[:3])
     return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
 from qlik_tasks_mcp.client.sharing_tasks import (
     ExecutionDoc,
     RecipientDoc,
@@ -210,8 +209,10 @@ def schedule_words(doc: SharingTaskDoc) -> str | None:
     """The schedule in words, and "after each app reload" when the task sends then."""
     options = doc.schedule_options
     lines, zone = options.recurrence, options.timezone or None
-    words = describe_schedule(lines, zone, options.start_date_time or None, options.end_date_time or None)
-    parts = [words if lines else "", "after each app reload" if doc.trigger.execute_on_app_reload else ""]
+    found = read_schedule(
+        recurrence=lines, zone=zone, start=options.start_date_time or None, end=options.end_date_time or None
+    )
+    parts = [found.shown if found else "", "after each app reload" if doc.trigger.execute_on_app_reload else ""]
     return "; ".join(p for p in parts if p) or None
 
 
