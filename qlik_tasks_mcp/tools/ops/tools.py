@@ -710,11 +710,13 @@ async def _overview_items(
 async def _owners_off(names: Names, infos: list[TaskInfo]) -> None:
     """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up); a look-up that
     fails leaves them as they are: the overview's own work goes on."""
+    # Qalyptus owners are Qalyptus's own users (its source says when they are gone), not Qlik's.
+    qlik = [info for info in infos if info.kind != "qalyptus"]
     try:
-        users = await names.users(u for u in {owner_of(i) for i in infos} if u)
+        users = await names.users(u for u in {owner_of(i) for i in qlik} if u)
     except ClientError:
         return
-    for info in infos:
+    for info in qlik:
         user = users.get(owner_of(info) or "")
         if user is not None and user.status in OWNER_OFF and not info.owner_gone:
             info.owner_gone = f"{one_line(user.name, 100)} ({user.status})"
