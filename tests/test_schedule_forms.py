@@ -124,6 +124,17 @@ def test_intervals_with_an_offset_a_bare_duration_and_a_count() -> None:
     assert next_runs == ["2026-12-06T21:30:00Z"]
 
 
+def test_an_interval_counted_back_from_its_end() -> None:
+    words, next_runs, _ = runs(interval="R3/P1D/2026-12-10T06:00:00", zone="Europe/Zurich")
+    # Three daily intervals ending at 10 December 06:00: runs start them on the 7th, 8th and 9th.
+    assert words == "every day at 06:00, 3 times up to 2026-12-09 06:00 Europe/Zurich"
+    assert next_runs == ["2026-12-07T05:00:00Z", "2026-12-08T05:00:00Z", "2026-12-09T05:00:00Z"]
+    _, open_ended, _ = runs(interval="R/PT4H/2026-12-08T00:00:00Z", created="2026-12-01T01:00:00Z")
+    assert open_ended == ["2026-12-06T20:00:00Z", "2026-12-07T00:00:00Z", "2026-12-07T04:00:00Z"]
+    months = read_schedule(interval="R/P1M/2027-01-01T00:00:00")
+    assert months is not None and not months.readable and "no fixed length" in months.shown
+
+
 @pytest.mark.parametrize(
     ("expression", "zone", "words", "first"),
     [
@@ -460,6 +471,8 @@ async def test_find_failures_names_the_task_that_started_a_reload_and_says_when_
         {"interval": "R/2026-03-29T00:30:00/PT1H", "timezone": "Europe/Zurich"},
         {"interval": "R5/2026-12-06T08:00:00Z/P1D", "timezone": "Asia/Tokyo"},
         {"recurrence": "RRULE:FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=23;BYMINUTE=0", "timezone": "Europe/London"},
+        {"interval": "R/PT4H/2026-12-08T00:00:00Z", "timezone": "Europe/Zurich"},
+        {"interval": "R3/P1D/2026-12-10T06:00:00", "timezone": "Europe/Zurich"},
     ],
 )
 def test_the_sandbox_and_the_client_agree_on_next_runs(schedule: dict[str, Any]) -> None:
@@ -487,7 +500,7 @@ HOSTILE_SCHEDULES: list[dict[str, Any]] = [
     {"recurrence": "RRULE:FREQ=DAILY", "startDateTime": "garbage", "endDateTime": "2026-13-01T00:00:00"},
     {"interval": "R/x/y"},
     {"interval": "P"},
-    {"interval": "R/P1D/2027-01-01T00:00:00Z"},
+    {"interval": "R/P1M/2027-01-01T00:00:00Z"},
     {"cron": "* * *"},
     {"cron": {"expression": "61 * * * *", "validUntil": "never"}},
 ]

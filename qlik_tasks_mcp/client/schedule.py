@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from dateutil import rrule
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule_text import UNITS, rrule_parts
+from qlik_tasks_mcp.client.schedule_text import UNITS, describe_cron, describe_recurrence, describe_rrule, rrule_parts
 
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 _MAX_LINES = 20
@@ -477,6 +477,7 @@ def utc_z(value: datetime) -> str:
 # Every form of a task's schedule, read one way ---------------------------------------------------------------------
 
 _INTERVAL = re.compile(r"^R(\d{0,9})/(?:([^/]+)/)?(P[^/]+)$")
+_ENDING = re.compile(r"^R(\d{0,9})/(P[^/]+)/([^/P][^/]*)$")
 _DURATION = re.compile(
     r"^P(?:(?P<Y>\d+)Y)?(?:(?P<M>\d+)M)?(?:(?P<W>\d+)W)?(?:(?P<D>\d+)D)?"
     r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
@@ -545,13 +546,16 @@ def duration(value: str) -> Duration:
 
 @dataclass(frozen=True)
 class RepeatingInterval:
-    """An ISO 8601 repeating interval `R[n]/<start>/<duration>`, or a bare `<duration>` / `R[n]/<duration>`."""
+    """An ISO 8601 repeating interval `R[n]/<start>/<duration>` or `R[n]/<duration>/<end>`, or a bare `<duration>` /
+    `R[n]/<duration>`."""
 
     text: str
     repetitions: int | None
     # As written: a local time, or one with `Z` or an offset; None for a bare duration.
     start_text: str | None
     every: Duration
+    # `R[n]/<duration>/<end>`: the intervals end there (each run starts an interval), as written.
+    end_text: str | None = None
 
     def start_in(self, zone: ZoneInfo) -> datetime | None:
         """The start as wall-clock time in `zone` (a `Z` or offset start is converted)."""
@@ -566,6 +570,13 @@ def repeating_interval(value: str) -> RepeatingInterval:
     text = value.strip()
     if text.startswith("P"):
         return RepeatingInterval(text, None, None, duration(text))
+    ending = _ENDING.match(text)
+    if ending:
+        count, every, end = ending.groups()
+        if count == "0":
+            raise InvalidInput("interval R0/... never runs; leave the count out (R/...) to repeat forever")
+        wall_time(end, UTC_ZONE, "interval end")
+        return RepeatingInterval(text, int(count) if count else None, None, duration(every), end)
     match = _INTERVAL.match(text)
     if not match:
         raise InvalidInput(
@@ -788,8 +799,6 @@ def _read(
     created: str | None,
 ) -> Schedule | None:
     """read_schedule(), once per distinct schedule: a listing of many tasks with the same rule reads it once."""
-    from qlik_tasks_mcp.client.schedule_text import describe_cron, describe_recurrence, describe_rrule
-
     raw = "\n".join(lines) or interval or cron_expression or ""
     if not raw.strip():
         return None
@@ -804,6 +813,8 @@ def _read(
             return Schedule("recurrence", raw, name, lines, begin, until, words)
         if interval:
             parsed = repeating_interval(interval)
+            if parsed.end_text:
+                return _ending_interval(parsed, raw, name, tz, created)
             first = parsed.start_in(tz) or begin
             note = None
             if first is None and created:
@@ -820,6 +831,24 @@ def _read(
         return Schedule("cron", raw, name, tuple(parsed_cron.rrules()), _CRON_EPOCH, until, words)
     except InvalidInput as exc:
         return unreadable(raw, name, str(exc))
+
+
+def _ending_interval(parsed: RepeatingInterval, raw: str, name: str, tz: ZoneInfo, created: str | None) -> Schedule:
+    """`R[n]/<duration>/<end>`: runs every duration, the last one a duration before the end; counted back from the
+    end (n runs, or every one since the task was made)."""
+    assert parsed.end_text is not None
+    if "Y" in parsed.every.parts or "M" in parsed.every.parts:
+        return unreadable(raw, name, "a duration in months or years counted back from an end has no fixed length")
+    step = timedelta(seconds=parsed.every.seconds)
+    last = wall_time(parsed.end_text, tz, "interval end") - step
+    if parsed.repetitions:
+        first = last - step * (parsed.repetitions - 1)
+    else:
+        since = wall_time(created, tz, "created") if created else _CRON_EPOCH
+        first = last - step * max(0, (last - since) // step)
+    line = parsed.every.rrule(parsed.repetitions)
+    words = describe_rrule(line, first.strftime(LOCAL_FORMAT)) + f" up to {last:%Y-%m-%d %H:%M} {name}"
+    return Schedule("interval", raw, name, (line,), first, last, words)
 
 
 def _until_words(until: datetime | None) -> str:

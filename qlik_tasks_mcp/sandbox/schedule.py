@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
@@ -137,6 +137,7 @@ def utc_z(value: datetime) -> str:
 
 _STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})(Z)?)?$")
 _INTERVAL = re.compile(r"^(?:R(\d*)/)?(?:([^/P][^/]*)/)?(P[0-9YMWDTHS]+)$")
+_ENDING = re.compile(r"^R(\d*)/(P[0-9YMWDTHS]+)/([^/P][^/]*)$")
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _CRON_NAMES = {n: i for i, n in enumerate("SUN MON TUE WED THU FRI SAT".split())} | {
     n: i for i, n in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1)
@@ -197,6 +198,9 @@ def recurrence_set(lines: Iterable[str], zone: ZoneInfo, start: datetime | None)
 def _interval_rule(text: str, zone: ZoneInfo, created: datetime) -> rrule.rrule | str:
     """An ISO 8601 repeating interval: from its start (local, `Z` or an offset), or, a bare duration, from when the
     task was created."""
+    ending = _ENDING.match(text.strip())
+    if ending:
+        return _ending_rule(ending, zone, created)
     match = _INTERVAL.match(text.strip())
     duration = _DURATION.match(match.group(3)) if match else None
     if not match or not duration or not any(duration.groups()):
@@ -213,6 +217,25 @@ def _interval_rule(text: str, zone: ZoneInfo, created: datetime) -> rrule.rrule 
     else:
         freq, every = rrule.SECONDLY, ((w * 7 + d) * 24 * 60 + h * 60 + mi) * 60 + s
     return rrule.rrule(freq, interval=every, dtstart=start.replace(microsecond=0), count=count)
+
+
+def _ending_rule(match: re.Match[str], zone: ZoneInfo, created: datetime) -> rrule.rrule | str:
+    """`R[n]/<duration>/<end>`: a run at the start of each interval, the last interval ending at the end; n of them,
+    or every one since the task was made. Only durations of a fixed length (no months or years)."""
+    duration = _DURATION.match(match.group(2))
+    end = wall_clock(match.group(3), zone)
+    if not duration or not any(duration.groups()) or end is None:
+        return f"{match.group(0)[:60]!r} is not an ISO 8601 repeating interval"
+    y, mo, w, d, h, mi, s = (int(v or 0) for v in duration.groups())
+    if y or mo:
+        return f"{match.group(0)[:60]!r}: months or years counted back from an end have no fixed length"
+    step = timedelta(seconds=((w * 7 + d) * 24 * 60 + h * 60 + mi) * 60 + s)
+    last = end - step
+    if match.group(1):
+        first = last - step * (int(match.group(1)) - 1)
+    else:
+        first = last - step * max(0, (last - created.astimezone(zone).replace(tzinfo=None)) // step)
+    return rrule.rrule(rrule.SECONDLY, interval=int(step.total_seconds()), dtstart=first, until=last)
 
 
 def _cron_number(token: str) -> int:
