@@ -536,3 +536,46 @@ async def test_a_task_whose_owner_the_tenant_says_is_deleted_will_not_run(h: Har
     assert row["owner"].endswith("(deleted)")
     assert "owner is deleted" in row["will_not_run"] and row["next_run"]
     assert "(deleted) is gone" in item["will_not_run"]
+
+
+STALE = "nothing scheduled reloads app"
+
+
+def app_id_named(h: Harness, name: str) -> str:
+    return next(a.id for a in h.sandbox.apps.values() if a.name == name)
+
+
+@pytest.mark.anyio
+async def test_previews_warn_when_an_app_would_be_left_unreloaded_while_its_subscriptions_send() -> None:
+    h = make_harness()
+    only = next(t for t in tables(h).tasks.values() if t["resourceId"] == app_id_named(h, "Finance P&L"))
+    one_of_four = next(t for t in tables(h).tasks.values() if t["resourceId"] == app_id_named(h, "Web Analytics"))
+    async with h.client() as client:
+        disabling = data(await client.call_tool("update_task", {"task_id": only["id"], "enabled": False}))
+        deleting = data(await client.call_tool("delete_task", {"task_id": only["id"]}))
+        others_run = data(await client.call_tool("update_task", {"task_id": one_of_four["id"], "enabled": False}))
+    await h.backend.aclose()
+    warning = next(n for n in disabling["notes"] if STALE in n)
+    assert "3 subscription(s)" in warning and "'Finance P&L snapshot (sheet-sharing)'" in warning
+    assert any(STALE in n and "not documented" in n for n in deleting["notes"])
+    assert not any(STALE in n for n in others_run["notes"])
+
+
+@pytest.mark.anyio
+async def test_a_reload_task_preview_warns_too_and_nothing_is_said_when_subscriptions_cannot_be_seen() -> None:
+    h = make_harness()
+    with_tasks = {t["resourceId"] for t in tables(h).tasks.values()}
+    doc = next(t for t in h.sandbox.tables["reload_tasks"].values() if t["state"] == "Enabled")
+    for task_id in [t["id"] for t in tables(h).tasks.values() if t["resourceId"] == doc["appId"]]:
+        del tables(h).tasks[task_id]  # the app has no tasks: its reload task is what reloads it
+    assert doc["appId"] in with_tasks
+    sharing = sharing_tables(h.sandbox).tasks.values()
+    assert any(s.get("appId") == doc["appId"] for s in sharing)
+    blind = make_harness(toolsets="reload,tasks", share_with=h)
+    async with h.client() as client, blind.client() as other:
+        preview = data(await client.call_tool("update_reload_task", {"task_id": doc["id"], "enabled": False}))
+        unseen = data(await other.call_tool("update_reload_task", {"task_id": doc["id"], "enabled": False}))
+    await h.backend.aclose()
+    await blind.backend.aclose()
+    assert any(STALE in n for n in preview["notes"])
+    assert not any(STALE in n for n in unseen["notes"])

@@ -16,6 +16,7 @@ import anyio
 
 from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.client.schedule import Schedule, read_schedule
+from qlik_tasks_mcp.tools.fence import quoted
 
 ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
 # Requests in flight at once when a scan or a bulk change reads many things: a big tenant is read steadily.
@@ -352,3 +353,50 @@ def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has
     if not runs:
         return schedule.ended(now)
     return None
+
+
+async def _of_app(source: TaskSource | None, app_id: str) -> list[TaskInfo] | None:
+    """The app's tasks of one kind; [] where the tenant no longer serves the kind; None when they cannot be read."""
+    if source is None:
+        return None
+    try:
+        return await source.of_app(app_id)
+    except KindUnavailable:
+        return []
+    except ClientError:
+        return None
+
+
+async def stale_reports_note(
+    sources: dict[str, TaskSource], app_id: str | None, leaving: tuple[str, str], *, deleting: bool
+) -> str | None:
+    """A preview's warning when disabling or deleting `leaving` (kind, id) leaves the app with nothing scheduled that
+    reloads it, while its subscriptions keep sending its content. Nothing is said unless every kind that could
+    reload the app was read: no conclusion from what could not be seen."""
+    if not app_id:
+        return None
+    senders = await _of_app(sources.get("sharing"), app_id)
+    if not senders or not (senders := [s for s in senders if s.enabled]):
+        return None
+    tasks, reload_tasks = await _of_app(sources.get("task"), app_id), await _of_app(sources.get("reload"), app_id)
+    if tasks is None or reload_tasks is None:
+        return None
+    others = [i for i in tasks + reload_tasks if (i.kind, i.id) != leaving]
+    # Qlik turns reload tasks off while the app has tasks (changelog 135); that they run again once its last task is
+    # deleted is not documented, so they are not counted on.
+    had_tasks = bool(tasks)
+    running = [i for i in others if i.enabled and (timing(i) or i.after) and not (i.kind == "reload" and had_tasks)]
+    if running:
+        return None
+    shown = ", ".join(f"{s.id} {quoted(s.name, 60)}" for s in senders[:5]) + (" and more" if len(senders) > 5 else "")
+    note = (
+        f"After this, nothing scheduled reloads app {app_id}, while {len(senders)} subscription(s) of its content "
+        f"keep sending: {shown}; they will send data as of its last reload."
+    )
+    last_task = deleting and leaving[0] == "task" and not any(i.kind == "task" for i in others)
+    if last_task and any(i.kind == "reload" and i.enabled for i in others):
+        note += (
+            " Its reload tasks are off while it has tasks; whether Qlik runs them again once it has none is not "
+            "documented."
+        )
+    return note

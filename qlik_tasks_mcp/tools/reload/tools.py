@@ -4,7 +4,7 @@ Qlik deprecated the API (removal on or after 2026-09-29): the client turns the r
 ApiRetired, whose message every tool shows; migrated reload tasks are shown with the task that replaced them.
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,10 +25,12 @@ from qlik_tasks_mcp.tools.sources import (
     FailureScan,
     KindUnavailable,
     TaskInfo,
+    TaskSource,
     gather,
     parse_time,
     read_each,
     short_time,
+    stale_reports_note,
     why_off,
 )
 
@@ -185,10 +187,12 @@ class ReloadTaskResult(Compact):
 
 @dataclass(frozen=True)
 class ReloadTasks:
-    """What the reload-task tools work with: the reload-tasks API and the one name lookup."""
+    """What the reload-task tools work with: the reload-tasks API, the one name lookup, and the served families'
+    task sources (made on first use), which previews read to say whose reports would go stale."""
 
     api: ReloadTasksApi
     names: Names
+    sources: Callable[[], dict[str, TaskSource]] = dict
 
 
 async def task_names(names: Names, docs: list[ReloadTaskDoc]) -> RowNames:
@@ -270,7 +274,14 @@ async def describe(names: Names, task: ReloadTaskDoc) -> str:
 
 
 def service(clients: Deps) -> ReloadTasks:
-    return ReloadTasks(ReloadTasksApi(clients.qlik), clients.names)
+    return ReloadTasks(ReloadTasksApi(clients.qlik), clients.names, lambda: clients.sources)
+
+
+async def _stale(reload_tasks: ReloadTasks, current: ReloadTaskDoc, *, deleting: bool) -> str | None:
+    if not current.enabled:
+        return None  # off already: this change stops nothing
+    sources = reload_tasks.sources()
+    return await stale_reports_note(sources, current.app_id, ("reload", current.id), deleting=deleting)
 
 
 @read("List reload tasks")
@@ -360,6 +371,8 @@ async def plan_update(
         raise InvalidInput("the task already has these values; nothing to change")
     # Qlik Cloud help, "Ownership of reload schedules": changing a schedule makes the changer its owner.
     notes = [n for n in [await owner_change_note(reload_tasks.names, [current.user_id or "unknown"])] if n]
+    if enabled is False:
+        notes += [n for n in [await _stale(reload_tasks, current, deleting=False)] if n]
     action = f"Update {await describe(reload_tasks.names, current)}"
     return Plan(action=action, changes=changes, state=sent, notes=notes, payload=body)
 
@@ -385,7 +398,7 @@ async def plan_delete(reload_tasks: ReloadTasks, task_id: str) -> Plan:
         action=f"Delete {await describe(reload_tasks.names, current)}",
         changes=["the task and its schedule are removed"],
         state=current.wire(),
-        notes=["This cannot be undone."],
+        notes=["This cannot be undone.", *[n for n in [await _stale(reload_tasks, current, deleting=True)] if n]],
     )
 
 

@@ -63,6 +63,7 @@ from qlik_tasks_mcp.tools.sources import (
     Failure,
     FailureScan,
     TaskInfo,
+    TaskSource,
     first_error_line,
     first_line,
     gather,
@@ -70,6 +71,7 @@ from qlik_tasks_mcp.tools.sources import (
     parse_time,
     read_each,
     short_time,
+    stale_reports_note,
     timing,
     will_not_run,
 )
@@ -423,14 +425,16 @@ ENABLED_NOTE = "enabled was sent explicitly: Qlik creates tasks disabled unless 
 
 @dataclass(frozen=True)
 class Tasks:
-    """What the tasks tools work with: the tasks API and the one name lookup."""
+    """What the tasks tools work with: the tasks API, the one name lookup, and the served families' task sources
+    (made on first use), which previews read to say whose reports would go stale."""
 
     api: TasksApi
     names: Names
+    sources: Callable[[], dict[str, TaskSource]] = dict
 
 
 def service(clients: Deps) -> Tasks:
-    return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names)
+    return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names, lambda: clients.sources)
 
 
 TaskSort = Literal[
@@ -699,6 +703,12 @@ async def _downstream(api: TasksApi, task_id: str) -> str | None:
     return f"Downstream: {len(below)} task(s) run after this one: {shown}{more}."
 
 
+async def _stale(tasks: Tasks, current: TaskDoc, *, deleting: bool) -> str | None:
+    if not current.enabled and not deleting:
+        return None
+    return await stale_reports_note(tasks.sources(), current.app_id, ("task", current.id), deleting=deleting)
+
+
 async def plan_update(
     tasks: Tasks,
     task_id: str,
@@ -738,6 +748,7 @@ async def plan_update(
     notes = await _owner_notes(tasks.names, current, scheduling)
     if enabled is False:
         notes += [n for n in [await _downstream(api, task_id)] if n]
+        notes += [n for n in [await _stale(tasks, current, deleting=False)] if n]
     return UpdatePlan(
         action=f"Update {await describe(tasks.names, current)}",
         changes=changes,
@@ -776,6 +787,7 @@ async def plan_delete(tasks: Tasks, task_id: str) -> Plan:
     current = await tasks.api.get(task_id)
     notes = ["This cannot be undone. Tasks chained after this one are no longer started by it."]
     notes += [n for n in [await _downstream(tasks.api, task_id)] if n]
+    notes += [n for n in [await _stale(tasks, current, deleting=True)] if n]
     return Plan(
         action=f"Delete {await describe(tasks.names, current)}",
         changes=["the task and its trigger are removed"],
