@@ -27,7 +27,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
 
-from bench import sessions
+from bench import schedules, sessions
 from qlik_tasks_mcp.sandbox import Sandbox, build_sandbox, large
 from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
@@ -415,6 +415,7 @@ async def main(quick: bool) -> str:
         "ratios; the former default cap (100 connections) is shown for the knob `QLIK_MCP_HTTP_MAX_CONNECTIONS`.",
         sessions.table(await sessions.rows(sessions.SESSIONS)),
     ]
+    sections += await schedules.measure(quick)
     failures = await failure_lines()
     if failures:
         sections.append("\n".join(failures))

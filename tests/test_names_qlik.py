@@ -88,9 +88,9 @@ async def test_task_rows_name_app_and_owner_with_the_schedule_in_words_for_one_l
     daily = next(r for r in rows if r["id"] == task_id)
     assert daily["enabled"] is False or SHORT_TIME.match(daily["next_run"])
     assert any(r.get("next_run") for r in rows)
-    # Fetched whole, a task keeps its schedule as the API has it, beside the names.
+    # Fetched whole, a task shows its schedule in the same words as its row (the workflow keeps it as stored).
     detail = whole["task"]
-    assert detail["trigger"].startswith("schedule ") and detail["owner"] == daily["owner"]
+    assert detail["trigger"] == daily["trigger"] and detail["owner"] == daily["owner"]
     assert detail["app"] == daily["app"] and detail["creator"] and "app, owner, creator" in whole["note"]
 
 

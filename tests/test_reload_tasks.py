@@ -194,8 +194,9 @@ async def test_update_schedule_keeps_other_fields(harness: Harness) -> None:
     }
     async with harness.client() as client:
         preview = data(await client.call_tool("update_reload_task", {"task_id": task["id"], "schedule": new}))
-        assert any(c.startswith("recurrence:") for c in preview["changes"])
-        assert any(c.startswith("timeZone:") for c in preview["changes"])
+        # The schedule change in words, zone included, never the raw RRULE.
+        change = next(c for c in preview["changes"] if c.startswith("schedule:"))
+        assert change.endswith("-> every week on Mon at 07:30 Europe/Paris") and "RRULE" not in change
         done = data(
             await client.call_tool(
                 "update_reload_task",
@@ -215,7 +216,7 @@ async def test_update_keeps_start_and_end_and_says_who_owns_it_after(harness: Ha
     args = {"task_id": task["id"], "schedule": new}
     async with harness.client() as client:
         preview = data(await client.call_tool("update_reload_task", args))
-        assert [c.split(":")[0] for c in preview["changes"]] == ["recurrence"]
+        assert [c.split(":")[0] for c in preview["changes"]] == ["schedule"]
         assert any("owner" in n and stored["userId"] in n for n in preview["notes"])
         data(await client.call_tool("update_reload_task", args | {"confirm_token": preview["confirm_token"]}))
         after = table(harness)[task["id"]]

@@ -102,7 +102,9 @@ async def test_list_pages_one_app_and_get_shows_the_workflow(h: Harness) -> None
         missing = await client.call_tool("list_tasks", {})
         assert "resource_id" in error_text(missing)
         task = data(await client.call_tool("get_task", {"task_id": seen[0]}))["task"]
-        assert task["trigger"].startswith("schedule R/") and task["app_id"] == app_id
+        # The interval in words, with its next runs in its zone and UTC, as list_tasks shows it.
+        assert task["trigger"].startswith("every day at ") and task["app_id"] == app_id
+        assert len(task["next_runs"]) == 3 and all(" = " in run and run.endswith("Z") for run in task["next_runs"])
         assert task["workflow"]["states"][0]["type"] == "EVENT"
         for bad, why in (("../users", "not a valid id"), ("0123456789abcdef01234567", "HTTP 404")):
             assert why in error_text(await client.call_tool("get_task", {"task_id": bad}))
@@ -127,7 +129,7 @@ async def test_create_scheduled_reload_builds_a_spec_valid_workflow(h: Harness) 
         "endDateTime": "2027-03-01T00:00:00",
     }
     assert stored["metadata"]["trigger"]["type"] == 0
-    assert task["trigger"] == "schedule R/2026-03-01T06:00:00/P1D Europe/Zurich until 2027-03-01T00:00:00"
+    assert task["trigger"] == "every day at 06:00 from 2026-03-01 06:00 Europe/Zurich, until 2027-03-01"
 
 
 @pytest.mark.parametrize(
@@ -135,7 +137,8 @@ async def test_create_scheduled_reload_builds_a_spec_valid_workflow(h: Harness) 
     [
         ({"interval": "every day"}, "ISO 8601 repeating interval"),
         ({"interval": "R/2026-02-30T06:00:00/P1D"}, "not a real date-time"),
-        ({"interval": "R/2026-03-01T06:00:00Z/P1D"}, "without offset"),
+        ({"interval": "R/2026-03-01T06:00:00+25:00/P1D"}, "not a real date-time"),
+        ({"interval": "PT15M"}, "has no start"),
         ({"interval": "R/2026-03-01T06:00:00/PT30S"}, "shortest accepted is PT1M"),
         ({"interval": "R/2026-03-01T06:00:00/P1X"}, "not ISO 8601"),
         ({"interval": "R0/2026-03-01T06:00:00/P1D"}, "never runs"),
@@ -376,7 +379,10 @@ async def test_update_is_gated_and_its_preview_says_ownership_moves(h: Harness) 
         preview = data(await client.call_tool("update_task", args))
         assert preview["status"] == "confirmation_required"
         assert any("owner" in note and owner in note for note in preview["notes"])
-        assert any(change.startswith("schedule interval:") and "PT12H" in change for change in preview["changes"])
+        assert any(
+            c.startswith("schedule: ") and c.endswith("-> every 12 hours from 2026-04-01 05:00 UTC")
+            for c in preview["changes"]
+        )
         assert tables(h).tasks == before and sent(h, "PUT") == 0
         other = await client.call_tool(
             "update_task", args | {"enabled": False, "confirm_token": preview["confirm_token"]}
@@ -385,7 +391,7 @@ async def test_update_is_gated_and_its_preview_says_ownership_moves(h: Harness) 
         done = data(await client.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
         assert done["status"] == "done"
         assert done["result"]["owner_id"] == h.sandbox.caller_id
-        assert done["result"]["trigger"] == "schedule R/2026-04-01T05:00:00/PT12H UTC"
+        assert done["result"]["trigger"] == "every 12 hours from 2026-04-01 05:00 UTC"
         stored = tables(h).tasks[task["id"]]
         assert stored["metadata"]["ownerId"] == h.sandbox.caller_id and stored["start"]["stateName"] == "reload"
         chained = next(t for t in tables(h).tasks.values() if "events" in t)
@@ -408,15 +414,19 @@ async def test_update_schedule_keeps_zone_and_end_unless_given(h: Harness) -> No
     async with h.client() as client:
         preview = data(await client.call_tool("update_task", args))
         assert [c for c in preview["changes"] if c.startswith("schedule")] == [
-            "schedule interval: R/2026-02-01T07:00:00/P1D -> R/2026-02-01T06:00:00/P1D"
+            "schedule: every day at 07:00 from 2026-02-01 07:00 Europe/Zurich, until 2027-06-30 -> "
+            "every day at 06:00 from 2026-02-01 06:00 Europe/Zurich, until 2027-06-30"
         ]
         data(await client.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
         kept = tables(h).tasks[task["id"]]["start"]["schedule"]
         assert (kept["timezone"], kept["endDateTime"]) == ("Europe/Zurich", "2027-06-30T00:00:00")
         never = {"interval": "R/2026-02-01T06:00:00/P1D", "time_zone": "UTC", "end": ""}
         cleared = data(await client.call_tool("update_task", {"task_id": task["id"], "schedule": never}))
-    assert "schedule endDateTime: 2027-06-30T00:00:00 -> (none)" in cleared["changes"]
-    assert "schedule timezone: Europe/Zurich -> UTC" in cleared["changes"]
+    assert "schedule end: 2027-06-30T00:00:00 -> (none)" in cleared["changes"]
+    assert (
+        "schedule: every day at 06:00 from 2026-02-01 06:00 Europe/Zurich, until 2027-06-30 -> "
+        "every day at 06:00 from 2026-02-01 06:00 UTC"
+    ) in cleared["changes"]
 
 
 async def test_update_through_elicitation_disables_the_task(h: Harness) -> None:

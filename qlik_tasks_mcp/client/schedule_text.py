@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qlik_tasks_mcp.client.schedule import Cron, Recurrence
+
 DAYS = {"MO": "Mon", "TU": "Tue", "WE": "Wed", "TH": "Thu", "FR": "Fri", "SA": "Sat", "SU": "Sun"}
 UNITS = {
     "YEARLY": "year",
@@ -15,7 +21,8 @@ UNITS = {
 
 
 def rrule_parts(line: str) -> dict[str, str]:
-    """The NAME=VALUE parts of one already-validated RRULE line, upper-cased as RFC 5545 compares them."""
+    """The NAME=VALUE parts of one already-validated RRULE line (with or without its `RRULE:` prefix), upper-cased
+    as RFC 5545 compares them."""
     body = line.split(":", 1)[1] if ":" in line else line
     return {k.upper(): v.upper() for k, _, v in (p.partition("=") for p in body.split(";") if p)}
 
@@ -57,18 +64,66 @@ def describe_rrule(line: str, start: str | None = None) -> str:
     times = _times(parts, start)
     if times:
         words.append(times)
-    if parts.get("COUNT"):
-        words.append(f"{parts['COUNT']} times")
     if parts.get("UNTIL"):
         until = parts["UNTIL"]
         words.append(f"until {until[:4]}-{until[4:6]}-{until[6:8]}")
-    return " ".join(words)
+    return " ".join(words) + (f", {parts['COUNT']} times" if parts.get("COUNT") else "")
 
 
-def describe_schedule(lines: list[str], zone: str | None, start: str | None = None, end: str | None = None) -> str:
-    text = "; and ".join(describe_rrule(line, start) for line in lines) or "no recurrence"
-    if zone:
-        text += f" {zone}"
-    if end:
-        text += f", until {end[:10]}"
-    return text
+def _moments(values: tuple[datetime, ...]) -> str:
+    shown = ", ".join(f"{v:%Y-%m-%d %H:%M}" for v in values[:3])
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
+def describe_recurrence(
+    lines: list[str], parts: Recurrence, start: datetime | None, end: datetime | None, zone: str
+) -> str:
+    """A whole recurrence in words: its rules (from DTSTART, else the start), the dates it adds and skips."""
+    first = parts.dtstart or start
+    first_text = first.strftime("%Y-%m-%dT%H:%M:%S") if first else None
+    words = "; and ".join(describe_rrule(line, first_text) for line in parts.rules)
+    if parts.exrules:
+        words += "; except " + "; ".join(describe_rrule(line, first_text) for line in parts.exrules)
+    if parts.rdates:
+        words += ("; " if words else "on ") + ("also " if words else "") + _moments(parts.rdates)
+    skipped = tuple(sorted(parts.exdates)) + tuple(datetime.combine(d, datetime.min.time()) for d in parts.exdays)
+    if skipped:
+        words += f", except {_moments(skipped)}"
+    if parts.dtstart is not None and parts.rules:
+        words += f", from {parts.dtstart:%Y-%m-%d}"
+    words += f" {zone}"
+    return words + (f", until {end:%Y-%m-%d}" if end else "")
+
+
+_CRON_DAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def describe_cron(parsed: Cron) -> str:
+    """A cron in words: how often in the day, on which days."""
+    every_hour = len(parsed.hours) == 24
+    if parsed.minute_step and every_hour and 60 % parsed.minute_step == 0 and parsed.minutes[0] == 0:
+        when = f"every {parsed.minute_step} minutes" if parsed.minute_step > 1 else "every minute"
+    elif every_hour and len(parsed.minutes) == 1:
+        when = f"every hour at minute {parsed.minutes[0]:02d}"
+    elif len(parsed.hours) * len(parsed.minutes) <= 8:
+        when = "at " + ", ".join(f"{h:02d}:{m:02d}" for h in parsed.hours for m in parsed.minutes)
+    else:
+        when = f"at minute {_span(parsed.minutes)} of hours {_span(parsed.hours)}"
+    days: list[str] = []
+    weekdays = parsed.weekdays
+    if weekdays is not None and sorted(weekdays) == [1, 2, 3, 4, 5]:
+        days.append("on weekdays")
+    elif weekdays is not None:
+        days.append("on " + ", ".join(_CRON_DAY_NAMES[d] for d in weekdays))
+    if parsed.days is not None:
+        days.append(("or " if days else "") + f"on day {_span(parsed.days)} of the month")
+    if parsed.months is not None:
+        days.append("in " + ", ".join(_MONTHS[m - 1] for m in parsed.months))
+    return " ".join([when, *days]) if days else f"every day {when}" if not when.startswith("every") else when
+
+
+def _span(values: tuple[int, ...]) -> str:
+    if len(values) > 2 and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(str(v) for v in values)

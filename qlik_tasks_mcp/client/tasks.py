@@ -88,15 +88,6 @@ class ScheduleDoc(Doc):
     def zone(self) -> str:
         return self.timezone or "UTC"
 
-    @property
-    def text(self) -> str:
-        """The schedule in one line: recurrence, interval or cron, its zone, its start and end."""
-        timing = "; ".join(self.recurrence_lines) or self.interval or self.cron_expression
-        text = f"{timing or '?'} {self.zone}"
-        if self.recurrence and self.start_date_time:
-            text += f" from {self.start_date_time}"
-        return text + (f" until {self.end_date_time}" if self.end_date_time else "")
-
 
 class StartDoc(Doc):
     # The API also takes a bare interval string, read as one in UTC.

@@ -14,7 +14,8 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import local_datetime
+from qlik_tasks_mcp.client.schedule import LOCAL_FORMAT, RepeatingInterval, time_zone
+from qlik_tasks_mcp.client.schedule import repeating_interval as read_interval
 from qlik_tasks_mcp.specs import QLIK
 
 if TYPE_CHECKING:
@@ -124,69 +125,46 @@ def task_name(text: str) -> str:
     return name[:100].rstrip("-")
 
 
-_INTERVAL = re.compile(r"^R(\d{0,9})/([^/]+)/([^/]+)$")
-_DURATION = re.compile(
-    r"^P(?:(?P<Y>\d+)Y)?(?:(?P<M>\d+)M)?(?:(?P<W>\d+)W)?(?:(?P<D>\d+)D)?"
-    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
-)
-_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "W": 7 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
-
-
 @dataclass(frozen=True)
 class Interval:
+    """A repeating interval to send: client.schedule reads it (any start: local, `Z` or an offset)."""
+
     text: str
-    repetitions: int | None
-    start: str
-    every: str
-    seconds: int
+    parsed: RepeatingInterval
 
+    @property
+    def repetitions(self) -> int | None:
+        return self.parsed.repetitions
 
-def duration_seconds(value: str) -> int:
-    """An ISO 8601 duration (PnYnMnWnDTnHnMnS) as approximate seconds, or InvalidInput."""
-    match = _DURATION.match(value)
-    if not match or value in ("P", "PT") or value.endswith("T"):
-        raise InvalidInput(
-            f"duration {value[:40]!r} is not ISO 8601: use e.g. P1D (daily), PT4H (every 4 hours), P1W (weekly)"
-        )
-    return sum(int(n) * _SECONDS[unit] for unit, n in match.groupdict().items() if n)
+    @property
+    def seconds(self) -> int:
+        return self.parsed.every.seconds
+
+    def local_start(self, zone: str) -> str:
+        """The start as wall-clock time in `zone`, the form startDateTime takes beside a zone."""
+        start = self.parsed.start_in(time_zone(zone))
+        assert start is not None  # repeating_interval() requires one
+        return start.strftime(LOCAL_FORMAT)
 
 
 def repeating_interval(value: str) -> Interval:
-    """An ISO 8601 repeating interval `R[n]/<local start>/<duration>`, checked, or InvalidInput."""
-    match = _INTERVAL.match(value.strip())
-    if not match:
+    """An ISO 8601 repeating interval `R[n]/<start>/<duration>` to send, checked, or InvalidInput. The start may be
+    local (in the task's zone), UTC (`Z`) or have an offset; a new schedule needs one, so a bare duration is refused."""
+    parsed = read_interval(value)
+    if parsed.start_text is None:
         raise InvalidInput(
-            f"interval {value[:60]!r} must be an ISO 8601 repeating interval R[n]/<start>/<duration>, e.g. "
-            "R/2026-02-01T06:00:00/P1D (every day at 06:00 from 1 Feb 2026, in time_zone)"
+            f"interval {value[:60]!r} has no start, so when it runs cannot be said: give R/<start>/<duration>, "
+            "e.g. R/2026-02-01T06:00:00/PT15M"
         )
-    count, start, every = match.groups()
-    local_datetime(start, "interval start")
-    seconds = duration_seconds(every)
-    if seconds < MIN_INTERVAL_SECONDS:
-        raise InvalidInput(f"interval repeats every {every}; the shortest accepted is PT1M")
-    if count == "0":
-        raise InvalidInput("interval R0/... never runs; leave the count out (R/...) to repeat forever")
-    return Interval(value.strip(), int(count) if count else None, start, every, seconds)
-
-
-_FREQ = {"Y": "YEARLY", "M": "MONTHLY", "W": "WEEKLY", "D": "DAILY", "h": "HOURLY", "m": "MINUTELY", "s": "SECONDLY"}
+    if parsed.every.seconds < MIN_INTERVAL_SECONDS:
+        raise InvalidInput(f"interval repeats every {parsed.every.text}; the shortest accepted is PT1M")
+    parsed.every.rrule()  # months mixed with other units have no fixed length: refused here
+    return Interval(parsed.text, parsed)
 
 
 def interval_rrule(interval: Interval) -> str:
     """The RRULE that repeats like `interval` in wall-clock time, so dateutil can expand it across DST."""
-    match = _DURATION.match(interval.every)
-    assert match is not None  # checked by repeating_interval
-    parts = {unit: int(n) for unit, n in match.groupdict().items() if n}
-    if len(parts) == 1:
-        unit, count = next(iter(parts.items()))
-        rule = f"RRULE:FREQ={_FREQ[unit]};INTERVAL={count}"
-    elif "Y" in parts or "M" in parts:
-        raise InvalidInput(f"interval {interval.every} mixes months or years with other units: it has no fixed length")
-    elif interval.seconds % 60 == 0:
-        rule = f"RRULE:FREQ=MINUTELY;INTERVAL={interval.seconds // 60}"
-    else:
-        rule = f"RRULE:FREQ=SECONDLY;INTERVAL={interval.seconds}"
-    return rule + (f";COUNT={interval.repetitions}" if interval.repetitions else "")
+    return interval.parsed.rrule()
 
 
 def reload_action(app_id: str, partial: bool) -> dict[str, Any]:

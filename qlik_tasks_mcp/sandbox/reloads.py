@@ -208,6 +208,15 @@ def _reload_task_of(sandbox: Sandbox) -> dict[str, str]:
     return found
 
 
+def _task_of(sandbox: Sandbox) -> dict[str, str]:
+    """app id -> one of its tasks (the tasks family's table, seeded before this one)."""
+    found: dict[str, str] = {}
+    table = sandbox.tables.get("tasks")
+    for task in getattr(table, "tasks", {}).values():
+        found.setdefault(task["resourceId"], task["id"])
+    return found
+
+
 def seed(sandbox: Sandbox, *, per_app: int = 6, days: float = 3.0) -> None:
     """`per_app` reloads over the last `days` for every app. One app in 4 (one in 50 on a tenant of more than 50
     apps) has a broken current script, in turn a missing field, a missing file and a syntax error; its reloads
@@ -217,6 +226,7 @@ def seed(sandbox: Sandbox, *, per_app: int = 6, days: float = 3.0) -> None:
     st.history_start = now - timedelta(days=days + 30)
     every = 4 if len(sandbox.apps) <= 50 else 50
     tasks_of = _reload_task_of(sandbox)
+    workflow_tasks_of = _task_of(sandbox)
     rng = random.Random(sandbox.seed * 7919)
     for index, app in enumerate(sandbox.apps.values()):
         if index % every == 1:
@@ -225,13 +235,14 @@ def seed(sandbox: Sandbox, *, per_app: int = 6, days: float = 3.0) -> None:
         for k in range(per_app):
             at = now - timedelta(days=days) + timedelta(days=days) * (k + rng.random() * 0.5) / per_app
             kind, resource = STARTERS[(index + k) % len(STARTERS)]
-            source = tasks_of.get(app.id) if resource == "reload-tasks" else None
+            # A reload names the task or reload task that started it: one of the app's, never an id of nothing.
+            source = {"reload-tasks": tasks_of, "tasks": workflow_tasks_of}.get(resource or "", {}).get(app.id)
             start_reload(
                 sandbox,
                 app.id,
                 type=kind,
-                resource_type=resource if resource != "reload-tasks" or source else None,
-                resource_id=source or (f"{rng.getrandbits(96):024x}" if resource in ("tasks", "automate") else None),
+                resource_type=resource if resource not in ("reload-tasks", "tasks") or source else None,
+                resource_id=source or (f"{rng.getrandbits(96):024x}" if resource == "automate" else None),
                 outcome=None if app.id in st.defects and at >= broken_since else "SUCCEEDED",
                 at=at,
                 partial=k % 5 == 4,

@@ -22,7 +22,7 @@ from qlik_tasks_mcp.sandbox import contract
 from qlik_tasks_mcp.sandbox.contract import TASKS_ERRORS as err
 from qlik_tasks_mcp.sandbox.core import Sandbox, json_body
 from qlik_tasks_mcp.sandbox.paging import encode_cursor, paginate, parse_limit
-from qlik_tasks_mcp.sandbox.schedule import recurrence_problem, wall_clock, zone_of
+from qlik_tasks_mcp.sandbox.schedule import task_recurrence_problem, wall_clock, zone_of
 from qlik_tasks_mcp.sandbox.tasks import (
     CURSORS,
     MAX_TASKS_PER_APP,
@@ -165,7 +165,8 @@ def patch_problems(patched: dict[str, Any], ops: list[dict[str, Any]]) -> list[s
         if schedule.get("timezone") and zone_of(schedule["timezone"]) is None:
             problems.append(f"start/schedule/timezone {schedule['timezone']!r} is not an IANA time zone")
         if isinstance(schedule.get("recurrence"), str):
-            problems += [p for p in [recurrence_problem(schedule["recurrence"].splitlines())] if p]
+            problem = task_recurrence_problem(schedule["recurrence"], schedule.get("timezone"))
+            problems += [f"start/schedule/recurrence: {problem}"] if problem else []
     return problems
 
 
@@ -245,7 +246,7 @@ def time_schedule_task(sandbox: Sandbox, app_id: str, body: dict[str, Any]) -> d
     recurrence, zone = body.get("recurrence"), body.get("timezone") or "UTC"
     if not isinstance(recurrence, str) or not recurrence.strip():
         raise Refused(400, "recurrence (an RFC 5545 rule) is required", "CHO-017")
-    problem = recurrence_problem(recurrence.splitlines())
+    problem = task_recurrence_problem(recurrence, zone)
     if problem or zone_of(zone) is None:
         raise Refused(400, problem or f"timezone {zone!r} is not an IANA time zone", "CHO-017")
     tz = zone_of(zone)
@@ -475,6 +476,34 @@ def seed_ui(sandbox: Sandbox, upstream: dict[str, Any]) -> None:
         "Reload",
         ["app1-dataset-updated"],
     )
-    for body in (rrule, chained, dataset):
+    for body in (rrule, chained, dataset, *_recurrence_forms(sandbox, apps[11].id)):
         task = build_task(sandbox, body, sandbox.uuid(), apps[3].owner_id, created)
         st.tasks[task["id"]] = task
+
+
+def _recurrence_forms(sandbox: Sandbox, app_id: str) -> list[dict[str, Any]]:
+    """UI-made tasks with the RRULE forms a recurrence may take: a rule without its `RRULE:` prefix, and multi-line
+    recurrences with a DTSTART in a zone (TZID) or in UTC, an EXDATE (the next Monday's run skipped) and an RDATE."""
+    now = sandbox.clock.now()
+    monday = (now + timedelta(days=7 - now.weekday())).strftime("%Y%m%d")
+    extra = (now + timedelta(days=1)).strftime("%Y%m%dT120000Z")
+    forms = [
+        ("Morning reload – Web Analytics (UI)", "FREQ=DAILY;BYHOUR=5;BYMINUTE=15", "America/New_York"),
+        (
+            "Twice weekly – Web Analytics (UI)",
+            f"DTSTART;TZID=Europe/Zurich:20260302T020000\nRRULE:FREQ=WEEKLY;BYDAY=MO,TH\n"
+            f"EXDATE;TZID=Europe/Zurich:{monday}T020000",
+            "Europe/Zurich",
+        ),
+        (
+            "Every 4 hours – Web Analytics (UI)",
+            f"DTSTART:20260101T060000Z\nRRULE:FREQ=HOURLY;INTERVAL=4;BYMINUTE=0\nRDATE:{extra}",
+            "UTC",
+        ),
+    ]
+    out = []
+    for name, recurrence, zone in forms:
+        body = _example(name, app_id, [], "App.Reload", ["time-schedule"])
+        body["start"] = {"schedule": {"recurrence": recurrence, "timezone": zone}}
+        out.append(body)
+    return out

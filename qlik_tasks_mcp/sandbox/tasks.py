@@ -22,6 +22,7 @@ from qlik_tasks_mcp.sandbox import contract, reload_tasks
 from qlik_tasks_mcp.sandbox.contract import TASKS_ERRORS as err
 from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
 from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit
+from qlik_tasks_mcp.sandbox.schedule import task_runs
 from qlik_tasks_mcp.sandbox.workflow import meaning_problems, reload_targets, triggers
 
 BASE = "/api/v1/tasks"
@@ -426,7 +427,7 @@ def create_task(sandbox: Sandbox, body: dict[str, Any], *, scheduling: bool = Fa
     """Store a new task made from `body` (checked; Refused if it cannot be), owned by the caller, and chain it."""
     check_body(sandbox, body, scheduling=scheduling)
     now = stamp(sandbox.clock.now())
-    task = build_task(sandbox, body, sandbox.uuid() if scheduling else sandbox.hex_id(), sandbox.caller_id, now)
+    task = build_task(sandbox, body, sandbox.uuid(), sandbox.caller_id, now)
     tables(sandbox).tasks[task["id"]] = task
     chain_to_running(sandbox, task)
     return task
@@ -459,6 +460,23 @@ def replace_task(sandbox: Sandbox, task: dict[str, Any], body: dict[str, Any]) -
     return updated
 
 
+def seeded_schedule(index: int, zone: str) -> Any:
+    """The seeded tasks' schedules, in the interval and cron forms the specs allow (the RRULE forms are the UI-made
+    tasks of scheduling.py): a local start, a UTC start, a bare duration (the spec's own example, sent as the bare
+    string, UTC assumed), cron as a string and as an object, and a repeat count."""
+    forms: list[Any] = [
+        {"interval": "R/2026-01-01T00:30:00/P1D", "timezone": zone},
+        {"interval": "R/2026-11-01T06:00:00Z/PT4H", "timezone": zone},
+        "PT15M",
+        {"cron": "0 6 * * 1-5", "timezone": zone},
+        {"cron": {"expression": "30 5 * * *", "validUntil": "2027-06-30T23:59:59Z"}, "timezone": zone},
+        {"interval": "R/2026-01-05T05:30:00/P1D", "timezone": zone},
+        {"interval": "R/2026-01-02T00:30:00/P1D", "timezone": zone},
+        {"interval": "R400/2026-06-01T07:00:00/P1D", "timezone": zone},
+    ]
+    return forms[index % len(forms)]
+
+
 def seed(sandbox: Sandbox) -> None:
     """A scheduled task per app, a chain, history with a failing app and one app whose logs are huge."""
     st = tables(sandbox)
@@ -482,13 +500,7 @@ def seed(sandbox: Sandbox) -> None:
             "version": "1.0.0",
             "enabled": index != 6,
             "description": f"Daily reload of {app.name}",
-            "start": {
-                "schedule": {
-                    "interval": f"R/2026-01-0{1 + index % 5}T0{index % 6}:30:00/P1D",
-                    "timezone": zones[index % 5],
-                },
-                "stateName": "reload",
-            },
+            "start": {"schedule": seeded_schedule(index, zones[index % 5]), "stateName": "reload"},
             "states": [
                 {
                     "name": "reload",
@@ -511,7 +523,7 @@ def seed(sandbox: Sandbox) -> None:
                 }
             ],
         }
-        task = build_task(sandbox, body, sandbox.hex_id(), app.owner_id, created)
+        task = build_task(sandbox, body, sandbox.uuid(), app.owner_id, created)
         st.tasks[task["id"]] = task
         seeded[app.name] = task
     first = next(iter(seeded.values()))
@@ -556,16 +568,20 @@ def seed(sandbox: Sandbox) -> None:
             }
         ],
     }
-    chained = build_task(sandbox, chained_body, sandbox.hex_id(), follower_app.owner_id, created)
+    chained = build_task(sandbox, chained_body, sandbox.uuid(), follower_app.owner_id, created)
     st.tasks[chained["id"]] = chained
     from qlik_tasks_mcp.sandbox.scheduling import seed_ui
 
     seed_ui(sandbox, first)
-    # History: three finished daily runs per enabled scheduled task, chained runs following on their own.
-    for day in (3, 2, 1):
-        for task in seeded.values():
-            if task["enabled"]:
-                at = now - timedelta(days=day, hours=-sandbox.rng.randint(0, 5))
+    # History: the last three runs of each enabled scheduled task in the past three days, at the times its schedule
+    # gives (sandbox/schedule.py reads every form), chained runs following on their own.
+    created_at = now - timedelta(days=60)
+    for task in seeded.values():
+        if task["enabled"]:
+            # Runs that ended before now: the longest seeded run takes 10 minutes.
+            ended = now - timedelta(minutes=11)
+            times = task_runs(task["start"]["schedule"], created_at, after=now - timedelta(days=3), before=ended)
+            for at in times[-3:]:
                 start_run(sandbox, task, at=at, triggered_by="time-schedule", seconds=sandbox.rng.randint(40, 600))
 
 

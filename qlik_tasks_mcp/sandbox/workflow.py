@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qlik_tasks_mcp.sandbox.schedule import recurrence_problem, zone_of
+from qlik_tasks_mcp.sandbox.schedule import cron_problem, task_recurrence_problem, zone_of
 
 RUN_FINISHED = "com.qlik.v1.task.run.finished"
 # ISO 8601 repeating interval, R[n]/<start>/<duration> or R[n]/<duration>[/<end>]; or a bare duration, as the
@@ -84,8 +84,12 @@ def schedule_problem(schedule: Any) -> str | None:
         return f"start/schedule/interval {interval[:60]!r} is not an ISO 8601 repeating interval"
     recurrence = schedule.get("recurrence")
     if isinstance(recurrence, str):
-        problem = recurrence_problem(recurrence.splitlines())
-        return f"start/schedule/{problem}" if problem else None
+        problem = task_recurrence_problem(recurrence, schedule.get("timezone"))
+        return f"start/schedule/recurrence: {problem}" if problem else None
+    cron = schedule.get("cron")
+    expression = cron.get("expression") if isinstance(cron, dict) else cron
+    if isinstance(expression, str) and cron_problem(expression):
+        return f"start/schedule/cron: {cron_problem(expression)}"
     return None
 
 

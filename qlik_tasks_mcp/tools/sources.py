@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol, TypeVar
 
 import anyio
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
-from qlik_tasks_mcp.client.schedule import ExpansionBudget, local_datetime, occurrences_off_loop
-from qlik_tasks_mcp.client.schedule import time_zone as zone_info
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
+from qlik_tasks_mcp.client.schedule import ExpansionBudget, Schedule, read_schedule
+from qlik_tasks_mcp.tools.fence import quoted
 
 ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
 # Requests in flight at once when a scan or a bulk change reads many things: a big tenant is read steadily.
@@ -45,6 +45,9 @@ class TaskInfo:
     schedule_text: str | None = None
     # What else starts the task besides its schedule, in words (Qalyptus: Qlik app events).
     also: str | None = None
+    # The schedule read whole (client.schedule.read_schedule), for kinds whose schedule is not RRULE lines alone
+    # (tasks: interval, cron, multi-line recurrences); None: read from recurrence/time_zone/start/end when asked.
+    schedule: Schedule | None = None
     # (task id, outcome or None for any): the runs whose end starts this task.
     after: list[tuple[str, str | None]] = field(default_factory=list)
     next_run: str | None = None
@@ -66,6 +69,9 @@ class Failure:
     at: str | None
     ref: str | None = None
     error: str | None = None
+    # What `ref` is: "reload" (an app reload: get_reload, get_reload_log), "run" (a task's run: get_task_run_log),
+    # or the kind's own (a sharing execution); never a task's id.
+    ref_kind: str | None = None
 
 
 # What a scan's time budget is counted on: the wall clock, since a scan mostly waits on the tenant. The tests stop it
@@ -149,6 +155,7 @@ class ReloadIndex:
                 reload.at,
                 ref=reload.id,
                 error=f"started by {reload.started_by}: {reload.error}" if reload.error else None,
+                ref_kind="reload",
             )
             for reloads in self.by_resource.values()
             for reload in reloads
@@ -328,6 +335,15 @@ async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo
     return found
 
 
+def timing(info: TaskInfo) -> Schedule | None:
+    """The task's schedule read whole, whatever its form; None when it has no time schedule."""
+    if info.schedule is not None:
+        return info.schedule
+    if not info.recurrence:
+        return None
+    return read_schedule(recurrence=info.recurrence, zone=info.time_zone, start=info.start, end=info.end)
+
+
 async def run_times(
     info: TaskInfo,
     *,
@@ -340,17 +356,116 @@ async def run_times(
     """The next runs, worked out off the event loop within `budget` (one per tool call, shared by its tasks).
 
     `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
-    if not info.recurrence or not info.time_zone or not (info.enabled or even_if_disabled):
+    schedule = timing(info)
+    if schedule is None or not schedule.readable or not (info.enabled or even_if_disabled):
         return []
-    zone = zone_info(info.time_zone)
-    start = local_datetime(info.start[:19], "start") if info.start else None
-    end = local_datetime(info.end[:19], "end") if info.end else None
-    return await occurrences_off_loop(
-        info.recurrence, zone, start, after=now, count=count, end=end, strict=strict, budget=budget
-    )
+    work = partial(schedule.next_runs, now, count, budget=budget, strict=strict)
+    return await anyio.to_thread.run_sync(work)
 
 
 def schedule_line(info: TaskInfo) -> str | None:
-    if info.recurrence:
-        return describe_schedule(info.recurrence, info.time_zone, info.start, info.end)
-    return info.schedule_text
+    """The schedule in words (one that cannot be read: raw, with why), or what else starts the task."""
+    schedule = timing(info)
+    return schedule.shown if schedule is not None else info.schedule_text
+
+
+# Why a scheduled task will not run, as Qlik gives the reason (disabledCode) or the schedule says it.
+DISABLED_REASONS = {
+    "OWNER-DISABLED": "its owner is disabled",
+    "OWNER-DELETED": "its owner was deleted",
+    "CONSECUTIVE-FAILURES": "Qlik disabled it after consecutive failed runs",
+    "APP-SCRIPT-UPDATED": "Qlik disabled it when the app's script changed",
+    "APP-MOVED-SPACE": "Qlik disabled it when the app moved space",
+    "OWNER-MOVED": "Qlik disabled it when its owner moved",
+    "MANUALLY": "it is disabled",
+    "DISABLED": "it is disabled",
+}
+# Changelog 135 (NOTES-2026-11.md section 2): once an app has tasks, Qlik turns its reload tasks off.
+APP_HAS_TASKS = "Qlik turns reload tasks off once their app has tasks (changelog 135), and this app has tasks"
+
+
+# A user the tenant says is disabled or deleted: Qlik runs a task as its owner, and disables such owners' tasks.
+OWNER_OFF = ("disabled", "deleted")
+
+
+def owner_off_reason(status: str) -> str:
+    return f"its owner is {status}, and Qlik runs a task as its owner (it disables such tasks)"
+
+
+def why_off(info: TaskInfo, *, app_has_tasks: bool = False) -> str | None:
+    """Why the task is off, as the tenant says it (its state and Qlik's reason, its app's tasks, its owner), or
+    None; every reason that holds, as each must change before it runs."""
+    reasons: list[str] = []
+    if info.kind == "reload" and app_has_tasks and info.state != "migrated":
+        reasons.append(APP_HAS_TASKS)
+    if not info.enabled:
+        code = (info.disabled_reason or "").upper()
+        reason = DISABLED_REASONS.get(code) or (
+            f"it is disabled ({info.disabled_reason})" if code else "it is disabled"
+        )
+        reasons.append(reason if info.state != "migrated" else info.disabled_reason or "it was migrated")
+    if info.owner_gone:
+        reasons.append(f"its owner {info.owner_gone} is gone")
+    return "; ".join(reasons) or None
+
+
+def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:
+    """Why a task with a time schedule will not run on it, or None when it will (or has no schedule)."""
+    schedule = timing(info)
+    if schedule is None:
+        return None
+    turned_off = why_off(info, app_has_tasks=app_has_tasks)
+    if turned_off:
+        return turned_off
+    if not schedule.readable:
+        return f"its schedule could not be read ({schedule.problem})"
+    if not runs:
+        return schedule.ended(now)
+    return None
+
+
+async def _of_app(source: TaskSource | None, app_id: str) -> list[TaskInfo] | None:
+    """The app's tasks of one kind; [] where the tenant no longer serves the kind; None when they cannot be read."""
+    if source is None:
+        return None
+    try:
+        return await source.of_app(app_id)
+    except KindUnavailable:
+        return []
+    except ClientError:
+        return None
+
+
+async def stale_reports_note(
+    sources: dict[str, TaskSource], app_id: str | None, leaving: tuple[str, str], *, deleting: bool
+) -> str | None:
+    """A preview's warning when disabling or deleting `leaving` (kind, id) leaves the app with nothing scheduled that
+    reloads it, while its subscriptions keep sending its content. Nothing is said unless every kind that could
+    reload the app was read: no conclusion from what could not be seen."""
+    if not app_id:
+        return None
+    senders = await _of_app(sources.get("sharing"), app_id)
+    if not senders or not (senders := [s for s in senders if s.enabled]):
+        return None
+    tasks, reload_tasks = await _of_app(sources.get("task"), app_id), await _of_app(sources.get("reload"), app_id)
+    if tasks is None or reload_tasks is None:
+        return None
+    others = [i for i in tasks + reload_tasks if (i.kind, i.id) != leaving]
+    # Qlik turns reload tasks off while the app has tasks (changelog 135); that they run again once its last task is
+    # deleted is not documented, so they are not counted on.
+    had_tasks = bool(tasks)
+    running = [i for i in others if i.enabled and (timing(i) or i.after) and not (i.kind == "reload" and had_tasks)]
+    if running:
+        return None
+    shown = ", ".join(f"{s.id} {quoted(s.name, 60)}" for s in senders[:5]) + (" and more" if len(senders) > 5 else "")
+    note = (
+        f"After this, nothing scheduled reloads app {app_id}, while {len(senders)} subscription(s) of its content "
+        f"keep sending: {shown}; they will send data as of its last reload."
+    )
+    last_task = deleting and leaving[0] == "task" and not any(i.kind == "task" for i in others)
+    if last_task and any(i.kind == "reload" and i.enabled for i in others):
+        note += (
+            " Its reload tasks are off while it has tasks; whether Qlik runs them again once it has none is not "
+            "documented."
+        )
+    return note

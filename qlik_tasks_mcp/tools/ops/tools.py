@@ -1,7 +1,7 @@
 """Ops answers across every served task kind: failures in a window, schedules explained, bulk enable/disable,
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,14 +17,14 @@ from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
 from qlik_tasks_mcp.client.schedule import (
     ExpansionBudget,
-    local_datetime,
+    read_schedule,
     rrule_lines,
     start_after_change,
     utc_z,
 )
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import rrule_parts
-from qlik_tasks_mcp.client.workflow import interval_rrule, repeating_interval
+from qlik_tasks_mcp.client.workflow import repeating_interval
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -35,6 +35,7 @@ from qlik_tasks_mcp.tools.ops import orphans
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
+    OWNER_OFF,
     Budget,
     Failure,
     FailureScan,
@@ -47,6 +48,9 @@ from qlik_tasks_mcp.tools.sources import (
     run_times,
     scan_now,
     schedule_line,
+    timing,
+    why_off,
+    will_not_run,
 )
 
 SCAN_REQUESTS = 400
@@ -87,7 +91,8 @@ class FailureGroup(Compact):
     app: str | None = None
     failures: int = Field(description="Failed runs in the window.")
     last_failed_at: str | None = None
-    ref: str | None = Field(None, description="Run, execution or reload id of the newest failure.")
+    ref: str | None = Field(None, description="Id of the newest failure; ref_kind says of what.")
+    ref_kind: str | None = Field(None, description="reload: get_reload_log; run: get_task_run_log; else the kind's.")
     first_error: str | None = None
 
 
@@ -127,6 +132,7 @@ class OverviewItem(Compact):
     disabled_reason: str | None = None
     schedule: str | None = None
     next_runs: list[str] = []
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     after: list[str] = Field(default=[], description="Runs whose end starts this task.")
     starts: list[str] = Field(default=[], description="Tasks this one's end starts.")
 
@@ -199,19 +205,20 @@ def _proposed(
     """A schedule given to check, as create and update would send it, and a hint about how it reads."""
     if recurrence and interval:
         raise InvalidInput("give recurrence lines or an interval, not both")
+    zone_info(time_zone)
     if recurrence:
-        info = TaskInfo("proposed", "-", "-", True, recurrence=rrule_lines(recurrence))
+        lines = rrule_lines(recurrence)
         # With no start, create and update start the schedule now: explain it as they would send it.
         start = start_after_change(start, None, zone_info(time_zone)) or ""
-        info.time_zone, info.start, info.end = time_zone, start, end
-        if any("BYHOUR" in parts and "BYMINUTE" not in parts for parts in map(rrule_parts, info.recurrence)):
+        schedule = read_schedule(recurrence=lines, zone=time_zone, start=start, end=end)
+        info = TaskInfo("proposed", "-", "-", True, schedule=schedule)
+        if any("BYHOUR" in parts and "BYMINUTE" not in parts for parts in map(rrule_parts, lines)):
             return info, f"No BYMINUTE: runs take the start's minute ({start[14:16]}); add BYMINUTE=0 for on the hour."
         return info, None
     if interval:
         parsed = repeating_interval(interval)
-        info = TaskInfo("proposed", "-", "-", True, recurrence=[interval_rrule(parsed)], start=parsed.start)
-        info.time_zone, info.end = time_zone, end
-        return info, None
+        schedule = read_schedule(interval=parsed.text, zone=time_zone, end=end)
+        return TaskInfo("proposed", "-", "-", True, schedule=schedule), None
     raise InvalidInput("give task_id with kind, or a schedule to check: recurrence lines or an interval")
 
 
@@ -221,7 +228,9 @@ async def explain_schedule(
     kind: Annotated[KindName | None, Field(description="With task_id: the task's kind.")] = None,
     task_id: Annotated[str | None, Field(max_length=128)] = None,
     recurrence: Annotated[list[str] | None, Field(max_length=20, description="Or RRULE lines to check.")] = None,
-    interval: Annotated[str | None, Field(max_length=80, description="Or an ISO 8601 R/start/duration.")] = None,
+    interval: Annotated[
+        str | None, Field(max_length=80, description="Or ISO 8601 R/start/duration (start local, Z or offset).")
+    ] = None,
     time_zone: Annotated[str, Field(max_length=64, description="Of given lines/interval.")] = "UTC",
     start: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
     end: Annotated[str | None, Field(max_length=40, description="Local.")] = None,
@@ -232,27 +241,36 @@ async def explain_schedule(
     if task_id:
         info = await _explained_task(sources, kind, task_id)
         label = f"{kind} {info.id} {info.name}"
-        if not info.recurrence:
-            what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
-            return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
     else:
         # Checking the rules expands them (bounded): in a worker thread, so other sessions never wait on it.
         info, hint = await anyio.to_thread.run_sync(_proposed, recurrence, interval, time_zone, start, end)
-    zone = zone_info(info.time_zone or "UTC")
-    if info.start and info.end and local_datetime(info.end[:19], "end") <= local_datetime(info.start[:19], "start"):
-        raise InvalidInput(f"end {info.end} must be after start {info.start}")
-    runs = await run_times(
-        info, count=count, now=datetime.now(UTC), budget=ExpansionBudget(), even_if_disabled=True, strict=True
-    )
-    note = None if info.enabled else "The task is disabled: these runs happen only once it is enabled."
+    schedule = timing(info)
+    if schedule is None:
+        what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
+        return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
+    if not schedule.readable:
+        note = "This schedule could not be read, so its runs are not shown; it is shown as stored."
+        return ScheduleExplained(
+            description=schedule.shown, time_zone=schedule.zone, next_runs=[], task=label, note=note
+        )
+    if schedule.start and schedule.end and schedule.end <= schedule.start:
+        raise InvalidInput(
+            f"end {schedule.end:%Y-%m-%dT%H:%M:%S} must be after start {schedule.start:%Y-%m-%dT%H:%M:%S}"
+        )
+    now = datetime.now(UTC)
+    runs = await run_times(info, count=count, now=now, budget=ExpansionBudget(), even_if_disabled=True, strict=True)
+    has_tasks = bool(info.kind == "reload" and info.app_id and await _has_tasks(sources, info.app_id, None))
+    # Runs here are worked out even for a task that is off: none at all means the schedule itself has ended.
+    off = why_off(info, app_has_tasks=has_tasks)
+    why_not = f"These runs happen only once that changes: {off}." if off and runs else off
     if not runs:
-        note = "No future runs: the schedule has ended."
+        why_not = "; ".join(filter(None, [schedule.ended(now), off])) + "."
     return ScheduleExplained(
-        description=schedule_line(info) or "-",
-        time_zone=zone.key,
+        description=schedule.shown,
+        time_zone=schedule.zone,
         next_runs=[RunTime(local=r.strftime("%Y-%m-%d %H:%M %Z (%a)"), utc=utc_z(r)) for r in runs],
         task=label,
-        note=" ".join(filter(None, [info.also, note, hint])) or None,
+        note=" ".join(filter(None, [info.also, why_not, schedule.note, hint])) or None,
     )
 
 
@@ -275,6 +293,7 @@ def _grouped(found: list[Failure]) -> list[FailureGroup]:
             failures=1,
             last_failed_at=failure.at,
             ref=failure.ref,
+            ref_kind=failure.ref_kind if failure.ref else None,
             first_error=one_line(failure.error, ERROR_CHARS) if failure.error else None,
         )
     return sorted(groups.values(), key=lambda g: g.last_failed_at or "", reverse=True)
@@ -657,24 +676,27 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget
+    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget, has_tasks: bool
 ) -> OverviewItem:
     times = await run_times(info, count=runs, now=now, budget=budget, strict=True) if runs else []
+    why_not = will_not_run(info, times, now=now, app_has_tasks=has_tasks) if runs else None
     return OverviewItem(
         kind=info.kind,
         id=info.id,
         name=info.name,
-        enabled=info.enabled,
+        # A reload task Qlik turned off (its app has tasks) is not enabled, whatever its own state says.
+        enabled=info.enabled and not (has_tasks and info.kind == "reload"),
         disabled_reason=info.disabled_reason,
         schedule=schedule_line(info),
-        next_runs=[utc_z(t) for t in times],
+        next_runs=[] if why_not else [utc_z(t) for t in times],
+        will_not_run=why_not,
         after=[f"task {t} {outcome(s)}" for t, s in info.after],
         starts=starts.get(info.id, []),
     )
 
 
 async def _overview_items(
-    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]]
+    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool
 ) -> tuple[list[OverviewItem], str | None]:
     """Every task's item; next runs share one expansion budget, and a task whose runs cannot be worked out within
     it says so."""
@@ -684,13 +706,40 @@ async def _overview_items(
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, expansion))
+            items.append(await _overview_item(info, runs, now, starts, expansion, has_tasks))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, expansion))
+            items.append(await _overview_item(info, 0, now, starts, expansion, has_tasks))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
+
+
+async def _owners_off(names: Names, infos: list[TaskInfo]) -> None:
+    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up); a look-up that
+    fails leaves them as they are: the overview's own work goes on."""
+    # Qalyptus owners are Qalyptus's own users (its source says when they are gone), not Qlik's.
+    qlik = [info for info in infos if info.kind != "qalyptus"]
+    try:
+        users = await names.users(u for u in {owner_of(i) for i in qlik} if u)
+    except ClientError:
+        return
+    for info in qlik:
+        user = users.get(owner_of(info) or "")
+        if user is not None and user.status in OWNER_OFF and not info.owner_gone:
+            info.owner_gone = f"{one_line(user.name, 100)} ({user.status})"
+
+
+async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None) -> bool:
+    """Whether the app has tasks (then Qlik turns its reload tasks off): from the app's tasks of every kind when
+    read already (`infos`, the overview), else read here; where the tasks kind is not served, the reload kind's
+    own look-up says."""
+    if "task" in sources.by_kind:
+        if infos is None:
+            infos = await _unless_unavailable(sources.of("task").of_app(app_id), [], [])
+        return any(info.kind == "task" for info in infos)
+    ask: Callable[[str], Awaitable[bool | None]] | None = getattr(sources.by_kind.get("reload"), "has_tasks", None)
+    return bool(ask and await ask(app_id))
 
 
 def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
@@ -728,7 +777,9 @@ async def get_app_schedule_overview(
     """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
     its recent reloads' failure rate."""
     infos, others, note = await _app_tasks(sources, app_id)
-    items, unknown = await _overview_items(infos, runs, _chains(infos + others))
+    await _owners_off(sources.names, infos)
+    has_tasks = await _has_tasks(sources, app_id, infos) if any(i.kind == "reload" for i in infos) else False
+    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks)
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
         note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))

@@ -4,7 +4,7 @@ Qlik deprecated the API (removal on or after 2026-09-29): the client turns the r
 ApiRetired, whose message every tool shows; migrated reload tasks are shown with the task that replaced them.
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -12,8 +12,7 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, ReloadTasksApi, ReplacementDoc
-from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
+from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -26,10 +25,13 @@ from qlik_tasks_mcp.tools.sources import (
     FailureScan,
     KindUnavailable,
     TaskInfo,
+    TaskSource,
     gather,
     parse_time,
     read_each,
     short_time,
+    stale_reports_note,
+    why_off,
 )
 
 TOOLSET = "reload"
@@ -131,22 +133,26 @@ class ReloadTaskRow(ReloadTaskFields):
     """A reload task in a list: its schedule in words beside its next run (UTC, to the minute)."""
 
     schedule: str | None = None
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None", names: RowNames) -> "ReloadTaskRow":
-        start, end = doc.start_date_time or None, doc.end_date_time or None
-        words = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end) if doc.recurrence else None
+        words = schedule_words(doc)
+        off = why_off(ReloadTaskSource.info(doc), app_has_tasks=bool(app and app.count)) if doc.recurrence else None
         return cls(
             **_common(doc, app, names),
             schedule=None if doc.migrated else words,
+            will_not_run=None if doc.migrated else off,
             next_run=short_time(_next_run(doc)),
             last_run=short_time(doc.last_execution_time),
         )
 
 
 class ReloadTask(ReloadTaskFields):
-    """A reload task fetched whole: its schedule as the API has it."""
+    """A reload task fetched whole: its schedule in words, and as the API has it."""
 
+    schedule: str | None = None
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     recurrence: list[str] = []
     time_zone: str | None = None
     start: str | None = None
@@ -154,8 +160,11 @@ class ReloadTask(ReloadTaskFields):
 
     @classmethod
     def of(cls, doc: ReloadTaskDoc, app: "AppTasks | None" = None, names: RowNames | None = None) -> "ReloadTask":
+        off = why_off(ReloadTaskSource.info(doc), app_has_tasks=bool(app and app.count)) if doc.recurrence else None
         return cls(
             **_common(doc, app, names),
+            schedule=None if doc.migrated else schedule_words(doc),
+            will_not_run=None if doc.migrated else off,
             recurrence=doc.recurrence,
             time_zone=doc.time_zone or None,
             start=doc.start_date_time or None,
@@ -178,10 +187,12 @@ class ReloadTaskResult(Compact):
 
 @dataclass(frozen=True)
 class ReloadTasks:
-    """What the reload-task tools work with: the reload-tasks API and the one name lookup."""
+    """What the reload-task tools work with: the reload-tasks API, the one name lookup, and the served families'
+    task sources (made on first use), which previews read to say whose reports would go stale."""
 
     api: ReloadTasksApi
     names: Names
+    sources: Callable[[], dict[str, TaskSource]] = dict
 
 
 async def task_names(names: Names, docs: list[ReloadTaskDoc]) -> RowNames:
@@ -243,16 +254,34 @@ async def tasks_by_app(api: ReloadTasksApi, app_ids: set[str]) -> dict[str, AppT
     return found
 
 
+def schedule_words(doc: ReloadTaskDoc) -> str | None:
+    """The reload task's recurrence in words (client.schedule.read_schedule), or raw with why it cannot be read."""
+    found = read_schedule(
+        recurrence=doc.recurrence,
+        zone=doc.time_zone or "UTC",
+        start=doc.start_date_time or None,
+        end=doc.end_date_time or None,
+    )
+    return found.shown if found else None
+
+
 async def describe(names: Names, task: ReloadTaskDoc) -> str:
-    """The reload task for a preview or question: its app and owner by name, state and schedule."""
-    schedule = "; ".join(task.recurrence) or "no schedule"
+    """The reload task for a preview or question: its app and owner by name, state and schedule in words."""
+    schedule = schedule_words(task) or "no schedule"
     app = await names.describe_app(task.app_id) if task.app_id else "no app"
     owner = f", owner {await names.describe_user(task.user_id)}" if task.user_id else ""
-    return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule} {task.time_zone})"
+    return f"reload task {task.id} of {app}{owner} ({task.state or 'no state'}, {schedule})"
 
 
 def service(clients: Deps) -> ReloadTasks:
-    return ReloadTasks(ReloadTasksApi(clients.qlik, clients.tasks_api), clients.names)
+    return ReloadTasks(ReloadTasksApi(clients.qlik, clients.tasks_api), clients.names, lambda: clients.sources)
+
+
+async def _stale(reload_tasks: ReloadTasks, current: ReloadTaskDoc, *, deleting: bool) -> str | None:
+    if not current.enabled:
+        return None  # off already: this change stops nothing
+    sources = reload_tasks.sources()
+    return await stale_reports_note(sources, current.app_id, ("reload", current.id), deleting=deleting)
 
 
 @read("List reload tasks")
@@ -272,8 +301,10 @@ async def list_reload_tasks(
     owner = await user_id_of(reload_tasks.names, owner_id) if owner_id else None
     page = await api.list(app_id=app_id, partial=partial, limit=limit, cursor=cursor)
     docs = [t for t in page.items if owner is None or t.user_id == owner]
-    # Only migrated tasks need their app's tasks read: one listing per app, not per task.
-    apps = await tasks_by_app(api, {t.app_id for t in docs if t.migrated and t.app_id})
+    # Migrated tasks need their app's tasks read (one listing per app, not per task); so does one app's listing,
+    # whose rows then say whether Qlik turned them off because the app has tasks.
+    wanted = {t.app_id for t in docs if (t.migrated or app_id) and t.app_id}
+    apps = await tasks_by_app(api, wanted)
     names = await task_names(reload_tasks.names, docs)
     # The API has no owner filter: this page's rows are filtered here, so it may be short (or empty) mid-way.
     local = "Filtered by owner here: a page may hold fewer rows; follow next_cursor." if owner else None
@@ -327,15 +358,21 @@ async def plan_update(
     if partial is not None:
         body["partial"] = partial
     sent = current.wire()
+    timing = ("recurrence", "timeZone")
     changes = [
         f"{key}: {sent.get(key)!r} -> {value!r}"
         for key, value in body.items()
-        if sent.get(key, "" if key.endswith("DateTime") else None) != value
+        if key not in timing and sent.get(key, "" if key.endswith("DateTime") else None) != value
     ]
+    if any(sent.get(key) != body.get(key) for key in timing):
+        after = ReloadTaskDoc.model_validate(sent | body)
+        changes.insert(0, f"schedule: {schedule_words(current) or '(none)'} -> {schedule_words(after) or '(none)'}")
     if not changes:
         raise InvalidInput("the task already has these values; nothing to change")
     # Qlik Cloud help, "Ownership of reload schedules": changing a schedule makes the changer its owner.
     notes = [n for n in [await owner_change_note(reload_tasks.names, [current.user_id or "unknown"])] if n]
+    if enabled is False:
+        notes += [n for n in [await _stale(reload_tasks, current, deleting=False)] if n]
     action = f"Update {await describe(reload_tasks.names, current)}"
     return Plan(action=action, changes=changes, state=sent, notes=notes, payload=body)
 
@@ -361,7 +398,7 @@ async def plan_delete(reload_tasks: ReloadTasks, task_id: str) -> Plan:
         action=f"Delete {await describe(reload_tasks.names, current)}",
         changes=["the task and its schedule are removed"],
         state=current.wire(),
-        notes=["This cannot be undone."],
+        notes=["This cannot be undone.", *[n for n in [await _stale(reload_tasks, current, deleting=True)] if n]],
     )
 
 
@@ -420,8 +457,7 @@ def skip_reason(doc: ReloadTaskDoc) -> str | None:
 
 def migration_line(doc: ReloadTaskDoc, app: str) -> str:
     """One reload task in the preview; `app` is its app as Names.describe_apps() shows it."""
-    start, end = doc.start_date_time or None, doc.end_date_time or None
-    schedule = describe_schedule(doc.recurrence, doc.time_zone or "UTC", start, end)
+    schedule = schedule_words(doc) or "no schedule"
     kind = "partial" if doc.partial else "full"
     after = "enabled" if doc.enabled else "disabled"
     return f"reload task {doc.id} of {app}: {schedule} ({kind} reload, {doc.state}) -> a task, {after}"
@@ -576,6 +612,11 @@ class ReloadTaskSource:
             owner_id=doc.user_id or None,
         )
 
+    async def has_tasks(self, app_id: str) -> bool | None:
+        """Whether the app has tasks (Qlik then turns its reload tasks off); None when that cannot be read."""
+        found = await app_tasks(self.api, app_id)
+        return None if found.problem else found.count > 0
+
     async def _all(self, app_id: str | None = None) -> list[ReloadTaskDoc]:
         return [doc async for doc in self.api.all(app_id=app_id)]
 
@@ -613,7 +654,9 @@ class ReloadTaskSource:
             for reload in reloads:
                 error = f"Reload error: {reload.error}" if reload.error else None
                 name = f"reload of app {reload.app_id}"
-                scan.found.append(Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error))
+                scan.found.append(
+                    Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error, ref_kind="reload")
+                )
         count = 0
         for doc in await answering(self._all()):
             count += 1

@@ -7,8 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import end_after_change, rrule_lines, start_after_change, time_zone
-from qlik_tasks_mcp.client.schedule_text import describe_schedule
+from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.client.sharing_tasks import (
     ExecutionDoc,
     RecipientDoc,
@@ -95,8 +94,10 @@ class SharingSchedule(Input):
 
 
 def schedule_line(options: ScheduleOptionsDoc) -> str:
+    """A schedule in a preview: its rules in words (client.schedule.read_schedule), its start and end."""
+    found = read_schedule(recurrence=options.recurrence, zone=options.timezone or None)
     start, end = options.start_date_time or "now", options.end_date_time or "never"
-    return f"{options.recurrence or None} {options.timezone or None} from {start} until {end}"
+    return f"{found.shown if found else 'no recurrence'}, from {start} until {end}"
 
 
 class Chart(Input):
@@ -208,8 +209,10 @@ def schedule_words(doc: SharingTaskDoc) -> str | None:
     """The schedule in words, and "after each app reload" when the task sends then."""
     options = doc.schedule_options
     lines, zone = options.recurrence, options.timezone or None
-    words = describe_schedule(lines, zone, options.start_date_time or None, options.end_date_time or None)
-    parts = [words if lines else "", "after each app reload" if doc.trigger.execute_on_app_reload else ""]
+    found = read_schedule(
+        recurrence=lines, zone=zone, start=options.start_date_time or None, end=options.end_date_time or None
+    )
+    parts = [found.shown if found else "", "after each app reload" if doc.trigger.execute_on_app_reload else ""]
     return "; ".join(p for p in parts if p) or None
 
 

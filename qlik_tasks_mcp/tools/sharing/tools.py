@@ -550,7 +550,9 @@ def patch_schedule(draft: PatchDraft, schedule: SharingSchedule | None) -> None:
     before = draft.current.schedule_options
     new = schedule.to_api(before)
     after = ScheduleOptionsDoc.model_validate(new)
-    if schedule_line(after) == schedule_line(before):
+    # Compared as stored: two rules can read alike in words and still differ.
+    timing = ("recurrence", "timezone", "start_date_time", "end_date_time")
+    if all(getattr(after, key) == getattr(before, key) for key in timing):
         return
     draft.replace("/scheduleOptions", new, f"schedule: {schedule_line(before)} -> {schedule_line(after)}")
     quiet = quiet_start(before, after, draft.current.next_run) or ended_schedule(before, after)

@@ -9,15 +9,27 @@ from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.resource import Listing
-from qlik_tasks_mcp.client.schedule import ExpansionBudget, end_after_change, local_datetime, rrule_lines, time_zone
+from qlik_tasks_mcp.client.schedule import (
+    ExpansionBudget,
+    Schedule,
+    end_after_change,
+    local_and_utc,
+    read_schedule,
+    rrule_lines,
+    start_after_change,
+    time_zone,
+    utc_z,
+)
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
+    CronDoc,
     GraphDoc,
     GraphKind,
     RunDoc,
@@ -45,25 +57,31 @@ from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_n
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Cursor, Limit
 from qlik_tasks_mcp.tools.sources import (
+    OWNER_OFF,
     Budget,
     FailedReload,
     Failure,
     FailureScan,
     Narrow,
     TaskInfo,
+    TaskSource,
     first_error_line,
     first_line,
     gather,
+    owner_off_reason,
     parse_time,
     read_each,
-    run_times,
     scan_now,
-    schedule_line,
     short_time,
+    stale_reports_note,
+    timing,
+    will_not_run,
 )
 
 # A status filter reads at most this many pages to fill one answer.
 MAX_SCAN_PAGES = 5
+# Next runs get_task shows.
+DETAIL_RUNS = 3
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Task id.")]
 RunId = Annotated[str, Field(min_length=1, max_length=128, description="Run id.")]
@@ -91,7 +109,9 @@ class ScheduleIn(Input):
         max_length=10,
         description="RRULE lines (RRULE:FREQ=...); not with interval.",
     )
-    start: str | None = Field(None, max_length=40, description="Local start of a recurrence; default now.")
+    start: str | None = Field(
+        None, max_length=40, description="Local start of a recurrence; default now (update: kept)."
+    )
     time_zone: str | None = Field(None, max_length=64, description="IANA zone; default UTC (update: kept).")
     end: str | None = Field(None, max_length=40, description='Local; default never (update: kept, "" clears).')
 
@@ -103,22 +123,30 @@ class ScheduleIn(Input):
         interval = repeating_interval(self.interval)
         zone = self.time_zone or (current.zone if current else "UTC")
         stored_end = current.end_date_time if current else None
-        end = end_after_change(self.end, stored_end, interval.start, time_zone(zone))
+        end = end_after_change(self.end, stored_end, interval.local_start(zone), time_zone(zone))
         return interval, zone, end
+
+    def v1_fields(self, current: ScheduleDoc) -> dict[str, Any]:
+        """The v1 `schedule` object (a PUT): the interval replaces the timing (cron, recurrence); the zone, the
+        start and the end stay as stored unless given."""
+        interval, zone, end = self.to_api(current)
+        start = start_after_change(self.start, current.start_date_time, None)
+        fields: dict[str, Any] = {"interval": interval.text, "timezone": zone}
+        return fields | ({"startDateTime": start} if start else {}) | ({"endDateTime": end} if end else {})
 
     def schedule_fields(self, current: ScheduleDoc | None = None) -> dict[str, Any]:
         """The Task `schedule` object on the scheduling API: an interval becomes an RRULE from its own start, so
-        both forms are one recurrence with startDateTime; zone and end kept from `current` unless given."""
+        both forms are one recurrence with startDateTime; zone, start and end kept from `current` unless given."""
         if self.interval and self.recurrence:
             raise InvalidInput("give schedule.interval or schedule.recurrence (RRULE lines), not both")
         zone = self.time_zone or (current.zone if current else "UTC")
+        stored_start = current.start_date_time if current else None
         if self.recurrence:
-            lines, start = rrule_lines(self.recurrence), self.start
-            if start:
-                local_datetime(start, "schedule.start")
+            lines = rrule_lines(self.recurrence)
+            start = start_after_change(self.start, stored_start, None)
         elif self.interval:
             interval = repeating_interval(self.interval)
-            lines, start = [interval_rrule(interval)], interval.start
+            lines, start = [interval_rrule(interval)], interval.local_start(zone)
         else:
             raise InvalidInput("give schedule.recurrence (RRULE lines) or schedule.interval")
         stored_end = current.end_date_time if current else None
@@ -147,17 +175,11 @@ def _other_triggers(task: TaskDoc) -> list[str]:
     return parts
 
 
-def trigger_text(task: TaskDoc) -> str | None:
-    """What starts the task, its schedule as the API has it (for a task fetched whole)."""
-    parts = [f"schedule {task.schedule.text}"] if task.schedule else []
-    return "; ".join(parts + _other_triggers(task)) or None
-
-
 def trigger_words(task: TaskDoc) -> str | None:
-    """What starts the task, its schedule in words (for list rows)."""
-    info = WorkflowTaskSource.info(task)
-    words = schedule_line(info) if task.schedule else None
-    return "; ".join(([words] if words else []) + _other_triggers(task)) or None
+    """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers."""
+    schedule = task_schedule(task)
+    words = [schedule.shown] if schedule is not None else []
+    return "; ".join(words + _other_triggers(task)) or None
 
 
 # Fields of task and run rows that hold tenant text besides the fenced names.
@@ -184,6 +206,15 @@ def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
     }
 
 
+def _owner_off(task: TaskDoc, names: RowNames | None) -> str | None:
+    """Why a scheduled, enabled task will not run though the tenant still shows it enabled: its owner, by the
+    tenant's own status for that user, is disabled or deleted."""
+    user = names.users.get(task.metadata.owner_id or "") if names else None
+    if task.schedule is None or not task.enabled or user is None or user.status not in OWNER_OFF:
+        return None
+    return owner_off_reason(user.status)
+
+
 class TaskRow(Compact):
     id: str
     name: str
@@ -193,6 +224,7 @@ class TaskRow(Compact):
     partial: bool | None = None
     trigger: str | None = None
     next_run: str | None = Field(None, description="UTC, worked out from the schedule.")
+    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     disabled_code: str | None = None
     owner_id: str | None = None
     owner: str | None = None
@@ -200,16 +232,19 @@ class TaskRow(Compact):
     last_status: str | None = None
 
     @classmethod
-    def listed(cls, task: TaskDoc, names: RowNames, next_run: str | None) -> "TaskRow":
+    def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
         return cls(
             **_task_fields(task, names),
             trigger=trigger_words(task),
-            next_run=next_run,
+            next_run=runs.first.get(task.id),
+            will_not_run=runs.why_not.get(task.id) or _owner_off(task, names),
             updated_at=short_time(task.metadata.updated_at),
         )
 
 
 class TaskDetail(TaskRow):
+    next_runs: list[str] = Field(default_factory=list, description="Local time in the schedule's zone = UTC.")
+    schedule_note: str | None = None
     description: str | None = None
     created_at: str | None = None
     created_by: str | None = None
@@ -217,11 +252,16 @@ class TaskDetail(TaskRow):
     workflow: dict[str, Any] = Field(default_factory=dict, description="start, events, states as the API has them.")
 
     @classmethod
-    def of(cls, task: TaskDoc, names: RowNames | None = None) -> "TaskDetail":
+    def of(cls, task: TaskDoc, names: RowNames | None = None, runs: "NextRuns | None" = None) -> "TaskDetail":
         creator = task.metadata.created_by
+        schedule = task_schedule(task)
         return cls(
             **_task_fields(task, names),
-            trigger=trigger_text(task),
+            trigger=trigger_words(task),
+            next_run=runs.first.get(task.id) if runs else None,
+            next_runs=runs.shown.get(task.id, []) if runs else [],
+            will_not_run=(runs.why_not.get(task.id) if runs else None) or _owner_off(task, names),
+            schedule_note=schedule.note if schedule else None,
             updated_at=task.metadata.updated_at,
             description=task.description or None,
             created_at=task.metadata.created_at,
@@ -249,19 +289,39 @@ async def task_names(names: Names, tasks: list[TaskDoc]) -> RowNames:
     return await row_names(names, [t.app_id for t in tasks], users)
 
 
-async def next_runs(tasks: list[TaskDoc]) -> dict[str, str]:
-    """The next run (short UTC) of each enabled scheduled task, all within one expansion budget; a schedule
-    that cannot be worked out in time, or at all, has none."""
-    now, expansion = datetime.now(UTC), ExpansionBudget()
-    found: dict[str, str] = {}
-    for task in tasks:
-        try:
-            runs = await run_times(WorkflowTaskSource.info(task), count=1, now=now, budget=expansion)
-        except (InvalidInput, ValueError):
-            continue
-        if runs:
-            found[task.id] = runs[0].astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
-    return found
+@dataclass
+class NextRuns:
+    """Tasks' next runs: the first (short UTC) of each, all of them shown, and why a scheduled one will not run."""
+
+    first: dict[str, str] = dc_field(default_factory=dict)
+    shown: dict[str, list[str]] = dc_field(default_factory=dict)
+    why_not: dict[str, str] = dc_field(default_factory=dict)
+
+
+async def next_runs(tasks: list[TaskDoc], count: int = 1) -> NextRuns:
+    """The next runs of each scheduled task, all within one expansion budget and in one trip off the event loop; a
+    schedule whose runs cannot be worked out in time has none, and says so."""
+    now, budget = datetime.now(UTC), ExpansionBudget()
+
+    def work() -> NextRuns:
+        found = NextRuns()
+        for task in tasks:
+            info = WorkflowTaskSource.info(task)
+            schedule = timing(info)
+            try:
+                runs = schedule.next_runs(now, count, budget=budget) if schedule and info.enabled else []
+            except InvalidInput as exc:
+                found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
+                continue
+            if runs:
+                found.first[task.id] = short_time(utc_z(runs[0])) or ""
+                found.shown[task.id] = [local_and_utc(run) for run in runs]
+            reason = will_not_run(info, runs, now=now)
+            if reason:
+                found.why_not[task.id] = reason
+        return found
+
+    return await anyio.to_thread.run_sync(work)
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -359,7 +419,7 @@ async def describe(names: Names, task: TaskDoc) -> str:
     app = f" reloading {await names.describe_app(targets[0][0])}" if targets else ""
     owner_id = task.metadata.owner_id
     owner = f", owner {await names.describe_user(owner_id)}" if owner_id else ""
-    return f"task {quoted(task.name, 300)} ({task.id}){app}{owner}, {trigger_text(task) or 'no trigger'}"
+    return f"task {quoted(task.name, 300)} ({task.id}){app}{owner}, {trigger_words(task) or 'no trigger'}"
 
 
 ENABLED_NOTE = "enabled was sent explicitly: Qlik creates tasks disabled unless told otherwise."
@@ -367,14 +427,16 @@ ENABLED_NOTE = "enabled was sent explicitly: Qlik creates tasks disabled unless 
 
 @dataclass(frozen=True)
 class Tasks:
-    """What the tasks tools work with: the tasks API and the one name lookup."""
+    """What the tasks tools work with: the tasks API, the one name lookup, and the served families' task sources
+    (made on first use), which previews read to say whose reports would go stale."""
 
     api: TasksApi
     names: Names
+    sources: Callable[[], dict[str, TaskSource]] = dict
 
 
 def service(clients: Deps) -> Tasks:
-    return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names)
+    return Tasks(TasksApi(clients.qlik, clients.tasks_api), clients.names, lambda: clients.sources)
 
 
 TaskSort = Literal[
@@ -446,7 +508,7 @@ async def list_tasks(
     names, runs = await task_names(tasks.names, rows), await next_runs(rows)
     note = " ".join(n for n in (note, page.cut_note, NAMES_NOTE if rows else None) if n) or None
     return TaskPage(
-        tasks=[TaskRow.listed(t, names, runs.get(t.id)) for t in rows],
+        tasks=[TaskRow.listed(t, names, runs) for t in rows],
         next_cursor=page.next_cursor,
         names=_names(rows),
         note=note,
@@ -455,9 +517,12 @@ async def list_tasks(
 
 @read("Get task")
 async def get_task(tasks: Tasks, task_id: TaskId) -> TaskResult:
-    """One task: trigger (schedule, task it follows, dataset update), target app, owner, workflow."""
+    """One task: trigger (schedule in words, task it follows, dataset update), next runs, target app, owner,
+    workflow."""
     task = await tasks.api.get(task_id)
-    return TaskResult(task=TaskDetail.of(task, await task_names(tasks.names, [task])), note=DETAIL_NAMES_NOTE)
+    runs = await next_runs([task], count=DETAIL_RUNS)
+    detail = TaskDetail.of(task, await task_names(tasks.names, [task]), runs)
+    return TaskResult(task=detail, note=DETAIL_NAMES_NOTE)
 
 
 def _creator_body(name: str, enabled: bool, description: str | None) -> dict[str, Any]:
@@ -611,19 +676,20 @@ def _schedule_change(current: TaskDoc, schedule: ScheduleIn, scheduling: bool) -
         raise InvalidInput(
             "this task starts when another task finishes, not on a schedule; pass workflow to redefine it"
         )
-    if scheduling:
-        return schedule.schedule_fields(stored)
-    interval, zone, end = schedule.to_api(stored)
-    # The interval replaces the timing (cron, recurrence, start); zone and end stay unless given.
-    return {"interval": interval.text, "timezone": zone} | ({"endDateTime": end} if end else {})
+    return schedule.schedule_fields(stored) if scheduling else schedule.v1_fields(stored)
 
 
-def _schedule_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [
-        f"schedule {key}: {old.get(key) or '(none)'} -> {new.get(key) or '(none)'}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+def _schedule_lines(current: TaskDoc, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A schedule change in words: the timing as a person reads it, and the start and end when they change."""
+    created = current.metadata.created_at
+    before, after = (schedule_of(ScheduleDoc.model_validate(doc), created) for doc in (old, new))
+    words_before = before.shown if before else "(none)"
+    words_after = after.shown if after else "(none)"
+    lines = [f"schedule: {words_before} -> {words_after}"] if words_before != words_after else []
+    for key, label in (("startDateTime", "start"), ("endDateTime", "end")):
+        if old.get(key) != new.get(key):
+            lines.append(f"schedule {label}: {old.get(key) or '(none)'} -> {new.get(key) or '(none)'}")
+    return lines or ["schedule: the same runs, stored anew"]
 
 
 async def _downstream(api: TasksApi, task_id: str) -> str | None:
@@ -637,6 +703,12 @@ async def _downstream(api: TasksApi, task_id: str) -> str | None:
     shown = ", ".join(f"{v.task_id} ({quoted(v.task.name, 60) if v.task else '?'})" for v in below[:20])
     more = f" and {len(below) - 20} more" if len(below) > 20 else ""
     return f"Downstream: {len(below)} task(s) run after this one: {shown}{more}."
+
+
+async def _stale(tasks: Tasks, current: TaskDoc, *, deleting: bool) -> str | None:
+    if not current.enabled and not deleting:
+        return None
+    return await stale_reports_note(tasks.sources(), current.app_id, ("task", current.id), deleting=deleting)
 
 
 async def plan_update(
@@ -670,7 +742,7 @@ async def plan_update(
         if new != old:
             after["start"] = {**(current.start.wire() if current.start else {}), "schedule": new}
             ops.append({"op": "replace", "path": "/start/schedule", "value": new})
-            changes += _schedule_lines(old, new)
+            changes += _schedule_lines(current, old, new)
     if workflow:
         changes = [f"{key}: replaced" for key in WRITABLE if before.get(key) != after.get(key)]
     if not changes:
@@ -678,6 +750,7 @@ async def plan_update(
     notes = await _owner_notes(tasks.names, current, scheduling)
     if enabled is False:
         notes += [n for n in [await _downstream(api, task_id)] if n]
+        notes += [n for n in [await _stale(tasks, current, deleting=False)] if n]
     return UpdatePlan(
         action=f"Update {await describe(tasks.names, current)}",
         changes=changes,
@@ -716,6 +789,7 @@ async def plan_delete(tasks: Tasks, task_id: str) -> Plan:
     current = await tasks.api.get(task_id)
     notes = ["This cannot be undone. Tasks chained after this one are no longer started by it."]
     notes += [n for n in [await _downstream(tasks.api, task_id)] if n]
+    notes += [n for n in [await _stale(tasks, current, deleting=True)] if n]
     return Plan(
         action=f"Delete {await describe(tasks.names, current)}",
         changes=["the task and its trigger are removed"],
@@ -733,6 +807,7 @@ async def delete_task(tasks: Tasks, plan: Plan, task_id: TaskId) -> Deleted:
 
 class Dependency(Compact):
     id: str
+    side: Literal["upstream", "downstream"] = Field(description="upstream: leads to this task; downstream: after it.")
     name: str | None = None
     enabled: bool | None = None
     last_status: str | None = None
@@ -750,9 +825,13 @@ class Dependencies(Compact):
     note: str | None = None
 
 
-def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames) -> Dependency:
+DOWN = ("children", "descendants")
+
+
+def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames, down: bool) -> Dependency:
     return Dependency(
         id=task_id,
+        side="downstream" if down else "upstream",
         name=one_line(task.name, 100) if task else None,
         enabled=task.enabled if task else None,
         last_status=task.last_status if task else None,
@@ -762,26 +841,30 @@ def _dependency(task_id: str, depth: Any, task: TaskDoc | None, names: RowNames)
     )
 
 
-def _dependencies(task_id: str, direction: str, graph: GraphDoc, labels: RowNames) -> Dependencies:
-    others = [v for v in graph.vertices if v.task_id != task_id]
-    rows = [_dependency(v.task_id, v.attrs.get("depth"), v.task, labels) for v in others]
+def _side_note(rows: list[Dependency], down: bool) -> str:
+    if down:
+        if not rows:
+            return "Nothing runs after this task."
+        return f"{len(rows)} task(s) run after this one; disabling or deleting it stops them being started by it."
+    return f"{len(rows)} task(s) lead to this one." if rows else "No task starts this one."
+
+
+def _dependencies(task_id: str, direction: str, graphs: dict[str, GraphDoc], labels: RowNames) -> Dependencies:
+    rows: list[Dependency] = []
+    notes: list[str] = []
+    edges: list[str] = []
+    for kind, graph in graphs.items():
+        down = kind in DOWN
+        side = [_dependency(v.task_id, v.attrs.get("depth"), v.task, labels, down) for v in graph.vertices]
+        side = [row for row in side if row.id != task_id]
+        rows += side
+        notes.append(_side_note(side, down))
+        edges += [f"{e.source} -> {e.target}" for e in graph.edges if f"{e.source} -> {e.target}" not in edges]
     names = untrusted_fields([(r.id, r.name) for r in rows], "task names") if rows else None
-    down = direction in ("children", "descendants")
-    if not rows:
-        note = "Nothing runs after this task." if down else "No task starts this one."
-    elif down:
-        note = f"{len(rows)} task(s) run after this one; disabling or deleting it stops them being started by it."
-    else:
-        note = f"{len(rows)} task(s) lead to this one."
     if rows:
-        note += " " + tenant_text_note(["name", "app"])
+        notes.append(tenant_text_note(["name", "app"]))
     return Dependencies(
-        task_id=task_id,
-        direction=direction,
-        tasks=rows,
-        edges=[f"{e.source} -> {e.target}" for e in graph.edges],
-        names=names,
-        note=note,
+        task_id=task_id, direction=direction, tasks=rows, edges=edges, names=names, note=" ".join(notes)
     )
 
 
@@ -789,13 +872,17 @@ def _dependencies(task_id: str, direction: str, graph: GraphDoc, labels: RowName
 async def get_task_dependencies(
     tasks: Tasks,
     task_id: TaskId,
-    direction: Annotated[GraphKind, Field(description="children/descendants: what runs after it.")] = "descendants",
+    direction: Annotated[
+        GraphKind | Literal["both"],
+        Field(description="both: what leads to it (ancestors) and what runs after it (descendants)."),
+    ] = "both",
     level: Annotated[int | None, Field(ge=1, le=20, description="Depth limit (ancestors/descendants).")] = None,
 ) -> Dependencies:
-    """Tasks before or after a task in its chain: names, enabled, last status (scheduling API)."""
-    graph = await tasks.api.graph(task_id, direction, level=level)
-    apps = [v.task.app_id for v in graph.vertices if v.task and v.task_id != task_id]
-    return _dependencies(task_id, direction, graph, await row_names(tasks.names, apps, []))
+    """Tasks before and after a task in its chains: names, enabled, last status (scheduling API)."""
+    kinds: list[GraphKind] = ["ancestors", "descendants"] if direction == "both" else [direction]
+    graphs = {kind: await tasks.api.graph(task_id, kind, level=level) for kind in kinds}
+    apps = [v.task.app_id for g in graphs.values() for v in g.vertices if v.task and v.task_id != task_id]
+    return _dependencies(task_id, direction, graphs, await row_names(tasks.names, apps, []))
 
 
 def _say(run: RunDoc | None) -> str:
@@ -931,65 +1018,21 @@ async def get_task_run_log(
     return sink.result(task_id, run_id)
 
 
-def _local(value: str | None, zone: str) -> str | None:
-    """A schedule bound as wall-clock time in `zone` (one with an offset, as Qlik's examples have, is converted)."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(time_zone(zone)).replace(tzinfo=None)
-    return parsed.isoformat(timespec="seconds")
+def task_schedule(task: TaskDoc) -> Schedule | None:
+    """The task's start schedule read whole, whatever its form (client.schedule.read_schedule)."""
+    return schedule_of(task.schedule, task.metadata.created_at) if task.schedule else None
 
 
-def _timing(schedule: ScheduleDoc | None) -> dict[str, Any]:
-    """TaskInfo's schedule fields: a recurrence as it is, an interval expanded as an RRULE from its own start, a
-    cron named (in words by the ops tools where its fields are simple)."""
-    if schedule is None:
-        return {}
-    zone = schedule.zone
-    end = _local(schedule.end_date_time, zone)
-    if schedule.recurrence_lines:
-        start = _local(schedule.start_date_time, zone)
-        return {"recurrence": schedule.recurrence_lines, "start": start, "end": end, "time_zone": zone}
-    if schedule.interval is not None:
-        try:
-            interval = repeating_interval(schedule.interval)
-            expanded: dict[str, Any] = {"recurrence": [interval_rrule(interval)], "start": interval.start}
-        except InvalidInput:
-            expanded = {}
-        return expanded | {"schedule_text": schedule.interval, "time_zone": zone, "end": end}
-    if schedule.cron_expression:
-        return {"schedule_text": cron_text(schedule.cron_expression), "time_zone": zone}
-    return {}
-
-
-_CRON_DAYS = {"0": "Sun", "1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun"}
-
-
-def cron_text(expression: str) -> str:
-    """A five-field cron in words where its fields are plain numbers, lists or `*`; else named as it is."""
-    fields = expression.split()
-    plain = len(fields) == 5 and all(f == "*" or f.replace(",", "").isdigit() for f in fields)
-    if not plain:
-        return f"cron {expression}"
-    minute, hour, day, month, weekday = fields
-    if minute == "*" or hour == "*":
-        return f"cron {expression}"
-    times = ", ".join(f"{int(h):02d}:{int(m):02d}" for h in hour.split(",") for m in minute.split(","))
-    words = [f"at {times}"]
-    if weekday != "*":
-        words.append("on " + ", ".join(_CRON_DAYS.get(d, d) for d in weekday.split(",")))
-    if day != "*":
-        words.append(f"on day {day} of the month")
-    if month != "*":
-        words.append(f"in month {month}")
-    return (
-        f"every day {' '.join(words)} (cron {expression})"
-        if day == month == weekday == "*"
-        else (f"{' '.join(words)} (cron {expression})")
+def schedule_of(schedule: ScheduleDoc, created: str | None) -> Schedule | None:
+    cron = schedule.cron
+    return read_schedule(
+        recurrence=schedule.recurrence,
+        interval=None if schedule.recurrence else schedule.interval,
+        cron_expression=None if schedule.recurrence or schedule.interval else schedule.cron_expression,
+        zone=schedule.timezone,
+        start=schedule.start_date_time,
+        end=(cron.valid_until if isinstance(cron, CronDoc) else None) or schedule.end_date_time,
+        created=created,
     )
 
 
@@ -1024,7 +1067,7 @@ class WorkflowTaskSource:
             after=[(t.task_id, t.status) for t in task.triggers],
             owner_before_put=task.metadata.owner_id or "unknown",
             owner_id=task.metadata.owner_id or None,
-            **_timing(task.schedule),
+            schedule=task_schedule(task),
         )
 
     async def get(self, task_id: str) -> TaskInfo:
@@ -1110,8 +1153,11 @@ class WorkflowTaskSource:
         scheduling = (await self.api.endpoint()).scheduling
         failing = await self._last_failed(scan) if scheduling else {}
         runs = _RunFailures(scan)
-        for task_id, reloads in scan.reloads.claim("tasks").items():
-            runs.from_reloads(task_id, failing.get(task_id), reloads)
+        claimed = scan.reloads.claim("tasks")
+        named = await self._starters(scan, [t for t in claimed if t not in failing])
+        for task_id, reloads in claimed.items():
+            task = failing.get(task_id) or named.get(task_id)
+            runs.from_reloads(task_id, task, reloads, gone=task_id in named and named[task_id] is None)
         for task in failing.values():
             if task.id not in runs.tasks and scan.spend(f"runs of task {task.id}"):
                 page = await self.api.runs(task.id, sort="-startedAt", limit=100)
@@ -1123,6 +1169,23 @@ class WorkflowTaskSource:
         scan.checked["task"] = len(failing) if scheduling else len(runs.tasks)
         scan.checked["task runs from reloads"] = runs.from_reload_count
         scan.checked["task apps"] = len(apps)
+
+    async def _starters(self, scan: FailureScan, task_ids: list[str]) -> dict[str, TaskDoc | None]:
+        """The tasks that started failed reloads, read by id within the scan's budget, so a failure is named after
+        its task; None for an id the tenant answers 404 for (no task of that id visible to this key)."""
+        found: dict[str, TaskDoc | None] = {}
+
+        async def one(task_id: str) -> None:
+            if not scan.spend(f"name of task {task_id}"):
+                return
+            try:
+                found[task_id] = await self.api.get(task_id)
+            except ApiError as exc:
+                if exc.status == 404:
+                    found[task_id] = None
+
+        await gather(task_ids, one)
+        return found
 
     async def _last_failed(self, scan: FailureScan) -> dict[str, TaskDoc]:
         """Tasks whose last run failed in the window: `lastStatus eq "FAILED"` sorted by their last run's end,
@@ -1174,20 +1237,24 @@ class _RunFailures:
     # Tasks whose failed runs were counted from their reloads: their runs are not counted again.
     by_reloads: set[str] = dc_field(default_factory=set)
 
-    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload]) -> None:
+    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload], gone: bool = False) -> None:
+        """The failed reloads a task started (the reloads name it); `gone`: the tenant answered 404 for its id."""
         self.tasks.add(task_id)
         self.by_reloads.add(task_id)
+        why = "no task of this id is visible to this key" if gone else "its name was not read"
+        label = task.name if task else f"task {task_id} ({why})"
         for reload in sorted(reloads, key=lambda r: r.at or "", reverse=True):
             self.from_reload_count += 1
             self.found.append(
                 Failure(
                     "task",
                     task_id,
-                    task.name if task else f"task {task_id}",
+                    label,
                     reload.app_id,
                     reload.at,
                     ref=reload.id,
                     error=f"Reload error: {reload.error}" if reload.error else None,
+                    ref_kind="reload",
                 )
             )
 
@@ -1230,6 +1297,7 @@ def _failure(app_id: str | None, run: RunDoc, error: str | None) -> Failure:
         at=run.ended_at or run.started_at,
         ref=run.id or None,
         error=error,
+        ref_kind="run" if run.id else None,
     )
 
 
