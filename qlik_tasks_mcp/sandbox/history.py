@@ -13,7 +13,6 @@ by task id and reason, so tests find the cases by what they are. Deterministic f
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from qlik_tasks_mcp.sandbox import reload_tasks, reloads, sharing_tasks
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
 from qlik_tasks_mcp.sandbox.core import Sandbox
 from qlik_tasks_mcp.sandbox.schedule import next_occurrence, wall_clock, zone_of
+from qlik_tasks_mcp.sandbox.schedule import task_runs as schedule_task_runs
 from qlik_tasks_mcp.sandbox.workflow import schedule_of
 
 TABLE = "history"
@@ -33,7 +33,6 @@ LATE = timedelta(minutes=45)
 # The cases are runs due within the last 23 hours and at least this long ago, so a day's window holds them whole.
 SETTLED = timedelta(hours=1)
 MAX_RUNS = 2000
-_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 
 
 @dataclass
@@ -57,60 +56,6 @@ def cases(sandbox: Sandbox) -> Cases:
 # When a schedule runs -----------------------------------------------------------------------------------
 
 
-def _interval_runs(text: str, zone: ZoneInfo, since: datetime, until: datetime) -> list[datetime]:
-    """Runs of an ISO 8601 repeating interval R[n]/<local start>/<duration>, in wall-clock time."""
-    parts = text.split("/")
-    match = _DURATION.match(parts[2]) if len(parts) == 3 else None
-    start = wall_clock(parts[1], zone) if len(parts) == 3 else None
-    if match is None or start is None:
-        return []
-    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    step = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if step <= timedelta(0):
-        return []
-    count = int(parts[0][1:]) if parts[0][1:].isdigit() else None
-    first = max(0, int((since.astimezone(zone).replace(tzinfo=None) - start) / step))
-    runs = []
-    for k in range(first, first + MAX_RUNS):
-        if count is not None and k >= count:
-            break
-        at = (start + k * step).replace(tzinfo=zone)
-        if at > until:
-            break
-        if at > since:
-            runs.append(at)
-    return runs
-
-
-def _cron_field(text: str, low: int, high: int) -> set[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, every = part.partition("/")
-        first, last = (low, high) if body == "*" else (int(body.split("-")[0]), int(body.split("-")[-1]))
-        values |= set(range(first, last + 1, int(every or 1)))
-    return values
-
-
-def _cron_runs(expression: str, zone: ZoneInfo, since: datetime, until: datetime) -> list[datetime]:
-    fields = expression.split()
-    if len(fields) != 5:
-        return []
-    minutes, hours = _cron_field(fields[0], 0, 59), _cron_field(fields[1], 0, 23)
-    days, months = _cron_field(fields[2], 1, 31), _cron_field(fields[3], 1, 12)
-    weekdays = {d % 7 for d in _cron_field(fields[4], 0, 7)}
-    runs = []
-    day = since.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-    while day.replace(tzinfo=zone) <= until:
-        if day.day in days and day.month in months and (day.isoweekday() % 7) in weekdays:
-            for hour in sorted(hours):
-                for minute in sorted(minutes):
-                    at = day.replace(hour=hour, minute=minute, tzinfo=zone)
-                    if since < at <= until:
-                        runs.append(at)
-        day += timedelta(days=1)
-    return runs
-
-
 def _rule_runs(
     lines: list[str], zone: ZoneInfo, start: datetime | None, end: datetime | None, since: datetime, until: datetime
 ) -> list[datetime]:
@@ -126,37 +71,18 @@ def _rule_runs(
     return runs
 
 
-def _dtstart(lines: list[str], zone: ZoneInfo) -> datetime | None:
-    for line in lines:
-        if line.upper().startswith("DTSTART"):
-            value = line.rsplit(":", 1)[-1].strip()
-            try:
-                return datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
-            except ValueError:
-                return None
-    return None
-
-
 def task_runs(task: dict[str, Any], since: datetime, until: datetime) -> list[datetime]:
-    """When a task's time schedule (recurrence, repeating interval or cron) runs in (since, until]."""
-    schedule = schedule_of(task)
-    if isinstance(schedule, str):
-        return _interval_runs(schedule, ZoneInfo("UTC"), since, until)
-    if not isinstance(schedule, dict):
-        return []
-    zone = zone_of(schedule.get("timezone") or "UTC")
-    if zone is None:
-        return []
-    if isinstance(schedule.get("interval"), str):
-        return _interval_runs(schedule["interval"], zone, since, until)
-    if isinstance(schedule.get("cronExpression"), str):
-        return _cron_runs(schedule["cronExpression"], zone, since, until)
-    recurrence = schedule.get("recurrence")
-    lines = recurrence.splitlines() if isinstance(recurrence, str) else list(recurrence or [])
-    if not lines:
-        return []
-    start = _dtstart(lines, zone) or wall_clock(schedule.get("startDateTime"), zone)
-    return _rule_runs(lines, zone, start, wall_clock(schedule.get("endDateTime"), zone), since, until)
+    """When a task's time schedule (recurrence, repeating interval or cron) runs in (since, until], read by the
+    sandbox's one schedule reader (sandbox/schedule.py) from the task's creation."""
+    created = _parsed(task.get("createdAt")) or since
+    return schedule_task_runs(schedule_of(task), created, after=since, before=until, limit=MAX_RUNS)
+
+
+def _parsed(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 def reload_task_runs(task: dict[str, Any], since: datetime, until: datetime) -> list[datetime]:

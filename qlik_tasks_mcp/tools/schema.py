@@ -74,7 +74,23 @@ def _slimmed(schema: Any, tool_words: frozenset[str]) -> Any:
             out[key] = {name: _property(name, sub, key, tool_words) for name, sub in value.items()}
         else:
             out[key] = _slimmed(value, tool_words)
-    return _without_null_arm(out)
+    return _merged_enums(_without_null_arm(out))
+
+
+def _merged_enums(schema: dict[str, Any]) -> dict[str, Any]:
+    """A `const` said as a one-value `enum`, and `anyOf` arms that are all enums of one type said as one enum
+    (`Literal[...] | Literal["both"]`): Gemini's function declarations know neither `const` nor such arms."""
+    if "const" in schema:
+        value = schema.pop("const")
+        schema = {"type": _value_type(value), **schema, "enum": [value]}
+    arms = schema.get("anyOf")
+    if isinstance(arms, list) and arms and all(isinstance(a, dict) and set(a) <= {"enum", "type"} for a in arms):
+        kinds = {a.get("type") for a in arms}
+        if len(kinds) == 1 and all("enum" in a for a in arms):
+            values = list(dict.fromkeys(v for a in arms for v in a["enum"]))
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            schema = {"type": kinds.pop(), "enum": values, **rest}
+    return schema
 
 
 def _noise(key: str, value: Any) -> bool:

@@ -34,6 +34,7 @@ from qlik_tasks_mcp.tools.sources import (
     runs_reader,
     scan_now,
     short_time,
+    timing,
 )
 
 MISSED_REQUESTS = 400
@@ -75,6 +76,11 @@ class _Joined:
     quota: list[datetime] = field(default_factory=list)
     late: list[tuple[datetime, int]] = field(default_factory=list)
     twice: list[datetime] = field(default_factory=list)
+
+
+def _timed(info: TaskInfo) -> bool:
+    schedule = timing(info)
+    return schedule is not None and schedule.readable
 
 
 def _join(due: list[datetime], runs: list[tuple[datetime, str]], tolerance: timedelta) -> _Joined:
@@ -259,8 +265,9 @@ async def find_missed_runs(
     with _spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, budget, notes)
     listing_cut = bool(budget.skipped)
-    # A task being deleted (a sharing task's statusCode DELETING) no longer runs.
-    scheduled = [i for i in infos if i.recurrence and i.time_zone and i.state.upper() != "DELETING"]
+    # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a sharing
+    # task's statusCode DELETING) no longer runs.
+    scheduled = [i for i in infos if _timed(i) and i.state.upper() != "DELETING"]
     runs = await _reloads_by_task(sources, scheduled, by_reloads, since, app_id, budget, notes)
     runs |= await _runs_by_task(scheduled, by_runs, since, budget)
     with_tasks = {i.app_id for i in infos if i.kind == "task" and i.app_id}
