@@ -46,6 +46,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator
 
 from qlik_tasks_mcp.client.store import MemoryStore, Store, StoreUnavailable
 from qlik_tasks_mcp.tools.approval import Approvals, Pending, Preview
+from qlik_tasks_mcp.tools.audit import signed_in_person
 from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.model import Compact
 
@@ -167,6 +168,17 @@ class Plan:
     needs_consent: bool = True
     # What the action needs that the plan computed (a PUT body, the resolved targets): it acts on exactly that.
     payload: Any = None
+
+
+def as_person(plan: Plan) -> Plan:
+    """The plan, saying whose rights it acts with when a person signed in (QLIK_MCP_AUTH=oauth)."""
+    person = signed_in_person()
+    if person is not None:
+        plan.notes.append(
+            f"Done as {person['name']} (user {person['id']}), signed in to the tenant: their rights apply, and "
+            "what the tenant records as changed by the caller names them."
+        )
+    return plan
 
 
 class Gated(Compact, Generic[R]):
