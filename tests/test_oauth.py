@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,7 @@ from qlik_tasks_mcp.sandbox.tasks import tables
 from qlik_tasks_mcp.server.transport import http_app
 from tests.conftest import Harness, data, error_text, make_harness
 from tests.http_server import free_port, serving
+from tests.redis_server import running_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -66,14 +68,16 @@ class HttpBrowser:
     """Follows the authorization URL as a browser would and clicks `person`; the redirect to the MCP client's
     callback is where it stops (the code and state are in it)."""
 
-    def __init__(self, person: str) -> None:
+    def __init__(self, person: str, ports: list[int] | None = None) -> None:
         self.person = person
         self.landed: list[str] = []
         self.visits = 0
+        # Replicas behind one address: each page load goes to the next one.
+        self.transport = Alternating(ports) if ports else None
 
     async def open(self, url: str) -> None:
         self.visits += 1
-        async with httpx.AsyncClient() as web:
+        async with httpx.AsyncClient(transport=self.transport) as web:
             answer = await web.get(url)
             while answer.status_code in (302, 303, 307) and not answer.headers["location"].startswith(REDIRECT):
                 answer = await web.get(answer.url.join(answer.headers["location"]))
@@ -89,7 +93,28 @@ class HttpBrowser:
         return AuthorizationCodeResult(code=query["code"][0], state=query.get("state", [None])[0])
 
 
-def signed_in_client(url: str, opener: Callable[[str], Awaitable[None]], back: Any, storage: Memory) -> Client:
+class Alternating(httpx.AsyncBaseTransport):
+    """A load balancer for the browser: each request goes to the next replica in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.inner = httpx.AsyncHTTPTransport()
+        self.sent: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        port = self.ports[len(self.sent) % len(self.ports)]
+        self.sent.append(port)
+        request.url = request.url.copy_with(port=port)
+        return await self.inner.handle_async_request(request)
+
+
+def signed_in_client(
+    url: str,
+    opener: Callable[[str], Awaitable[None]],
+    back: Any,
+    storage: Memory,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> Client:
     provider = OAuthClientProvider(
         server_url=url,
         client_metadata=OAuthClientMetadata.model_validate(
@@ -103,7 +128,8 @@ def signed_in_client(url: str, opener: Callable[[str], Awaitable[None]], back: A
         redirect_handler=opener,
         callback_handler=back,
     )
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(auth=provider, timeout=30)))
+    http = httpx2.AsyncClient(auth=provider, timeout=30, transport=transport)
+    return Client(streamable_http_client(url, http_client=http))
 
 
 def as_person(url: str, person: str) -> tuple[Client, HttpBrowser, Memory]:
@@ -113,9 +139,12 @@ def as_person(url: str, person: str) -> tuple[Client, HttpBrowser, Memory]:
 
 @asynccontextmanager
 async def oauth_servers(count: int = 1, **extra: Any) -> AsyncIterator[tuple[list[Harness], list[str]]]:
-    """`count` replicas in oauth mode over one sandbox tenant, each served over loopback HTTP."""
+    """`count` replicas in oauth mode over one sandbox tenant, each served over loopback HTTP; more than one share
+    the first one's address as their public URL, as replicas behind a load balancer do."""
     ports = [free_port() for _ in range(count)]
     harnesses: list[Harness] = []
+    if count > 1:
+        extra |= {"public_url": f"http://127.0.0.1:{ports[0]}", "stateless": True}
     for port in ports:
         shared = {"share_with": harnesses[0]} if harnesses else {}
         harnesses.append(make_harness(transport="http", auth="oauth", port=port, **shared, **extra))
@@ -128,6 +157,7 @@ async def oauth_servers(count: int = 1, **extra: Any) -> AsyncIterator[tuple[lis
         finally:
             for harness in harnesses:
                 await harness.backend.aclose()
+    assert not harnesses[0].recorder.problems, "\n".join(harnesses[0].recorder.problems)
 
 
 def user_id(h: Harness, name: str) -> str:
@@ -334,3 +364,38 @@ def test_oauth_needs_no_api_key_and_serves_off_loopback_without_a_shared_token()
     settings.check_tenant()
     settings.check_http()
     assert settings.base_url() == "https://mcp.example.com"
+
+
+async def test_two_replicas_with_redis_serve_the_same_signed_in_session(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as redis:
+        async with oauth_servers(2, redis_url=redis.url) as ([one, two], [url, _]):
+            ports = [one.settings.port, two.settings.port]
+            browser, storage = HttpBrowser("Ben Builder", ports), Memory()
+            balancer = Balancer(ports)
+            ben = signed_in_client(url, browser.open, browser.returned, storage, balancer)
+            task = visible_task(one, "Ben Builder")
+            async with ben:
+                done = await update(ben, task["id"], "changed across replicas")
+    assert browser.visits == 1 and set(browser.transport.sent if browser.transport else []) == set(ports)
+    # Every step (registration, token, the calls) went to both replicas, and the sign-in held on each.
+    assert {port for port, _ in balancer.sent} == set(ports) and done["done"]["status"] == "done"
+    assert tables(one.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == user_id(one, "Ben Builder")
+    assert any(line.get("person", {}).get("name") == "Ben Builder" for h in (one, two) for line in audit_lines(h))
+
+
+class Balancer(httpx2.AsyncBaseTransport):
+    """The MCP client's load balancer: each request to the next replica."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.inner = httpx2.AsyncHTTPTransport()
+        self.sent: list[tuple[int, str]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = self.ports[len(self.sent) % len(self.ports)]
+        self.sent.append((port, request.url.path))
+        request.url = request.url.copy_with(port=port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
