@@ -114,13 +114,15 @@ def signed_in_client(
     back: Any,
     storage: Memory,
     transport: httpx2.AsyncBaseTransport | None = None,
+    *,
+    redirect_uri: str = REDIRECT,
 ) -> Client:
     provider = OAuthClientProvider(
         server_url=url,
         client_metadata=OAuthClientMetadata.model_validate(
             {
                 "client_name": "test client",
-                "redirect_uris": [REDIRECT],
+                "redirect_uris": [redirect_uri],
                 "grant_types": ["authorization_code", "refresh_token"],
             }
         ),
