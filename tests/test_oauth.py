@@ -401,3 +401,61 @@ class Balancer(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def browser_signed_in(web: httpx.AsyncClient, url: str, person: str) -> httpx.Response:
+    """Open `url`; on the tenant's sign-in page click `person`; the page the browser lands on after."""
+    answer = await web.get(url)
+    assert "Sign in to the sandbox tenant" in answer.text, answer.text
+    return await web.post(str(answer.url), data=sign_in_form(answer.text, person))
+
+
+async def test_in_human_mode_only_the_person_who_asked_may_approve() -> None:
+    async with oauth_servers(approval="human") as ([h], [url]):
+        base = url.removesuffix("/mcp")
+        task = visible_task(h, "Ben Builder")
+        ben, _, _ = as_person(url, "Ben Builder")
+        args = {"task_id": task["id"], "description": "approved by Ben"}
+        async with ben:
+            preview = data(await ben.call_tool("update_task", args))
+            page_url = preview["approve_url"]
+            assert preview["status"] == "confirmation_required" and page_url.startswith(f"{base}/approve/")
+            async with httpx.AsyncClient(follow_redirects=True) as stranger:
+                # No sign-in on this browser: a decision is refused, and the page asks to sign in first.
+                blind = await stranger.post(
+                    page_url, data={"decision": "approve", "csrf": "x"}, headers={"Origin": base}
+                )
+                ada_page = await browser_signed_in(stranger, page_url, "Ada Admin")
+                ada_post = await stranger.post(
+                    page_url, data={"decision": "approve", "csrf": "x"}, headers={"Origin": base}
+                )
+            async with httpx.AsyncClient(follow_redirects=True) as own:
+                ben_page = await browser_signed_in(own, page_url, "Ben Builder")
+                csrf = re.search(r'name="csrf" value="([^"]+)"', ben_page.text)
+                assert csrf is not None, ben_page.text
+                decided = await own.post(
+                    page_url,
+                    data={"decision": "approve", "csrf": html.unescape(csrf.group(1))},
+                    headers={"Origin": base},
+                )
+            done = data(await ben.call_tool("update_task", args))
+    assert blind.status_code == 403 and "Sign in first" in blind.text
+    assert ada_page.status_code == 403 and ada_post.status_code == 403
+    assert "Only Ben Builder, who asked for this action, may decide it." in ada_page.text
+    assert ben_page.status_code == 200 and "Done as Ben Builder" in ben_page.text
+    assert decided.status_code == 200 and "Approved." in decided.text
+    assert done["status"] == "done"
+    assert tables(h.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == user_id(h, "Ben Builder")
+
+
+async def test_a_confirm_token_of_one_person_does_not_act_for_another() -> None:
+    async with oauth_servers() as ([h], [url]):
+        task = visible_task(h, "Ada Admin")
+        ada, _, _ = as_person(url, "Ada Admin")
+        dan, _, _ = as_person(url, "Ben Builder")
+        args = {"task_id": task["id"], "description": "x"}
+        async with ada, dan:
+            preview = data(await ada.call_tool("update_task", args))
+            refused = error_text(await dan.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
+    assert "confirm_token does not match this action" in refused
+    assert tables(h.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == task["metadata"]["ownerId"]

@@ -245,7 +245,7 @@ def build_server(
     # Outermost first: the dispatch registers prompts before their names are checked.
     mcp.middleware.append(Dispatch(mcp, mcp.served, mcp.register_prompts))
     follow_spec_errors(mcp)
-    install_approval(settings, mcp, gate)
+    install_approval(settings, mcp, gate, backend.sign_in)
     if backend.sign_in is not None:
         install_sign_in(mcp, backend.sign_in, settings)
     mcp.backend = backend

@@ -63,6 +63,9 @@ REFRESH_SECONDS = 30 * 86400
 CLIENT_SECONDS = 365 * 86400
 # A Qlik access token this close to its end is renewed before a call, so no call meets it expiring.
 RENEW_BEFORE_SECONDS = 60
+# The approval page's sign-in (QLIK_MCP_APPROVAL=human): who is at the browser, for this long.
+PAGE_COOKIE = "qtm_person"
+PAGE_SIGN_IN_SECONDS = 3600
 LOCK_SECONDS = 15.0
 LOCK_WAIT_SECONDS = 0.1
 
@@ -210,7 +213,6 @@ class QlikSignIn:
     async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
         if params.resource is not None and params.resource.rstrip("/") != self.resource:
             raise AuthorizeError("invalid_target", f"this server's resource is {self.resource}")
-        state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
         pending = {
             "client_id": client.client_id,
             "redirect_uri": str(params.redirect_uri),
@@ -218,19 +220,8 @@ class QlikSignIn:
             "challenge": params.code_challenge,
             "state": params.state,
             "scopes": params.scopes or [SCOPE],
-            "verifier": verifier,
         }
-        await self._seal(f"oauth:pending:{state}", pending, PENDING_SECONDS)
-        query = {
-            "response_type": "code",
-            "client_id": self.client_id,
-            "redirect_uri": f"{self.base_url}{CALLBACK_PATH}",
-            "scope": QLIK_SCOPES,
-            "state": state,
-            "code_challenge": _s256(verifier),
-            "code_challenge_method": "S256",
-        }
-        return f"{self.sign_in_url}?{urlencode(query)}"
+        return await self._qlik_sign_in(pending, QLIK_SCOPES)
 
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
@@ -397,15 +388,73 @@ class QlikSignIn:
         finally:
             await self.store.delete(lock)
 
+    async def _qlik_sign_in(self, pending: dict[str, Any], scopes: str) -> str:
+        """Keep `pending` under a fresh state and give the tenant's authorization URL that returns to it."""
+        state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+        await self._seal(f"oauth:pending:{state}", pending | {"verifier": verifier}, PENDING_SECONDS)
+        query = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": f"{self.base_url}{CALLBACK_PATH}",
+            "scope": scopes,
+            "state": state,
+            "code_challenge": _s256(verifier),
+            "code_challenge_method": "S256",
+        }
+        return f"{self.sign_in_url}?{urlencode(query)}"
+
+    async def browser_sign_in(self, return_to: str) -> Response:
+        """The approval page's sign-in: the tenant says who is at this browser; a cookie keeps it for an hour."""
+        url = await self._qlik_sign_in({"kind": "page", "return_to": return_to}, "user_default")
+        return RedirectResponse(url, 302, {"Cache-Control": "no-store"})
+
+    def browser_person(self, request: Request) -> str | None:
+        sealed = request.cookies.get(PAGE_COOKIE)
+        if not sealed:
+            return None
+        try:
+            found = json.loads(self.cipher.decrypt(sealed.encode(), ttl=PAGE_SIGN_IN_SECONDS))
+        except (InvalidToken, ValueError):
+            return None
+        return found.get("id") if isinstance(found, dict) and isinstance(found.get("id"), str) else None
+
+    async def _page_signed_in(self, pending: dict[str, Any], code: str) -> Response:
+        try:
+            body = await self._qlik_token(
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=f"{self.base_url}{CALLBACK_PATH}",
+                code_verifier=pending["verifier"],
+            )
+            person = await self._person(body["access_token"])
+        except ApiError as exc:
+            return _page("Sign-in to Qlik Cloud failed", exc.title, 502)
+        # Only who it is was needed: the tenant's token is not kept.
+        response = RedirectResponse(pending["return_to"], 302, {"Cache-Control": "no-store"})
+        response.set_cookie(
+            PAGE_COOKIE,
+            self.cipher.encrypt(json.dumps({"id": person.id}).encode()).decode(),
+            max_age=PAGE_SIGN_IN_SECONDS,
+            httponly=True,
+            samesite="lax",
+            secure=self.base_url.startswith("https://"),
+        )
+        return response
+
     async def callback(self, request: Request) -> Response:
         """Where the tenant sends the browser back: the Qlik tokens are fetched and kept, the person is named, and the
-        browser goes on to the MCP client with a code for this server's tokens."""
+        browser goes on to the MCP client with a code for this server's tokens (or, for the approval page, back to
+        it, signed in)."""
         state = request.query_params.get("state", "")
         key = f"oauth:pending:{state}"
         pending = await self._sealed(key) if state else None
         if pending is None or not await self._once(key, PENDING_SECONDS):
             return _page("This sign-in has expired or was used", "Start again from your MCP client.", 400)
         await self.store.delete(key)
+        if pending.get("kind") == "page":
+            if "code" not in request.query_params:
+                return _page("Sign-in was not completed", "Open the approval link again to sign in.", 403)
+            return await self._page_signed_in(pending, request.query_params["code"])
         redirect = pending["redirect_uri"]
         if "code" not in request.query_params:
             error = request.query_params.get("error") or "access_denied"
