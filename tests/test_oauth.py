@@ -42,6 +42,8 @@ class Memory:
     def __init__(self) -> None:
         self.tokens: OAuthToken | None = None
         self.client: OAuthClientInformationFull | None = None
+        # The client's OAuth provider using this storage (its clock is the wall's: a test ends its token early).
+        self.provider: OAuthClientProvider | None = None
 
     async def get_tokens(self) -> OAuthToken | None:
         return self.tokens
@@ -130,6 +132,7 @@ def signed_in_client(
         redirect_handler=opener,
         callback_handler=back,
     )
+    storage.provider = provider
     http = httpx2.AsyncClient(auth=provider, timeout=30, transport=transport)
     return Client(streamable_http_client(url, http_client=http))
 
@@ -459,3 +462,34 @@ async def test_a_confirm_token_of_one_person_does_not_act_for_another() -> None:
             refused = error_text(await dan.call_tool("update_task", args | {"confirm_token": preview["confirm_token"]}))
     assert "confirm_token does not match this action" in refused
     assert tables(h.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == task["metadata"]["ownerId"]
+
+
+async def test_the_readiness_probe_needs_nobody_signed_in() -> None:
+    async with oauth_servers() as ([h], [url]):
+        async with httpx.AsyncClient() as web:
+            ready = await web.get(url.replace("/mcp", "/readyz"))
+    assert [(x.path, x.status) for x in h.recorder.exchanges] == [("/api/v1/spaces", 401)]
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "tenant": "ok", "store": "ok"}
+
+
+async def test_an_expired_session_token_is_renewed_without_signing_in_again() -> None:
+    async with oauth_servers() as ([h], [url]):
+        ben, browser, storage = as_person(url, "Ben Builder")
+        task = visible_task(h, "Ben Builder")
+        async with ben:
+            await ben.list_tools()
+            first = storage.tokens
+            sign_in = h.backend.sign_in
+            assert sign_in is not None and first is not None and first.refresh_token
+            # Two hours on: this server's access token and the Qlik access token behind it have both run out.
+            later = sign_in.now() + 2 * 3600
+            sign_in.now = lambda: later
+            assert storage.provider is not None
+            storage.provider.context.token_expiry_time = 1.0
+            grant_before = dict(h.sandbox.tables["oauth_access"])
+            seen = data(await ben.call_tool("get_task", {"task_id": task["id"]}))
+        assert seen["task"]["id"] == task["id"]
+        # The client used its refresh token (no browser), and the server renewed the Qlik token with its own.
+        assert browser.visits == 1 and storage.tokens is not None
+        assert storage.tokens.access_token != first.access_token
+        assert set(h.sandbox.tables["oauth_access"]) - set(grant_before)

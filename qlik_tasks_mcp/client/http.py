@@ -324,6 +324,7 @@ class TenantHttp:
         )
         if self.credentials is not None and not (headers and "Authorization" in headers):
             request.headers["Authorization"] = f"Bearer {await self.credentials.token()}"
+            request.extensions["qtm_personal"] = True
         deadline = Deadline(self.retry.call_budget, self.clock)
         status = 0
         for _hop in range(REDIRECT_HOPS + 1):
@@ -369,7 +370,8 @@ class TenantHttp:
             self._notice(response)
             if response.status_code < 400:
                 return response
-            if response.status_code == 401 and self.credentials is not None and not renewed:
+            personal = request.extensions.get("qtm_personal", False)
+            if response.status_code == 401 and self.credentials is not None and personal and not renewed:
                 # The person's token was refused before it acted: renewed once (or the person asked to sign in).
                 await response.aclose()
                 given = request.headers.get("Authorization", "").removeprefix("Bearer ")
