@@ -142,6 +142,7 @@ class QlikSignIn:
         self.qlik = qlik
         self.base_url = settings.base_url()
         self.resource = f"{self.base_url}/mcp"
+        self.callback_url = f"{self.base_url}{CALLBACK_PATH}"
         self.tenant_url = tenant_url.rstrip("/")
         self.client_id = client_id
         self.client_secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else None
@@ -395,7 +396,7 @@ class QlikSignIn:
         query = {
             "response_type": "code",
             "client_id": self.client_id,
-            "redirect_uri": f"{self.base_url}{CALLBACK_PATH}",
+            "redirect_uri": self.callback_url,
             "scope": scopes,
             "state": state,
             "code_challenge": _s256(verifier),
@@ -423,7 +424,7 @@ class QlikSignIn:
             body = await self._qlik_token(
                 grant_type="authorization_code",
                 code=code,
-                redirect_uri=f"{self.base_url}{CALLBACK_PATH}",
+                redirect_uri=self.callback_url,
                 code_verifier=pending["verifier"],
             )
             person = await self._person(body["access_token"])
@@ -463,7 +464,7 @@ class QlikSignIn:
             body = await self._qlik_token(
                 grant_type="authorization_code",
                 code=request.query_params["code"],
-                redirect_uri=f"{self.base_url}{CALLBACK_PATH}",
+                redirect_uri=self.callback_url,
                 code_verifier=pending["verifier"],
             )
             person = await self._person(body["access_token"])
