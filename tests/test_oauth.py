@@ -494,3 +494,30 @@ async def test_an_expired_session_token_is_renewed_without_signing_in_again() ->
         assert browser.visits == 1 and storage.tokens is not None
         assert storage.tokens.access_token != first.access_token
         assert set(h.sandbox.tables["oauth_access"]) - set(grant_before)
+
+
+async def test_revoking_the_session_token_ends_the_sign_in_here_and_at_the_tenant() -> None:
+    async with oauth_servers() as ([h], [url]):
+        ben, browser, storage = as_person(url, "Ben Builder")
+        async with ben:
+            await ben.list_tools()
+            assert storage.tokens is not None and storage.client is not None
+            ben_id = user_id(h, "Ben Builder")
+            assert any(t["user_id"] == ben_id for t in h.sandbox.tables["oauth_refresh"].values())
+            async with httpx.AsyncClient() as web:
+                revoked = await web.post(
+                    url.replace("/mcp", "/revoke"),
+                    data={
+                        "token": storage.tokens.access_token,
+                        "client_id": storage.client.client_id or "",
+                        "client_secret": storage.client.client_secret or "",
+                    },
+                )
+                after = await web.post(
+                    url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                    headers={"Authorization": f"Bearer {storage.tokens.access_token}"},
+                )
+            assert not any(t["user_id"] == ben_id for t in h.sandbox.tables["oauth_refresh"].values())
+            await ben.list_tools()
+    assert revoked.status_code == 200 and after.status_code == 401 and browser.visits == 2

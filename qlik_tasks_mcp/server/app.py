@@ -115,6 +115,8 @@ def make_sign_in(
     else:
         assert settings.tenant_url is not None and settings.oauth_client_id is not None
         tenant, client_id = settings.tenant_url, settings.oauth_client_id
+    if settings.oauth_client_secret is not None:
+        register_secret(settings.oauth_client_secret.get_secret_value())
     sign_in = QlikSignIn(
         settings, store, qlik, tenant_url=tenant, client_id=client_id, transport=transport, secrets_=keys
     )
