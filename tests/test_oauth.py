@@ -241,7 +241,16 @@ async def test_a_token_of_one_person_cannot_act_as_another_and_never_reaches_the
             # The admin first: the names she may read are hers, never shown to Ben from a cache.
             as_ada = data(await ada.call_tool("get_task", {"task_id": task["id"]}))
             as_ben = data(await ben.call_tool("get_task", {"task_id": task["id"]}))
-        assert ben_store.tokens is not None and ada_store.tokens is not None
+            assert ben_store.tokens is not None and ada_store.tokens is not None
+            # A live Qlik token of Ben's, presented here, is no token of this server's (no passthrough).
+            qlik_token = next(iter(h.sandbox.tables["oauth_access"]))
+            async with httpx.AsyncClient() as web:
+                passed = await web.post(
+                    url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                    headers={"Authorization": f"Bearer {qlik_token}"},
+                )
+        assert passed.status_code == 401
         ours = {ben_store.tokens.access_token, ada_store.tokens.access_token}
     # Each gets their own rights' answer: Ben may not look up the tenant's users (403), the admin may.
     assert "users/actions/filter -> HTTP 403" in json.dumps(as_ben)
