@@ -3,6 +3,11 @@ page listing the active seeded people: click one), `/oauth/token` (authorization
 refresh_token grant, which rotates), `/oauth/revoke`. Its access tokens act as their person on every Qlik endpoint
 (core.guarded), so ownership, visibility and 403s follow whoever signed in.
 
+Shapes as qlik.dev's OAuth API describes them: the token set carries `expires_at` (a date, no `expires_in`); a code
+or token that is no good is a 401 ("can be deleted by the client"), a disabled user a 403, a malformed request a
+400, each in Qlik's `errors` shape; a bad client_id or redirect_uri at /oauth/authorize is a JSON 400; the body of
+/oauth/token and /oauth/revoke is JSON or form-encoded.
+
 One OAuth client is registered: SANDBOX_OAUTH_CLIENT_ID, a public client (no secret), whose redirect URIs may be
 any http(s) URL (a real tenant lists them exactly).
 """
@@ -12,7 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -20,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from qlik_tasks_mcp.sandbox.contract import ErrorShape
 from qlik_tasks_mcp.sandbox.core import SANDBOX_OAUTH_CLIENT_ID, Sandbox
 
 SCOPES = frozenset({"user_default", "offline_access"})
@@ -36,8 +44,19 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-def _token_error(error: str, description: str, status: int = 400) -> Response:
-    return JSONResponse({"error": error, "error_description": description}, status, {"Cache-Control": "no-store"})
+err = ErrorShape("OAUTH")
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """A JSON or form-encoded body, as /oauth/token and /oauth/revoke take either."""
+    raw = (await request.body()).decode("utf-8", "replace")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            found = json.loads(raw)
+        except ValueError:
+            return {}
+        return {k: str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    return dict(parse_qsl(raw))
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -97,7 +116,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
             query = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         problem = _authorize_problem(query)
         if problem:
-            return _page("Sign-in refused", f"<p>{html.escape(problem)}</p>", 400)
+            return err(400, problem)
         refused = _redirect_problem(query)
         if refused:
             return _back(query, error=refused)
@@ -120,10 +139,12 @@ def routes(sandbox: Sandbox) -> list[Route]:
         now = sandbox.clock.now().timestamp()
         access = secrets.token_urlsafe(32)
         answer: dict[str, Any] = {
-            "access_token": access,
-            "token_type": "bearer",
-            "expires_in": ACCESS_SECONDS,
             "scope": " ".join(scopes),
+            "auth_time": int(now),
+            "expires_at": datetime.fromtimestamp(now + ACCESS_SECONDS, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "token_type": "bearer",
+            "access_token": access,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
         }
         refresh = secrets.token_urlsafe(32) if "offline_access" in scopes else None
         _table(sandbox, "oauth_access")[access] = {
@@ -142,32 +163,34 @@ def routes(sandbox: Sandbox) -> list[Route]:
         return answer
 
     async def token(request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        form = await _fields(request)
         if form.get("client_id") != SANDBOX_OAUTH_CLIENT_ID:
-            return _token_error("invalid_client", "unknown client_id", 401)
+            return err(401, "unknown client_id: no OAuth client of that id is registered in this tenant")
         now = sandbox.clock.now().timestamp()
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            found = _table(sandbox, "oauth_codes").pop(form.get("code", ""), None)
+            if not form.get("code") or not form.get("code_verifier"):
+                return err(400, "code and code_verifier are required")
+            found = _table(sandbox, "oauth_codes").pop(form["code"], None)
             if found is None or found["expires_at"] <= now:
-                return _token_error("invalid_grant", "the authorization code is unknown, used or expired")
+                return err(401, "the authorization code is unknown, used or expired")
             if form.get("redirect_uri") != found["redirect_uri"]:
-                return _token_error("invalid_grant", "redirect_uri differs from the authorization request's")
-            if not secrets.compare_digest(_s256(form.get("code_verifier", "")), found["challenge"]):
-                return _token_error("invalid_grant", "code_verifier does not match the code_challenge")
+                return err(401, "redirect_uri differs from the authorization request's")
+            if not secrets.compare_digest(_s256(form["code_verifier"]), found["challenge"]):
+                return err(401, "code_verifier does not match the code_challenge")
             return JSONResponse(issue(found["user_id"], found["scopes"]), headers={"Cache-Control": "no-store"})
         if grant_type == "refresh_token":
             found = _table(sandbox, "oauth_refresh").pop(form.get("refresh_token", ""), None)
             if found is None or found["expires_at"] <= now:
-                return _token_error("invalid_grant", "the refresh token is unknown, revoked or expired")
+                return err(401, "the refresh token is unknown, revoked or expired")
             user = sandbox.users.get(found["user_id"])
             if user is None or user.status != "active":
-                return _token_error("invalid_grant", "the user is no longer active")
+                return err(403, "the user is disabled")
             return JSONResponse(issue(found["user_id"], found["scopes"]), headers={"Cache-Control": "no-store"})
-        return _token_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+        return err(400, f"grant_type {grant_type!r} is not supported")
 
     async def revoke(request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        form = await _fields(request)
         given = form.get("token", "")
         access, refresh = _table(sandbox, "oauth_access"), _table(sandbox, "oauth_refresh")
         # A revoked refresh token takes the access tokens issued with it along (RFC 7009 2.1 allows it; Qlik does).
@@ -176,7 +199,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
                 del access[key]
         else:
             access.pop(given, None)
-        return Response(status_code=200)
+        return JSONResponse({})
 
     return [
         Route("/oauth/authorize", authorize, methods=["GET", "POST"]),

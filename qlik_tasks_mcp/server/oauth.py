@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -66,6 +67,8 @@ RENEW_BEFORE_SECONDS = 60
 # The approval page's sign-in (QLIK_MCP_APPROVAL=human): who is at the browser, for this long.
 PAGE_COOKIE = "qtm_person"
 PAGE_SIGN_IN_SECONDS = 3600
+# An access token whose end the tenant did not say is renewed after this long.
+UNSAID_SECONDS = 300.0
 LOCK_SECONDS = 15.0
 LOCK_WAIT_SECONDS = 0.1
 
@@ -336,7 +339,8 @@ class QlikSignIn:
         return form
 
     async def _qlik_token(self, **fields: str) -> dict[str, Any]:
-        """The tenant's token endpoint; ApiError 401 (sign in again) when it refuses the grant."""
+        """The tenant's token endpoint. Its 401 (the code or token "can be deleted by the client") and 403 (the user
+        is disabled) end the sign-in: ApiError 401, sign in again."""
         try:
             answer = await self.http.post(f"{self.tenant_url}/oauth/token", data=self._client_form(**fields))
         except httpx.HTTPError as exc:
@@ -344,22 +348,35 @@ class QlikSignIn:
         try:
             body = answer.json()
         except ValueError:
-            body = {}
+            body = None
         if answer.status_code == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
             return body
-        error = body.get("error") if isinstance(body, dict) else None
-        if error in ("invalid_grant", "invalid_token"):
-            raise sign_in_again("the tenant refused its refresh token")
+        said = _error_text(body) or f"HTTP {answer.status_code}"
+        refresh = fields.get("grant_type") == "refresh_token"
+        if answer.status_code in (401, 403) or said in ("invalid_grant", "invalid_token"):
+            raise sign_in_again(f"the tenant refused its {'refresh token' if refresh else 'sign-in code'}: {said}")
         raise ApiError(
             answer.status_code,
-            f"Qlik Cloud's token endpoint refused this server ({error or 'HTTP ' + str(answer.status_code)})",
+            f"Qlik Cloud's token endpoint refused this server ({said})",
             hint="Check QLIK_OAUTH_CLIENT_ID, QLIK_OAUTH_CLIENT_SECRET and the client's redirect URI in the tenant.",
         )
 
     def _grant_of(self, person: Person, body: dict[str, Any], refresh: str | None = None) -> Grant:
+        return Grant(person, body["access_token"], body.get("refresh_token") or refresh, self._expiry(body))
+
+    def _expiry(self, body: dict[str, Any]) -> float:
+        """When the access token ends: Qlik says `expires_at` (a date); RFC 6749's `expires_in` is read too. Without
+        either it is renewed after five minutes rather than trusted for long."""
         expires_in = body.get("expires_in")
-        seconds = float(expires_in) if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) else 300
-        return Grant(person, body["access_token"], body.get("refresh_token") or refresh, self.now() + seconds)
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+            return self.now() + float(expires_in)
+        expires_at = body.get("expires_at")
+        if isinstance(expires_at, str):
+            try:
+                return datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                pass
+        return self.now() + UNSAID_SECONDS
 
     async def _renewed(self, grant_id: str, seen: str) -> Grant:
         """The grant with a fresh Qlik access token. One replica renews at a time (a refresh token is single-use);
@@ -533,6 +550,19 @@ class QlikSignIn:
     async def rejected(self, token: str) -> str:
         grant_id, _ = await self._request_grant()
         return (await self._renewed(grant_id, token)).access
+
+
+def _error_text(body: Any) -> str | None:
+    """What a token endpoint's error body says: Qlik's `errors` (code: title) or RFC 6749's `error`, bounded."""
+    if not isinstance(body, dict):
+        return None
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        text = ": ".join(str(first[k]) for k in ("code", "title") if first.get(k))
+        return text[:200] or None
+    error = body.get("error")
+    return str(error)[:200] if error else None
 
 
 def _page(title: str, text: str, status: int) -> HTMLResponse:
