@@ -345,7 +345,7 @@ async def test_a_tool_call_whose_qlik_token_was_revoked_says_to_sign_in_again() 
         ({"auth": "oauth"}, "start with --transport http"),
         ({"auth": "oauth", "transport": "http", "api_key": "k" * 20}, "unset QLIK_API_KEY"),
         ({"auth": "oauth", "transport": "http", "http_token": "t" * 20}, "unset QLIK_MCP_HTTP_TOKEN"),
-        ({"oauth_client_id": "abc"}, "QLIK_OAUTH_CLIENT_ID are for QLIK_MCP_AUTH=oauth"),
+        ({"oauth_client_id": "abc"}, "QLIK_OAUTH_CLIENT_ID is for QLIK_MCP_AUTH=oauth"),
         ({"auth": "oauth", "transport": "http", "sandbox": False}, "needs QLIK_OAUTH_CLIENT_ID"),
         (
             {"auth": "oauth", "transport": "http", "oauth_client_id": "abc", "sandbox": False, "host": "0.0.0.0"},  # noqa: S104

@@ -418,11 +418,10 @@ class Settings(BaseModel):
         """What makes no sense in the chosen auth mode, in one line (None: nothing)."""
         if self.auth == "apikey":
             given = [name for name, value in OAUTH_ONLY if getattr(self, value) is not None]
-            return (
-                f"{' and '.join(given)} are for QLIK_MCP_AUTH=oauth; unset them or set QLIK_MCP_AUTH=oauth"
-                if (given)
-                else None
-            )
+            if not given:
+                return None
+            verb = "is" if len(given) == 1 else "are"
+            return f"{' and '.join(given)} {verb} for QLIK_MCP_AUTH=oauth: unset it or set QLIK_MCP_AUTH=oauth"
         if self.transport != "http":
             return (
                 "QLIK_MCP_AUTH=oauth signs people in over HTTP: start with --transport http, or use "
