@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from qlik_tasks_mcp.sandbox.tasks import tables
+from tests.conftest import data
 from tests.http_server import free_port, serving
 from tests.test_approval import ARTIFACTS, DevTools, browser_or_skip
 from tests.test_oauth import Memory, audit_lines, oauth_servers, signed_in_client, update, user_id, visible_task
@@ -107,3 +108,35 @@ async def test_two_people_sign_in_in_chromium_and_each_owns_what_they_changed(tm
     named = {line["args"]["task_id"]: line["person"]["name"] for line in audit_lines(h) if line["outcome"] == "done"}
     assert named == {chosen[name]["id"]: name for name in people}
     assert (ARTIFACTS / "oauth-sign-in-page.png").read_bytes().startswith(b"\x89PNG")
+
+
+def approve_as(url: str, email: str, workdir: Path) -> tuple[str, str]:
+    """Open an approval link in a fresh browser: sign in to the tenant as `email`, then Approve; the page's preview
+    and outcome texts."""
+    browser = DevTools(workdir / f"approver-{email}")
+    try:
+        browser.open(url)
+        browser.click_and_wait(f"button[data-email='{email}']")
+        preview = browser.text("#preview")
+        browser.click_and_wait("#approve")
+        return preview, browser.text("#outcome")
+    finally:
+        browser.close()
+
+
+async def test_in_human_mode_the_person_who_asked_approves_in_chromium(tmp_path: Path) -> None:
+    browser_or_skip()
+    async with oauth_servers(approval="human") as ([h], [url]), callback_server() as callback:
+        task = visible_task(h, "Ben Builder")
+        signing_in = ChromiumSignIn("ben.builder@example.com", tmp_path, callback)
+        ben = signed_in_client(url, signing_in.open, callback.returned, Memory(), redirect_uri=callback.uri)
+        args = {"task_id": task["id"], "description": "approved in Chromium"}
+        async with ben:
+            preview = data(await ben.call_tool("update_task", args))
+            shown, outcome = await anyio.to_thread.run_sync(
+                approve_as, preview["approve_url"], "ben.builder@example.com", tmp_path
+            )
+            done = data(await ben.call_tool("update_task", args))
+    assert "Done as Ben Builder" in shown and outcome.startswith("Approved.")
+    assert done["status"] == "done"
+    assert tables(h.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == user_id(h, "Ben Builder")
