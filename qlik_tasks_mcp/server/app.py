@@ -28,8 +28,6 @@ from qlik_tasks_mcp.client.store import MemoryStore, RedisStore, Store
 from qlik_tasks_mcp.prompts import ops as ops_prompts
 from qlik_tasks_mcp.server.approval_page import install_approval
 from qlik_tasks_mcp.server.dispatch import Dispatch
-from qlik_tasks_mcp.server.oauth import QlikSignIn
-from qlik_tasks_mcp.server.oauth import install as install_sign_in
 from qlik_tasks_mcp.server.protocol import follow_spec_errors
 from qlik_tasks_mcp.server.settings import Settings
 from qlik_tasks_mcp.tools import inventory
@@ -42,6 +40,7 @@ from qlik_tasks_mcp.tools.served import ServedTools
 if TYPE_CHECKING:
     from qlik_tasks_mcp.sandbox import Sandbox
     from qlik_tasks_mcp.sandbox.transport import OnDemandTenant
+    from qlik_tasks_mcp.server.oauth import QlikSignIn
 
 # Said once here rather than in every tool's schema (tools/params.py SHARED_PARAMETERS, ConfirmToken) or in
 # every destructive tool's description (their annotation marks them).
@@ -108,6 +107,9 @@ def make_qlik_client(
 def make_sign_in(
     settings: Settings, store: Store, qlik: QlikClient, transport: httpx.AsyncBaseTransport | None, keys: list[str]
 ) -> QlikSignIn:
+    # Imported only here: a server with an API key never loads the sign-in (nor cryptography).
+    from qlik_tasks_mcp.server.oauth import QlikSignIn
+
     if settings.sandbox:
         from qlik_tasks_mcp.sandbox.core import SANDBOX_OAUTH_CLIENT_ID, SANDBOX_URL
 
@@ -249,7 +251,7 @@ def build_server(
     follow_spec_errors(mcp)
     install_approval(settings, mcp, gate, backend.sign_in)
     if backend.sign_in is not None:
-        install_sign_in(mcp, backend.sign_in, settings)
+        backend.sign_in.install(mcp)
     mcp.backend = backend
     backend.tools = mcp.served.infos()
     return mcp, backend

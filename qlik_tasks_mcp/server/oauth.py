@@ -172,6 +172,12 @@ class QlikSignIn:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def install(self, mcp: Any) -> None:
+        """The routes of the Qlik side: the callback, and with --sandbox the simulated tenant's sign-in page."""
+        mcp.custom_route(CALLBACK_PATH, methods=["GET"])(self.callback)
+        if self.settings.sandbox:
+            mcp.custom_route(SANDBOX_SIGN_IN_PATH, methods=["GET", "POST"])(self.sandbox_sign_in)
+
     # --- records in the store -------------------------------------------------------------------------------------
 
     async def _sealed(self, key: str) -> dict[str, Any] | None:
@@ -572,10 +578,3 @@ def _page(title: str, text: str, status: int) -> HTMLResponse:
         status,
         {"Cache-Control": "no-store"},
     )
-
-
-def install(mcp: Any, provider: QlikSignIn, settings: Settings) -> None:
-    """The routes of the Qlik side: the callback, and with --sandbox the simulated tenant's sign-in page."""
-    mcp.custom_route(CALLBACK_PATH, methods=["GET"])(provider.callback)
-    if settings.sandbox:
-        mcp.custom_route(SANDBOX_SIGN_IN_PATH, methods=["GET", "POST"])(provider.sandbox_sign_in)
