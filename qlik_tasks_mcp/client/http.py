@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -159,13 +159,28 @@ class Deadline:
         return seconds <= self.left()
 
 
+class Credentials(Protocol):
+    """Whose token a call carries when people sign in (QLIK_MCP_AUTH=oauth): the person of the request."""
+
+    async def token(self) -> str:
+        """The signed-in person's current access token; raises ApiError 401 when nobody is signed in."""
+        ...
+
+    async def rejected(self, token: str) -> str:
+        """The tenant answered 401 to `token`: a renewed token, or ApiError 401 asking the person to sign in."""
+        ...
+
+
 class TenantHttp:
     """One httpx.AsyncClient for one tenant, shared by every tool of the process."""
+
+    # Set when each request acts as its signed-in person: their token replaces the key on every call.
+    credentials: Credentials | None = None
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | None,
         *,
         service: str,
         timeout: float = 30.0,
@@ -181,7 +196,7 @@ class TenantHttp:
         self.key_setting = key_setting
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         # One budget per service and key: replicas with the same key share it through the store.
-        scope = hashlib.sha256(f"{self.base_url}\n{api_key}".encode()).hexdigest()[:24]
+        scope = hashlib.sha256(f"{self.base_url}\n{api_key or ''}".encode()).hexdigest()[:24]
         self.limiter = limiter or TierLimiter(store=store, scope=scope)
         self.retry = retry or RetryPolicy()
         # What the call budget is counted on and every wait sleeps on (the pacer's waits: the limiter's own clock).
@@ -190,7 +205,7 @@ class TenantHttp:
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
-                "Authorization": f"Bearer {api_key}",
+                **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
                 "User-Agent": USER_AGENT,
                 "Accept": "application/json",
                 **(headers or {}),
@@ -307,6 +322,9 @@ class TenantHttp:
             headers=headers,
             extensions={"qtm_tier": tier.label, "qtm_final_429": final_429},
         )
+        if self.credentials is not None and not (headers and "Authorization" in headers):
+            request.headers["Authorization"] = f"Bearer {await self.credentials.token()}"
+            request.extensions["qtm_personal"] = True
         deadline = Deadline(self.retry.call_budget, self.clock)
         status = 0
         for _hop in range(REDIRECT_HOPS + 1):
@@ -331,6 +349,7 @@ class TenantHttp:
         method = request.method
         attempt = 0
         may_have_acted = False
+        renewed = False
         while True:
             trial = await self._acquire(tier, deadline, request)
             self.requests_sent += 1
@@ -351,6 +370,14 @@ class TenantHttp:
             self._notice(response)
             if response.status_code < 400:
                 return response
+            personal = request.extensions.get("qtm_personal", False)
+            if response.status_code == 401 and self.credentials is not None and personal and not renewed:
+                # The person's token was refused before it acted: renewed once (or the person asked to sign in).
+                await response.aclose()
+                given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+                request.headers["Authorization"] = f"Bearer {await self.credentials.rejected(given)}"
+                renewed = True
+                continue
             answer = await self._error_answer(response)
             wait = await self._retry_wait(answer, tier, attempt, deadline, hint, may_have_acted)
             await self.clock.sleep(wait)
@@ -403,6 +430,8 @@ class TenantHttp:
         raise error_from_response(answer, self._hint_for(status, hint))
 
     def _hint_for(self, status: int, hint_404: str | None) -> str | None:
+        if status == 401 and self.credentials is not None:
+            return "The tenant refused your sign-in: sign in again (your MCP client is asked to on its next request)."
         if status == 401:
             return f"Check {self.key_setting}: the key is missing, expired or revoked, or belongs to another tenant."
         return hint_404 if status in (404, 405) else None

@@ -24,7 +24,7 @@ class QlikClient(TenantHttp):
     def __init__(
         self,
         tenant_url: str,
-        api_key: str,
+        api_key: str | None,
         *,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,

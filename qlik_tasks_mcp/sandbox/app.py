@@ -12,6 +12,7 @@ from qlik_tasks_mcp.sandbox import history as sandbox_history
 from qlik_tasks_mcp.sandbox import (
     items,
     large,
+    oauth,
     qalyptus,
     qalyptus_seed,
     reload_tasks,
@@ -69,6 +70,18 @@ def seed_people_and_apps(sandbox: Sandbox, app_count: int) -> None:
 
 USER_PROFILE_KEY = "Ben Builder"
 USER_PROFILE_SPACES = ("Sales", "Operations")
+# Whose spaces are whose, for people who sign in over OAuth (the admin sees every space).
+MEMBERS = {
+    "Ben Builder": USER_PROFILE_SPACES,
+    "Cleo Controller": ("Finance",),
+    "Dan Data": ("Operations", "People Analytics"),
+}
+
+
+def seed_memberships(sandbox: Sandbox) -> None:
+    by_name = {s["name"]: i for i, s in spaces.table(sandbox).items()}
+    for user in sandbox.users.values():
+        sandbox.memberships[user.id] = {by_name[name] for name in MEMBERS.get(user.name, ())}
 
 
 def as_member(sandbox: Sandbox, person: str, space_names: tuple[str, ...]) -> None:
@@ -96,6 +109,7 @@ def build_sandbox(
         raise ValueError(f"unknown sandbox profile {profile!r}; choose from {', '.join(PROFILES)}")
     sandbox = Sandbox(seed=seed, rate_limits=rate_limits, profile=profile)
     seed_people_and_apps(sandbox, app_count)
+    seed_memberships(sandbox)
     # The size switch (sandbox.large): thousands of apps, each with a task, and no reload tasks.
     is_large = app_count >= large.LARGE_FROM
     # One seed call per API family.
@@ -135,6 +149,7 @@ def build_sandbox(
         *users.routes(sandbox),
         *items.routes(sandbox),
         *spaces.routes(sandbox),
+        *oauth.routes(sandbox),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

@@ -9,6 +9,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,10 @@ QALYPTUS_HOST = "sandbox.qalyptus.invalid"
 QALYPTUS_SANDBOX_URL = f"https://{QALYPTUS_HOST}/api/v1"
 QALYPTUS_SANDBOX_KEY = SANDBOX_API_KEY
 TENANT_ID = "SbxTenant0Qx7pLm2Rk9vWz4Nc6Hd1Ty"
+# The OAuth client registered in the sandbox tenant (a public one: no secret needed; sandbox/oauth.py).
+SANDBOX_OAUTH_CLIENT_ID = "sandbox-oauth-client"
+# The user an OAuth access token of this request belongs to (None: the API key's user answers).
+_signed_in: ContextVar[str | None] = ContextVar("sandbox_signed_in", default=None)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -98,10 +103,13 @@ class Sandbox:
     clock: Clock = field(default_factory=Clock)
     apps: dict[str, App] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
-    caller_id: str = ""
+    # Whose the API key is; a request with an OAuth access token acts as that token's user instead.
+    key_user_id: str = ""
     profile: str = "admin"
-    # The spaces the caller is a member of (what a key that is not a TenantAdmin's sees of shared and managed ones).
-    member_spaces: set[str] = field(default_factory=set)
+    # The spaces the key's user is a member of (what a key that is not a TenantAdmin's sees of shared and managed
+    # ones); `memberships` holds every person's, for the OAuth sign-ins.
+    key_spaces: set[str] = field(default_factory=set)
+    memberships: dict[str, set[str]] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, SlidingWindow] = field(default_factory=dict)
     throttled: int = 0
@@ -117,6 +125,24 @@ class Sandbox:
     def uuid(self) -> str:
         h = self.hex_id(32)
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+    @property
+    def caller_id(self) -> str:
+        """Who this request acts as: the signed-in person of its OAuth token, else the API key's user."""
+        return _signed_in.get() or self.key_user_id
+
+    @caller_id.setter
+    def caller_id(self, user_id: str) -> None:
+        self.key_user_id = user_id
+
+    @property
+    def member_spaces(self) -> set[str]:
+        signed_in = _signed_in.get()
+        return self.memberships.get(signed_in, set()) if signed_in else self.key_spaces
+
+    @member_spaces.setter
+    def member_spaces(self, spaces: set[str]) -> None:
+        self.key_spaces = spaces
 
     def caller(self) -> User:
         return self.users[self.caller_id]
@@ -166,8 +192,19 @@ def guarded(
 
     async def endpoint(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {api_key or sandbox.api_key}":
+        # Qlik's endpoints also take a signed-in person's OAuth access token; a Qalyptus organization only its key.
+        person = signed_in_user(sandbox, auth) if api_key is None else None
+        if auth != f"Bearer {api_key or sandbox.api_key}" and person is None:
             return error(401, "missing or invalid bearer token")
+        if person is not None:
+            acting = _signed_in.set(person)
+            try:
+                return await checked(request)
+            finally:
+                _signed_in.reset(acting)
+        return await checked(request)
+
+    async def checked(request: Request) -> Response:
         if sandbox.rate_limits:
             wait = sandbox.windows[tier].admit()
             if wait is not None:
@@ -185,6 +222,16 @@ def guarded(
         return await handler(request)
 
     return endpoint
+
+
+def signed_in_user(sandbox: Sandbox, authorization: str) -> str | None:
+    """The user of a live OAuth access token with the `user_default` scope (sandbox/oauth.py issues them)."""
+    token = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") else ""
+    grant = sandbox.tables.get("oauth_access", {}).get(token)
+    if grant is None or grant["expires_at"] <= sandbox.clock.now().timestamp() or "user_default" not in grant["scopes"]:
+        return None
+    user = sandbox.users.get(grant["user_id"])
+    return user.id if user is not None and user.status == "active" else None
 
 
 async def _json_problem(request: Request) -> str | None:

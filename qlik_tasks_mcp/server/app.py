@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -40,6 +40,7 @@ from qlik_tasks_mcp.tools.served import ServedTools
 if TYPE_CHECKING:
     from qlik_tasks_mcp.sandbox import Sandbox
     from qlik_tasks_mcp.sandbox.transport import OnDemandTenant
+    from qlik_tasks_mcp.server.oauth import QlikSignIn
 
 # Said once here rather than in every tool's schema (tools/params.py SHARED_PARAMETERS, ConfirmToken) or in
 # every destructive tool's description (their annotation marks them).
@@ -67,6 +68,8 @@ class Backend:
     tenant: OnDemandTenant | None = None
     # What replicas share (in-process by default, Redis when QLIK_MCP_REDIS_URL is set).
     store: Store = field(default_factory=MemoryStore)
+    # With QLIK_MCP_AUTH=oauth: the sign-in (the SDK's auth provider) whose people the Qlik calls act as.
+    sign_in: QlikSignIn | None = None
     tools: list[ToolInfo] = field(default_factory=list)
     qalyptus: dict[str, QalyptusClient] = field(default_factory=dict)
 
@@ -79,6 +82,8 @@ class Backend:
         if self.gate.approvals is not None:
             self.gate.approvals.close()
         await self.qlik.aclose()
+        if self.sign_in is not None:
+            await self.sign_in.aclose()
         for client in self.qalyptus.values():
             await client.aclose()
         await self.store.aclose()
@@ -87,14 +92,38 @@ class Backend:
 def make_qlik_client(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None, store: Store | None = None
 ) -> QlikClient:
+    """With QLIK_MCP_AUTH=oauth the client holds no key: each call carries its signed-in person's token."""
+    oauth = settings.auth == "oauth"
     if settings.sandbox:
         from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 
-        return QlikClient(SANDBOX_URL, SANDBOX_API_KEY, transport=transport, store=store)
+        return QlikClient(SANDBOX_URL, None if oauth else SANDBOX_API_KEY, transport=transport, store=store)
     settings.check_tenant()
-    assert settings.tenant_url is not None and settings.api_key is not None
-    key = settings.api_key.get_secret_value()
+    assert settings.tenant_url is not None
+    key = None if oauth or settings.api_key is None else settings.api_key.get_secret_value()
     return QlikClient(settings.tenant_url, key, timeout=settings.timeout_seconds, transport=transport, store=store)
+
+
+def make_sign_in(
+    settings: Settings, store: Store, qlik: QlikClient, transport: httpx.AsyncBaseTransport | None, keys: list[str]
+) -> QlikSignIn:
+    # Imported only here: a server with an API key never loads the sign-in (nor cryptography).
+    from qlik_tasks_mcp.server.oauth import QlikSignIn
+
+    if settings.sandbox:
+        from qlik_tasks_mcp.sandbox.core import SANDBOX_OAUTH_CLIENT_ID, SANDBOX_URL
+
+        tenant, client_id = SANDBOX_URL, settings.oauth_client_id or SANDBOX_OAUTH_CLIENT_ID
+    else:
+        assert settings.tenant_url is not None and settings.oauth_client_id is not None
+        tenant, client_id = settings.tenant_url, settings.oauth_client_id
+    if settings.oauth_client_secret is not None:
+        register_secret(settings.oauth_client_secret.get_secret_value())
+    sign_in = QlikSignIn(
+        settings, store, qlik, tenant_url=tenant, client_id=client_id, transport=transport, secrets_=keys
+    )
+    qlik.credentials = sign_in
+    return sign_in
 
 
 def make_store(settings: Settings) -> Store:
@@ -193,6 +222,14 @@ def build_server(
     audit = Audit(settings.audit_log, stream=sys.stderr)
     backend = Backend(settings=settings, qlik=qlik, gate=gate, audit=audit, tenant=tenant, store=store)
     backend.qalyptus = make_qalyptus_clients(settings, transport, store)
+    keys = [secret, *([previous] if previous else [])]
+    if settings.auth == "oauth":
+        backend.sign_in = make_sign_in(settings, store, qlik, transport, keys)
+    auth: dict[str, Any] = (
+        {"auth": backend.sign_in.auth_settings(), "auth_server_provider": backend.sign_in}
+        if backend.sign_in is not None
+        else {}
+    )
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Backend]:
@@ -205,13 +242,16 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         log_level=settings.log_level,
-        request_state_security=request_state_security(settings, [secret, *([previous] if previous else [])]),
+        request_state_security=request_state_security(settings, keys),
+        **auth,
     )
     mcp.served = served_tools(settings, backend, Registrar(mcp, audit, gate, settings.read_only))
     # Outermost first: the dispatch registers prompts before their names are checked.
     mcp.middleware.append(Dispatch(mcp, mcp.served, mcp.register_prompts))
     follow_spec_errors(mcp)
-    install_approval(settings, mcp, gate)
+    install_approval(settings, mcp, gate, backend.sign_in)
+    if backend.sign_in is not None:
+        backend.sign_in.install(mcp)
     mcp.backend = backend
     backend.tools = mcp.served.infos()
     return mcp, backend

@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from mcp.server import MCPServer
@@ -37,12 +38,23 @@ STYLE = (
 )
 
 
-class SameServer:
-    """The HTTP transport serves the page itself, on its own loopback host and port."""
+class People(Protocol):
+    """Who is at the browser, when people sign in (QLIK_MCP_AUTH=oauth): only who asked may decide."""
 
-    def __init__(self, host: str, port: int) -> None:
-        name = f"[{host}]" if ":" in host else host
-        self._base = f"http://{name}:{port}"
+    def browser_person(self, request: Request) -> str | None:
+        """The id of the person signed in on this browser (for the page), or None."""
+        ...
+
+    async def browser_sign_in(self, return_to: str) -> Response:
+        """Send the browser to sign in to the tenant, then back to `return_to`."""
+        ...
+
+
+class SameServer:
+    """The HTTP transport serves the page itself, on its own address (loopback, or the public URL with oauth)."""
+
+    def __init__(self, base: str) -> None:
+        self._base = base
 
     def base_url(self) -> str:
         return self._base
@@ -98,14 +110,15 @@ class LoopbackListener:
             thread.join(timeout=5)
 
 
-def install_approval(settings: Settings, mcp: MCPServer, gate: Gate) -> None:
-    """QLIK_MCP_APPROVAL=human: give the gate its store and serve the page where this process can."""
+def install_approval(settings: Settings, mcp: MCPServer, gate: Gate, people: People | None = None) -> None:
+    """QLIK_MCP_APPROVAL=human: give the gate its store and serve the page where this process can. With `people`
+    (QLIK_MCP_AUTH=oauth) the page is this server's, wherever it is bound: only the person who asked decides."""
     if settings.approval != "human":
         return
     approvals = Approvals(gate.ttl_seconds, store=gate.store)
-    if settings.transport == "http" and settings.loopback():
-        host = SameServer(settings.host, settings.port)
-        for route in approval_routes(approvals, host.base_url):
+    if settings.transport == "http" and (settings.loopback() or people is not None):
+        host = SameServer(settings.base_url())
+        for route in approval_routes(approvals, host.base_url, people):
             mcp.custom_route(route.path, methods=["GET", "POST"])(route.endpoint)
         approvals.host = host
     else:
@@ -114,8 +127,9 @@ def install_approval(settings: Settings, mcp: MCPServer, gate: Gate) -> None:
     gate.approvals = approvals
 
 
-def approval_routes(approvals: Approvals, base_url: Callable[[], str]) -> list[Route]:
-    """GET shows, POST decides; `base_url` gives the one origin the page answers for."""
+def approval_routes(approvals: Approvals, base_url: Callable[[], str], people: People | None = None) -> list[Route]:
+    """GET shows, POST decides; `base_url` gives the one origin the page answers for; with `people`, only to the
+    person who asked (signed in on this browser)."""
 
     async def endpoint(request: Request) -> Response:
         expected = base_url()
@@ -123,6 +137,10 @@ def approval_routes(approvals: Approvals, base_url: Callable[[], str]) -> list[R
             return page("Wrong host", "<p>This page answers only on its own address.</p>", status=421)
         approval_id = request.path_params["approval_id"]
         try:
+            if people is not None:
+                refused = await not_the_asker(request, approvals, approval_id, people, expected)
+                if refused is not None:
+                    return refused
             if request.method == "POST":
                 return await decide(request, approvals, approval_id, expected)
             entry = await approvals.page(approval_id)
@@ -135,6 +153,27 @@ def approval_routes(approvals: Approvals, base_url: Callable[[], str]) -> list[R
         return preview_page(entry, expected)
 
     return [Route(APPROVE_PATH + "{approval_id}", endpoint, methods=["GET", "POST"])]
+
+
+async def not_the_asker(
+    request: Request, approvals: Approvals, approval_id: str, people: People, origin: str
+) -> Response | None:
+    """None when the browser's signed-in person asked for this approval; else the sign-in (a GET) or a refusal."""
+    entry = await approvals.page(approval_id)
+    if entry is None:
+        return gone()
+    asker = entry.person
+    if asker is None:
+        return page("Refused", "<p>Nobody signed in asked for this approval.</p>", status=403)
+    present = people.browser_person(request)
+    if present is None:
+        if request.method == "GET":
+            return await people.browser_sign_in(origin + APPROVE_PATH + approval_id)
+        return page("Refused", "<p>Sign in first: open this page's link again.</p>", status=403)
+    if not secrets.compare_digest(present.encode(), asker["id"].encode()):
+        body = f"<p>Only {html.escape(asker['name'])}, who asked for this action, may decide it.</p>"
+        return page("Refused", body, status=403)
+    return None
 
 
 async def decide(request: Request, approvals: Approvals, approval_id: str, expected: str) -> Response:

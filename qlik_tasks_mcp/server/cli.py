@@ -117,6 +117,13 @@ def announce(settings: Settings, backend: Backend) -> None:
     names = ", ".join(t.name for t in backend.tools)
     mode = "read-only" if settings.read_only else "read-write"
     print(f"qlik-tasks-mcp: {len(backend.tools)} tools ({mode}): {names}", file=sys.stderr, flush=True)
+    if backend.sign_in is not None:
+        print(
+            f"qlik-tasks-mcp: each person signs in to the tenant and acts as themselves (QLIK_MCP_AUTH=oauth); "
+            f"OAuth issuer {backend.sign_in.base_url}, Qlik redirect URI {backend.sign_in.callback_url}",
+            file=sys.stderr,
+            flush=True,
+        )
     if isinstance(backend.store, RedisStore):
         print(
             f"qlik-tasks-mcp: replicas share used confirmations, approvals and rate tiers through Redis at "

@@ -82,11 +82,19 @@ class Probes:
         if self.backend is None:
             return "fails"
         with anyio.move_on_after(PROBE_TIMEOUT_SECONDS):
+            # With QLIK_MCP_AUTH=oauth nobody is signed in here: the tenant's 401 to no token is its answer (asked
+            # of the spaces list, whose spec declares that 401).
+            anonymous = self.backend.sign_in is not None
             try:
-                await self.backend.qlik.json("GET", "/api/v1/users/me", tier=Tier.T1)
+                if anonymous:
+                    await self.backend.qlik.json(
+                        "GET", "/api/v1/spaces", tier=Tier.T1, params={"limit": 1}, headers={"Authorization": "Bearer"}
+                    )
+                else:
+                    await self.backend.qlik.json("GET", "/api/v1/users/me", tier=Tier.T1)
             except ApiError as exc:
                 # A refusal for the rate tier is an answer: the tenant is there, only busy.
-                return "ok" if exc.status == 429 else "fails"
+                return "ok" if exc.status == 429 or (anonymous and exc.status == 401) else "fails"
             return "ok"
         return "fails"
 

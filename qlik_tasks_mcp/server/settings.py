@@ -39,6 +39,12 @@ MIN_CONFIRM_SECRET_BYTES = 16
 # A team's MCP clients hold about two connections per session (a POST and the event stream): 200 sessions need
 # ~400; the bound still stops a crowd of stalled connections from taking every file descriptor.
 DEFAULT_MAX_CONNECTIONS = 1000
+# Settings that mean something only when people sign in over OAuth: (variable, field).
+OAUTH_ONLY = (
+    ("QLIK_OAUTH_CLIENT_ID", "oauth_client_id"),
+    ("QLIK_OAUTH_CLIENT_SECRET", "oauth_client_secret"),
+    ("QLIK_MCP_PUBLIC_URL", "public_url"),
+)
 
 
 def setting(
@@ -200,7 +206,26 @@ class Settings(BaseModel):
         "`https://<tenant>.<region>.qlikcloud.com`; https only. A missing scheme gets `https://`, a trailing `/` or "
         "`/api/v1` is dropped; any other path, a query or credentials stop the start with a message",
     )
-    api_key: SecretStr | None = setting(None, "QLIK_API_KEY", "API key (Bearer); never printed")
+    api_key: SecretStr | None = setting(
+        None, "QLIK_API_KEY", "API key (Bearer); never printed; not used with `QLIK_MCP_AUTH=oauth`"
+    )
+    auth: Literal["apikey", "oauth"] = setting(
+        "apikey",
+        "QLIK_MCP_AUTH",
+        "whose rights the Qlik calls use: `apikey` (`QLIK_API_KEY`'s user, for everyone) or `oauth` (each person "
+        "signs in to the tenant from their MCP client and acts as themselves; needs `--transport http`)",
+        flag="--auth",
+    )
+    oauth_client_id: str | None = setting(
+        None,
+        "QLIK_OAUTH_CLIENT_ID",
+        "with `oauth`: the id of the OAuth client registered in the tenant (scopes `user_default offline_access`, "
+        "redirect URI `<QLIK_MCP_PUBLIC_URL>/oauth/qlik/callback`)",
+        shown="(the sandbox's, with `--sandbox`)",
+    )
+    oauth_client_secret: SecretStr | None = setting(
+        None, "QLIK_OAUTH_CLIENT_SECRET", "that client's secret; unset for a public client; never printed"
+    )
     timeout_seconds: float = setting(30.0, "QLIK_TIMEOUT_SECONDS", "per-request timeout", ge=1, le=300)
     # Which API serves the tasks toolset: auto = scheduling, or v1 when /api/scheduling/tasks answers 404.
     tasks_api: Literal["auto", "scheduling", "v1"] = setting(
@@ -287,7 +312,17 @@ class Settings(BaseModel):
     host: str = setting("127.0.0.1", "QLIK_MCP_HOST", "HTTP bind address", flag="--host")
     port: int = setting(8000, "QLIK_MCP_PORT", "HTTP port", flag="--port", ge=1, le=65535)
     http_token: SecretStr | None = setting(
-        None, "QLIK_MCP_HTTP_TOKEN", "bearer token HTTP clients must send; required off loopback"
+        None,
+        "QLIK_MCP_HTTP_TOKEN",
+        "bearer token HTTP clients must send; required off loopback with `apikey` (with `oauth` each person's "
+        "sign-in takes its place)",
+    )
+    public_url: str | None = setting(
+        None,
+        "QLIK_MCP_PUBLIC_URL",
+        "with `oauth`: this server's base URL as MCP clients and browsers reach it (`https://mcp.example.com`), "
+        "the OAuth issuer and the base of every redirect; required off loopback",
+        shown="`http://<host>:<port>`",
     )
     allowed_hosts: str = setting(
         "",
@@ -373,6 +408,66 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _auth_mode(self) -> Settings:
+        problem = self._auth_mix()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def _auth_mix(self) -> str | None:
+        """What makes no sense in the chosen auth mode, in one line (None: nothing)."""
+        if self.auth == "apikey":
+            given = [name for name, value in OAUTH_ONLY if getattr(self, value) is not None]
+            if not given:
+                return None
+            verb = "is" if len(given) == 1 else "are"
+            return f"{' and '.join(given)} {verb} for QLIK_MCP_AUTH=oauth: unset it or set QLIK_MCP_AUTH=oauth"
+        if self.transport != "http":
+            return (
+                "QLIK_MCP_AUTH=oauth signs people in over HTTP: start with --transport http, or use "
+                "QLIK_MCP_AUTH=apikey for stdio"
+            )
+        if self.api_key is not None:
+            return "QLIK_MCP_AUTH=oauth acts as each signed-in person: unset QLIK_API_KEY (it would not be used)"
+        if self.http_token is not None:
+            return (
+                "QLIK_MCP_AUTH=oauth gives each person their own token: unset QLIK_MCP_HTTP_TOKEN (one shared "
+                "bearer token would take the place of the sign-in)"
+            )
+        if self.oauth_client_id is None and not self.sandbox:
+            return (
+                "QLIK_MCP_AUTH=oauth needs QLIK_OAUTH_CLIENT_ID: register an OAuth client in the tenant's "
+                "management console (see the README, 'Each person as themselves')"
+            )
+        if self.public_url is None and not self.loopback():
+            return (
+                f"QLIK_MCP_AUTH=oauth off loopback ({self.host}) needs QLIK_MCP_PUBLIC_URL, the https address "
+                "clients use"
+            )
+        return None
+
+    def base_url(self) -> str:
+        """This server's address as clients and browsers reach it: QLIK_MCP_PUBLIC_URL, or the loopback bind."""
+        if self.public_url:
+            return self.public_url
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        text = value.strip().rstrip("/")
+        parts = urlsplit(text)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError("must be an https:// URL (http:// only for a loopback address)")
+        if parts.path or parts.query or parts.fragment or parts.username or not parts.hostname:
+            raise ValueError("must be the server's base URL only, like https://mcp.example.com (no path or query)")
+        return text
+
+    @model_validator(mode="after")
     def _qalyptus_settings(self) -> Settings:
         # Checked at startup, so a wrong organization or path override is named before any tool runs.
         self.qalyptus_organizations()
@@ -389,8 +484,8 @@ class Settings(BaseModel):
         return self.host in LOOPBACK
 
     def check_http(self) -> None:
-        """Serving beyond this machine needs a bearer token; on loopback one is optional."""
-        if self.transport != "http" or self.loopback():
+        """Serving beyond this machine needs a bearer token (or each person's sign-in); on loopback it is optional."""
+        if self.transport != "http" or self.loopback() or self.auth == "oauth":
             return
         if self.http_token is None or len(self.http_token.get_secret_value()) < 16:
             raise ConfigError(
@@ -413,9 +508,10 @@ class Settings(BaseModel):
         """Refuse to start against no tenant, or one reached without TLS; never fall back to the sandbox."""
         if self.sandbox:
             return
-        missing = [
-            name for name, value in (("QLIK_TENANT_URL", self.tenant_url), ("QLIK_API_KEY", self.api_key)) if not value
-        ]
+        needed = (("QLIK_TENANT_URL", self.tenant_url),)
+        if self.auth == "apikey":
+            needed += (("QLIK_API_KEY", self.api_key),)
+        missing = [name for name, value in needed if not value]
         if missing:
             raise ConfigError(
                 f"no Qlik tenant configured: set {' and '.join(missing)} "

@@ -44,6 +44,8 @@ class Pending:
     preview: Preview
     expires: float
     decision: Decision = "pending"
+    # Who asked, when people sign in (QLIK_MCP_AUTH=oauth): {id, name}; only they may decide it.
+    person: dict[str, str] | None = None
     # Sent to a client that opens the page by URL-mode elicitation; unlike `id` it grants nothing.
     elicitation_id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
@@ -105,8 +107,8 @@ class Approvals:
         approval_id = await self.store.get(_bound(binding))
         return None if approval_id is None else await self._load(approval_id)
 
-    async def request(self, binding: str, preview: Preview) -> Pending:
-        """The live entry for this exact call and state, opened if there is none."""
+    async def request(self, binding: str, preview: Preview, person: dict[str, str] | None = None) -> Pending:
+        """The live entry for this exact call and state, opened if there is none; `person`: who asked."""
         found = await self._bound_to(binding)
         if found is not None:
             return found
@@ -116,6 +118,7 @@ class Approvals:
             binding=binding,
             preview=preview,
             expires=self.clock() + self.ttl_seconds,
+            person=person,
         )
         await self.store.put(_entry(entry.id), entry.dumps(), self.ttl_seconds)
         # Two replicas opening a page for one call at once: the first binding wins, the other page is dropped.

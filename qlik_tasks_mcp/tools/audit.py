@@ -12,10 +12,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from mcp.server.auth.middleware.auth_context import get_access_token
+
 from qlik_tasks_mcp.client.redact import redact, redact_cut
 
 DETAIL_MAX = 500
 log = logging.getLogger("qlik_tasks_mcp.audit")
+
+
+def signed_in_person() -> dict[str, str] | None:
+    """The person the current request acts as (QLIK_MCP_AUTH=oauth): {id, name}; None for an API key's calls."""
+    token = get_access_token()
+    if token is None or token.subject is None:
+        return None
+    return {"id": token.subject, "name": str((token.claims or {}).get("name", ""))}
 
 
 def unwritable(path: str) -> str | None:
@@ -46,6 +56,9 @@ class Audit:
             "args": args,
             "outcome": outcome,
         }
+        person = signed_in_person()
+        if person is not None:
+            record["person"] = person
         if detail:
             record["detail"] = redact_cut(detail, DETAIL_MAX)
         line = redact(json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=True))

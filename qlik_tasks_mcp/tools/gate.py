@@ -46,6 +46,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator
 
 from qlik_tasks_mcp.client.store import MemoryStore, Store, StoreUnavailable
 from qlik_tasks_mcp.tools.approval import Approvals, Pending, Preview
+from qlik_tasks_mcp.tools.audit import signed_in_person
 from qlik_tasks_mcp.tools.fence import escaped
 from qlik_tasks_mcp.tools.model import Compact
 
@@ -167,6 +168,23 @@ class Plan:
     needs_consent: bool = True
     # What the action needs that the plan computed (a PUT body, the resolved targets): it acts on exactly that.
     payload: Any = None
+
+
+def _asker_ids() -> list[str]:
+    """The signed-in person, bound into confirm tokens and approvals: one person's yes is not another's."""
+    person = signed_in_person()
+    return [person["id"]] if person is not None else []
+
+
+def as_person(plan: Plan) -> Plan:
+    """The plan, saying whose rights it acts with when a person signed in (QLIK_MCP_AUTH=oauth)."""
+    person = signed_in_person()
+    if person is not None:
+        plan.notes.append(
+            f"Done as {person['name']} (user {person['id']}), signed in to the tenant: their rights apply, and "
+            "what the tenant records as changed by the caller names them."
+        )
+    return plan
 
 
 class Gated(Compact, Generic[R]):
@@ -296,7 +314,8 @@ class Gate:
     def _sign(
         self, tool: str, args: dict[str, Any], state: Any, expires: int, nonce: str, secret: bytes | None = None
     ) -> str:
-        material = _canonical([tool, args, hashlib.sha256(_canonical(state).encode()).hexdigest(), expires, nonce])
+        state_hash = hashlib.sha256(_canonical(state).encode()).hexdigest()
+        material = _canonical([tool, args, state_hash, expires, nonce, *_asker_ids()])
         digest = hmac.new(secret or self._secret, material.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
@@ -377,7 +396,7 @@ class Gate:
         return Gated[R](status="done", result=result, **base)
 
     def _binding(self, tool: str, args: dict[str, Any], state: Any) -> str:
-        material = _canonical([tool, args, hashlib.sha256(_canonical(state).encode()).hexdigest()])
+        material = _canonical([tool, args, hashlib.sha256(_canonical(state).encode()).hexdigest(), *_asker_ids()])
         return hashlib.sha256(material.encode()).hexdigest()
 
     async def _run_approved(
@@ -410,7 +429,7 @@ class Gate:
                 **base,
             )
         try:
-            entry = entry or await approvals.request(binding, _preview(tool, args, plan))
+            entry = entry or await approvals.request(binding, _preview(tool, args, plan), signed_in_person())
         except StoreUnavailable as exc:
             raise store_refusal(exc, tool) from None
         url = approvals.url(entry)

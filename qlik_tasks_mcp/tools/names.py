@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from qlik_tasks_mcp.client.directory import IDS_PER_REQUEST, DirectoryApi, ItemDoc, UserDoc, filter_value
 from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
 from qlik_tasks_mcp.client.qlik import QlikClient
+from qlik_tasks_mcp.tools.audit import signed_in_person
 from qlik_tasks_mcp.tools.fence import one_line, quoted
 
 if TYPE_CHECKING:
@@ -197,15 +198,56 @@ class EmptyAnswer(ClientError):
     """A lookup answered, but with nothing for any id asked: read as a failed lookup, never as absence."""
 
 
+class Seen:
+    """What one caller has read: with QLIK_MCP_AUTH=oauth each signed-in person sees with their own rights, so one
+    person's answers (a name, who "me" is) are never shown to another."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.users: TimedCache[UserName] = TimedCache(ttl, clock)
+        self.apps: TimedCache[AppName] = TimedCache(ttl, clock)
+        self.spaces: TimedCache[str] = TimedCache(ttl, clock)
+        self.me: TimedCache[UserName] = TimedCache(ttl, clock)
+
+
+# The callers whose caches are kept at once; the one unused longest goes first.
+CALLERS_KEPT = 256
+
+
 class Names:
-    """Apps, users and spaces by id, batched and briefly cached; one per process (Deps.names)."""
+    """Apps, users and spaces by id, batched and briefly cached per caller; one per process (Deps.names)."""
 
     def __init__(self, api: DirectoryApi, *, ttl: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
         self.api = api
-        self._users: TimedCache[UserName] = TimedCache(ttl, clock)
-        self._apps: TimedCache[AppName] = TimedCache(ttl, clock)
-        self._spaces: TimedCache[str] = TimedCache(ttl, clock)
-        self._me: TimedCache[UserName] = TimedCache(ttl, clock)
+        self._ttl = ttl
+        self._clock = clock
+        self._callers: dict[str, Seen] = {}
+
+    def _seen(self) -> Seen:
+        person = signed_in_person()
+        key = person["id"] if person is not None else ""
+        found = self._callers.pop(key, None)
+        if found is None:
+            found = Seen(self._ttl, self._clock)
+            if len(self._callers) >= CALLERS_KEPT:
+                del self._callers[next(iter(self._callers))]
+        self._callers[key] = found
+        return found
+
+    @property
+    def _users(self) -> TimedCache[UserName]:
+        return self._seen().users
+
+    @property
+    def _apps(self) -> TimedCache[AppName]:
+        return self._seen().apps
+
+    @property
+    def _spaces(self) -> TimedCache[str]:
+        return self._seen().spaces
+
+    @property
+    def _me(self) -> TimedCache[UserName]:
+        return self._seen().me
 
     @classmethod
     def of(cls, qlik: QlikClient) -> Names:
@@ -234,7 +276,8 @@ class Names:
         return await self._filled(self._spaces, [s for s in space_ids if s], self._fetch_spaces, "spaces")
 
     async def me(self) -> UserName | None:
-        """The caller: the user of this API key (GET /api/v1/users/me); None when it could not be read."""
+        """The caller: the signed-in person, or the user of this API key (GET /api/v1/users/me); None when it could
+        not be read."""
         found = await self._filled(self._me, ["me"], self._fetch_me, "caller")
         return found.get("me")
 

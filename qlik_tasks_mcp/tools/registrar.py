@@ -28,7 +28,7 @@ from qlik_tasks_mcp.client.errors import ClientError
 from qlik_tasks_mcp.client.http import collecting_notices
 from qlik_tasks_mcp.tools.arguments import ArgumentCheck, listed
 from qlik_tasks_mcp.tools.audit import Audit
-from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, bind_call
+from qlik_tasks_mcp.tools.gate import Consent, Gate, Gated, Plan, as_person, bind_call
 from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import Resolver, argument_resolver, name_gaps, with_name_note
 from qlik_tasks_mcp.tools.operation import Effect, Operation
@@ -262,9 +262,12 @@ def _gated_function(
     if missing:
         raise TypeError(f"{op.name}: its plan takes {sorted(missing)}, which the tool does not")
 
+    async def planned(**args: Any) -> Plan:
+        return as_person(await plan_of(service, **args))
+
     async def ask(ctx: Context, **kwargs: Any) -> Elicit[Consent] | None:
         args = await resolved(kwargs)
-        return await gate.ask(ctx, lambda: plan_of(service, **args))
+        return await gate.ask(ctx, lambda: planned(**args))
 
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
     resolver = _function(f"ask_{op.name}", mapped_errors(ask), [context, *plan_params], Elicit[Consent] | None, None)
@@ -277,7 +280,7 @@ def _gated_function(
 
     async def call(**kwargs: Any) -> Any:
         kwargs = await resolved(kwargs)
-        plan: Plan = await plan_of(service, **_pick(kwargs, plan_params))
+        plan: Plan = await planned(**_pick(kwargs, plan_params))
         args = _pick(kwargs, action_params)
         return await gate.run(
             plan=plan,
