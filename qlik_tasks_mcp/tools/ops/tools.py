@@ -25,7 +25,7 @@ from qlik_tasks_mcp.client.schedule import (
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import rrule_parts
 from qlik_tasks_mcp.client.workflow import repeating_interval
-from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_once
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Input
@@ -93,13 +93,14 @@ class FailureGroup(Compact):
     last_failed_at: str | None = None
     ref: str | None = Field(None, description="Id of the newest failure; ref_kind says of what.")
     ref_kind: str | None = Field(None, description="reload: get_reload_log; run: get_task_run_log; else the kind's.")
-    first_error: str | None = None
+    first_error: str | None = Field(None, exclude=True)
+    error: int | None = Field(None, description="Its first error's line in errors.")
 
 
 class FailureReport(Compact):
     since: str
     groups: list[FailureGroup]
-    errors: str | None = Field(None, description="Every group's first_error, fenced once, by kind and task id.")
+    errors: str | None = Field(None, description="Each distinct first error once, fenced, with its failures.")
     checked: dict[str, int]
     requests: dict[str, str] = Field({}, description="Per kind: requests spent / its budget.")
     stopped_early: bool = False
@@ -300,9 +301,14 @@ def _grouped(found: list[Failure]) -> list[FailureGroup]:
 
 
 def _errors_block(groups: list[FailureGroup]) -> str | None:
-    """The groups' first error lines in one fence: tenant text, read as data."""
-    pairs = [(f"{g.kind} {g.task_id}", g.first_error) for g in groups if g.first_error]
-    return untrusted_fields(pairs, "first error lines") if pairs else None
+    """The groups' first error lines in one fence, each distinct one once with its failures (100 tasks failing
+    alike are one line); each group names its line."""
+    block, numbers = untrusted_once(
+        ((g.first_error, g.failures) for g in groups if g.first_error), "first error lines", "failures"
+    )
+    for group in groups:
+        group.error = numbers.get(group.first_error or "")
+    return block
 
 
 @contextmanager
@@ -428,9 +434,7 @@ def _report(
 ) -> FailureReport:
     notes = [*unavailable, _rest_note(shares, short), *scan.notes]
     if groups:
-        notes.append(
-            tenant_text_note(["name", "app", "first_error"]) + " The errors block has them fenced as tenant data."
-        )
+        notes.append(tenant_text_note(["name", "app"]) + " errors: first errors, fenced as tenant data.")
     if APP_RELOADS in shares.spent and not scan.reloads.tenant_wide:
         notes.append(
             "Reloads were read app by app (the tenant-wide listing needs a tenant admin, or its budget ran out): "

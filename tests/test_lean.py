@@ -1,0 +1,62 @@
+"""What a result costs per row, in the o200k tokens the catalogue's goal is stated in (issue 28): names said once
+(a row carries its app and owner names; an id several rows share is said once per page), tenant text fenced once
+per result, keyed by row position rather than by repeated ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
+from qlik_tasks_mcp.tools.ops.tools import FailureGroup, _errors_block
+from tests.conftest import Harness, data, row_ids
+from tests.test_tokens import tokens
+
+pytestmark = pytest.mark.anyio
+ROW_TOKENS_GOAL = 120
+OTHER = {"first_error": "Other error"}
+
+
+async def test_a_list_tasks_row_costs_at_most_120_tokens_and_says_each_id_once(harness: Harness) -> None:
+    async with harness.client() as client:
+        result = await client.call_tool("list_tasks", {"limit": 20})
+    page, text = data(result), result.content[0].text  # type: ignore[union-attr]
+    rows = page["tasks"]
+    assert len(rows) >= 10
+    per_row = tokens(text) / len(rows)
+    assert per_row <= ROW_TOKENS_GOAL, f"{per_row:.1f} tokens a row ({len(rows)} rows)"
+    # Every id is still there, once: in its row, or in the page's map beside the name its rows carry.
+    stored = sandbox_tasks.tables(harness.sandbox).tasks
+    for row in row_ids(page):
+        task = stored[row["id"]]
+        assert (row["owner_id"], row["app_id"]) == (task["metadata"]["ownerId"], task["resourceId"])
+    for key in ("app_ids", "owner_ids"):
+        for name, ident in page.get(key, {}).items():
+            assert text.count(ident) == 1, (key, name)
+    assert "names" not in page and "BEGIN UNTRUSTED" not in text
+    assert json.loads(text) == page
+
+
+def test_identical_first_errors_are_one_fenced_line_with_their_count() -> None:
+    groups = [
+        FailureGroup.model_validate(
+            {
+                "kind": "reload",
+                "task_id": f"t{n}",
+                "name": f"task {n}",
+                "failures": 1,
+                "first_error": "Reload error: gone",
+            }
+        )
+        for n in range(100)
+    ]
+    groups.append(FailureGroup.model_validate({"kind": "task", "task_id": "x", "name": "x", "failures": 3} | OTHER))
+    groups.append(FailureGroup.model_validate({"kind": "task", "task_id": "y", "name": "y", "failures": 1}))
+    block = _errors_block(groups)
+    assert block is not None and block.count("BEGIN UNTRUSTED") == 1
+    lines = block.splitlines()[1:-1]
+    assert lines == ["1 (100 failures): Reload error: gone", "2 (3 failures): Other error"]
+    assert [g.error for g in groups] == [1] * 100 + [2, None]
+    shown = json.dumps([g.model_dump() for g in groups])
+    assert "Reload error" not in shown and "t99" in shown
