@@ -5,9 +5,11 @@ per result, keyed by row position rather than by repeated ids."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qlik_tasks_mcp.client.schedule import read_schedule
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.ops.tools import FailureGroup, _errors_block
 from tests.conftest import Harness, data, row_ids
@@ -60,3 +62,16 @@ def test_identical_first_errors_are_one_fenced_line_with_their_count() -> None:
     assert [g.error for g in groups] == [1] * 100 + [2, None]
     shown = json.dumps([g.model_dump() for g in groups])
     assert "Reload error" not in shown and "t99" in shown
+
+
+def test_next_runs_worked_out_once_are_reused_only_until_the_first_of_them_passes() -> None:
+    daily = read_schedule(recurrence="RRULE:FREQ=DAILY;BYHOUR=6;BYMINUTE=0", zone="UTC", start="2031-01-01T00:00:00")
+    assert daily is not None
+    at = datetime(2031, 3, 1, 7, tzinfo=UTC)
+    assert daily.known_runs(at, 2) is None
+    runs = daily.next_runs(at, 2)
+    assert [r.day for r in runs] == [2, 3]
+    assert daily.known_runs(at + timedelta(hours=22), 2) == runs  # 05:00 on the 2nd: the same two runs
+    assert daily.known_runs(runs[0], 2) is None  # the first has passed: worked out again
+    assert daily.known_runs(at - timedelta(minutes=1), 2) is None  # earlier than they were worked out for
+    assert [r.day for r in daily.next_runs(runs[0], 2)] == [3, 4]

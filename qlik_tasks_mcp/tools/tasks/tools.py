@@ -249,10 +249,11 @@ class TaskRow(Compact):
     @classmethod
     def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
         why_not = runs.why_not.get(task.id) or _owner_off(task, names, short=True)
+        # Built from the tenant's validated document and our own words: not validated again, row by row.
         # A list row leaves to get_task what costs tokens on every row and rarely answers a question: when it was
         # changed (the default sort says the order), a start that has passed, a run it will not make, its
         # description (tenant text that would need a fence of its own).
-        return cls(
+        return cls.model_construct(
             **_task_fields(task, names),
             trigger=trigger_words(task, listed=True),
             next_run=None if why_not else runs.first.get(task.id),
@@ -335,30 +336,45 @@ class NextRuns:
     why_not: dict[str, str] = dc_field(default_factory=dict)
 
 
-async def next_runs(tasks: list[TaskDoc], count: int = 1) -> NextRuns:
-    """The next runs of each scheduled task, all within one expansion budget and in one trip off the event loop; a
-    schedule whose runs cannot be worked out in time has none, and says so."""
+async def next_runs(tasks: list[TaskDoc], count: int = 1, *, shown: bool = False) -> NextRuns:
+    """The next runs of each scheduled task, all within one expansion budget; the rules not expanded before (see
+    Schedule.known_runs) in one trip off the event loop. A schedule whose runs cannot be worked out in time has
+    none, and says so."""
     now, budget = datetime.now(UTC), ExpansionBudget()
+    found = NextRuns()
+    read = [(task, info, timing(info)) for task in tasks for info in [WorkflowTaskSource.info(task)]]
+    known = {
+        task.id: runs
+        for task, info, schedule in read
+        if schedule is not None and info.enabled and (runs := schedule.known_runs(now, count)) is not None
+    }
 
-    def work() -> NextRuns:
-        found = NextRuns()
-        for task in tasks:
-            info = WorkflowTaskSource.info(task)
-            schedule = timing(info)
-            try:
+    def one(task: TaskDoc, info: TaskInfo, schedule: Schedule | None) -> None:
+        try:
+            runs = known.get(task.id)
+            if runs is None:
                 runs = schedule.next_runs(now, count, budget=budget) if schedule and info.enabled else []
-            except InvalidInput as exc:
-                found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
-                continue
-            if runs:
-                found.first[task.id] = short_time(utc_z(runs[0])) or ""
+        except InvalidInput as exc:
+            found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
+            return
+        if runs:
+            found.first[task.id] = short_time(utc_z(runs[0])) or ""
+            if shown:  # each in its zone and UTC: for a task read whole, not for every row of a list
                 found.shown[task.id] = [local_and_utc(run) for run in runs]
-            reason = will_not_run(info, runs, now=now)
-            if reason:
-                found.why_not[task.id] = reason
-        return found
+        reason = will_not_run(info, runs, now=now)
+        if reason:
+            found.why_not[task.id] = reason
 
-    return await anyio.to_thread.run_sync(work)
+    def work() -> None:
+        for entry in read:
+            one(*entry)
+
+    expand = any(s is not None and i.enabled and t.id not in known for t, i, s in read)
+    if expand:
+        await anyio.to_thread.run_sync(work)
+    else:
+        work()  # nothing left to expand: no trip off the loop
+    return found
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -555,7 +571,7 @@ async def get_task(tasks: Tasks, task_id: TaskId) -> TaskResult:
     """One task: trigger (schedule in words, task it follows, dataset update), next runs, target app, owner,
     workflow."""
     task = await tasks.api.get(task_id)
-    runs = await next_runs([task], count=DETAIL_RUNS)
+    runs = await next_runs([task], count=DETAIL_RUNS, shown=True)
     detail = TaskDetail.of(task, await task_names(tasks.names, [task]), runs)
     return TaskResult(task=detail, note=DETAIL_NAMES_NOTE)
 
