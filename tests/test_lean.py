@@ -4,12 +4,14 @@ per result, keyed by row position rather than by repeated ids."""
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from qlik_tasks_mcp.client.schedule import read_schedule
+from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.ops.tools import FailureGroup, _errors_block
 from tests.conftest import Harness, data, row_ids
@@ -75,3 +77,40 @@ def test_next_runs_worked_out_once_are_reused_only_until_the_first_of_them_passe
     assert daily.known_runs(runs[0], 2) is None  # the first has passed: worked out again
     assert daily.known_runs(at - timedelta(minutes=1), 2) is None  # earlier than they were worked out for
     assert [r.day for r in daily.next_runs(runs[0], 2)] == [3, 4]
+
+
+async def test_an_apps_overview_and_its_disable_previews_name_who_stops_getting_fresh_reports(
+    harness: Harness,
+) -> None:
+    h = harness
+    finance = next(a.id for a in h.sandbox.apps.values() if a.name == "Finance P&L")
+    only = next(t for t in sandbox_tasks.tables(h.sandbox).tasks.values() if t["resourceId"] == finance)
+    subscriptions = [
+        s for s in sandbox_sharing.tables(h.sandbox).tasks.values() if s.get("appId") == finance and s["enabled"]
+    ]
+    owners = {h.sandbox.users[s["owner"]].name for s in subscriptions}
+    assert subscriptions and owners
+    before = copy.deepcopy(h.sandbox.tables)
+    async with h.client() as client:
+        overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": finance, "runs": 1}))
+        one = data(await client.call_tool("update_task", {"task_id": only["id"], "enabled": False}))
+        bulk = data(
+            await client.call_tool(
+                "set_tasks_enabled", {"enabled": False, "tasks": [{"kind": "task", "id": only["id"]}]}
+            )
+        )
+        deleting = data(await client.call_tool("delete_tasks", {"tasks": [{"kind": "task", "id": only["id"]}]}))
+    assert h.sandbox.tables == before  # previews change nothing
+    # The overview: what reloads it and whether that runs, who sends its content, each item with its owner.
+    assert f"its content sent by {len(subscriptions)} subscription(s)" in overview["note"]
+    assert "Reloaded by " in overview["note"] and "1 of them running" in overview["note"]
+    sent = {i["id"]: i for i in overview["items"] if i["kind"] == "sharing"}
+    assert {s["id"] for s in subscriptions} <= set(sent)
+    assert all(sent[s["id"]]["owner"] == h.sandbox.users[s["owner"]].name for s in subscriptions)
+    # Every disable or delete preview says the same: the subscriptions left without fresh data, and their owners.
+    for preview in (one, bulk, deleting):
+        warning = next(n for n in preview["notes"] if "nothing scheduled reloads app" in n)
+        assert "Who stops getting fresh reports" in warning
+        for s in subscriptions:
+            owner = h.sandbox.users[s["owner"]]
+            assert f"subscription {s['id']} " in warning and f"(owner '{owner.name}' (user {owner.id}))" in warning

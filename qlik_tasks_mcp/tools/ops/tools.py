@@ -1,6 +1,7 @@
 """Ops answers across every served task kind: failures in a window, schedules explained, bulk enable/disable,
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_onc
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.names import Names, owner_change_note, owner_of, task_lines
+from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, owner_of, task_lines
 from qlik_tasks_mcp.tools.operation import destructive, read
 from qlik_tasks_mcp.tools.ops import orphans
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
     OWNER_OFF,
+    SENDER_KINDS,
     Budget,
     Failure,
     FailureScan,
@@ -46,8 +48,11 @@ from qlik_tasks_mcp.tools.sources import (
     all_tasks,
     gather,
     run_times,
+    runs_it,
     scan_now,
     schedule_line,
+    stale_note,
+    stale_reports_notes,
     timing,
     why_off,
     will_not_run,
@@ -93,8 +98,8 @@ class FailureGroup(Compact):
     last_failed_at: str | None = None
     ref: str | None = Field(None, description="Id of the newest failure; ref_kind says of what.")
     ref_kind: str | None = Field(None, description="reload: get_reload_log; run: get_task_run_log; else the kind's.")
-    first_error: str | None = Field(None, exclude=True)
-    error: int | None = Field(None, description="Its first error's line in errors.")
+    first_error: str | None = Field(default=None, exclude=True)
+    error: int | None = Field(default=None, description="Its first error's line in errors.")
 
 
 class FailureReport(Compact):
@@ -136,6 +141,7 @@ class OverviewItem(Compact):
     will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     after: list[str] = Field(default=[], description="Runs whose end starts this task.")
     starts: list[str] = Field(default=[], description="Tasks this one's end starts.")
+    owner: str | None = None
 
 
 class ReloadHistory(Compact):
@@ -607,7 +613,8 @@ async def plan_bulk(
         changes=await _preview_page(sources.names, todo, page, state_word),
         state=sorted((t.kind, t.id, t.enabled) for t in targets),
         notes=[f"{note}: skipped" for note in unavailable]
-        + await _bulk_notes(sources.names, targets, todo, state_word),
+        + await _bulk_notes(sources.names, targets, todo, state_word)
+        + ([] if enabled else await stale_reports_notes(sources.by_kind, sources.names, todo, deleting=False)),
         payload=todo,
     )
 
@@ -680,7 +687,13 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget, has_tasks: bool
+    info: TaskInfo,
+    runs: int,
+    now: datetime,
+    starts: dict[str, list[str]],
+    budget: ExpansionBudget,
+    has_tasks: bool,
+    owners: RowNames,
 ) -> OverviewItem:
     times = await run_times(info, count=runs, now=now, budget=budget, strict=True) if runs else []
     why_not = will_not_run(info, times, now=now, app_has_tasks=has_tasks) if runs else None
@@ -696,11 +709,12 @@ async def _overview_item(
         will_not_run=why_not,
         after=[f"task {t} {outcome(s)}" for t, s in info.after],
         starts=starts.get(info.id, []),
+        owner=owners.user(info.owner_id) if info.owner_id else info.owner_label,
     )
 
 
 async def _overview_items(
-    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool
+    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool, owners: RowNames
 ) -> tuple[list[OverviewItem], str | None]:
     """Every task's item; next runs share one expansion budget, and a task whose runs cannot be worked out within
     it says so."""
@@ -710,28 +724,29 @@ async def _overview_items(
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, expansion, has_tasks))
+            items.append(await _overview_item(info, runs, now, starts, expansion, has_tasks, owners))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, expansion, has_tasks))
+            items.append(await _overview_item(info, 0, now, starts, expansion, has_tasks, owners))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
 
 
-async def _owners_off(names: Names, infos: list[TaskInfo]) -> None:
-    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up); a look-up that
-    fails leaves them as they are: the overview's own work goes on."""
+async def _owners_off(names: Names, infos: list[TaskInfo]) -> RowNames:
+    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up), and gives their
+    names; a look-up that fails leaves them as they are: the overview's own work goes on."""
     # Qalyptus owners are Qalyptus's own users (its source says when they are gone), not Qlik's.
     qlik = [info for info in infos if info.kind != "qalyptus"]
     try:
         users = await names.users(u for u in {owner_of(i) for i in qlik} if u)
     except ClientError:
-        return
+        return RowNames({}, {})
     for info in qlik:
         user = users.get(owner_of(info) or "")
         if user is not None and user.status in OWNER_OFF and not info.owner_gone:
             info.owner_gone = f"{one_line(user.name, 100)} ({user.status})"
+    return RowNames({}, users)
 
 
 async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None) -> bool:
@@ -754,8 +769,9 @@ def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
     return starts
 
 
-async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None]:
-    """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget."""
+async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None, bool]:
+    """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget; and
+    whether every page of the app's own tasks was read."""
     budget = Budget(requests=OVERVIEW_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     unavailable: list[str] = []
     with _spending(budget):
@@ -764,7 +780,7 @@ async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], lis
             infos += await _unless_unavailable(found.of_app(app_id), [], unavailable)
         others, note = await _followers(sources, app_id) if infos else ([], None)
     stopped = _stopped_note(budget, OVERVIEW_REQUESTS, "the overview may miss tasks or chains")
-    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None
+    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None, stopped is None
 
 
 def _unique(infos: list[TaskInfo]) -> list[TaskInfo]:
@@ -780,10 +796,11 @@ async def get_app_schedule_overview(
 ) -> AppOverview:
     """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
     its recent reloads' failure rate."""
-    infos, others, note = await _app_tasks(sources, app_id)
-    await _owners_off(sources.names, infos)
+    infos, others, note, complete = await _app_tasks(sources, app_id)
+    owners = await _owners_off(sources.names, infos)
     has_tasks = await _has_tasks(sources, app_id, infos) if any(i.kind == "reload" for i in infos) else False
-    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks)
+    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks, owners)
+    impact = await _impact(sources, app_id, infos, others, complete)
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
         note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))
@@ -792,8 +809,35 @@ async def get_app_schedule_overview(
         app_id=app_id,
         items=items,
         recent_reloads=history,
-        note=" ".join(filter(None, [note, unknown, unread])) or None,
+        note=" ".join(filter(None, [impact, note, unknown, unread])) or None,
     )
+
+
+async def _impact(
+    sources: Sources, app_id: str, infos: list[TaskInfo], others: list[TaskInfo], complete: bool
+) -> str | None:
+    """What reloads the app and whether that runs, what its reloads start, who sends its content (their owners
+    are on the items); and, when every task of the app was read and nothing reloads it, who stops getting fresh
+    reports (the previews' warning, stale_note)."""
+    reloaders = [i for i in infos if i.kind in ("task", "reload")]
+    senders = [i for i in infos if i.kind in SENDER_KINDS and i.enabled]
+    if not reloaders and not senders:
+        return None
+    has_tasks = any(i.kind == "task" for i in reloaders)
+    running = sum(1 for i in reloaders if runs_it(i, has_tasks))
+    ours = {i.id for i in reloaders}
+    started = {o.id for o in others if any(t in ours for t, _ in o.after)}
+    parts = [f"Reloaded by {len(reloaders)} task(s), {running} of them running"]
+    kinds = Counter(SENDER_KINDS[i.kind] for i in senders)
+    if kinds:
+        parts.append("its content sent by " + " and ".join(f"{n} {k}(s)" for k, n in kinds.items()))
+    if started:
+        parts.append(f"its reloads start {len(started)} task(s) of other apps")
+    summary = "; ".join(parts) + "."
+    if not complete or "sharing" not in sources.by_kind:
+        return summary
+    stale = await stale_note(app_id, reloaders, senders, [], (), deleting=False, names=sources.names)
+    return " ".join(filter(None, [summary, stale]))
 
 
 async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory | None, str | None]:

@@ -759,7 +759,8 @@ async def _downstream(api: TasksApi, task_id: str) -> str | None:
 async def _stale(tasks: Tasks, current: TaskDoc, *, deleting: bool) -> str | None:
     if not current.enabled and not deleting:
         return None
-    return await stale_reports_note(tasks.sources(), current.app_id, ("task", current.id), deleting=deleting)
+    leaving = {("task", current.id)}
+    return await stale_reports_note(tasks.sources(), current.app_id, leaving, deleting=deleting, names=tasks.names)
 
 
 async def plan_update(
