@@ -23,6 +23,7 @@ from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.tools.ops import selection
 from qlik_tasks_mcp.tools.ops import tools as ops_module
 from tests.conftest import Harness, data, error_text, fenced_once, first_error, make_harness
 
@@ -780,7 +781,7 @@ async def test_set_tasks_enabled_previews_5000_scheduling_tasks_by_filter_or_ids
     check of every page here is slow on a busy machine."""
     from qlik_tasks_mcp.sandbox import large
 
-    monkeypatch.setattr(ops_module, "SCAN_SECONDS", 3600.0)
+    monkeypatch.setattr(selection, "SCAN_SECONDS", 3600.0)
     h = make_harness(toolsets="tasks,ops,directory", sandbox_options={"app_count": large.USUAL_APPS + 5000})
     try:
         store = sandbox_tasks.tables(h.sandbox).tasks

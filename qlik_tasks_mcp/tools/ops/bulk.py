@@ -1,7 +1,7 @@
 """Bulk deletes and owner changes across the served task kinds, each with one yes. The selection (ids, an app, a
 filter) and its paged preview are set_tasks_enabled's, so a yes covers exactly the tasks the preview counted.
 
-Imported at the end of tools.py, whose selection and preview it reuses.
+The selection and its preview are tools/ops/selection.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.names import owner_of, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive
-from qlik_tasks_mcp.tools.ops.tools import (
+from qlik_tasks_mcp.tools.ops.selection import (
     MAX_TARGETS,
     PREVIEW_LINES,
     BulkFailure,

@@ -2,17 +2,15 @@
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from qlik_tasks_mcp.client.allowance import pages_allowed
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
@@ -29,10 +27,25 @@ from qlik_tasks_mcp.client.workflow import repeating_interval
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_once
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
-from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, owner_of, task_lines
+from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, owner_of
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.ops import orphans
+from qlik_tasks_mcp.tools.ops import bulk, missed, orphans, stats
+from qlik_tasks_mcp.tools.ops.selection import (
+    MAX_TARGETS,
+    PREVIEW_LINES,
+    BulkFailure,
+    BulkResult,
+    KindName,
+    Sources,
+    TaskFilter,
+    TaskRef,
+    _preview_page,
+    _spending,
+    _targets,
+    _unique,
+    _unless_unavailable,
+)
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
@@ -42,10 +55,8 @@ from qlik_tasks_mcp.tools.sources import (
     Failure,
     FailureScan,
     KindUnavailable,
-    Narrow,
     TaskInfo,
     TaskSource,
-    all_tasks,
     gather,
     run_times,
     runs_it,
@@ -62,17 +73,11 @@ SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
 # An overview reads one app's tasks, the tenant's app ids, then other apps' tasks for chains: every page counts.
 OVERVIEW_REQUESTS = 400
-PREVIEW_LINES = 100
-# A tenant-wide filter's listings: every page read to select the tasks counts.
-SELECT_REQUESTS = 400
-MAX_TARGETS = 5000
 CHAIN_SCAN_APPS = 200
 RECENT_RELOADS = 10
 ERROR_CHARS = 300
 
-KindName = Literal["reload", "task", "sharing", "qalyptus"]
 ScanKind = Literal["app", "reload", "task", "sharing", "qalyptus"]
-T = TypeVar("T")
 
 
 class RunTime(Compact):
@@ -113,23 +118,6 @@ class FailureReport(Compact):
     note: str | None = None
 
 
-class TaskRef(Input):
-    kind: KindName
-    id: str = Field(min_length=1, max_length=128)
-
-
-class BulkFailure(Compact):
-    kind: str
-    id: str
-    error: str
-
-
-class BulkResult(Compact):
-    changed: int
-    already: int
-    failed: list[BulkFailure] = []
-
-
 class OverviewItem(Compact):
     kind: str
     id: str
@@ -162,39 +150,9 @@ def outcome(status: str | None) -> str:
     return {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get((status or "").upper(), "finishes")
 
 
-@dataclass
-class Sources:
-    """The task sources of the served toolsets, by kind."""
-
-    by_kind: dict[str, TaskSource]
-    names: Names
-    # Served with the reloads toolset: an app's overview shows its recent reloads.
-    reloads: ReloadsApi | None = None
-
-    def of(self, kind: str) -> TaskSource:
-        if kind not in self.by_kind:
-            raise InvalidInput(f"kind {kind!r} is not served here; choose from {self.available}")
-        return self.by_kind[kind]
-
-    @property
-    def available(self) -> str:
-        kinds = [kind for kind in self.by_kind if kind != APP_RELOADS]
-        return ", ".join(kinds) or "(none: serve a family toolset beside ops)"
-
-
 def service(clients: Deps) -> Sources:
     reloads = ReloadsApi(clients.qlik) if APP_RELOADS in clients.sources else None
     return Sources(clients.sources, clients.names, reloads)
-
-
-async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:
-    """`call`'s answer, or `fallback` with the source's note when its kind is unavailable on this tenant."""
-    try:
-        return await call
-    except KindUnavailable as exc:
-        if str(exc) not in notes:
-            notes.append(str(exc))
-        return fallback
 
 
 async def _explained_task(sources: Sources, kind: str | None, task_id: str) -> TaskInfo:
@@ -315,13 +273,6 @@ def _errors_block(groups: list[FailureGroup]) -> str | None:
     for group in groups:
         group.error = numbers.get(group.first_error or "")
     return block
-
-
-@contextmanager
-def _spending(budget: Budget) -> Iterator[None]:
-    """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
-    with pages_allowed(lambda what: budget.spend(scan_now(), what)):
-        yield
 
 
 def _stopped_note(budget: Budget, requests: int, narrow: str) -> str | None:
@@ -458,125 +409,6 @@ def _report(
     )
 
 
-class TaskFilter(Input):
-    """Which tasks a bulk change selects: every condition given must hold."""
-
-    app_id: str | None = Field(None, min_length=1, max_length=128)
-    owner_id: str | None = Field(None, min_length=1, max_length=128, description="User id.")
-    kinds: list[KindName] | None = Field(None, max_length=4)
-    enabled: bool | None = Field(None, description="Current state.")
-    name_contains: str | None = Field(None, min_length=1, max_length=200, description="Case-insensitive.")
-
-    def matches(self, info: TaskInfo) -> bool:
-        return (
-            (self.owner_id is None or owner_of(info) == self.owner_id)
-            and (self.enabled is None or info.enabled == self.enabled)
-            and (self.name_contains is None or self.name_contains.casefold() in info.name.casefold())
-        )
-
-
-async def _targets(
-    sources: Sources,
-    tasks: list[TaskRef] | None,
-    app_id: str | None,
-    only: list[KindName] | None,
-    notes: list[str],
-    chosen: TaskFilter | None = None,
-) -> list[TaskInfo]:
-    if sum(map(bool, (tasks, app_id, chosen))) != 1:
-        raise InvalidInput("give either tasks (kind + id each), app_id, or filter")
-    if chosen is not None:
-        return await _filtered(sources, chosen, notes)
-    if app_id:
-        return await _filtered(sources, TaskFilter.model_validate({"app_id": app_id, "kinds": only}), notes)
-    assert tasks is not None
-    if len(tasks) > MAX_TARGETS:
-        raise InvalidInput(f"{len(tasks)} tasks given; at most {MAX_TARGETS} per call")
-    return await _named(sources, tasks, notes)
-
-
-async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> list[TaskInfo]:
-    """The tasks named, each kind read as cheaply as it allows (many ids: its listing, within one budget)."""
-    found: list[TaskInfo] = []
-    wanted: dict[str, list[str]] = {}
-    for ref in tasks:
-        wanted.setdefault(ref.kind, []).append(ref.id)
-    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
-    for kind, ids in wanted.items():
-        unique = list(dict.fromkeys(ids))
-        with _spending(budget):
-            got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
-        _refuse_cut(budget, "the named tasks", "name fewer tasks per call")
-        if got is None:
-            continue
-        missing = [i for i in unique if i not in got]
-        if missing:
-            raise InvalidInput(f"no {kind} task with id {', '.join(missing[:10])}; nothing was changed")
-        found += [got[i] for i in unique]
-    return found
-
-
-async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> list[TaskInfo]:
-    """The tasks `chosen` selects, in a stable order (kind, name, id): the preview pages through it."""
-    # Only kinds whose tasks can be enabled: app reloads are a source for find_failures, not tasks.
-    kinds = [sources.of(kind).kind for kind in chosen.kinds or sources.by_kind if kind in get_args(KindName)]
-    if chosen.app_id:
-        found: list[TaskInfo] = []
-        for kind in kinds:
-            found += await _unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
-    else:
-        narrow = Narrow(owner_id=chosen.owner_id, enabled=chosen.enabled)
-        found = await _tenant_wide(sources, kinds, notes, narrow)
-    selected = [t for t in _unique(found) if chosen.matches(t)]
-    if len(selected) > MAX_TARGETS:
-        raise InvalidInput(f"the filter selects {len(selected)} tasks; at most {MAX_TARGETS} per call: narrow it")
-    return sorted(selected, key=lambda t: (t.kind, t.name.casefold(), t.id))
-
-
-async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], narrow: Narrow) -> list[TaskInfo]:
-    """Every task of `kinds` (those `narrow` selects where the kind's listing can filter): listed tenant-wide where
-    the kind can, else app by app, within one budget. A selection cut by the budget is refused, never acted on:
-    the confirmation must cover what the filter means."""
-    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
-    found: list[TaskInfo] = []
-    by_app: list[str] = []
-    for kind in kinds:
-        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget, narrow), [], notes)
-        if listed is None:
-            by_app.append(kind)
-        else:
-            found += listed
-    if by_app:
-        with _spending(budget):
-            found += await _app_by_app(sources, by_app, notes)
-        notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
-    _refuse_cut(budget, "the filter's tasks", "narrow the filter with app_id or kinds")
-    return found
-
-
-def _refuse_cut(budget: Budget, what: str, narrow: str) -> None:
-    if budget.skipped:
-        raise InvalidInput(
-            f"{what} could not all be read within {SELECT_REQUESTS} requests / {SCAN_SECONDS:.0f} s "
-            f"({len(budget.skipped)} reads left, first: {budget.skipped[0]}); a partial selection is never "
-            f"changed: {narrow}"
-        )
-
-
-async def _app_by_app(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
-    apps: set[str] = set()
-    for found in sources.by_kind.values():
-        apps |= await _unless_unavailable(found.app_ids(), set(), notes)
-    read: list[TaskInfo] = []
-
-    async def one(pair: tuple[str, str]) -> None:
-        kind, app = pair
-        read.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
-
-    await gather([(kind, app) for app in sorted(apps - {""}) for kind in kinds], one)
-    return read
-
-
 async def _bulk_notes(names: Names, targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
     notes = [f"{len(targets) - len(todo)} already {state_word}: left as they are"] if len(todo) < len(targets) else []
     notes.append("Tasks are changed one by one; if some fail, the result lists what changed and what did not.")
@@ -617,22 +449,6 @@ async def plan_bulk(
         + ([] if enabled else await stale_reports_notes(sources.by_kind, sources.names, todo, deleting=False)),
         payload=todo,
     )
-
-
-async def _preview_page(names: Names, todo: list[TaskInfo], page: int, state_word: str) -> list[str]:
-    """Page `page` of the selection, PREVIEW_LINES lines, and a line saying what is left; the confirmation binds
-    the whole selection whichever page was shown."""
-    pages = -(-len(todo) // PREVIEW_LINES)
-    if page > pages:
-        raise InvalidInput(f"page {page} is past the last page ({pages}) of {len(todo)} tasks")
-    first = (page - 1) * PREVIEW_LINES
-    lines = await task_lines(names, todo[first : first + PREVIEW_LINES], state_word)
-    left = len(todo) - first - len(lines)
-    if left > 0:
-        lines.append(f"... and {left} more (page={page + 1} shows them; the confirmation binds all {len(todo)})")
-    elif first:
-        lines.append(f"(page {page} of {pages}: the confirmation binds all {len(todo)})")
-    return lines
 
 
 @destructive("Enable or disable tasks", plan=plan_bulk, idempotent=True)
@@ -783,11 +599,6 @@ async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], lis
     return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None, stopped is None
 
 
-def _unique(infos: list[TaskInfo]) -> list[TaskInfo]:
-    # A tenant whose listing loops sends the same task again: it is shown once.
-    return list({(info.kind, info.id): info for info in infos}.values())
-
-
 @read("App schedule overview")
 async def get_app_schedule_overview(
     sources: Sources,
@@ -855,5 +666,9 @@ async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory 
     return ReloadHistory(reloads=reloads, ended=len(ended), failed=failed, failure_rate=rate), None
 
 
+# The catalogue's order: the answers that join runs across time, then the bulk changes with one yes.
 find_orphans = orphans.find_orphans
-from qlik_tasks_mcp.tools.ops.answers import *  # noqa: E402, F403 (after what they reuse; order: answers.__all__)
+get_reload_stats = stats.get_reload_stats
+find_missed_runs = missed.find_missed_runs
+delete_tasks = bulk.delete_tasks
+change_tasks_owner = bulk.change_tasks_owner
