@@ -107,10 +107,14 @@ async def test_an_apps_overview_and_its_disable_previews_name_who_stops_getting_
     sent = {i["id"]: i for i in overview["items"] if i["kind"] == "sharing"}
     assert {s["id"] for s in subscriptions} <= set(sent)
     assert all(sent[s["id"]]["owner"] == h.sandbox.users[s["owner"]].name for s in subscriptions)
+    # The Qalyptus tasks its reload starts send it too, with their Qalyptus owner.
+    reports = [i for i in overview["items"] if i["kind"] == "qalyptus"]
+    assert reports and all("Qalyptus user" in i["owner"] for i in reports)
     # Every disable or delete preview says the same: the subscriptions left without fresh data, and their owners.
     for preview in (one, bulk, deleting):
         warning = next(n for n in preview["notes"] if "nothing scheduled reloads app" in n)
         assert "Who stops getting fresh reports" in warning
+        assert all(f"Qalyptus task {i['id']} " in warning for i in reports)
         for s in subscriptions:
             owner = h.sandbox.users[s["owner"]]
             assert f"subscription {s['id']} " in warning and f"(owner '{owner.name}' (user {owner.id}))" in warning
