@@ -39,9 +39,9 @@ from qlik_tasks_mcp.tools.inventory import (
     TOKENS_PER_TOOL_GOAL,
     TOOLS_LIST_RATIO_GOAL,
 )
-from qlik_tasks_mcp.tools.ops import tools as ops
+from qlik_tasks_mcp.tools.ops import selection
 
-SCAN_SECONDS = ops.SCAN_SECONDS
+SCAN_SECONDS = selection.SCAN_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.md"
@@ -328,7 +328,7 @@ async def bulk_step(step: int, count: int, traced: bool) -> tuple[int, float, in
     _, run, _, tenant = BULK_STEPS[step]
     mcp, backend, sandbox = tenant(count)
     # tracemalloc slows Python about tenfold: the traced pass lifts the selection's time budget so it still runs.
-    ops.SCAN_SECONDS = 600.0 if traced else SCAN_SECONDS
+    selection.SCAN_SECONDS = 600.0 if traced else SCAN_SECONDS
     async with Client(mcp) as client:
         if traced:
             tracemalloc.start()

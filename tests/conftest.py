@@ -95,9 +95,32 @@ def error_text(result: CallToolResult) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
+def first_error(report: dict[str, Any], group: dict[str, Any]) -> str:
+    """A find_failures group's first error: the line of the report's errors fence it names ("" when none)."""
+    number = group.get("error")
+    for line in (report.get("errors") or "").splitlines():
+        head, _, text = line.partition("): ")
+        if number is not None and head.startswith(f"{number} (") and text:
+            return text
+    return ""
+
+
 def fenced_once(report: dict[str, Any], group: dict[str, Any]) -> bool:
-    """A group's first_error is one line, and the result's one fence (its `errors` block) holds it as tenant data."""
+    """A group's first error is one line of the result's one fence (its `errors` block), said there once."""
     errors: str = report["errors"]
-    line = f"{group['kind']} {group['task_id']}: {group['first_error']}"
+    text = first_error(report, group)
     one_fence = errors.count("BEGIN UNTRUSTED") == 1 and "UNTRUSTED" not in json.dumps(report["groups"])
-    return one_fence and "\n" not in group["first_error"] and line in errors.splitlines()
+    said_once = sum(line.endswith(f"): {text}") for line in errors.splitlines()) == 1
+    return one_fence and bool(text) and said_once and text not in json.dumps(report["groups"])
+
+
+def row_ids(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """A list_tasks page's rows with their app and owner ids filled in from the page's name -> id maps (each id is
+    said once per page: a row naming an app or owner that several rows share carries the name alone)."""
+    apps, owners = page.get("app_ids", {}), page.get("owner_ids", {})
+    return [
+        r
+        | ({"app_id": apps[r["app"]]} if "app_id" not in r and r.get("app") in apps else {})
+        | ({"owner_id": owners[r["owner"]]} if "owner_id" not in r and r.get("owner") in owners else {})
+        for r in page["tasks"]
+    ]

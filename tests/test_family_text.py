@@ -286,7 +286,7 @@ async def test_the_qalyptus_scan_reads_logs_within_its_budget(
     qalyptus_groups = [g for g in report["groups"] if g["kind"] == "qalyptus"]
     assert len(qalyptus_groups) >= 30 and report["stopped_early"] is True
     assert len(logs) <= BUDGET - 1 and any("Qalyptus log of task" in n for n in report["not_checked"])
-    assert sum(1 for g in qalyptus_groups if g.get("first_error")) == len(logs)
+    assert sum(1 for g in qalyptus_groups if g.get("error")) == len(logs)
 
 
 # 5. Previews show each changed field in full ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.ops.orphans import SCAN_REQUESTS
-from tests.conftest import Harness, data, make_harness
+from tests.conftest import Harness, data, make_harness, row_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +98,7 @@ async def test_a_users_filter_that_answers_no_rows_is_not_every_owner_gone(harne
     finally:
         harness.sandbox.users = kept
     assert faults.injected == 0
-    owners = {r["owner_id"] for r in listed["tasks"]} - {harness.sandbox.caller_id}
+    owners = {r["owner_id"] for r in row_ids(listed)} - {harness.sandbox.caller_id}
     assert owners and all("deleted" not in (r.get("owner") or "") for r in listed["tasks"])
     # An owner the filter left out is read directly; only its 404 makes it "no longer a user of the tenant".
     asked = {x.path.rsplit("/", 1)[1] for x in since(harness, start, "/api/v1/users/") if x.status == 404}
@@ -226,7 +226,7 @@ async def test_tools_that_take_an_app_or_an_owner_take_its_name(harness: Harness
     assert "apps match 'an'" in many and "give the whole name or the app id" in many and "(app " in many
     assert orphans["checked"]["apps"] == 2
     assert bulk_by_name["changes"] and bulk_by_name["changes"] == bulk_by_id["changes"]
-    assert owned["tasks"] and all(t["owner_id"] == ben.id and t["app_id"] == sales.id for t in owned["tasks"])
+    assert owned["tasks"] and all(t["owner_id"] == ben.id and t["app_id"] == sales.id for t in row_ids(owned))
 
 
 async def test_sharing_tasks_by_recipient_with_a_key_that_may_not_filter_users(user: Harness) -> None:

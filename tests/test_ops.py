@@ -23,8 +23,9 @@ from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
+from qlik_tasks_mcp.tools.ops import selection
 from qlik_tasks_mcp.tools.ops import tools as ops_module
-from tests.conftest import Harness, data, error_text, fenced_once, make_harness
+from tests.conftest import Harness, data, error_text, fenced_once, first_error, make_harness
 
 pytestmark = pytest.mark.anyio
 APPS = 150
@@ -132,12 +133,12 @@ async def test_find_failures_across_kinds_on_a_big_tenant(big: Harness) -> None:
     assert len(sharing_failed) >= APPS // 10
     assert {g["task_id"] for g in by_kind["sharing"]} == sharing_failed
     assert all(fenced_once(report, g) for g in by_kind["sharing"])
-    assert sum(".invalid" in g["first_error"] for g in by_kind["sharing"]) >= APPS // 10
+    assert sum(".invalid" in first_error(report, g) for g in by_kind["sharing"]) >= APPS // 10
     failed_tasks = by_kind["task"]
     assert len(failed_tasks) >= 14
     for group in failed_tasks:
         assert group["ref"]
-        assert fenced_once(report, group) and "error" in group["first_error"].lower()
+        assert fenced_once(report, group) and "error" in first_error(report, group).lower()
     # Newest first.
     stamps = [g.get("last_failed_at") or "" for g in report["groups"]]
     assert stamps == sorted(stamps, reverse=True)
@@ -746,7 +747,7 @@ async def test_find_failures_finds_a_sharing_task_whose_only_failure_is_one_reci
     assert got["status"] == "VALID" and not got.get("task_errors") and "failed_executions_in_a_row" not in got
     assert [r.get("errors") for r in got["recipients"] if r.get("errors")] == [["GENERIC_EXECUTION_FAILURE"]]
     group = next(g for g in report["groups"] if g["task_id"] == task["id"])
-    assert group["failures"] == 1 and "left@bounce.invalid" in group["first_error"]
+    assert group["failures"] == 1 and "left@bounce.invalid" in first_error(report, group)
     assert task["id"] in sharing_executions_read(harness, start)
 
 
@@ -780,7 +781,7 @@ async def test_set_tasks_enabled_previews_5000_scheduling_tasks_by_filter_or_ids
     check of every page here is slow on a busy machine."""
     from qlik_tasks_mcp.sandbox import large
 
-    monkeypatch.setattr(ops_module, "SCAN_SECONDS", 3600.0)
+    monkeypatch.setattr(selection, "SCAN_SECONDS", 3600.0)
     h = make_harness(toolsets="tasks,ops,directory", sandbox_options={"app_count": large.USUAL_APPS + 5000})
     try:
         store = sandbox_tasks.tables(h.sandbox).tasks

@@ -13,7 +13,7 @@ import pytest
 
 from qlik_tasks_mcp.client.qalyptus_paths import DEFAULTS, PathTable
 from qlik_tasks_mcp.sandbox.qalyptus import QALYPTUS_HOST, QALYPTUS_SANDBOX_KEY, QALYPTUS_SANDBOX_URL, tables
-from tests.conftest import Harness, data, error_text, make_harness
+from tests.conftest import Harness, data, error_text, first_error, make_harness
 from tests.test_qalyptus import confirmed, fast, org, sent, task_named
 
 pytestmark = pytest.mark.anyio
@@ -383,7 +383,7 @@ async def test_a_failed_on_demand_report_comes_back_with_its_log_and_reaches_fin
     assert result["request"]["status"] == "Failed" and "download" not in result
     assert " ERROR " in result["log_tail"] and "request_id" in result["note"]
     group = next(g for g in failures["groups"] if g["name"].startswith("on-demand"))
-    assert group["name"] == "on-demand Ops Scorecard as PDF" and "kpi-07" in group["first_error"]
+    assert group["name"] == "on-demand Ops Scorecard as PDF" and "kpi-07" in first_error(failures, group)
     assert "HTTP 200: Qlik app not found" in refused
 
 

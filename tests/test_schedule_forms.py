@@ -256,7 +256,9 @@ async def test_list_tasks_shows_every_form_in_words_with_a_next_run(h: Harness) 
         row = rows[task["id"]]
         assert row["trigger"].startswith(("every ", "at "))
         assert "RRULE" not in row["trigger"] and "R/" not in row["trigger"] and "DTSTART" not in row["trigger"]
-        assert row.get("next_run") or (not task["enabled"] and row["will_not_run"] == "it is disabled"), row
+        # A run it will not make is no next run: the row says why instead ("enabled": false, or will_not_run).
+        assert row.get("next_run") or row.get("will_not_run") or (not task["enabled"] and not row["enabled"]), row
+        assert not (row.get("next_run") and row.get("will_not_run")), row
 
 
 @pytest.mark.anyio
@@ -530,13 +532,13 @@ async def test_no_stored_schedule_fails_a_read_tool(h: Harness, schedule: dict[s
 async def test_a_task_whose_owner_the_tenant_says_is_deleted_will_not_run(h: Harness) -> None:
     task = next(t for t in scheduled(h) if form_of(t) == "multi-line")
     async with h.client() as client:
-        row = next(
-            r for r in data(await client.call_tool("list_tasks", {"limit": 100}))["tasks"] if r["id"] == task["id"]
-        )
+        page = data(await client.call_tool("list_tasks", {"limit": 100}))
+        row = next(r for r in page["tasks"] if r["id"] == task["id"])
         overview = data(await client.call_tool("get_app_schedule_overview", {"app_id": task["resourceId"]}))
     item = next(i for i in overview["items"] if i["id"] == task["id"])
     assert row["owner"].endswith("(deleted)")
-    assert "owner is deleted" in row["will_not_run"] and row["next_run"]
+    assert row["will_not_run"] == "owner deleted" and "next_run" not in row
+    assert "Qlik runs a task as its owner" in page["note"]
     assert "(deleted) is gone" in item["will_not_run"]
 
 

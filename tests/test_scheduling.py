@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from qlik_tasks_mcp.sandbox.tasks import TaskTables
-from tests.conftest import Harness, data, error_text, make_harness
+from tests.conftest import Harness, data, error_text, make_harness, row_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +75,7 @@ async def test_tenant_wide_list_filters_and_token_paging_over_three_pages(h: Har
             page = data(await client.call_tool("list_tasks", args))
             pages += 1
             seen += [t["id"] for t in page["tasks"]]
-            assert "BEGIN UNTRUSTED task names" in page["names"]
+            assert "name, app, owner: text from the tenant" in page["note"] and "names" not in page
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -90,7 +90,7 @@ async def test_tenant_wide_list_filters_and_token_paging_over_three_pages(h: Har
         assert all(t["enabled"] is False and t["last_status"] == "SUCCEEDED" for t in disabled["tasks"])
         app = app_named(h, "Sales Dashboard")
         one_app = data(await client.call_tool("list_tasks", {"resource_id": app}))
-        assert {t["app_id"] for t in one_app["tasks"]} == {app}
+        assert {t["app_id"] for t in row_ids(one_app)} == {app}
 
 
 async def test_a_looping_next_link_is_stopped(h: Harness) -> None:

@@ -11,7 +11,7 @@ import pytest
 from mcp.types import ElicitResult
 
 from qlik_tasks_mcp.sandbox import sharing_tasks as sbx
-from tests.conftest import Harness, data, error_text, fenced_once, make_harness
+from tests.conftest import Harness, data, error_text, fenced_once, first_error, make_harness
 from tests.fake_clock import follow_on_sandbox_time
 
 pytestmark = pytest.mark.anyio
@@ -514,7 +514,7 @@ async def test_ops_tools_cover_sharing_tasks() -> None:
                 )
             )
         group = next(g for g in failures["groups"] if g["kind"] == "sharing" and g["task_id"] == task["id"])
-        assert fenced_once(failures, group) and ".invalid" in group["first_error"]
+        assert fenced_once(failures, group) and ".invalid" in first_error(failures, group)
         assert failures["checked"]["sharing"] >= 1
         assert any(i["kind"] == "sharing" and i["id"] == task["id"] for i in overview["items"])
         assert done["status"] == "done"

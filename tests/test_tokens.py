@@ -22,7 +22,7 @@ from qlik_tasks_mcp.tools.inventory import (
     TOKENS_PER_TOOL_GOAL,
     TOOLS_LIST_RATIO_GOAL,
 )
-from qlik_tasks_mcp.tools.ops import tools as ops_module
+from qlik_tasks_mcp.tools.ops import selection
 from qlik_tasks_mcp.tools.served import shipped_catalogue
 from tests.conftest import Harness, data, error_text, make_harness
 
@@ -133,7 +133,7 @@ async def test_a_filter_selects_many_tasks_the_preview_pages_and_the_token_acts_
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Short pages, so a sandbox's worth of tasks (within the write tier's pace) spans several.
-    monkeypatch.setattr(ops_module, "PREVIEW_LINES", 2)
+    monkeypatch.setattr(selection, "PREVIEW_LINES", 2)
     before = copy.deepcopy(harness.sandbox.tables)
     chosen = {i for i, state in reload_states(harness).items() if state == "Enabled"}
     pages = -(-len(chosen) // 2)
@@ -172,7 +172,7 @@ async def test_a_selection_that_changed_after_the_preview_is_refused(harness: Ha
 
 
 async def test_a_selection_cut_by_the_request_budget_is_refused(many: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ops_module, "SELECT_REQUESTS", 20)
+    monkeypatch.setattr(selection, "SELECT_REQUESTS", 20)
     before = copy.deepcopy(many.sandbox.tables)
     async with many.client() as client:
         cut = await client.call_tool("set_tasks_enabled", {"enabled": False, "filter": {"kinds": ["reload"]}})

@@ -16,7 +16,7 @@ from qlik_tasks_mcp.sandbox import large
 from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.tools.ops import tools as ops_module
-from tests.conftest import Harness, data, error_text, fenced_once, make_harness
+from tests.conftest import Harness, data, error_text, fenced_once, first_error, make_harness
 from tests.fake_clock import fake_clock
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +54,7 @@ async def test_find_failures_finds_every_seeded_failure_within_its_budget(tenant
     assert set(seeded.sharing) <= set(sharing)
     for group in tasks.values():
         assert group["app_id"] and group["ref"] and fenced_once(report, group)
-        assert "Reload error: " in group["first_error"]
+        assert "Reload error: " in first_error(report, group)
     # Tenant-wide queries, not a scan app by app: a few pages of failed reloads and failing tasks.
     exchanges = tenant.recorder.exchanges
     assert len(exchanges) <= ops_module.SCAN_REQUESTS

@@ -773,6 +773,11 @@ def _recurrence_lines(value: str | Sequence[str] | None) -> list[str]:
     return [line.strip() for text in texts for line in text.splitlines() if line.strip()]
 
 
+# Next runs already worked out, by schedule and count: (after what, the runs).
+_AHEAD: dict[tuple[Schedule, int], tuple[datetime, list[datetime]]] = {}
+AHEAD_KEPT = 4096
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A task's schedule in whichever form it is stored (RRULE recurrence, ISO 8601 interval, cron), read into one
@@ -803,7 +808,10 @@ class Schedule:
         """The next runs after `after`, aware in the schedule's zone; [] for one that cannot be read or has ended."""
         if not self.readable or not self.lines:
             return []
-        return occurrences(
+        known = self.known_runs(after, count)
+        if known is not None:
+            return known
+        runs = occurrences(
             self.lines,
             time_zone(self.zone),
             self.start,
@@ -813,6 +821,21 @@ class Schedule:
             strict=strict,
             budget=budget,
         )
+        if len(runs) == count:  # fewer: the rule ran out within its horizon, which a later `after` moves on
+            if len(_AHEAD) >= AHEAD_KEPT:
+                _AHEAD.clear()
+            _AHEAD[(self, count)] = (after, list(runs))
+        return runs
+
+    def known_runs(self, after: datetime, count: int) -> list[datetime] | None:
+        """next_runs() without expanding: the runs already worked out for a moment before `after`, or None.
+
+        The runs found after t are the runs after any later moment before the first of them: a listing read again
+        (the next page, the next question) reuses them instead of expanding the rule again."""
+        known = _AHEAD.get((self, count))
+        if known is not None and known[0] <= after < known[1][0]:
+            return list(known[1])
+        return None
 
     def ended(self, after: datetime) -> str:
         """Why a readable schedule with no run after `after` has none: its end passed, or its rules ran out."""

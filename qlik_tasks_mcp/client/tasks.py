@@ -8,6 +8,7 @@ filter, and the one-call reload creators (NOTES-2026-11.md 1.1), which v1 lacks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -122,9 +123,9 @@ class TaskDoc(Doc):
     events: list[Any] = []
     states: list[Any] = []
 
-    @property
+    @functools.cached_property
     def targets(self) -> list[tuple[str, bool]]:
-        """(app id, partial) of every reload the task does, in order."""
+        """(app id, partial) of every reload the task does, in order (read once: a row asks for it several times)."""
         return reload_targets(self.states)
 
     @property

@@ -16,6 +16,8 @@ def escaped_char(char: str) -> str:
 
 def shown(text: str, keep: frozenset[str] = frozenset()) -> str:
     """`text` with every hidden character but those in `keep` escaped."""
+    if text.isascii() and text.isprintable():  # most names: no character to look at one by one
+        return text
     return "".join(
         escaped_char(c) if c not in keep and unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in text
     )

@@ -91,6 +91,20 @@ def untrusted_fields(fields: Iterable[tuple[str, str | None]], source: str) -> s
     return untrusted("\n".join(lines), source)
 
 
+def untrusted_once(texts: Iterable[tuple[str, int]], source: str, noun: str) -> tuple[str | None, dict[str, int]]:
+    """Each distinct tenant text once, in one fence, numbered, with how many `noun` it stands for:
+    "1 (100 failures): Reload error: ...". (text, count) pairs in; the fence (None when there is no text) and each
+    text's line number out, for the rows to refer to instead of repeating the text or their ids."""
+    counts: dict[str, int] = {}
+    for text, count in texts:
+        counts[text] = counts.get(text, 0) + count
+    numbers = {text: n for n, text in enumerate(counts, 1)}
+    if not counts:
+        return None, numbers
+    lines = [f"{numbers[text]} ({count} {noun}): {one_line(text, 2000)}" for text, count in counts.items()]
+    return untrusted("\n".join(lines), source), numbers
+
+
 def tenant_text_note(fields: Iterable[str]) -> str:
     """A result-level note naming the fields that hold tenant text (shown with one_line() in each row)."""
     names = ", ".join(fields)

@@ -10,17 +10,20 @@ toolsets being served.
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.schedule import ExpansionBudget, Schedule, read_schedule
 from qlik_tasks_mcp.tools.fence import quoted
+
+if TYPE_CHECKING:
+    from qlik_tasks_mcp.tools.names import Names
 
 ERROR_LINE = re.compile(r"error|failed|exception|fatal", re.IGNORECASE)
 # Requests in flight at once when a scan or a bulk change reads many things: a big tenant is read steadily.
@@ -58,6 +61,8 @@ class TaskInfo:
     # For kinds whose owners are their own users (Qalyptus): the owner, by name and id, when the kind's directory
     # no longer has them (read by the source's all_tasks); None: present, or not checked.
     owner_gone: str | None = None
+    # The owner by name, for kinds whose own document names them (Qalyptus; Qlik owners are looked up by id).
+    owner_label: str | None = None
 
 
 @dataclass
@@ -436,36 +441,138 @@ async def _of_app(source: TaskSource | None, app_id: str) -> list[TaskInfo] | No
         return None
 
 
+# Kinds that send an app's content, in the words a preview uses for them.
+SENDER_KINDS = {"sharing": "subscription", "qalyptus": "Qalyptus task"}
+# A bulk preview checks the subscriptions of at most this many apps (each costs a few requests).
+STALE_APPS = 5
+
+
+async def senders_of(
+    sources: dict[str, TaskSource], app_id: str, *, qalyptus: bool = True
+) -> tuple[list[TaskInfo], list[str]] | None:
+    """The app's enabled subscriptions (sharing tasks) and the enabled Qalyptus tasks its reload starts, and the
+    kinds that could not be read (or, without `qalyptus`, were not); None when the subscriptions themselves could
+    not be read."""
+    found: list[TaskInfo] = []
+    unread: list[str] = []
+    for kind in SENDER_KINDS:
+        if kind == "qalyptus" and kind in sources and not qalyptus:
+            unread.append("Qalyptus tasks were not checked for a selection of several apps")
+            continue
+        infos = await _of_app(sources.get(kind), app_id) if kind in sources else []
+        if infos is None:
+            if kind == "sharing":
+                return None
+            unread.append(f"{SENDER_KINDS[kind]}s could not be read")
+            continue
+        found += [i for i in infos if i.enabled]
+    return found, unread
+
+
+async def sender_lines(names: "Names | None", senders: list[TaskInfo]) -> list[str]:
+    """Each sender with its owner by name: "subscription 5e1c 'Finance snapshot' (owner 'Ben' (user 2aab...))"."""
+    owners = await names.describe_users({i.owner_id for i in senders if i.owner_id}) if names else {}
+    lines = []
+    for info in senders:
+        owner = owners.get(info.owner_id or "") or info.owner_label or info.owner_id
+        lines.append(
+            f"{SENDER_KINDS.get(info.kind, info.kind)} {info.id} {quoted(info.name, 60)}"
+            + (f" (owner {owner})" if owner else "")
+        )
+    return lines
+
+
+def runs_it(info: TaskInfo, app_has_tasks: bool) -> bool:
+    """Whether a task of the app reloads it when left as it is: enabled, with a schedule or a task it follows, and
+    an owner not known to be gone. Qlik turns reload tasks off while the app has tasks (changelog 135): those do
+    not count then."""
+    off = info.owner_gone or (info.kind == "reload" and app_has_tasks)
+    return info.enabled and bool(timing(info) or info.after) and not off
+
+
 async def stale_reports_note(
-    sources: dict[str, TaskSource], app_id: str | None, leaving: tuple[str, str], *, deleting: bool
+    sources: dict[str, TaskSource],
+    app_id: str | None,
+    leaving: Collection[tuple[str, str]],
+    *,
+    deleting: bool,
+    names: "Names | None" = None,
+    qalyptus: bool = True,
 ) -> str | None:
-    """A preview's warning when disabling or deleting `leaving` (kind, id) leaves the app with nothing scheduled that
-    reloads it, while its subscriptions keep sending its content. Nothing is said unless every kind that could
-    reload the app was read: no conclusion from what could not be seen."""
+    """Who stops getting fresh reports when `leaving` ((kind, id) pairs; none for the app as it is) are disabled or
+    deleted and nothing scheduled reloads the app any more: its subscriptions and the Qalyptus tasks its reload
+    starts, each with its owner. The one warning of every preview and of the overview. Nothing is said unless every
+    kind that could reload the app was read: no conclusion from what could not be seen."""
     if not app_id:
         return None
-    senders = await _of_app(sources.get("sharing"), app_id)
-    if not senders or not (senders := [s for s in senders if s.enabled]):
+    read = await senders_of(sources, app_id, qalyptus=qalyptus)
+    if read is None or not read[0]:
         return None
     tasks, reload_tasks = await _of_app(sources.get("task"), app_id), await _of_app(sources.get("reload"), app_id)
     if tasks is None or reload_tasks is None:
         return None
-    others = [i for i in tasks + reload_tasks if (i.kind, i.id) != leaving]
-    # Qlik turns reload tasks off while the app has tasks (changelog 135); that they run again once its last task is
-    # deleted is not documented, so they are not counted on.
-    had_tasks = bool(tasks)
-    running = [i for i in others if i.enabled and (timing(i) or i.after) and not (i.kind == "reload" and had_tasks)]
-    if running:
+    return await stale_note(app_id, tasks + reload_tasks, *read, leaving, deleting=deleting, names=names)
+
+
+async def stale_note(
+    app_id: str,
+    reloaders: list[TaskInfo],
+    senders: list[TaskInfo],
+    unread: list[str],
+    leaving: Collection[tuple[str, str]],
+    *,
+    deleting: bool,
+    names: "Names | None",
+) -> str | None:
+    """stale_reports_note from the app's tasks already read: `reloaders` (every task and reload task of the app),
+    `senders` (senders_of)."""
+    if not senders:
         return None
-    shown = ", ".join(f"{s.id} {quoted(s.name, 60)}" for s in senders[:5]) + (" and more" if len(senders) > 5 else "")
+    has_tasks = any(i.kind == "task" for i in reloaders)
+    others = [i for i in reloaders if (i.kind, i.id) not in leaving]
+    # That reload tasks run again once the app's last task is deleted is not documented: they are not counted on.
+    if any(runs_it(i, has_tasks) for i in others):
+        return None
+    lines = await sender_lines(names, senders)
+    shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+    subscriptions = sum(1 for i in senders if i.kind == "sharing")
+    qalyptus = len(senders) - subscriptions
+    what = [f"{subscriptions} subscription(s) keep sending data as of its last reload"] if subscriptions else []
+    what += [f"{qalyptus} Qalyptus task(s) started by its reload no longer run"] if qalyptus else []
+    lead = "After this, nothing" if leaving else "Nothing"
     note = (
-        f"After this, nothing scheduled reloads app {app_id}, while {len(senders)} subscription(s) of its content "
-        f"keep sending: {shown}; they will send data as of its last reload."
+        f"{lead} scheduled reloads app {app_id}: {' and '.join(what)}. Who stops getting fresh reports: the "
+        f"recipients of {shown}."
     )
-    last_task = deleting and leaving[0] == "task" and not any(i.kind == "task" for i in others)
+    if unread:
+        note += f" ({'; '.join(unread)}.)"
+    last_task = deleting and any(k == "task" for k, _ in leaving) and not any(i.kind == "task" for i in others)
     if last_task and any(i.kind == "reload" and i.enabled for i in others):
         note += (
             " Its reload tasks are off while it has tasks; whether Qlik runs them again once it has none is not "
             "documented."
         )
     return note
+
+
+async def stale_reports_notes(
+    sources: dict[str, TaskSource], names: "Names | None", leaving: list[TaskInfo], *, deleting: bool
+) -> list[str]:
+    """stale_reports_note for each app whose reloading tasks are among `leaving` (a bulk preview). A selection
+    across more than STALE_APPS apps is not checked (each app costs a few requests), and the note says so; across
+    several, the Qalyptus tasks (an organization-wide read per app) are not either."""
+    by_app: dict[str, set[tuple[str, str]]] = {}
+    for info in leaving:
+        if info.app_id and info.kind in ("task", "reload") and (info.enabled or deleting):
+            by_app.setdefault(info.app_id, set()).add((info.kind, info.id))
+    if len(by_app) > STALE_APPS:
+        return [
+            f"Which subscriptions would be left without fresh data was not checked for these {len(by_app)} apps "
+            f"(a preview checks up to {STALE_APPS}); get_app_schedule_overview says it for one app."
+        ]
+    one = len(by_app) == 1
+    notes: list[str] = []
+    for app in sorted(by_app):
+        note = await stale_reports_note(sources, app, by_app[app], deleting=deleting, names=names, qalyptus=one)
+        notes += [note] if note else []
+    return notes

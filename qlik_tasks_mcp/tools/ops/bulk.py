@@ -1,7 +1,7 @@
 """Bulk deletes and owner changes across the served task kinds, each with one yes. The selection (ids, an app, a
 filter) and its paged preview are set_tasks_enabled's, so a yes covers exactly the tasks the preview counted.
 
-Imported at the end of tools.py, whose selection and preview it reuses.
+The selection and its preview are tools/ops/selection.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from qlik_tasks_mcp.client.errors import ApiError, ClientError, InvalidInput
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.names import owner_of, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive
-from qlik_tasks_mcp.tools.ops.tools import (
+from qlik_tasks_mcp.tools.ops.selection import (
     MAX_TARGETS,
     PREVIEW_LINES,
     BulkFailure,
@@ -26,7 +26,15 @@ from qlik_tasks_mcp.tools.ops.tools import (
     _preview_page,
     _targets,
 )
-from qlik_tasks_mcp.tools.sources import TaskInfo, can_delete, can_give, delete_task, gather, give_task
+from qlik_tasks_mcp.tools.sources import (
+    TaskInfo,
+    can_delete,
+    can_give,
+    delete_task,
+    gather,
+    give_task,
+    stale_reports_notes,
+)
 
 ONE_BY_ONE = "Tasks are changed one by one; if some fail, the result lists what changed and what did not."
 Tasks = Annotated[list[TaskRef] | None, Field(max_length=MAX_TARGETS)]
@@ -91,6 +99,7 @@ async def _delete_plan(
     if kept:
         notes.append(f"{len(kept)} cannot be deleted here, left as they are: {_ids(kept)}")
     notes += ["Deleted tasks are gone for good, with their schedules and run history.", ONE_BY_ONE]
+    notes += await stale_reports_notes(sources.by_kind, sources.names, todo, deleting=True)
     app = filter.app_id if filter else None
     return Plan(
         action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app}" if app else ""),

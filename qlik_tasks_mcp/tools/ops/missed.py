@@ -23,6 +23,7 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import owner_of
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
+from qlik_tasks_mcp.tools.ops.selection import _spending, _unique, _unless_unavailable
 from qlik_tasks_mcp.tools.sources import (
     Budget,
     RunsSince,
@@ -124,9 +125,6 @@ async def _tasks(
 ) -> list[TaskInfo]:
     """The tasks of `kinds`: of one app; else listed tenant-wide where the kind can, and app by app (every app the
     served kinds know) where it cannot."""
-    # tools.py imports this module at its end: its helpers are read when called.
-    from qlik_tasks_mcp.tools.ops.tools import _unique, _unless_unavailable
-
     infos: list[TaskInfo] = []
     by_app = kinds
     apps = {app_id} if app_id else set()
@@ -260,7 +258,6 @@ async def find_missed_runs(
     tolerance = timedelta(minutes=late_after_minutes)
     budget = Budget(requests=MISSED_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     notes: list[str] = []
-    from qlik_tasks_mcp.tools.ops.tools import _spending
 
     with _spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, budget, notes)

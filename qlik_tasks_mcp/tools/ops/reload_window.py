@@ -23,7 +23,7 @@ SCAN_SECONDS = 45.0
 
 
 class RunSources(Protocol):
-    """What the answers that join runs need of the ops service (tools.Sources), which imports them at its end."""
+    """What the answers that join runs need of the ops service (selection.Sources)."""
 
     by_kind: dict[str, TaskSource]
     names: Names

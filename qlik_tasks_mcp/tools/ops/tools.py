@@ -1,17 +1,16 @@
 """Ops answers across every served task kind: failures in a window, schedules explained, bulk enable/disable,
 and one app's whole schedule. They see each family only through its `TaskSource`, and only served families."""
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from qlik_tasks_mcp.client.allowance import pages_allowed
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
 from qlik_tasks_mcp.client.ratelimit import pacing_reported
 from qlik_tasks_mcp.client.reloads import ReloadsApi
@@ -25,29 +24,46 @@ from qlik_tasks_mcp.client.schedule import (
 from qlik_tasks_mcp.client.schedule import time_zone as zone_info
 from qlik_tasks_mcp.client.schedule_text import rrule_parts
 from qlik_tasks_mcp.client.workflow import repeating_interval
-from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_fields
+from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note, untrusted_once
 from qlik_tasks_mcp.tools.gate import Plan
 from qlik_tasks_mcp.tools.inventory import Deps
-from qlik_tasks_mcp.tools.model import Compact, Input
-from qlik_tasks_mcp.tools.names import Names, owner_change_note, owner_of, task_lines
+from qlik_tasks_mcp.tools.model import Compact
+from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, owner_of
 from qlik_tasks_mcp.tools.operation import destructive, read
-from qlik_tasks_mcp.tools.ops import orphans
+from qlik_tasks_mcp.tools.ops import bulk, missed, orphans, stats
+from qlik_tasks_mcp.tools.ops.selection import (
+    MAX_TARGETS,
+    PREVIEW_LINES,
+    BulkFailure,
+    BulkResult,
+    KindName,
+    Sources,
+    TaskFilter,
+    TaskRef,
+    _preview_page,
+    _spending,
+    _targets,
+    _unique,
+    _unless_unavailable,
+)
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
     APP_RELOADS,
     OWNER_OFF,
+    SENDER_KINDS,
     Budget,
     Failure,
     FailureScan,
     KindUnavailable,
-    Narrow,
     TaskInfo,
     TaskSource,
-    all_tasks,
     gather,
     run_times,
+    runs_it,
     scan_now,
     schedule_line,
+    stale_note,
+    stale_reports_notes,
     timing,
     why_off,
     will_not_run,
@@ -57,17 +73,11 @@ SCAN_REQUESTS = 400
 SCAN_SECONDS = 45.0
 # An overview reads one app's tasks, the tenant's app ids, then other apps' tasks for chains: every page counts.
 OVERVIEW_REQUESTS = 400
-PREVIEW_LINES = 100
-# A tenant-wide filter's listings: every page read to select the tasks counts.
-SELECT_REQUESTS = 400
-MAX_TARGETS = 5000
 CHAIN_SCAN_APPS = 200
 RECENT_RELOADS = 10
 ERROR_CHARS = 300
 
-KindName = Literal["reload", "task", "sharing", "qalyptus"]
 ScanKind = Literal["app", "reload", "task", "sharing", "qalyptus"]
-T = TypeVar("T")
 
 
 class RunTime(Compact):
@@ -93,35 +103,19 @@ class FailureGroup(Compact):
     last_failed_at: str | None = None
     ref: str | None = Field(None, description="Id of the newest failure; ref_kind says of what.")
     ref_kind: str | None = Field(None, description="reload: get_reload_log; run: get_task_run_log; else the kind's.")
-    first_error: str | None = None
+    first_error: str | None = Field(default=None, exclude=True)
+    error: int | None = Field(default=None, description="Its first error's line in errors.")
 
 
 class FailureReport(Compact):
     since: str
     groups: list[FailureGroup]
-    errors: str | None = Field(None, description="Every group's first_error, fenced once, by kind and task id.")
+    errors: str | None = Field(None, description="Each distinct first error once, fenced, with its failures.")
     checked: dict[str, int]
     requests: dict[str, str] = Field({}, description="Per kind: requests spent / its budget.")
     stopped_early: bool = False
     not_checked: list[str] = []
     note: str | None = None
-
-
-class TaskRef(Input):
-    kind: KindName
-    id: str = Field(min_length=1, max_length=128)
-
-
-class BulkFailure(Compact):
-    kind: str
-    id: str
-    error: str
-
-
-class BulkResult(Compact):
-    changed: int
-    already: int
-    failed: list[BulkFailure] = []
 
 
 class OverviewItem(Compact):
@@ -135,6 +129,7 @@ class OverviewItem(Compact):
     will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
     after: list[str] = Field(default=[], description="Runs whose end starts this task.")
     starts: list[str] = Field(default=[], description="Tasks this one's end starts.")
+    owner: str | None = None
 
 
 class ReloadHistory(Compact):
@@ -155,39 +150,9 @@ def outcome(status: str | None) -> str:
     return {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get((status or "").upper(), "finishes")
 
 
-@dataclass
-class Sources:
-    """The task sources of the served toolsets, by kind."""
-
-    by_kind: dict[str, TaskSource]
-    names: Names
-    # Served with the reloads toolset: an app's overview shows its recent reloads.
-    reloads: ReloadsApi | None = None
-
-    def of(self, kind: str) -> TaskSource:
-        if kind not in self.by_kind:
-            raise InvalidInput(f"kind {kind!r} is not served here; choose from {self.available}")
-        return self.by_kind[kind]
-
-    @property
-    def available(self) -> str:
-        kinds = [kind for kind in self.by_kind if kind != APP_RELOADS]
-        return ", ".join(kinds) or "(none: serve a family toolset beside ops)"
-
-
 def service(clients: Deps) -> Sources:
     reloads = ReloadsApi(clients.qlik) if APP_RELOADS in clients.sources else None
     return Sources(clients.sources, clients.names, reloads)
-
-
-async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:
-    """`call`'s answer, or `fallback` with the source's note when its kind is unavailable on this tenant."""
-    try:
-        return await call
-    except KindUnavailable as exc:
-        if str(exc) not in notes:
-            notes.append(str(exc))
-        return fallback
 
 
 async def _explained_task(sources: Sources, kind: str | None, task_id: str) -> TaskInfo:
@@ -300,16 +265,14 @@ def _grouped(found: list[Failure]) -> list[FailureGroup]:
 
 
 def _errors_block(groups: list[FailureGroup]) -> str | None:
-    """The groups' first error lines in one fence: tenant text, read as data."""
-    pairs = [(f"{g.kind} {g.task_id}", g.first_error) for g in groups if g.first_error]
-    return untrusted_fields(pairs, "first error lines") if pairs else None
-
-
-@contextmanager
-def _spending(budget: Budget) -> Iterator[None]:
-    """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
-    with pages_allowed(lambda what: budget.spend(scan_now(), what)):
-        yield
+    """The groups' first error lines in one fence, each distinct one once with its failures (100 tasks failing
+    alike are one line); each group names its line."""
+    block, numbers = untrusted_once(
+        ((g.first_error, g.failures) for g in groups if g.first_error), "first error lines", "failures"
+    )
+    for group in groups:
+        group.error = numbers.get(group.first_error or "")
+    return block
 
 
 def _stopped_note(budget: Budget, requests: int, narrow: str) -> str | None:
@@ -428,9 +391,7 @@ def _report(
 ) -> FailureReport:
     notes = [*unavailable, _rest_note(shares, short), *scan.notes]
     if groups:
-        notes.append(
-            tenant_text_note(["name", "app", "first_error"]) + " The errors block has them fenced as tenant data."
-        )
+        notes.append(tenant_text_note(["name", "app"]) + " errors: first errors, fenced as tenant data.")
     if APP_RELOADS in shares.spent and not scan.reloads.tenant_wide:
         notes.append(
             "Reloads were read app by app (the tenant-wide listing needs a tenant admin, or its budget ran out): "
@@ -446,125 +407,6 @@ def _report(
         not_checked=(unavailable + shares.skipped)[:20],
         note=" ".join(filter(None, notes)) or None,
     )
-
-
-class TaskFilter(Input):
-    """Which tasks a bulk change selects: every condition given must hold."""
-
-    app_id: str | None = Field(None, min_length=1, max_length=128)
-    owner_id: str | None = Field(None, min_length=1, max_length=128, description="User id.")
-    kinds: list[KindName] | None = Field(None, max_length=4)
-    enabled: bool | None = Field(None, description="Current state.")
-    name_contains: str | None = Field(None, min_length=1, max_length=200, description="Case-insensitive.")
-
-    def matches(self, info: TaskInfo) -> bool:
-        return (
-            (self.owner_id is None or owner_of(info) == self.owner_id)
-            and (self.enabled is None or info.enabled == self.enabled)
-            and (self.name_contains is None or self.name_contains.casefold() in info.name.casefold())
-        )
-
-
-async def _targets(
-    sources: Sources,
-    tasks: list[TaskRef] | None,
-    app_id: str | None,
-    only: list[KindName] | None,
-    notes: list[str],
-    chosen: TaskFilter | None = None,
-) -> list[TaskInfo]:
-    if sum(map(bool, (tasks, app_id, chosen))) != 1:
-        raise InvalidInput("give either tasks (kind + id each), app_id, or filter")
-    if chosen is not None:
-        return await _filtered(sources, chosen, notes)
-    if app_id:
-        return await _filtered(sources, TaskFilter.model_validate({"app_id": app_id, "kinds": only}), notes)
-    assert tasks is not None
-    if len(tasks) > MAX_TARGETS:
-        raise InvalidInput(f"{len(tasks)} tasks given; at most {MAX_TARGETS} per call")
-    return await _named(sources, tasks, notes)
-
-
-async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> list[TaskInfo]:
-    """The tasks named, each kind read as cheaply as it allows (many ids: its listing, within one budget)."""
-    found: list[TaskInfo] = []
-    wanted: dict[str, list[str]] = {}
-    for ref in tasks:
-        wanted.setdefault(ref.kind, []).append(ref.id)
-    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
-    for kind, ids in wanted.items():
-        unique = list(dict.fromkeys(ids))
-        with _spending(budget):
-            got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
-        _refuse_cut(budget, "the named tasks", "name fewer tasks per call")
-        if got is None:
-            continue
-        missing = [i for i in unique if i not in got]
-        if missing:
-            raise InvalidInput(f"no {kind} task with id {', '.join(missing[:10])}; nothing was changed")
-        found += [got[i] for i in unique]
-    return found
-
-
-async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> list[TaskInfo]:
-    """The tasks `chosen` selects, in a stable order (kind, name, id): the preview pages through it."""
-    # Only kinds whose tasks can be enabled: app reloads are a source for find_failures, not tasks.
-    kinds = [sources.of(kind).kind for kind in chosen.kinds or sources.by_kind if kind in get_args(KindName)]
-    if chosen.app_id:
-        found: list[TaskInfo] = []
-        for kind in kinds:
-            found += await _unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
-    else:
-        narrow = Narrow(owner_id=chosen.owner_id, enabled=chosen.enabled)
-        found = await _tenant_wide(sources, kinds, notes, narrow)
-    selected = [t for t in _unique(found) if chosen.matches(t)]
-    if len(selected) > MAX_TARGETS:
-        raise InvalidInput(f"the filter selects {len(selected)} tasks; at most {MAX_TARGETS} per call: narrow it")
-    return sorted(selected, key=lambda t: (t.kind, t.name.casefold(), t.id))
-
-
-async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], narrow: Narrow) -> list[TaskInfo]:
-    """Every task of `kinds` (those `narrow` selects where the kind's listing can filter): listed tenant-wide where
-    the kind can, else app by app, within one budget. A selection cut by the budget is refused, never acted on:
-    the confirmation must cover what the filter means."""
-    budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
-    found: list[TaskInfo] = []
-    by_app: list[str] = []
-    for kind in kinds:
-        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget, narrow), [], notes)
-        if listed is None:
-            by_app.append(kind)
-        else:
-            found += listed
-    if by_app:
-        with _spending(budget):
-            found += await _app_by_app(sources, by_app, notes)
-        notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
-    _refuse_cut(budget, "the filter's tasks", "narrow the filter with app_id or kinds")
-    return found
-
-
-def _refuse_cut(budget: Budget, what: str, narrow: str) -> None:
-    if budget.skipped:
-        raise InvalidInput(
-            f"{what} could not all be read within {SELECT_REQUESTS} requests / {SCAN_SECONDS:.0f} s "
-            f"({len(budget.skipped)} reads left, first: {budget.skipped[0]}); a partial selection is never "
-            f"changed: {narrow}"
-        )
-
-
-async def _app_by_app(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
-    apps: set[str] = set()
-    for found in sources.by_kind.values():
-        apps |= await _unless_unavailable(found.app_ids(), set(), notes)
-    read: list[TaskInfo] = []
-
-    async def one(pair: tuple[str, str]) -> None:
-        kind, app = pair
-        read.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
-
-    await gather([(kind, app) for app in sorted(apps - {""}) for kind in kinds], one)
-    return read
 
 
 async def _bulk_notes(names: Names, targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
@@ -603,25 +445,10 @@ async def plan_bulk(
         changes=await _preview_page(sources.names, todo, page, state_word),
         state=sorted((t.kind, t.id, t.enabled) for t in targets),
         notes=[f"{note}: skipped" for note in unavailable]
-        + await _bulk_notes(sources.names, targets, todo, state_word),
+        + await _bulk_notes(sources.names, targets, todo, state_word)
+        + ([] if enabled else await stale_reports_notes(sources.by_kind, sources.names, todo, deleting=False)),
         payload=todo,
     )
-
-
-async def _preview_page(names: Names, todo: list[TaskInfo], page: int, state_word: str) -> list[str]:
-    """Page `page` of the selection, PREVIEW_LINES lines, and a line saying what is left; the confirmation binds
-    the whole selection whichever page was shown."""
-    pages = -(-len(todo) // PREVIEW_LINES)
-    if page > pages:
-        raise InvalidInput(f"page {page} is past the last page ({pages}) of {len(todo)} tasks")
-    first = (page - 1) * PREVIEW_LINES
-    lines = await task_lines(names, todo[first : first + PREVIEW_LINES], state_word)
-    left = len(todo) - first - len(lines)
-    if left > 0:
-        lines.append(f"... and {left} more (page={page + 1} shows them; the confirmation binds all {len(todo)})")
-    elif first:
-        lines.append(f"(page {page} of {pages}: the confirmation binds all {len(todo)})")
-    return lines
 
 
 @destructive("Enable or disable tasks", plan=plan_bulk, idempotent=True)
@@ -676,7 +503,13 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
 
 
 async def _overview_item(
-    info: TaskInfo, runs: int, now: datetime, starts: dict[str, list[str]], budget: ExpansionBudget, has_tasks: bool
+    info: TaskInfo,
+    runs: int,
+    now: datetime,
+    starts: dict[str, list[str]],
+    budget: ExpansionBudget,
+    has_tasks: bool,
+    owners: RowNames,
 ) -> OverviewItem:
     times = await run_times(info, count=runs, now=now, budget=budget, strict=True) if runs else []
     why_not = will_not_run(info, times, now=now, app_has_tasks=has_tasks) if runs else None
@@ -692,11 +525,12 @@ async def _overview_item(
         will_not_run=why_not,
         after=[f"task {t} {outcome(s)}" for t, s in info.after],
         starts=starts.get(info.id, []),
+        owner=owners.user(info.owner_id) if info.owner_id else info.owner_label,
     )
 
 
 async def _overview_items(
-    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool
+    infos: list[TaskInfo], runs: int, starts: dict[str, list[str]], has_tasks: bool, owners: RowNames
 ) -> tuple[list[OverviewItem], str | None]:
     """Every task's item; next runs share one expansion budget, and a task whose runs cannot be worked out within
     it says so."""
@@ -706,28 +540,29 @@ async def _overview_items(
     unknown: list[str] = []
     for info in infos:
         try:
-            items.append(await _overview_item(info, runs, now, starts, expansion, has_tasks))
+            items.append(await _overview_item(info, runs, now, starts, expansion, has_tasks, owners))
         except InvalidInput:
             unknown.append(f"{info.kind} {info.id}")
-            items.append(await _overview_item(info, 0, now, starts, expansion, has_tasks))
+            items.append(await _overview_item(info, 0, now, starts, expansion, has_tasks, owners))
     if not unknown:
         return items, None
     return items, f"No next runs shown for {', '.join(unknown[:10])}: explain_schedule says why."
 
 
-async def _owners_off(names: Names, infos: list[TaskInfo]) -> None:
-    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up); a look-up that
-    fails leaves them as they are: the overview's own work goes on."""
+async def _owners_off(names: Names, infos: list[TaskInfo]) -> RowNames:
+    """Marks the tasks whose owner the tenant says is disabled or deleted (one batched look-up), and gives their
+    names; a look-up that fails leaves them as they are: the overview's own work goes on."""
     # Qalyptus owners are Qalyptus's own users (its source says when they are gone), not Qlik's.
     qlik = [info for info in infos if info.kind != "qalyptus"]
     try:
         users = await names.users(u for u in {owner_of(i) for i in qlik} if u)
     except ClientError:
-        return
+        return RowNames({}, {})
     for info in qlik:
         user = users.get(owner_of(info) or "")
         if user is not None and user.status in OWNER_OFF and not info.owner_gone:
             info.owner_gone = f"{one_line(user.name, 100)} ({user.status})"
+    return RowNames({}, users)
 
 
 async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None) -> bool:
@@ -750,8 +585,9 @@ def _chains(infos: list[TaskInfo]) -> dict[str, list[str]]:
     return starts
 
 
-async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None]:
-    """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget."""
+async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], list[TaskInfo], str | None, bool]:
+    """The app's tasks, and other apps' tasks that chain to them, every listing page within one budget; and
+    whether every page of the app's own tasks was read."""
     budget = Budget(requests=OVERVIEW_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     unavailable: list[str] = []
     with _spending(budget):
@@ -760,12 +596,7 @@ async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], lis
             infos += await _unless_unavailable(found.of_app(app_id), [], unavailable)
         others, note = await _followers(sources, app_id) if infos else ([], None)
     stopped = _stopped_note(budget, OVERVIEW_REQUESTS, "the overview may miss tasks or chains")
-    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None
-
-
-def _unique(infos: list[TaskInfo]) -> list[TaskInfo]:
-    # A tenant whose listing loops sends the same task again: it is shown once.
-    return list({(info.kind, info.id): info for info in infos}.values())
+    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None, stopped is None
 
 
 @read("App schedule overview")
@@ -776,10 +607,11 @@ async def get_app_schedule_overview(
 ) -> AppOverview:
     """Everything scheduled for one app (every kind): what runs when, what triggers what, what is disabled; and
     its recent reloads' failure rate."""
-    infos, others, note = await _app_tasks(sources, app_id)
-    await _owners_off(sources.names, infos)
+    infos, others, note, complete = await _app_tasks(sources, app_id)
+    owners = await _owners_off(sources.names, infos)
     has_tasks = await _has_tasks(sources, app_id, infos) if any(i.kind == "reload" for i in infos) else False
-    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks)
+    items, unknown = await _overview_items(infos, runs, _chains(infos + others), has_tasks, owners)
+    impact = await _impact(sources, app_id, infos, others, complete)
     items.sort(key=lambda i: (not i.enabled, i.next_runs[0] if i.next_runs else "~"))
     if not items:
         note = " ".join(filter(None, ["Nothing is scheduled for this app (or the id is not an app's).", note]))
@@ -788,8 +620,35 @@ async def get_app_schedule_overview(
         app_id=app_id,
         items=items,
         recent_reloads=history,
-        note=" ".join(filter(None, [note, unknown, unread])) or None,
+        note=" ".join(filter(None, [impact, note, unknown, unread])) or None,
     )
+
+
+async def _impact(
+    sources: Sources, app_id: str, infos: list[TaskInfo], others: list[TaskInfo], complete: bool
+) -> str | None:
+    """What reloads the app and whether that runs, what its reloads start, who sends its content (their owners
+    are on the items); and, when every task of the app was read and nothing reloads it, who stops getting fresh
+    reports (the previews' warning, stale_note)."""
+    reloaders = [i for i in infos if i.kind in ("task", "reload")]
+    senders = [i for i in infos if i.kind in SENDER_KINDS and i.enabled]
+    if not reloaders and not senders:
+        return None
+    has_tasks = any(i.kind == "task" for i in reloaders)
+    running = sum(1 for i in reloaders if runs_it(i, has_tasks))
+    ours = {i.id for i in reloaders}
+    started = {o.id for o in others if any(t in ours for t, _ in o.after)}
+    parts = [f"Reloaded by {len(reloaders)} task(s), {running} of them running"]
+    kinds = Counter(SENDER_KINDS[i.kind] for i in senders)
+    if kinds:
+        parts.append("its content sent by " + " and ".join(f"{n} {k}(s)" for k, n in kinds.items()))
+    if started:
+        parts.append(f"its reloads start {len(started)} task(s) of other apps")
+    summary = "; ".join(parts) + "."
+    if not complete or "sharing" not in sources.by_kind:
+        return summary
+    stale = await stale_note(app_id, reloaders, senders, [], (), deleting=False, names=sources.names)
+    return " ".join(filter(None, [summary, stale]))
 
 
 async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory | None, str | None]:
@@ -807,5 +666,9 @@ async def _recent_reloads(sources: Sources, app_id: str) -> tuple[ReloadHistory 
     return ReloadHistory(reloads=reloads, ended=len(ended), failed=failed, failure_rate=rate), None
 
 
+# The catalogue's order: the answers that join runs across time, then the bulk changes with one yes.
 find_orphans = orphans.find_orphans
-from qlik_tasks_mcp.tools.ops.answers import *  # noqa: E402, F403 (after what they reuse; order: answers.__all__)
+get_reload_stats = stats.get_reload_stats
+find_missed_runs = missed.find_missed_runs
+delete_tasks = bulk.delete_tasks
+change_tasks_owner = bulk.change_tasks_owner

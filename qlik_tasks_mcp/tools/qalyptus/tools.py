@@ -354,6 +354,7 @@ class QalyptusTaskSource:
             enabled=doc.is_active,
             state="active" if doc.is_active else "inactive",
             disabled_reason=None if doc.is_active else "inactive",
+            owner_label=owner_label(doc),
         )
 
     async def get(self, task_id: str) -> TaskInfo:

@@ -281,7 +281,8 @@ async def _stale(reload_tasks: ReloadTasks, current: ReloadTaskDoc, *, deleting:
     if not current.enabled:
         return None  # off already: this change stops nothing
     sources = reload_tasks.sources()
-    return await stale_reports_note(sources, current.app_id, ("reload", current.id), deleting=deleting)
+    leaving = {("reload", current.id)}
+    return await stale_reports_note(sources, current.app_id, leaving, deleting=deleting, names=reload_tasks.names)
 
 
 @read("List reload tasks")

@@ -3,6 +3,8 @@ lacks it): list, get, create, update, delete, start (and wait), dependencies, ru
 
 import functools
 import json
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -168,22 +170,35 @@ def _short(value: Any, width: int = 120) -> str:
 
 
 def _other_triggers(task: TaskDoc) -> list[str]:
-    parts = [f"when a dataset is updated ({what})" for what in task.dataset_updates]
+    own = f"appId {task.app_id}"
+    parts = [f"when a dataset is updated ({'its app' if what == own else what})" for what in task.dataset_updates]
     for trigger in task.triggers:
         outcome = {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get(trigger.status or "", "finishes")
         parts.append(f"when task {trigger.task_id} {outcome}")
     return parts
 
 
-def trigger_words(task: TaskDoc) -> str | None:
-    """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers."""
+# A schedule's start, as its words give it ("from 2026-01-02 00:30"): a list row leaves out one that has passed.
+_FROM = re.compile(r",? from \d{4}-\d{2}-\d{2}(?: \d{2}:\d{2})?")
+
+
+def trigger_words(task: TaskDoc, *, listed: bool = False) -> str | None:
+    """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers.
+    `listed`: without a start that has passed (get_task says it)."""
     schedule = task_schedule(task)
     words = [schedule.shown] if schedule is not None else []
+    counted = schedule is not None and " times" in schedule.words  # a COUNT runs out counted from its start
+    if listed and schedule is not None and schedule.readable and schedule.start is not None and not counted:
+        if schedule.start.replace(tzinfo=time_zone(schedule.zone)) <= datetime.now(UTC):
+            words = [_FROM.sub("", schedule.shown, count=1)]
     return "; ".join(words + _other_triggers(task)) or None
 
 
-# Fields of task and run rows that hold tenant text besides the fenced names.
-NAMES_NOTE = tenant_text_note(["app", "owner"])
+# Fields of task and run rows that hold tenant text besides the fenced ones.
+NAMES_NOTE = tenant_text_note(["name", "app", "owner"])
+# Said once per page, so each row's will_not_run can be two words.
+OWNER_OFF_NOTE = "will_not_run 'owner ...': Qlik runs a task as its owner."
+DISABLED = "it is disabled"
 DETAIL_NAMES_NOTE = tenant_text_note(["app", "owner", "creator"])
 RUN_NAMES_NOTE = tenant_text_note(["task_name", "app"])
 
@@ -194,7 +209,7 @@ def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
     return {
         "last_status": task.last_status,
         "id": task.id,
-        "name": task.name,
+        "name": one_line(task.name, 200),
         "enabled": task.enabled,
         "app_id": task.app_id,
         "app": names.app(task.app_id) if names else None,
@@ -206,13 +221,13 @@ def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
     }
 
 
-def _owner_off(task: TaskDoc, names: RowNames | None) -> str | None:
+def _owner_off(task: TaskDoc, names: RowNames | None, *, short: bool = False) -> str | None:
     """Why a scheduled, enabled task will not run though the tenant still shows it enabled: its owner, by the
-    tenant's own status for that user, is disabled or deleted."""
+    tenant's own status for that user, is disabled or deleted (`short`: "owner deleted", see OWNER_OFF_NOTE)."""
     user = names.users.get(task.metadata.owner_id or "") if names else None
     if task.schedule is None or not task.enabled or user is None or user.status not in OWNER_OFF:
         return None
-    return owner_off_reason(user.status)
+    return f"owner {user.status}" if short else owner_off_reason(user.status)
 
 
 class TaskRow(Compact):
@@ -233,12 +248,17 @@ class TaskRow(Compact):
 
     @classmethod
     def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
-        return cls(
+        why_not = runs.why_not.get(task.id) or _owner_off(task, names, short=True)
+        # Built from the tenant's validated document and our own words: not validated again, row by row.
+        # A list row leaves to get_task what costs tokens on every row and rarely answers a question: when it was
+        # changed (the default sort says the order), a start that has passed, a run it will not make, its
+        # description (tenant text that would need a fence of its own).
+        return cls.model_construct(
             **_task_fields(task, names),
-            trigger=trigger_words(task),
-            next_run=runs.first.get(task.id),
-            will_not_run=runs.why_not.get(task.id) or _owner_off(task, names),
-            updated_at=short_time(task.metadata.updated_at),
+            trigger=trigger_words(task, listed=True),
+            next_run=None if why_not else runs.first.get(task.id),
+            # "enabled": false says it already.
+            will_not_run=None if not task.enabled and why_not == DISABLED else why_not,
         )
 
 
@@ -274,8 +294,26 @@ class TaskDetail(TaskRow):
 class TaskPage(Compact):
     tasks: list[TaskRow]
     next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
-    names: str | None = Field(None, description="The tasks' names and descriptions, tenant text in one fence.")
+    app_ids: dict[str, str] = Field(default_factory=dict, description="App -> id, for rows naming only the app.")
+    owner_ids: dict[str, str] = Field(default_factory=dict, description="Owner -> id, for rows naming only the owner.")
     note: str | None = None
+
+
+def ids_once(rows: list[Any], id_field: str, name_field: str) -> dict[str, str]:
+    """Name -> id for the ids several rows share under a name no other id has; those rows keep the name alone
+    (their `id_field` emptied), so each id is said once per page. Rows without a name keep their id."""
+    ids_of: dict[str, set[str]] = {}
+    uses: Counter[str] = Counter()
+    for row in rows:
+        name, ident = getattr(row, name_field), getattr(row, id_field)
+        if name and ident and not name.startswith("("):  # "(not visible to this key)" names no one
+            ids_of.setdefault(name, set()).add(ident)
+            uses[ident] += 1
+    shared = {name: next(iter(ids)) for name, ids in ids_of.items() if len(ids) == 1 and uses[next(iter(ids))] > 1}
+    for row in rows:
+        if getattr(row, name_field) in shared:
+            setattr(row, id_field, None)
+    return shared
 
 
 class TaskResult(Compact):
@@ -298,30 +336,45 @@ class NextRuns:
     why_not: dict[str, str] = dc_field(default_factory=dict)
 
 
-async def next_runs(tasks: list[TaskDoc], count: int = 1) -> NextRuns:
-    """The next runs of each scheduled task, all within one expansion budget and in one trip off the event loop; a
-    schedule whose runs cannot be worked out in time has none, and says so."""
+async def next_runs(tasks: list[TaskDoc], count: int = 1, *, shown: bool = False) -> NextRuns:
+    """The next runs of each scheduled task, all within one expansion budget; the rules not expanded before (see
+    Schedule.known_runs) in one trip off the event loop. A schedule whose runs cannot be worked out in time has
+    none, and says so."""
     now, budget = datetime.now(UTC), ExpansionBudget()
+    found = NextRuns()
+    read = [(task, info, timing(info)) for task in tasks for info in [WorkflowTaskSource.info(task)]]
+    known = {
+        task.id: runs
+        for task, info, schedule in read
+        if schedule is not None and info.enabled and (runs := schedule.known_runs(now, count)) is not None
+    }
 
-    def work() -> NextRuns:
-        found = NextRuns()
-        for task in tasks:
-            info = WorkflowTaskSource.info(task)
-            schedule = timing(info)
-            try:
+    def one(task: TaskDoc, info: TaskInfo, schedule: Schedule | None) -> None:
+        try:
+            runs = known.get(task.id)
+            if runs is None:
                 runs = schedule.next_runs(now, count, budget=budget) if schedule and info.enabled else []
-            except InvalidInput as exc:
-                found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
-                continue
-            if runs:
-                found.first[task.id] = short_time(utc_z(runs[0])) or ""
+        except InvalidInput as exc:
+            found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
+            return
+        if runs:
+            found.first[task.id] = short_time(utc_z(runs[0])) or ""
+            if shown:  # each in its zone and UTC: for a task read whole, not for every row of a list
                 found.shown[task.id] = [local_and_utc(run) for run in runs]
-            reason = will_not_run(info, runs, now=now)
-            if reason:
-                found.why_not[task.id] = reason
-        return found
+        reason = will_not_run(info, runs, now=now)
+        if reason:
+            found.why_not[task.id] = reason
 
-    return await anyio.to_thread.run_sync(work)
+    def work() -> None:
+        for entry in read:
+            one(*entry)
+
+    expand = any(s is not None and i.enabled and t.id not in known for t, i, s in read)
+    if expand:
+        await anyio.to_thread.run_sync(work)
+    else:
+        work()  # nothing left to expand: no trip off the loop
+    return found
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -460,11 +513,6 @@ TaskSort = Literal[
 V1_SORTS = ("-updatedAt", "+updatedAt", "-createdAt", "+createdAt")
 
 
-def _names(tasks: list[TaskDoc]) -> str | None:
-    pairs = [(f"{t.id} name", t.name) for t in tasks] + [(f"{t.id} description", t.description) for t in tasks]
-    return untrusted_fields(pairs, "task names") if tasks else None
-
-
 def _v1_kept(task: TaskDoc, owner_id: str | None, enabled: bool | None, last_status: str | None) -> bool:
     return (
         (owner_id is None or task.metadata.owner_id == owner_id)
@@ -506,12 +554,15 @@ async def list_tasks(
         if len(rows) < len(page.items):
             note = "The v1 API cannot filter by owner, enabled or last status: filtered here, so a page may be short."
     names, runs = await task_names(tasks.names, rows), await next_runs(rows)
-    note = " ".join(n for n in (note, page.cut_note, NAMES_NOTE if rows else None) if n) or None
+    listed = [TaskRow.listed(t, names, runs) for t in rows]
+    owner_off = any((r.will_not_run or "").startswith("owner ") for r in listed)
+    notes = (note, page.cut_note, NAMES_NOTE if rows else None, OWNER_OFF_NOTE if owner_off else None)
     return TaskPage(
-        tasks=[TaskRow.listed(t, names, runs) for t in rows],
+        tasks=listed,
         next_cursor=page.next_cursor,
-        names=_names(rows),
-        note=note,
+        app_ids=ids_once(listed, "app_id", "app"),
+        owner_ids=ids_once(listed, "owner_id", "owner"),
+        note=" ".join(n for n in notes if n) or None,
     )
 
 
@@ -520,7 +571,7 @@ async def get_task(tasks: Tasks, task_id: TaskId) -> TaskResult:
     """One task: trigger (schedule in words, task it follows, dataset update), next runs, target app, owner,
     workflow."""
     task = await tasks.api.get(task_id)
-    runs = await next_runs([task], count=DETAIL_RUNS)
+    runs = await next_runs([task], count=DETAIL_RUNS, shown=True)
     detail = TaskDetail.of(task, await task_names(tasks.names, [task]), runs)
     return TaskResult(task=detail, note=DETAIL_NAMES_NOTE)
 
@@ -708,7 +759,8 @@ async def _downstream(api: TasksApi, task_id: str) -> str | None:
 async def _stale(tasks: Tasks, current: TaskDoc, *, deleting: bool) -> str | None:
     if not current.enabled and not deleting:
         return None
-    return await stale_reports_note(tasks.sources(), current.app_id, ("task", current.id), deleting=deleting)
+    leaving = {("task", current.id)}
+    return await stale_reports_note(tasks.sources(), current.app_id, leaving, deleting=deleting, names=tasks.names)
 
 
 async def plan_update(
