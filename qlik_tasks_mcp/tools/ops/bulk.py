@@ -23,8 +23,8 @@ from qlik_tasks_mcp.tools.ops.selection import (
     Sources,
     TaskFilter,
     TaskRef,
-    _preview_page,
-    _targets,
+    preview_page,
+    select_targets,
 )
 from qlik_tasks_mcp.tools.sources import (
     TaskInfo,
@@ -86,7 +86,7 @@ async def _delete_plan(
     page: int,
 ) -> Plan:
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, None, None, unavailable, filter)
+    targets = await select_targets(sources, tasks, None, None, unavailable, filter)
     going = [t for t in targets if _being_deleted(t)]
     todo = [t for t in targets if can_delete(sources.of(t.kind)) and not _being_deleted(t)]
     kept = [t for t in targets if not can_delete(sources.of(t.kind))]
@@ -103,7 +103,7 @@ async def _delete_plan(
     app = filter.app_id if filter else None
     return Plan(
         action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app}" if app else ""),
-        changes=await _preview_page(sources.names, todo, page, "deleted"),
+        changes=await preview_page(sources.names, todo, page, "deleted"),
         state=sorted((t.kind, t.id) for t in targets),
         notes=notes,
         payload=todo,
@@ -146,7 +146,7 @@ async def _give_plan(
 ) -> Plan:
     owner_id, label = await _new_owner(sources, new_owner)
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, None, None, unavailable, filter)
+    targets = await select_targets(sources, tasks, None, None, unavailable, filter)
     movable = [t for t in targets if can_give(sources.of(t.kind))]
     going = [t for t in movable if _being_deleted(t)]
     todo = [t for t in movable if owner_of(t) != owner_id and not _being_deleted(t)]
@@ -174,7 +174,7 @@ async def _give_plan(
     notes += ["Each then runs with the new owner's access: content they cannot see fails to send.", ONE_BY_ONE]
     return Plan(
         action=f"Give {len(todo)} tasks ({_per_kind(todo)}) to {label}",
-        changes=await _preview_page(sources.names, todo, page, f"owner {label}"),
+        changes=await preview_page(sources.names, todo, page, f"owner {label}"),
         state=(owner_id, sorted((t.kind, t.id, owner_of(t) or "") for t in targets)),
         notes=notes,
         payload=(owner_id, todo),

@@ -23,7 +23,7 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import owner_of
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
-from qlik_tasks_mcp.tools.ops.selection import _spending, _unique, _unless_unavailable
+from qlik_tasks_mcp.tools.ops.selection import spending, unique_tasks, unless_unavailable
 from qlik_tasks_mcp.tools.sources import (
     Budget,
     RunsSince,
@@ -131,20 +131,20 @@ async def _tasks(
     if not app_id:
         by_app = []
         for kind in kinds:
-            listed = await _unless_unavailable(all_tasks(sources.of(kind), budget), [], notes)
+            listed = await unless_unavailable(all_tasks(sources.of(kind), budget), [], notes)
             if listed is None:
                 by_app.append(kind)
             else:
                 infos += listed
         for found in sources.by_kind.values() if by_app else []:
-            apps |= await _unless_unavailable(found.app_ids(), set(), notes)
+            apps |= await unless_unavailable(found.app_ids(), set(), notes)
 
     async def one(pair: tuple[str, str]) -> None:
         app, kind = pair
-        infos.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
+        infos.extend(await unless_unavailable(sources.of(kind).of_app(app), [], notes))
 
     await gather([(app, kind) for app in sorted(apps - {""}) for kind in by_app], one)
-    return _unique(infos)
+    return unique_tasks(infos)
 
 
 def _runs_of(window: ReloadWindow) -> dict[tuple[str, str], list[tuple[datetime, str]]]:
@@ -259,7 +259,7 @@ async def find_missed_runs(
     budget = Budget(requests=MISSED_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     notes: list[str] = []
 
-    with _spending(budget):  # every listing page read spends one of the budget's requests
+    with spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, budget, notes)
     listing_cut = bool(budget.skipped)
     # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a sharing

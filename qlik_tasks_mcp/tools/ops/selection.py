@@ -76,7 +76,7 @@ class Sources:
         return ", ".join(kinds) or "(none: serve a family toolset beside ops)"
 
 
-async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:
+async def unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str]) -> T:
     """`call`'s answer, or `fallback` with the source's note when its kind is unavailable on this tenant."""
     try:
         return await call
@@ -87,7 +87,7 @@ async def _unless_unavailable(call: Awaitable[T], fallback: T, notes: list[str])
 
 
 @contextmanager
-def _spending(budget: Budget) -> Iterator[None]:
+def spending(budget: Budget) -> Iterator[None]:
     """Every listing page read in this block spends one of `budget`'s requests (client/allowance.py)."""
     with pages_allowed(lambda what: budget.spend(scan_now(), what)):
         yield
@@ -110,7 +110,7 @@ class TaskFilter(Input):
         )
 
 
-async def _targets(
+async def select_targets(
     sources: Sources,
     tasks: list[TaskRef] | None,
     app_id: str | None,
@@ -139,8 +139,8 @@ async def _named(sources: Sources, tasks: list[TaskRef], notes: list[str]) -> li
     budget = Budget(requests=SELECT_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     for kind, ids in wanted.items():
         unique = list(dict.fromkeys(ids))
-        with _spending(budget):
-            got = await _unless_unavailable(sources.of(kind).many(unique), None, notes)
+        with spending(budget):
+            got = await unless_unavailable(sources.of(kind).many(unique), None, notes)
         _refuse_cut(budget, "the named tasks", "name fewer tasks per call")
         if got is None:
             continue
@@ -158,11 +158,11 @@ async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> l
     if chosen.app_id:
         found: list[TaskInfo] = []
         for kind in kinds:
-            found += await _unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
+            found += await unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
     else:
         narrow = Narrow(owner_id=chosen.owner_id, enabled=chosen.enabled)
         found = await _tenant_wide(sources, kinds, notes, narrow)
-    selected = [t for t in _unique(found) if chosen.matches(t)]
+    selected = [t for t in unique_tasks(found) if chosen.matches(t)]
     if len(selected) > MAX_TARGETS:
         raise InvalidInput(f"the filter selects {len(selected)} tasks; at most {MAX_TARGETS} per call: narrow it")
     return sorted(selected, key=lambda t: (t.kind, t.name.casefold(), t.id))
@@ -176,13 +176,13 @@ async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], nar
     found: list[TaskInfo] = []
     by_app: list[str] = []
     for kind in kinds:
-        listed = await _unless_unavailable(all_tasks(sources.of(kind), budget, narrow), [], notes)
+        listed = await unless_unavailable(all_tasks(sources.of(kind), budget, narrow), [], notes)
         if listed is None:
             by_app.append(kind)
         else:
             found += listed
     if by_app:
-        with _spending(budget):
+        with spending(budget):
             found += await _app_by_app(sources, by_app, notes)
         notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
     _refuse_cut(budget, "the filter's tasks", "narrow the filter with app_id or kinds")
@@ -201,18 +201,18 @@ def _refuse_cut(budget: Budget, what: str, narrow: str) -> None:
 async def _app_by_app(sources: Sources, kinds: list[str], notes: list[str]) -> list[TaskInfo]:
     apps: set[str] = set()
     for found in sources.by_kind.values():
-        apps |= await _unless_unavailable(found.app_ids(), set(), notes)
+        apps |= await unless_unavailable(found.app_ids(), set(), notes)
     read: list[TaskInfo] = []
 
     async def one(pair: tuple[str, str]) -> None:
         kind, app = pair
-        read.extend(await _unless_unavailable(sources.of(kind).of_app(app), [], notes))
+        read.extend(await unless_unavailable(sources.of(kind).of_app(app), [], notes))
 
     await gather([(kind, app) for app in sorted(apps - {""}) for kind in kinds], one)
     return read
 
 
-async def _preview_page(names: Names, todo: list[TaskInfo], page: int, state_word: str) -> list[str]:
+async def preview_page(names: Names, todo: list[TaskInfo], page: int, state_word: str) -> list[str]:
     """Page `page` of the selection, PREVIEW_LINES lines, and a line saying what is left; the confirmation binds
     the whole selection whichever page was shown."""
     pages = -(-len(todo) // PREVIEW_LINES)
@@ -228,6 +228,6 @@ async def _preview_page(names: Names, todo: list[TaskInfo], page: int, state_wor
     return lines
 
 
-def _unique(infos: list[TaskInfo]) -> list[TaskInfo]:
+def unique_tasks(infos: list[TaskInfo]) -> list[TaskInfo]:
     # A tenant whose listing loops sends the same task again: it is shown once.
     return list({(info.kind, info.id): info for info in infos}.values())

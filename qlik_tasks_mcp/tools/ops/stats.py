@@ -21,7 +21,7 @@ from qlik_tasks_mcp.tools.model import Compact
 from qlik_tasks_mcp.tools.names import row_names
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
-from qlik_tasks_mcp.tools.ops.selection import _unless_unavailable
+from qlik_tasks_mcp.tools.ops.selection import unless_unavailable
 from qlik_tasks_mcp.tools.sources import Budget, parse_time, scan_now, short_time
 
 STATS_REQUESTS = 300
@@ -166,7 +166,7 @@ async def get_reload_stats(
     async def known_apps() -> set[str]:
         apps: set[str] = set()
         for found in sources.by_kind.values():
-            apps |= await _unless_unavailable(found.app_ids(), set(), notes)
+            apps |= await unless_unavailable(found.app_ids(), set(), notes)
         return apps
 
     window = await read_window(api, since, budget, scan_now, app_ids, known_apps)

@@ -40,11 +40,11 @@ from qlik_tasks_mcp.tools.ops.selection import (
     Sources,
     TaskFilter,
     TaskRef,
-    _preview_page,
-    _spending,
-    _targets,
-    _unique,
-    _unless_unavailable,
+    preview_page,
+    select_targets,
+    spending,
+    unique_tasks,
+    unless_unavailable,
 )
 from qlik_tasks_mcp.tools.reloads.tools import Reload
 from qlik_tasks_mcp.tools.sources import (
@@ -315,8 +315,8 @@ class _KindShares:
 
 async def _scan_kind(kind: str, found: TaskSource, scan: FailureScan, unavailable: list[str]) -> None:
     try:
-        with _spending(scan.budget):
-            await _unless_unavailable(found.failures(scan), None, unavailable)
+        with spending(scan.budget):
+            await unless_unavailable(found.failures(scan), None, unavailable)
     except ClientError as exc:
         status = getattr(exc, "status", None)
         scan.budget.skipped.append(
@@ -429,7 +429,7 @@ async def plan_bulk(
     page: int,
 ) -> Plan:
     unavailable: list[str] = []
-    targets = await _targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
+    targets = await select_targets(sources, tasks, app_id, kinds_filter, unavailable, filter)
     state_word = "enabled" if enabled else "disabled"
     todo = [t for t in targets if t.enabled != enabled]
     if not todo:
@@ -442,7 +442,7 @@ async def plan_bulk(
     return Plan(
         action=f"{'Enable' if enabled else 'Disable'} {len(todo)} tasks ({kinds_text})"
         + (f" of app {app_id}" if app_id else ""),
-        changes=await _preview_page(sources.names, todo, page, state_word),
+        changes=await preview_page(sources.names, todo, page, state_word),
         state=sorted((t.kind, t.id, t.enabled) for t in targets),
         notes=[f"{note}: skipped" for note in unavailable]
         + await _bulk_notes(sources.names, targets, todo, state_word)
@@ -486,7 +486,7 @@ async def _followers(sources: Sources, app_id: str) -> tuple[list[TaskInfo], str
         return [], None
     apps: set[str] = set()
     for found in sources.by_kind.values():
-        apps |= await _unless_unavailable(found.app_ids(), set(), [])
+        apps |= await unless_unavailable(found.app_ids(), set(), [])
     others_apps = sorted(apps - {app_id, ""})
     scanned = others_apps[:CHAIN_SCAN_APPS]
     others: list[TaskInfo] = []
@@ -571,7 +571,7 @@ async def _has_tasks(sources: Sources, app_id: str, infos: list[TaskInfo] | None
     own look-up says."""
     if "task" in sources.by_kind:
         if infos is None:
-            infos = await _unless_unavailable(sources.of("task").of_app(app_id), [], [])
+            infos = await unless_unavailable(sources.of("task").of_app(app_id), [], [])
         return any(info.kind == "task" for info in infos)
     ask: Callable[[str], Awaitable[bool | None]] | None = getattr(sources.by_kind.get("reload"), "has_tasks", None)
     return bool(ask and await ask(app_id))
@@ -590,13 +590,13 @@ async def _app_tasks(sources: Sources, app_id: str) -> tuple[list[TaskInfo], lis
     whether every page of the app's own tasks was read."""
     budget = Budget(requests=OVERVIEW_REQUESTS, deadline=scan_now() + SCAN_SECONDS)
     unavailable: list[str] = []
-    with _spending(budget):
+    with spending(budget):
         infos: list[TaskInfo] = []
         for found in sources.by_kind.values():
-            infos += await _unless_unavailable(found.of_app(app_id), [], unavailable)
+            infos += await unless_unavailable(found.of_app(app_id), [], unavailable)
         others, note = await _followers(sources, app_id) if infos else ([], None)
     stopped = _stopped_note(budget, OVERVIEW_REQUESTS, "the overview may miss tasks or chains")
-    return _unique(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None, stopped is None
+    return unique_tasks(infos), others, " ".join(filter(None, [*unavailable, stopped, note])) or None, stopped is None
 
 
 @read("App schedule overview")
