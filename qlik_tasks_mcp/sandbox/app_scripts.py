@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from qlik_tasks_mcp.sandbox import contract
 from qlik_tasks_mcp.sandbox.contract import ErrorShape
-from qlik_tasks_mcp.sandbox.core import Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import Sandbox, guarded, json_body, stamp
 from qlik_tasks_mcp.sandbox.qlik_script import check
 
 APPS = "/api/v1/apps"
@@ -145,7 +145,7 @@ def _meta(version: Version) -> dict[str, object]:
         "scriptId": version.script_id,
         "size": len(version.script.encode()),
         "modifierId": version.modifier_id,
-        "modifiedTime": version.modified.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "modifiedTime": stamp(version.modified),
         "versionMessage": version.message,
     }
 

@@ -167,8 +167,15 @@ def now_z(sandbox: Sandbox) -> str:
     return sandbox.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp(value: datetime) -> str:
+    """A date-time as the APIs send it: UTC with milliseconds. Converted first: seeded runs keep their schedule's
+    zone, and a wall time labelled Z as it is would be hours off."""
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def now_ms(sandbox: Sandbox) -> str:
-    return sandbox.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return stamp(sandbox.clock.now())
 
 
 ErrorWriter = Callable[[int, str], Response]

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Host, Route, Router
 
 from qlik_tasks_mcp.sandbox import qalyptus_contract as contract
 from qlik_tasks_mcp.sandbox.contract import TITLES
-from qlik_tasks_mcp.sandbox.core import QALYPTUS_HOST, Handler, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import QALYPTUS_HOST, Handler, Sandbox, guarded, json_body, stamp
 from qlik_tasks_mcp.sandbox.core import QALYPTUS_SANDBOX_KEY as QALYPTUS_SANDBOX_KEY
 from qlik_tasks_mcp.sandbox.core import QALYPTUS_SANDBOX_URL as QALYPTUS_SANDBOX_URL
 from qlik_tasks_mcp.sandbox.schedule import zone_of
@@ -98,10 +98,6 @@ def refuse(status: int, error: str, details: str | None = None) -> Response:
 def refused(status: int, details: str) -> Response:
     """The envelope with the status's own title: the error writer for auth, limits and body schemas."""
     return refuse(status, TITLES.get(status, "Error"), details)
-
-
-def stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # Runs ------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from qlik_tasks_mcp.sandbox import app_scripts
-from qlik_tasks_mcp.sandbox.core import Sandbox
+from qlik_tasks_mcp.sandbox.core import Sandbox, stamp
 from qlik_tasks_mcp.sandbox.qlik_script import Statement, read_script
 
 _FILE = re.compile(r"\[(lib://[^\]]+)\]")
@@ -182,7 +182,7 @@ def metadata(sandbox: Sandbox, reload: dict[str, Any], ended: datetime) -> dict[
     stored = sum(s["dataSize"] for s in statements if s["type"] == "Store")
     return {
         "reloadId": reload["id"],
-        "endTime": ended.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "endTime": stamp(ended),
         "success": not run.failed and reload.get("_canceled") is None,
         "duration": int(reload["_seconds"] * 800),
         "isPartialReload": reload["partial"],

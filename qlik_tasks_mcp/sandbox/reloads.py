@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from qlik_tasks_mcp.sandbox import app_scripts, contract
-from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body, stamp
 from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit, self_link
 from qlik_tasks_mcp.sandbox.reload_logs import error_message, log_lines, metadata
 
@@ -71,10 +71,6 @@ def err(status: int, detail: str, title: str | None = None) -> Response:
     title = title or contract.TITLES.get(status, "Error")
     error = {"code": CODES.get(status, f"RELOADS-{status}"), "title": title, "detail": detail}
     return JSONResponse({"errors": [error]}, status_code=status)
-
-
-def stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # Status from the clock ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from qlik_tasks_mcp.sandbox import contract
 from qlik_tasks_mcp.sandbox.contract import SHARING_ERRORS as fail
-from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body, now_ms
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body, now_ms, stamp
 from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit, self_link
 from qlik_tasks_mcp.sandbox.schedule import next_occurrence, utc_z, wall_clock, zone_of
 from qlik_tasks_mcp.sandbox.sharing_fields import (
@@ -89,10 +89,6 @@ def tables(sandbox: Sandbox) -> SharingTables:
             "reportSubscriptionStatusChangeTime": "2026-01-12T09:30:00.000Z",
         }
     return found
-
-
-def stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # Executions ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from qlik_tasks_mcp.sandbox import contract, reload_tasks
 from qlik_tasks_mcp.sandbox.contract import TASKS_ERRORS as err
-from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body
+from qlik_tasks_mcp.sandbox.core import TENANT_ID, Sandbox, guarded, json_body, stamp
 from qlik_tasks_mcp.sandbox.paging import Cursors, paginate, parse_limit
 from qlik_tasks_mcp.sandbox.schedule import task_runs
 from qlik_tasks_mcp.sandbox.workflow import meaning_problems, reload_targets, triggers
@@ -104,10 +104,6 @@ def tables(sandbox: Sandbox) -> TaskTables:
     if not isinstance(found, TaskTables):
         found = sandbox.tables[TABLE] = TaskTables()
     return found
-
-
-def stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # Runs ------------------------------------------------------------------------------------------------
