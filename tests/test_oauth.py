@@ -28,6 +28,7 @@ from qlik_tasks_mcp.sandbox import oauth as sandbox_oauth
 from qlik_tasks_mcp.sandbox.tasks import tables
 from qlik_tasks_mcp.server.transport import http_app
 from tests.conftest import Harness, data, error_text, make_harness
+from tests.http_server import Alternating as ReplicaBalancer
 from tests.http_server import free_port, serving
 from tests.redis_server import running_redis
 
@@ -386,7 +387,7 @@ async def test_two_replicas_with_redis_serve_the_same_signed_in_session(tmp_path
         async with oauth_servers(2, redis_url=redis.url) as ([one, two], [url, _]):
             ports = [one.settings.port, two.settings.port]
             browser, storage = HttpBrowser("Ben Builder", ports), Memory()
-            balancer = Balancer(ports)
+            balancer = ReplicaBalancer(ports)
             ben = signed_in_client(url, browser.open, browser.returned, storage, balancer)
             task = visible_task(one, "Ben Builder")
             async with ben:
@@ -396,24 +397,6 @@ async def test_two_replicas_with_redis_serve_the_same_signed_in_session(tmp_path
     assert {port for port, _ in balancer.sent} == set(ports) and done["done"]["status"] == "done"
     assert tables(one.sandbox).tasks[task["id"]]["metadata"]["ownerId"] == user_id(one, "Ben Builder")
     assert any(line.get("person", {}).get("name") == "Ben Builder" for h in (one, two) for line in audit_lines(h))
-
-
-class Balancer(httpx2.AsyncBaseTransport):
-    """The MCP client's load balancer: each request to the next replica."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.inner = httpx2.AsyncHTTPTransport()
-        self.sent: list[tuple[int, str]] = []
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        port = self.ports[len(self.sent) % len(self.ports)]
-        self.sent.append((port, request.url.path))
-        request.url = request.url.copy_with(port=port)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def browser_signed_in(web: httpx.AsyncClient, url: str, person: str) -> httpx.Response:

@@ -21,7 +21,7 @@ from mcp.types import ElicitResult
 from qlik_tasks_mcp.client.ratelimit import Tier
 from qlik_tasks_mcp.server.transport import http_app
 from tests.conftest import Harness, data, error_text, make_harness
-from tests.http_server import free_port, serving
+from tests.http_server import Alternating, free_port, serving
 from tests.redis_server import RedisServer, running_redis
 from tests.test_approval import csrf_of, origin_of, post_decision
 
@@ -32,25 +32,6 @@ pytestmark = pytest.mark.anyio
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     with running_redis(tmp_path) as server:
         yield server
-
-
-class Alternating(httpx2.AsyncBaseTransport):
-    """A load balancer in one line: each request goes to the next replica in turn; `sent` says where each went."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.inner = httpx2.AsyncHTTPTransport()
-        self.sent: list[tuple[int, str]] = []
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        port = self.ports[len(self.sent) % len(self.ports)]
-        body = json.loads(request.content) if request.content else {}
-        self.sent.append((port, body.get("method", request.method) if isinstance(body, dict) else "batch"))
-        request.url = request.url.copy_with(port=port)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @asynccontextmanager
