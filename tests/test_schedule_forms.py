@@ -5,6 +5,7 @@ against the sandbox, whose own reader (sandbox/schedule.py) must agree."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.schedule import ExpansionBudget, anchor_for, occurrences, read_schedule, utc_z
 from qlik_tasks_mcp.client.schedule import _parse as parse_rule
 from qlik_tasks_mcp.sandbox import schedule as sandbox_schedule
@@ -40,6 +42,9 @@ RULE_SETS: list[tuple[list[str], datetime | None]] = [
     (["RRULE:FREQ=HOURLY;UNTIL=20261207T050000"], datetime(2026, 1, 1)),
     (["RRULE:FREQ=HOURLY;UNTIL=20260101T050000"], datetime(2025, 1, 1)),
     (["RRULE:FREQ=MINUTELY;INTERVAL=15"], datetime(2020, 1, 1, 0, 7)),
+    # One run a week from a minutely rule: too sparse to count period by period, walked by dateutil instead.
+    (["RRULE:FREQ=MINUTELY;BYDAY=SU;BYHOUR=3;BYMINUTE=0"], datetime(2026, 1, 1)),
+    (["RRULE:FREQ=HOURLY;INTERVAL=2;BYHOUR=3"], datetime(2026, 1, 1, 1)),
     (
         [
             "DTSTART;TZID=Europe/Zurich:20260301T020000",
@@ -66,6 +71,54 @@ def test_runs_from_a_recent_anchor_are_the_runs_from_the_first_start(
         lines, ZURICH, start, after=after, count=12, anchored=False, budget=ExpansionBudget(float("inf"))
     )
     assert fast == slow
+
+
+def _random_rule(pick: random.Random) -> str:
+    """A minutely, hourly, daily or weekly rule with random BY parts: the shapes counted period by period, and
+    neighbours (a weekly rule every few weeks, a BYSETPOS) that are not."""
+    freq = pick.choice(["MINUTELY", "HOURLY", "HOURLY", "DAILY", "DAILY", "WEEKLY"])
+    parts = [f"FREQ={freq}"]
+    top = {"MINUTELY": 90, "HOURLY": 30, "DAILY": 9, "WEEKLY": 3}[freq]
+    if pick.random() < 0.6:
+        parts.append(f"INTERVAL={pick.randint(1, top)}")
+
+    def some(name: str, values: range, most: int) -> None:
+        if pick.random() < 0.5:
+            chosen = sorted(pick.sample(list(values), pick.randint(1, most)))
+            parts.append(f"{name}={','.join(map(str, chosen))}")
+
+    some("BYHOUR", range(24), 4)
+    some("BYMINUTE", range(60), 3)
+    some("BYSECOND", range(60), 2) if pick.random() < 0.3 else None
+    if pick.random() < 0.4:
+        parts.append("BYDAY=" + ",".join(pick.sample(["MO", "TU", "WE", "TH", "FR", "SA", "SU"], pick.randint(1, 3))))
+    if pick.random() < 0.2:
+        parts.append(f"UNTIL=2026{pick.randint(11, 12):02d}{pick.randint(1, 28):02d}T{pick.randint(0, 23):02d}0000")
+    if pick.random() < 0.05:
+        parts.append("BYSETPOS=1")
+    return "RRULE:" + ";".join(parts)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rules_counted_period_by_period_have_dateutils_runs(seed: int) -> None:
+    pick = random.Random(seed)
+    zones = [ZURICH, ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe"), ZoneInfo("UTC")]
+    for _ in range(150):
+        line = _random_rule(pick)
+        zone = pick.choice(zones)
+        start = datetime(2025, 1, 1) + timedelta(seconds=pick.randint(0, 600 * 86400))
+        # Around now, and at DST changes (Zurich: 29 March and 25 October 2026; New York: 8 March, 1 November).
+        after = pick.choice(
+            [AFTER, datetime(2026, 3, 29, 0, 30, tzinfo=UTC), datetime(2026, 11, 1, 5, 10, tzinfo=UTC)]
+        ) + timedelta(minutes=pick.randint(-600, 600))
+        try:
+            counted = occurrences([line], zone, start, after=after, count=5)
+        except InvalidInput:
+            continue  # a rule dateutil refuses too (e.g. an interval that never reaches its BYHOUR)
+        walked = occurrences(
+            [line], zone, start, after=after, count=5, anchored=False, budget=ExpansionBudget(float("inf"))
+        )
+        assert counted == walked, (line, zone, start, after)
 
 
 def test_the_anchor_moves_forward_by_whole_periods_and_never_past_a_count() -> None:
