@@ -17,7 +17,7 @@ from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Deleted
-from qlik_tasks_mcp.tools.names import UserName, user_label
+from qlik_tasks_mcp.tools.names import UNSEEN, UserName, user_label
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Limit
 from qlik_tasks_mcp.tools.qalyptus import authoring, delivery, ondemand
@@ -435,7 +435,7 @@ class QalyptusTaskSource:
                 known = f"only tasks owned by {person.id} are theirs" if person else "its task owners are not checked"
                 budget.notes.append(f"{unread[0]} There {known}.")
             ids = None if users is None else {str(u["id"]) for u in users if u.get("id") not in (None, "")}
-            theirs = self._theirs(person, users, name, tasks, budget.notes) if person is not None else set()
+            theirs = await self._theirs(person, users, name, tasks, budget.notes) if person is not None else set()
             for doc in tasks:
                 info = self.info(doc)
                 owner = owner_id_of(doc)
@@ -446,23 +446,32 @@ class QalyptusTaskSource:
                 found.append(info)
         return found
 
-    @staticmethod
-    def _theirs(
-        person: UserName, users: list[dict[str, Any]] | None, org: str, tasks: list[QalyptusTaskDoc], notes: list[str]
+    async def _theirs(
+        self,
+        person: UserName,
+        users: list[dict[str, Any]] | None,
+        org: str,
+        tasks: list[QalyptusTaskDoc],
+        notes: list[str],
     ) -> set[str]:
         """The owner ids that are this Qlik user in an organization: theirs, and the user matched to them. Where
-        none is, tasks whose owner is no longer a user there could be theirs: named, not taken as someone else's."""
+        none is, tasks whose owner is no longer a user there and not another Qlik user by id could be theirs: named,
+        not taken as someone else's."""
         matched = delivery.matched_user(users or [], person.id, person.email)
         if matched is not None:
             return {person.id, str(matched["id"])}
         if users is not None:
-            present = {str(u.get("id")) for u in users}
-            maybe = [d.id for d in tasks if (owner_id_of(d) or person.id) not in present | {person.id}]
+            present = {str(u.get("id")) for u in users} | {person.id}
+            maybe = {d.id: owner for d in tasks if (owner := owner_id_of(d)) and owner not in present}
+            names = self.orgs.qlik_names
+            others = await names.users(set(maybe.values())) if names is not None and maybe else {}
+            # An owner id the Qlik tenant knows as someone else is theirs (same id), whatever their status.
+            maybe = {i: o for i, o in maybe.items() if not _known(others.get(o))}
             if maybe:
                 notes.append(
                     f"{user_label(person)} is not a user of Qalyptus organization {org}; {len(maybe)} of its tasks "
-                    f"have an owner who no longer is, and could be theirs (not selected; name them by id): "
-                    + ", ".join(maybe[:10])
+                    "have an owner who no longer is, and could be theirs (not selected; name them by id): "
+                    + ", ".join(list(maybe)[:10])
                 )
         return {person.id}
 
@@ -611,6 +620,10 @@ class QalyptusTaskSource:
             except ApiError as exc:
                 failure.error = f"(log not readable: HTTP {exc.status})"
         return failure
+
+
+def _known(user: UserName | None) -> bool:
+    return user is not None and user.read and user.status not in ("", UNSEEN)
 
 
 def _listed(infos: Iterable[TaskInfo]) -> str:
