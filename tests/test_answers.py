@@ -7,6 +7,7 @@ import copy
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -278,6 +279,25 @@ async def test_qalyptus_users_that_cannot_be_read_keep_their_tasks_and_the_shari
         done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
     assert done["result"]["changed"] == len(theirs)
     assert qalyptus.tables(harness.sandbox).org().tasks[report]["owner"] == leaver.id
+
+
+async def test_the_sandbox_change_owner_route_answers_as_qalyptus_does(harness: Harness) -> None:
+    """What a bulk owner change meets: an unknown task is a 404, an owner who is no user of the organization a
+    refusal in the envelope, both leaving the task as it is."""
+    org = qalyptus.tables(harness.sandbox).org()
+    task_id, task = next(iter(org.tasks.items()))
+    heir = next(u for u in org.users if u["id"] != task["owner"])
+    owner = task["owner"]
+    headers = {"Authorization": f"Bearer {qalyptus.QALYPTUS_SANDBOX_KEY}"}
+    inner = harness.transport.inner
+    async with httpx.AsyncClient(transport=inner, base_url=qalyptus.QALYPTUS_SANDBOX_URL, headers=headers) as http:
+        gone = await http.put(f"/tasks/00000000-0000-4000-a000-000000000000/owner/{heir['id']}")
+        stranger = await http.put(f"/tasks/{task_id}/owner/{'f' * 32}")
+        assert task["owner"] == owner
+        given = await http.put(f"/tasks/{task_id}/owner/{heir['id']}")
+    assert gone.status_code == 404 and gone.json()["isSuccess"] is False
+    assert stranger.json()["isSuccess"] is False and stranger.json()["error"] == "User not found"
+    assert given.json()["isSuccess"] is True and given.json()["data"]["owner"] == heir["id"] == task["owner"]
 
 
 async def test_tasks_are_never_given_to_a_gone_user(harness: Harness) -> None:

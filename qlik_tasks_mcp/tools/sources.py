@@ -232,7 +232,8 @@ def first_line(text: str | None) -> str | None:
 @dataclass(frozen=True)
 class Narrow:
     """Conditions a tenant-wide listing may send to the tenant so it reads fewer pages. A source applies those its
-    API can filter on and ignores the rest: callers still check every condition on what comes back."""
+    API can filter on and ignores the rest: callers still check every condition on what comes back. A kind whose
+    owners are its own users (Qalyptus) sets owner_id on the tasks that are `owner_id`'s: only it can tell."""
 
     app_id: str | None = None
     owner_id: str | None = None
