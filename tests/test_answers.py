@@ -274,11 +274,30 @@ async def test_qalyptus_users_that_cannot_be_read_keep_their_tasks_and_the_shari
     async with harness.client() as client:
         preview = data(await client.call_tool("change_tasks_owner", args))
         assert preview["action"].startswith(f"Give {len(theirs)} tasks ({len(theirs)} sharing)")
+        assert (
+            "Qalyptus organization sandbox's users could not be read (HTTP 404): only its tasks owned by id "
+            f"{leaver.id} are theirs." in preview["notes"]
+        )
         note = next(n for n in preview["notes"] if n.startswith("1 Qalyptus tasks left as they are"))
-        assert "The users of Qalyptus organization sandbox could not be read (HTTP 404)" in note and report in note
+        assert "Qalyptus organization sandbox's users could not be read (HTTP 404), so which" in note and report in note
         done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
     assert done["result"]["changed"] == len(theirs)
     assert qalyptus.tables(harness.sandbox).org().tasks[report]["owner"] == leaver.id
+
+
+async def test_qalyptus_tasks_that_cannot_be_listed_are_left_and_named(harness: Harness) -> None:
+    heir = next(u for u in harness.sandbox.users.values() if u.name == "Cleo Controller")
+    shared = next(i for i, t in sandbox_sharing.tables(harness.sandbox).tasks.items() if t["owner"] != heir.id)
+    report = next(i for i, t in qalyptus.tables(harness.sandbox).org().tasks.items() if t["owner"] != heir.id)
+    qalyptus.tables(harness.sandbox).unserved.add("/tasks")
+    refs = [{"kind": "sharing", "id": shared}, {"kind": "qalyptus", "id": report}]
+    async with harness.client() as client:
+        preview = data(await client.call_tool("change_tasks_owner", {"new_owner": heir.id, "tasks": refs}))
+    assert preview["action"].startswith("Give 1 tasks (1 sharing)")
+    assert (
+        "1 Qalyptus tasks left as they are: Qalyptus organization sandbox's tasks could not be read (HTTP 404): "
+        f"{report}" in preview["notes"]
+    )
 
 
 async def test_the_sandbox_change_owner_route_answers_as_qalyptus_does(harness: Harness) -> None:

@@ -432,8 +432,8 @@ class QalyptusTaskSource:
             unread: list[str] = []
             users = await self._users(client, name, unread, budget)
             if unread:
-                known = f"only tasks owned by {person.id} are theirs" if person else "its task owners are not checked"
-                budget.notes.append(f"{unread[0]} There {known}.")
+                known = f"only its tasks owned by id {person.id} are theirs" if person else "its owners are not checked"
+                budget.notes.append(f"{unread[0]}: {known}.")
             ids = None if users is None else {str(u["id"]) for u in users if u.get("id") not in (None, "")}
             theirs = await self._theirs(person, users, name, tasks, budget.notes) if person is not None else set()
             for doc in tasks:
@@ -485,7 +485,7 @@ class QalyptusTaskSource:
         try:
             return await client.users()
         except ApiError as exc:
-            notes.append(f"The users of Qalyptus organization {org} could not be read (HTTP {exc.status}).")
+            notes.append(f"Qalyptus organization {org}'s users could not be read (HTTP {exc.status})")
             return None
 
     async def _qlik_user(self, user_id: str) -> UserName:
@@ -500,11 +500,16 @@ class QalyptusTaskSource:
         person = await self._qlik_user(owner_id)
         wanted = {t.id: t for t in tasks}
         given = Handover()
+        unreadable: list[str] = []
         for name in self.orgs.names:
             if not wanted:
                 break
             client = self.orgs.get(name)
-            docs = {d.id: d for d in await client.tasks() if d.id in wanted}
+            try:
+                docs = {d.id: d for d in await client.tasks() if d.id in wanted}
+            except ApiError as exc:
+                unreadable.append(f"Qalyptus organization {name}'s tasks could not be read (HTTP {exc.status})")
+                continue
             if not docs:
                 continue
             infos = [wanted.pop(task_id) for task_id in docs]
@@ -515,7 +520,7 @@ class QalyptusTaskSource:
             given.state.append((name, str(new["id"]) if new else None, owners))
             if new is None:
                 why = (
-                    f"{unread[0]} Whose user there {user_label(person)} is cannot be told"
+                    f"{unread[0]}, so which of its users is {user_label(person)} is not known"
                     if unread
                     else f"{user_label(person)} is not a user of Qalyptus organization {name} (none has their id or "
                     "e-mail)"
@@ -529,7 +534,8 @@ class QalyptusTaskSource:
             if len(mine) < len(infos):
                 given.notes.append(f"In Qalyptus organization {name} the new owner is {delivery.user_label(new)}.")
         if wanted:
-            given.notes.append(f"{len(wanted)} Qalyptus tasks are in no organization now: {_listed(wanted.values())}")
+            where = "; ".join(unreadable) or "they are in no organization now"
+            given.notes.append(f"{len(wanted)} Qalyptus tasks left as they are: {where}: {_listed(wanted.values())}")
         return given
 
     async def change_owner(self, info: TaskInfo, owner_id: str) -> None:
