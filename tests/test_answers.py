@@ -7,11 +7,15 @@ import copy
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg
 from qlik_tasks_mcp.sandbox import history, qalyptus
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
+from qlik_tasks_mcp.server import app as server_app
 from qlik_tasks_mcp.tools.ops import missed as missed_module
 from qlik_tasks_mcp.tools.ops import reload_window, stats
 from tests.conftest import Harness, data, error_text, make_harness
@@ -21,6 +25,24 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def seeded() -> AsyncIterator[Harness]:
+    h = make_harness(sandbox_options={"history": True})
+    yield h
+    await h.backend.aclose()
+    assert not h.recorder.problems, "\n".join(h.recorder.problems)
+
+
+SANDBOX_ORGS = server_app.sandbox_organizations()
+
+
+def both_organizations() -> list[QalyptusOrg]:
+    """The sandbox's two Qalyptus organizations (a sandbox server serves the first only), each with its key."""
+    return [*SANDBOX_ORGS, QalyptusOrg("sandbox-eu", qalyptus.EU_URL, SecretStr(qalyptus.EU_KEY))]
+
+
+@pytest.fixture
+async def two_orgs(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    """The sandbox with two weeks of history, served with both Qalyptus organizations."""
+    monkeypatch.setattr(server_app, "sandbox_organizations", both_organizations)
     h = make_harness(sandbox_options={"history": True})
     yield h
     await h.backend.aclose()
@@ -142,29 +164,159 @@ def test_join_tells_missed_late_twice_and_quota_apart() -> None:
     assert joined.late == [(t0 + day, 50)] and joined.twice == [t0 + 2 * day]
 
 
-async def test_a_leavers_sharing_tasks_move_to_another_owner_with_one_yes(harness: Harness) -> None:
-    users = {u.name: u for u in harness.sandbox.users.values()}
+async def test_a_leavers_sharing_and_qalyptus_tasks_move_to_another_owner_with_one_yes(two_orgs: Harness) -> None:
+    seeded = two_orgs
+    users = {u.name: u for u in seeded.sandbox.users.values()}
     leaver, heir = users["Eve Exited"], users["Ben Builder"]
-    sharing = sandbox_sharing.tables(harness.sandbox).tasks
+    sharing = sandbox_sharing.tables(seeded.sandbox).tasks
     theirs = sorted(i for i, t in sharing.items() if t["owner"] == leaver.id and t.get("statusCode") != "DELETING")
     going = [i for i, t in sharing.items() if t["owner"] == leaver.id and t.get("statusCode") == "DELETING"]
     assert len(theirs) >= 3 and going
+    # The leaver owns a report task in each organization (the seed gives them one of the first): Qalyptus keeps a
+    # gone user's tasks under their id, though they are no longer one of its users.
+    orgs = list(qalyptus.tables(seeded.sandbox).orgs.values())
+    next(iter(orgs[1].tasks.values()))["owner"] = leaver.id
+    reports = {i: org for org in orgs for i, t in org.tasks.items() if t["owner"] == leaver.id}
+    assert {org.name for org in reports.values()} == {"sandbox", "sandbox-eu"}
+    assert all(leaver.id not in {u["id"] for u in org.users} for org in orgs)
     args = {"new_owner": heir.email, "filter": {"owner_id": leaver.id}}
-    before = copy.deepcopy(harness.sandbox.tables)
-    async with harness.client() as client:
+    before = copy.deepcopy(seeded.sandbox.tables)
+    async with seeded.client() as client:
         preview = data(await client.call_tool("change_tasks_owner", args))
         assert preview["status"] == "confirmation_required"
-        assert all(i in " ".join(preview["changes"]) for i in theirs)
+        assert preview["action"].startswith(f"Give {len(theirs) + 2} tasks (2 qalyptus, {len(theirs)} sharing)")
+        assert all(i in " ".join(preview["changes"]) for i in [*theirs, *reports])
+        # Each organization names the Qalyptus user the tasks go to.
+        for org in ("sandbox", "sandbox-eu"):
+            assert (
+                f"In Qalyptus organization {org} the new owner is 'Ben Builder' (Qalyptus user {heir.id})."
+                in (preview["notes"])
+            )
         # Their reload tasks and tasks cannot be given: the preview says who can take them over.
         put_note = next(n for n in preview["notes"] if "reload tasks/tasks" in n)
         assert heir.id in put_note and "signed in as themselves" in put_note
         # One is being deleted: named, not changed.
         assert any(n.startswith("1 being deleted") and going[0] in n for n in preview["notes"])
-        assert harness.sandbox.tables == before
+        assert seeded.sandbox.tables == before
         done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
-    assert done["status"] == "done" and done["result"]["changed"] == len(theirs), done["result"]
+    assert done["status"] == "done" and done["result"] == {"changed": len(theirs) + 2, "already": 0}
     assert all(sharing[i]["owner"] == heir.id for i in theirs)
     assert [i for i, t in sharing.items() if t["owner"] == leaver.id] == going
+    assert all(
+        org.tasks[i]["owner"] == heir.id and org.tasks[i]["ownerName"] == heir.name for i, org in reports.items()
+    )
+
+
+async def test_a_qalyptus_organization_without_the_new_owner_keeps_its_tasks(two_orgs: Harness) -> None:
+    harness = two_orgs
+    users = {u.name: u for u in harness.sandbox.users.values()}
+    leaver, heir = users["Ben Builder"], users["Cleo Controller"]
+    main, eu = qalyptus.tables(harness.sandbox).org(), qalyptus.tables(harness.sandbox).org(qalyptus.EU_HOST)
+    eu.users = [u for u in eu.users if u["id"] != heir.id]
+    kept = sorted(i for i, t in eu.tasks.items() if t["owner"] == leaver.id)
+    moved = sorted(i for i, t in main.tasks.items() if t["owner"] == leaver.id)
+    assert kept and moved
+    args = {"new_owner": heir.id, "filter": {"owner_id": leaver.id, "kinds": ["qalyptus"]}}
+    async with harness.client() as client:
+        preview = data(await client.call_tool("change_tasks_owner", args))
+        note = next(n for n in preview["notes"] if "left as they are" in n)
+        assert note == (
+            f"{len(kept)} Qalyptus tasks left as they are: 'Cleo Controller' (user {heir.id}) is not a user of "
+            f"Qalyptus organization sandbox-eu (none has their id or e-mail): {', '.join(kept)}"
+        )
+        assert preview["action"].startswith(f"Give {len(moved)} tasks ({len(moved)} qalyptus)")
+        done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
+    assert done["result"] == {"changed": len(moved), "already": 0}
+    assert all(main.tasks[i]["owner"] == heir.id for i in moved)
+    assert all(eu.tasks[i]["owner"] == leaver.id for i in kept)
+
+
+def _own_qalyptus_ids(org: qalyptus.Org) -> dict[str, str]:
+    """The organization's users get ids of their own (Qlik's id -> Qalyptus's), as a real organization may have."""
+    new_ids = {u["id"]: f"q-{n:04d}" for n, u in enumerate(org.users)}
+    for user in org.users:
+        user["id"] = new_ids[user["id"]]
+    for task in org.tasks.values():
+        task["owner"] = new_ids.get(task["owner"], task["owner"])
+    return new_ids
+
+
+async def test_qalyptus_owners_are_matched_by_e_mail_when_their_ids_differ(harness: Harness) -> None:
+    users = {u.name: u for u in harness.sandbox.users.values()}
+    leaver, heir = users["Dan Data"], users["Cleo Controller"]
+    main = qalyptus.tables(harness.sandbox).org()
+    new_ids = _own_qalyptus_ids(main)
+    theirs = sorted(i for i, t in main.tasks.items() if t["owner"] == new_ids[leaver.id])
+    assert theirs
+    args = {"new_owner": heir.name, "filter": {"owner_id": leaver.id, "kinds": ["qalyptus"]}}
+    async with harness.client() as client:
+        preview = data(await client.call_tool("change_tasks_owner", args))
+        assert all(i in " ".join(preview["changes"]) for i in theirs)
+        assert (
+            f"In Qalyptus organization sandbox the new owner is 'Cleo Controller' (Qalyptus user {new_ids[heir.id]})."
+            in preview["notes"]
+        )
+        done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
+    assert done["result"] == {"changed": len(theirs), "already": 0}
+    assert all(main.tasks[i]["owner"] == new_ids[heir.id] for i in theirs)
+
+
+async def test_qalyptus_users_that_cannot_be_read_keep_their_tasks_and_the_sharing_tasks_still_move(
+    harness: Harness,
+) -> None:
+    users = {u.name: u for u in harness.sandbox.users.values()}
+    leaver, heir = users["Eve Exited"], users["Ben Builder"]
+    qalyptus.tables(harness.sandbox).unserved.add("/users")
+    sharing = sandbox_sharing.tables(harness.sandbox).tasks
+    theirs = [i for i, t in sharing.items() if t["owner"] == leaver.id and t.get("statusCode") != "DELETING"]
+    report = next(i for i, t in qalyptus.tables(harness.sandbox).org().tasks.items() if t["owner"] == leaver.id)
+    args = {"new_owner": heir.id, "filter": {"owner_id": leaver.id}}
+    async with harness.client() as client:
+        preview = data(await client.call_tool("change_tasks_owner", args))
+        assert preview["action"].startswith(f"Give {len(theirs)} tasks ({len(theirs)} sharing)")
+        assert (
+            "Qalyptus organization sandbox's users could not be read (HTTP 404): only its tasks owned by id "
+            f"{leaver.id} are theirs." in preview["notes"]
+        )
+        note = next(n for n in preview["notes"] if n.startswith("1 Qalyptus tasks left as they are"))
+        assert "Qalyptus organization sandbox's users could not be read (HTTP 404), so which" in note and report in note
+        done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
+    assert done["result"]["changed"] == len(theirs)
+    assert qalyptus.tables(harness.sandbox).org().tasks[report]["owner"] == leaver.id
+
+
+async def test_qalyptus_tasks_that_cannot_be_listed_are_left_and_named(harness: Harness) -> None:
+    heir = next(u for u in harness.sandbox.users.values() if u.name == "Cleo Controller")
+    shared = next(i for i, t in sandbox_sharing.tables(harness.sandbox).tasks.items() if t["owner"] != heir.id)
+    report = next(i for i, t in qalyptus.tables(harness.sandbox).org().tasks.items() if t["owner"] != heir.id)
+    qalyptus.tables(harness.sandbox).unserved.add("/tasks")
+    refs = [{"kind": "sharing", "id": shared}, {"kind": "qalyptus", "id": report}]
+    async with harness.client() as client:
+        preview = data(await client.call_tool("change_tasks_owner", {"new_owner": heir.id, "tasks": refs}))
+    assert preview["action"].startswith("Give 1 tasks (1 sharing)")
+    assert (
+        "1 Qalyptus tasks left as they are: Qalyptus organization sandbox's tasks could not be read (HTTP 404): "
+        f"{report}" in preview["notes"]
+    )
+
+
+async def test_the_sandbox_change_owner_route_answers_as_qalyptus_does(harness: Harness) -> None:
+    """What a bulk owner change meets: an unknown task is a 404, an owner who is no user of the organization a
+    refusal in the envelope, both leaving the task as it is."""
+    org = qalyptus.tables(harness.sandbox).org()
+    task_id, task = next(iter(org.tasks.items()))
+    heir = next(u for u in org.users if u["id"] != task["owner"])
+    owner = task["owner"]
+    headers = {"Authorization": f"Bearer {qalyptus.QALYPTUS_SANDBOX_KEY}"}
+    inner = harness.transport.inner
+    async with httpx.AsyncClient(transport=inner, base_url=qalyptus.QALYPTUS_SANDBOX_URL, headers=headers) as http:
+        gone = await http.put(f"/tasks/00000000-0000-4000-a000-000000000000/owner/{heir['id']}")
+        stranger = await http.put(f"/tasks/{task_id}/owner/{'f' * 32}")
+        assert task["owner"] == owner
+        given = await http.put(f"/tasks/{task_id}/owner/{heir['id']}")
+    assert gone.status_code == 404 and gone.json()["isSuccess"] is False
+    assert stranger.json()["isSuccess"] is False and stranger.json()["error"] == "User not found"
+    assert given.json()["isSuccess"] is True and given.json()["data"]["owner"] == heir["id"] == task["owner"]
 
 
 async def test_tasks_are_never_given_to_a_gone_user(harness: Harness) -> None:

@@ -3,7 +3,8 @@
 Every family whose tasks the ops tools reach implements `TaskSource` (in its own tools module, made by its
 `source(clients)` factory): how to read a task into `TaskInfo`, list an app's tasks, enable or disable one, and
 find its failures in a window within a budget. Optional, found by name: `all_tasks(budget)` (list tenant-wide),
-`delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own, and
+`delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own (with
+`handover(tasks, owner_id)` where their owners are their own users, matched to Qlik's), and
 `runs_since(info, since, may_read)` for kinds whose runs are not app reloads. The ops tools see only sources of the
 toolsets being served.
 """
@@ -57,6 +58,7 @@ class TaskInfo:
     # Set for the kinds whose change is a PUT, which makes the caller the owner.
     owner_before_put: str | None = None
     # The owner's Qlik user id, for the kinds that have one (find_orphans, names in previews); None: not known.
+    # Kinds whose owners are their own users (Qalyptus) set it only where all_tasks' narrow names the owner.
     owner_id: str | None = None
     # For kinds whose owners are their own users (Qalyptus): the owner, by name and id, when the kind's directory
     # no longer has them (read by the source's all_tasks); None: present, or not checked.
@@ -96,6 +98,8 @@ class Budget:
     requests: int
     deadline: float
     skipped: list[str] = field(default_factory=list)
+    # What was read without a part the listing does not need (a Qalyptus organization's users): said, not a cut.
+    notes: list[str] = field(default_factory=list)
 
     def spend(self, now: float, what: str) -> bool:
         if self.requests <= 0 or now > self.deadline:
@@ -228,7 +232,8 @@ def first_line(text: str | None) -> str | None:
 @dataclass(frozen=True)
 class Narrow:
     """Conditions a tenant-wide listing may send to the tenant so it reads fewer pages. A source applies those its
-    API can filter on and ignores the rest: callers still check every condition on what comes back."""
+    API can filter on and ignores the rest: callers still check every condition on what comes back. A kind whose
+    owners are its own users (Qalyptus) sets owner_id on the tasks that are `owner_id`'s: only it can tell."""
 
     app_id: str | None = None
     owner_id: str | None = None
@@ -258,8 +263,9 @@ def can_delete(source: TaskSource) -> bool:
 
 
 async def give_task(source: TaskSource, info: TaskInfo, owner_id: str) -> None:
-    """Give one task to `owner_id` through the source's optional `change_owner(info, owner_id)`: only kinds whose
-    owner is a field of its own (sharing tasks) have it; a PUT makes its caller the owner, so no other kind can."""
+    """Give one task to `owner_id` (the owner as its kind names them: Handover) through the source's optional
+    `change_owner(info, owner_id)`: only kinds whose owner is a field of its own (sharing, Qalyptus tasks) have it;
+    a PUT makes its caller the owner, so no other kind can."""
     changer: Callable[[TaskInfo, str], Awaitable[None]] | None = getattr(source, "change_owner", None)
     if changer is None:
         raise InvalidInput(f"{info.kind} tasks cannot be given to another owner here")
@@ -268,6 +274,27 @@ async def give_task(source: TaskSource, info: TaskInfo, owner_id: str) -> None:
 
 def can_give(source: TaskSource) -> bool:
     return getattr(source, "change_owner", None) is not None
+
+
+@dataclass
+class Handover:
+    """Tasks of one kind given to a Qlik user: each task to change with its new owner as the kind names them, those
+    already theirs, and why any other is left as it is."""
+
+    todo: list[tuple[TaskInfo, str]] = field(default_factory=list)
+    already: list[TaskInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # What the confirmation binds beyond the tasks: the kind's own ids of the new owner and of each task's owner.
+    state: list[object] = field(default_factory=list)
+
+
+# (tasks, Qlik user id) -> Handover, for kinds whose owners are their own users (Qalyptus), matched to Qlik's.
+HandoverPlan = Callable[[list[TaskInfo], str], Awaitable[Handover]]
+
+
+def handover_planner(source: TaskSource) -> HandoverPlan | None:
+    """The source's optional `handover`; without it, a task's owner is a Qlik user id (TaskInfo.owner_id)."""
+    return getattr(source, "handover", None)
 
 
 # (task, since, may_read) -> (start, status) of its runs since then, oldest first; None when may_read cut it short.

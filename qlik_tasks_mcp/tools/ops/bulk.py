@@ -27,12 +27,14 @@ from qlik_tasks_mcp.tools.ops.selection import (
     select_targets,
 )
 from qlik_tasks_mcp.tools.sources import (
+    Handover,
     TaskInfo,
     can_delete,
     can_give,
     delete_task,
     gather,
     give_task,
+    handover_planner,
     stale_reports_notes,
 )
 
@@ -137,6 +139,29 @@ async def _new_owner(sources: Sources, new_owner: str) -> tuple[str, str]:
     return owner_id, await sources.names.describe_user(owner_id)
 
 
+async def _handover(sources: Sources, tasks: list[TaskInfo], owner_id: str) -> Handover:
+    """Each kind's tasks given to Qlik user `owner_id`: as the kind's own users where it has them (Qalyptus),
+    else as they are (a task's owner is a Qlik user id)."""
+    given = Handover()
+    for kind in dict.fromkeys(t.kind for t in tasks):
+        of_kind = [t for t in tasks if t.kind == kind]
+        planner = handover_planner(sources.of(kind))
+        if planner is None:
+            part = Handover(
+                todo=[(t, owner_id) for t in of_kind if owner_of(t) != owner_id],
+                already=[t for t in of_kind if owner_of(t) == owner_id],
+            )
+        else:
+            part = await planner(of_kind, owner_id)
+        given.todo += part.todo
+        given.already += part.already
+        given.notes += part.notes
+        given.state.append((kind, part.state))
+    order = {(t.kind, t.id): n for n, t in enumerate(tasks)}
+    given.todo.sort(key=lambda pair: order[(pair[0].kind, pair[0].id)])
+    return given
+
+
 async def _give_plan(
     sources: Sources,
     new_owner: str,
@@ -149,7 +174,8 @@ async def _give_plan(
     targets = await select_targets(sources, tasks, None, None, unavailable, filter)
     movable = [t for t in targets if can_give(sources.of(t.kind))]
     going = [t for t in movable if _being_deleted(t)]
-    todo = [t for t in movable if owner_of(t) != owner_id and not _being_deleted(t)]
+    given = await _handover(sources, [t for t in movable if not _being_deleted(t)], owner_id)
+    todo = [t for t, _ in given.todo]
     # Reload tasks and tasks: any update (PUT or PATCH) makes the caller the owner, so they cannot be given.
     fixed = [t for t in targets if not can_give(sources.of(t.kind))]
     by_put = [t for t in fixed if t.owner_before_put]
@@ -157,8 +183,9 @@ async def _give_plan(
     notes = list(unavailable)
     if going:
         notes.append(f"{len(going)} being deleted, left as they are: {_ids(going)}")
-    if len(todo) + len(going) < len(movable):
-        notes.append(f"{len(movable) - len(todo) - len(going)} already owned by {label}: left as they are")
+    if given.already:
+        notes.append(f"{len(given.already)} already owned by {label}: left as they are")
+    notes += given.notes
     if by_put:
         notes.append(
             f"{len(by_put)} reload tasks/tasks left as they are: Qlik makes whoever updates one its owner, so "
@@ -175,9 +202,9 @@ async def _give_plan(
     return Plan(
         action=f"Give {len(todo)} tasks ({_per_kind(todo)}) to {label}",
         changes=await preview_page(sources.names, todo, page, f"owner {label}"),
-        state=(owner_id, sorted((t.kind, t.id, owner_of(t) or "") for t in targets)),
+        state=(owner_id, sorted((t.kind, t.id, owner_of(t) or "") for t in targets), given.state),
         notes=notes,
-        payload=(owner_id, todo),
+        payload=given.todo,
     )
 
 
@@ -190,11 +217,11 @@ async def change_tasks_owner(
     filter: Filter = None,
     page: Page = 1,
 ) -> BulkResult:
-    """Give sharing tasks to another owner at once (a leaver's: filter owner_id), named or by filter; reload
-    tasks and tasks are listed, not changed."""
-    owner_id, todo = plan.payload
+    """Give sharing and Qalyptus tasks to another owner at once (a leaver's: filter owner_id), named or by filter;
+    reload tasks and tasks are listed, not changed."""
+    new_owners: dict[tuple[str, str], str] = {(t.kind, t.id): owner for t, owner in plan.payload}
 
     async def act(info: TaskInfo) -> None:
-        await give_task(sources.of(info.kind), info, owner_id)
+        await give_task(sources.of(info.kind), info, new_owners[(info.kind, info.id)])
 
-    return await _each(todo, act)
+    return await _each([t for t, _ in plan.payload], act)

@@ -281,6 +281,7 @@ def _note(scan: _Scan, tasks: list[TaskInfo], hidden: set[str], unread_owners: i
             "task's owner field holds such a user's id is inferred, not documented. Qalyptus tasks are tied to a "
             "Qlik app only by their Qlik events, which are not read here."
         )
+    notes += scan.budget.notes
     if scan.budget.skipped:
         notes.append(
             f"Stopped early or skipped: {len(scan.budget.skipped)} reads not done (within {SCAN_REQUESTS} requests "

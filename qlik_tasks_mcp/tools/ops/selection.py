@@ -26,6 +26,7 @@ from qlik_tasks_mcp.tools.sources import (
     TaskSource,
     all_tasks,
     gather,
+    handover_planner,
     scan_now,
 )
 
@@ -159,6 +160,10 @@ async def _filtered(sources: Sources, chosen: TaskFilter, notes: list[str]) -> l
         found: list[TaskInfo] = []
         for kind in kinds:
             found += await unless_unavailable(sources.of(kind).of_app(chosen.app_id), [], notes)
+        own = [kind for kind in kinds if handover_planner(sources.of(kind))]
+        if chosen.owner_id and own:
+            # Their owners are their own users, matched to a Qlik user only by the tenant-wide listing.
+            notes.append(f"No {', '.join(own)} task is selected by owner_id with app_id: filter without app_id.")
     else:
         narrow = Narrow(owner_id=chosen.owner_id, enabled=chosen.enabled)
         found = await _tenant_wide(sources, kinds, notes, narrow)
@@ -186,6 +191,7 @@ async def _tenant_wide(sources: Sources, kinds: list[str], notes: list[str], nar
             found += await _app_by_app(sources, by_app, notes)
         notes.append(f"Read app by app: {', '.join(by_app)} (tasks tied to no app are not found that way).")
     _refuse_cut(budget, "the filter's tasks", "narrow the filter with app_id or kinds")
+    notes += budget.notes
     return found
 
 

@@ -394,6 +394,16 @@ def user_label(user: dict[str, Any]) -> str:
     return f"{quoted(str(user.get('name') or ''), 80)} (Qalyptus user {user['id']})"
 
 
+def matched_user(users: list[dict[str, Any]], qlik_id: str, email: str) -> dict[str, Any] | None:
+    """The organization's user who is this Qlik user: the same id, else the one with the same e-mail (any case).
+    Qalyptus users are the organization's own: that they share Qlik's ids is not confirmed (NOTES.md)."""
+    same = next((u for u in users if str(u.get("id")) == qlik_id), None)
+    if same is not None or not email:
+        return same
+    hits = [u for u in users if str(u.get("email") or "").strip().casefold() == email.strip().casefold()]
+    return hits[0] if len(hits) == 1 and hits[0].get("id") not in (None, "") else None
+
+
 async def plan_owner(orgs: QalyptusOrgs, task_id: str, owner: str, organization: str | None) -> Plan:
     api = orgs.get(organization)
     task = await api.task(task_id)

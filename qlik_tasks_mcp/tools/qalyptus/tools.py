@@ -4,6 +4,7 @@ the family's other modules (authoring: create, task reports; delivery: recipient
 triggers; runs; ondemand: on-demand requests) are named here too, so the catalogue keeps the README's order.
 """
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -16,6 +17,7 @@ from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.model import Compact, Deleted
+from qlik_tasks_mcp.tools.names import UNSEEN, UserName, user_label
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Limit
 from qlik_tasks_mcp.tools.qalyptus import authoring, delivery, ondemand
@@ -47,6 +49,7 @@ from qlik_tasks_mcp.tools.sources import (
     Budget,
     Failure,
     FailureScan,
+    Handover,
     Narrow,
     TaskInfo,
     gather,
@@ -416,33 +419,129 @@ class QalyptusTaskSource:
 
     async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo]:
         """Every task of every organization, each marked (owner_gone) when its owner is no longer among the
-        organization's users: two requests per organization (find_orphans)."""
+        organization's users: two requests per organization (find_orphans). With `narrow.owner_id` (a Qlik user),
+        the tasks that are theirs carry it as owner_id: those whose owner has their id or is the organization's
+        user matched to them (delivery.matched_user)."""
+        person = await self._qlik_user(narrow.owner_id) if narrow is not None and narrow.owner_id else None
         found: list[TaskInfo] = []
         for name in self.orgs.names:
             client = self.orgs.get(name)
             if not budget.spend(scan_now(), f"Qalyptus tasks of {name}"):
                 continue
             tasks = await client.tasks()
-            users = await self._user_ids(client, name, budget)
+            unread: list[str] = []
+            users = await self._users(client, name, unread, budget)
+            if unread:
+                known = f"only its tasks owned by id {person.id} are theirs" if person else "its owners are not checked"
+                budget.notes.append(f"{unread[0]}: {known}.")
+            ids = None if users is None else {str(u["id"]) for u in users if u.get("id") not in (None, "")}
+            theirs = await self._theirs(person, users, name, tasks, budget.notes) if person is not None else set()
             for doc in tasks:
                 info = self.info(doc)
                 owner = owner_id_of(doc)
-                if users is not None and owner and owner not in users:
+                if ids is not None and owner and owner not in ids:
                     info.owner_gone = f"{owner_label(doc)}, no longer a user of Qalyptus organization {name}"
+                if person is not None and owner in theirs:
+                    info.owner_id = person.id
                 found.append(info)
         return found
 
+    async def _theirs(
+        self,
+        person: UserName,
+        users: list[dict[str, Any]] | None,
+        org: str,
+        tasks: list[QalyptusTaskDoc],
+        notes: list[str],
+    ) -> set[str]:
+        """The owner ids that are this Qlik user in an organization: theirs, and the user matched to them. Where
+        none is, tasks whose owner is no longer a user there and not another Qlik user by id could be theirs: named,
+        not taken as someone else's."""
+        matched = delivery.matched_user(users or [], person.id, person.email)
+        if matched is not None:
+            return {person.id, str(matched["id"])}
+        if users is not None:
+            present = {str(u.get("id")) for u in users} | {person.id}
+            maybe = {d.id: owner for d in tasks if (owner := owner_id_of(d)) and owner not in present}
+            names = self.orgs.qlik_names
+            others = await names.users(set(maybe.values())) if names is not None and maybe else {}
+            # An owner id the Qlik tenant knows as someone else is theirs (same id), whatever their status.
+            maybe = {i: o for i, o in maybe.items() if not _known(others.get(o))}
+            if maybe:
+                notes.append(
+                    f"{user_label(person)} is not a user of Qalyptus organization {org}; {len(maybe)} of its tasks "
+                    "have an owner who no longer is, and could be theirs (not selected; name them by id): "
+                    + ", ".join(list(maybe)[:10])
+                )
+        return {person.id}
+
     @staticmethod
-    async def _user_ids(client: QalyptusClient, org: str, budget: Budget) -> set[str] | None:
-        """The ids of the organization's users (GET /users); None when they cannot be read."""
-        if not budget.spend(scan_now(), f"Qalyptus users of {org}"):
+    async def _users(
+        client: QalyptusClient, org: str, notes: list[str], budget: Budget | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The organization's users (GET /users); None, said in `notes`, when they cannot be read."""
+        if budget is not None and not budget.spend(scan_now(), f"Qalyptus users of {org}"):
             return None
         try:
-            users = await client.items("list_users")
+            return await client.users()
         except ApiError as exc:
-            budget.skipped.append(f"Qalyptus users of {org} (HTTP {exc.status}): owners not checked")
+            notes.append(f"Qalyptus organization {org}'s users could not be read (HTTP {exc.status})")
             return None
-        return {str(u["id"]) for u in users if u.get("id") not in (None, "")}
+
+    async def _qlik_user(self, user_id: str) -> UserName:
+        """The Qlik user, for their e-mail; their id alone when the Qlik tenant cannot say."""
+        names = self.orgs.qlik_names
+        return (await names.users([user_id]))[user_id] if names is not None else UserName(user_id, "", read=False)
+
+    async def handover(self, tasks: list[TaskInfo], owner_id: str) -> Handover:
+        """Each task to the user of its organization matched to Qlik user `owner_id` (delivery.matched_user); an
+        organization where none is, or whose users cannot be read, keeps its tasks, saying why. Each organization's
+        tasks and users are read once."""
+        person = await self._qlik_user(owner_id)
+        wanted = {t.id: t for t in tasks}
+        given = Handover()
+        unreadable: list[str] = []
+        for name in self.orgs.names:
+            if not wanted:
+                break
+            client = self.orgs.get(name)
+            try:
+                docs = {d.id: d for d in await client.tasks() if d.id in wanted}
+            except ApiError as exc:
+                unreadable.append(f"Qalyptus organization {name}'s tasks could not be read (HTTP {exc.status})")
+                continue
+            if not docs:
+                continue
+            infos = [wanted.pop(task_id) for task_id in docs]
+            owners = sorted((task_id, owner_id_of(doc) or "") for task_id, doc in docs.items())
+            unread: list[str] = []
+            users = await self._users(client, name, unread)
+            new = delivery.matched_user(users, person.id, person.email) if users is not None else None
+            given.state.append((name, str(new["id"]) if new else None, owners))
+            if new is None:
+                why = (
+                    f"{unread[0]}, so which of its users is {user_label(person)} is not known"
+                    if unread
+                    else f"{user_label(person)} is not a user of Qalyptus organization {name} (none has their id or "
+                    "e-mail)"
+                )
+                given.notes.append(f"{len(infos)} Qalyptus tasks left as they are: {why}: {_listed(infos)}")
+                continue
+            new_id = str(new["id"])
+            mine = {i.id for i in infos if owner_id_of(docs[i.id]) == new_id}
+            given.already += [i for i in infos if i.id in mine]
+            given.todo += [(i, new_id) for i in infos if i.id not in mine]
+            if len(mine) < len(infos):
+                given.notes.append(f"In Qalyptus organization {name} the new owner is {delivery.user_label(new)}.")
+        if wanted:
+            where = "; ".join(unreadable) or "they are in no organization now"
+            given.notes.append(f"{len(wanted)} Qalyptus tasks left as they are: {where}: {_listed(wanted.values())}")
+        return given
+
+    async def change_owner(self, info: TaskInfo, owner_id: str) -> None:
+        """`owner_id`: the user of the task's organization that `handover` matched to the new owner."""
+        client, _ = await self._find(info.id)
+        await client.change_owner(info.id, owner_id)
 
     async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
         client, doc = await self._find(info.id)
@@ -527,6 +626,15 @@ class QalyptusTaskSource:
             except ApiError as exc:
                 failure.error = f"(log not readable: HTTP {exc.status})"
         return failure
+
+
+def _known(user: UserName | None) -> bool:
+    return user is not None and user.read and user.status not in ("", UNSEEN)
+
+
+def _listed(infos: Iterable[TaskInfo]) -> str:
+    ids = [i.id for i in infos]
+    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def source(clients: Deps) -> QalyptusTaskSource:
