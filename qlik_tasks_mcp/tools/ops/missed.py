@@ -233,9 +233,15 @@ async def _runs_by_task(
     return found
 
 
+def _qlik_owner(info: TaskInfo) -> str | None:
+    """The task's owner as a Qlik user, who runs it; a Qalyptus task's owner is a Qalyptus user, and whether a gone
+    Qlik user stops its runs is not documented."""
+    return owner_of(info) if info.kind != "qalyptus" else None
+
+
 async def _gone_owners(sources: RunSources, infos: list[TaskInfo]) -> dict[str, str]:
     """Owners who can no longer run anything (disabled, deleted), by id: the look-up degrades to none."""
-    owners = {o for o in map(owner_of, infos) if o}
+    owners = {o for o in map(_qlik_owner, infos) if o}
     users = await sources.names.users(owners) if owners else {}
     return {i: u.status for i, u in users.items() if u.gone}
 
@@ -273,8 +279,8 @@ async def find_missed_runs(
     late_after_minutes: Annotated[int, Field(ge=1, le=720)] = 15,
     app_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None,
 ) -> MissedReport:
-    """What should have run in a window (every time schedule of reload, sharing and Qalyptus tasks, and tasks) but
-    did not, ran late or ran twice, with the tenant's reason; a task that ran is never a miss."""
+    """What should have run in a window (every time schedule of tasks, reload, sharing and Qalyptus tasks) but did
+    not, ran late or ran twice, with the tenant's reason; a task that ran is never a miss."""
     by_reloads = [kind for kind in RESOURCE if kind in sources.by_kind and sources.reloads is not None]
     by_runs = {k: read for k, found in sources.by_kind.items() if k not in RESOURCE and (read := runs_reader(found))}
     by_many = {
@@ -294,11 +300,17 @@ async def find_missed_runs(
     with spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, budget, notes)
     listing_cut = bool(budget.skipped)
+
+    def timed() -> list[TaskInfo]:
+        # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a
+        # sharing task's statusCode DELETING) no longer runs.
+        return [i for i in infos if _timed(i) and i.state.upper() != "DELETING"]
+
+    runs = await _reloads_by_task(sources, timed(), by_reloads, since, app_id, budget, notes)
+    # Reads of one task each come after the reloads, which cover many tasks a request: a big Qalyptus
+    # organization does not leave the reloads unread.
     await _read_schedules(sources, infos, kinds, budget)
-    # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a sharing
-    # task's statusCode DELETING) no longer runs.
-    scheduled = [i for i in infos if _timed(i) and i.state.upper() != "DELETING"]
-    runs = await _reloads_by_task(sources, scheduled, by_reloads, since, app_id, budget, notes)
+    scheduled = timed()
     runs |= await _runs_by_task(scheduled, by_runs, by_many, since, budget)
     with_tasks = {i.app_id for i in infos if i.kind == "task" and i.app_id}
     gone = await _gone_owners(sources, scheduled)
@@ -318,7 +330,7 @@ async def find_missed_runs(
             continue
         due = [t.astimezone(UTC) for t in due if t.astimezone(UTC) <= now - tolerance]
         expected += len(due)
-        reason = _reason(info, info.app_id in with_tasks, gone.get(owner_of(info) or ""))
+        reason = _reason(info, info.app_id in with_tasks, gone.get(_qlik_owner(info) or ""))
         rows += _rows(info, _join(due, found, tolerance), reason)
     order = {"missed": 0, "late": 1, "twice": 2}
     rows.sort(key=lambda r: (order[r.what], r.due[0] if r.due else "", r.task_id))
