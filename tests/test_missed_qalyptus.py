@@ -38,6 +38,10 @@ def _served(h: Harness, keys: list[tuple[str, str]]) -> list[str]:
     return [task for kind, task in keys if kind == "qalyptus" and task in _org(h).tasks]
 
 
+def _triggers(h: Harness, task_id: str) -> list[dict[str, Any]]:
+    return _org(h).triggers.get(task_id, [])
+
+
 async def _missed(h: Harness) -> dict[str, Any]:
     async with h.client() as client:
         return data(await client.call_tool("find_missed_runs", {}))
@@ -67,6 +71,11 @@ async def test_each_seeded_qalyptus_miss_is_found_with_its_reason_and_none_for_a
     assert ran and several and set(several) <= set(ran)
     assert not [key for key in rows if key[1] in ran]
     assert not [task for task in ran if _not_checked(report, task)]
+    # Inactive with its only schedule inactive too: no time, so no row and nothing left unchecked.
+    paused = next(
+        t for t, task in _org(seeded).tasks.items() if not any(x.get("isActive") for x in _triggers(seeded, t))
+    )
+    assert not [key for key in rows if key[1] == paused] and not _not_checked(report, paused)
     # One status list per organization for every task, and one trigger read per task (one organization here).
     spent = seeded.recorder.exchanges[before:]
     qalyptus_paths = [e.path for e in spent if e.host == qalyptus.QALYPTUS_HOST]
@@ -127,3 +136,12 @@ async def test_a_tasks_schedules_are_merged_in_their_own_zones() -> None:
     runs = await run_times(info, count=6, now=after, budget=ExpansionBudget(), even_if_disabled=True)
     got = [t.astimezone(UTC).strftime("%H:%M") for t in runs]
     assert got == ["03:00", "05:00", "09:00", "15:00", "21:00", "03:00"]
+
+
+def test_a_once_schedule_is_its_one_run_and_an_event_is_no_time() -> None:
+    once = sched.schedule_of({"frequency": "Once", "timeZone": "Europe/Zurich", "startDate": "2026-12-05T10:00:00"})
+    assert once is not None and once.readable
+    assert once.next_runs(datetime(2026, 12, 1, tzinfo=UTC), 3) == [datetime(2026, 12, 5, 9, tzinfo=UTC)]
+    assert sched.schedule_of({"type": "QlikEvent", "eventType": "ReloadSucceeded", "timeZone": "UTC"}) is None
+    lost = sched.schedule_of({"frequency": "Once", "timeZone": "UTC"})
+    assert lost is not None and not lost.readable

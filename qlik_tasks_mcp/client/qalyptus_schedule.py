@@ -217,10 +217,6 @@ def next_runs(body: dict[str, Any], after: datetime, count: int = 1) -> list[dat
     return occurrences(lines, zone, start, after=after, count=count, end=end) if lines else []
 
 
-# A Once schedule as a recurrence: its one run, at its start.
-ONCE = "RRULE:FREQ=DAILY;COUNT=1"
-
-
 def schedule_of(body: dict[str, Any]) -> Schedule | None:
     """The schedule read whole by the one schedule reader (client.schedule.read_schedule): its RRULE (rrule_of),
     zone, start and end; None for a trigger with no frequency (a Qlik event). One that cannot be read says why."""
@@ -234,7 +230,8 @@ def schedule_of(body: dict[str, Any]) -> Schedule | None:
         end = parse_date(body["endDate"], tz, "endDate") if body.get("endDate") else None
         if freq == "Once" and start is None:
             raise InvalidInput("a Once schedule without startDate never runs")
-        lines = [ONCE] if freq == "Once" else rrule_of(body, start)
+        # A Once schedule is its one run, at its start.
+        lines = [f"RDATE:{start:%Y%m%dT%H%M%S}"] if freq == "Once" and start else rrule_of(body, start)
     except InvalidInput as exc:
         return unreadable(describe(body), zone, str(exc))
     return read_schedule(
