@@ -540,7 +540,11 @@ class QalyptusTaskSource:
             client = self.orgs.get(name)
             if not wanted or (several and not budget.spend(scan_now(), f"Qalyptus tasks of {name}")):
                 continue
-            mine = sorted(wanted & {doc.id for doc in await client.tasks()} if several else wanted)
+            try:
+                mine = sorted(wanted & {doc.id for doc in await client.tasks()} if several else wanted)
+            except ApiError as exc:
+                budget.skipped.append(f"Qalyptus tasks of {name} (HTTP {exc.status}): their schedules")
+                continue
             wanted -= set(mine)
 
             async def one(task_id: str, client: QalyptusClient = client) -> None:
