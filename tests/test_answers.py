@@ -93,6 +93,7 @@ async def test_missed_runs_find_each_seeded_case_with_its_reason(seeded: Harness
         "owner disabled": lambda r: r["reason"].startswith("owner disabled"),
         "disabled": lambda r: r["reason"].startswith("disabled"),
         "app has tasks": lambda r: r["reason"].startswith("app has tasks"),
+        "inactive": lambda r: r["reason"] == "inactive",
     }
     # A disabled task's miss is a case only when it was due in the cases' hours: not required here.
     assert {None, "quota", "owner disabled", "app has tasks"} <= set(cases.missed.values())

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import occurrences, time_zone
+from qlik_tasks_mcp.client.schedule import LOCAL_FORMAT, Schedule, occurrences, read_schedule, time_zone, unreadable
 
 FREQUENCIES = ("Once", "Hourly", "Daily", "Weekly", "Monthly", "Yearly")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -215,6 +215,31 @@ def next_runs(body: dict[str, Any], after: datetime, count: int = 1) -> list[dat
         return [when] if when > after and (end is None or start <= end) else []
     lines = rrule_of(body, start)
     return occurrences(lines, zone, start, after=after, count=count, end=end) if lines else []
+
+
+def schedule_of(body: dict[str, Any]) -> Schedule | None:
+    """The schedule read whole by the one schedule reader (client.schedule.read_schedule): its RRULE (rrule_of),
+    zone, start and end; None for a trigger with no frequency (a Qlik event). One that cannot be read says why."""
+    freq = frequency_of(body.get("frequency"))
+    if freq is None:
+        return None
+    zone = body.get("timeZone") or "UTC"
+    try:
+        tz = time_zone(zone)
+        start = parse_date(body["startDate"], tz, "startDate") if body.get("startDate") else None
+        end = parse_date(body["endDate"], tz, "endDate") if body.get("endDate") else None
+        if freq == "Once" and start is None:
+            raise InvalidInput("a Once schedule without startDate never runs")
+        # A Once schedule is its one run, at its start.
+        lines = [f"RDATE:{start:%Y%m%dT%H%M%S}"] if freq == "Once" and start else rrule_of(body, start)
+    except InvalidInput as exc:
+        return unreadable(describe(body), zone, str(exc))
+    return read_schedule(
+        recurrence=lines,
+        zone=zone,
+        start=start.strftime(LOCAL_FORMAT) if start else None,
+        end=end.strftime(LOCAL_FORMAT) if end else None,
+    )
 
 
 def describe(body: dict[str, Any]) -> str:

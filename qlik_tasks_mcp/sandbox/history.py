@@ -1,7 +1,8 @@
 """Two weeks of run history for the sandbox tenant (`build_sandbox(history=True)`), true to every schedule, with a
 few known cases the ops answers must find: two apps whose reloads got slower this week, and in the last day a run
-missed with no reason (a task and a sharing task), one over quota, one whose task's owner is disabled, one late and
-one run twice.
+missed with no reason (a task, a sharing task and a Qalyptus task), one over quota, one whose task's owner is
+disabled, one late and one run twice; a Qalyptus task made inactive three days ago, and one with a second schedule
+in another zone that ran at each time of both.
 
 It replaces the families' short random histories with one that follows each task's schedule: every occurrence of
 an enabled reload task and task ran (a reload naming it), and every one of a sharing task delivered, except the
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qlik_tasks_mcp.sandbox import reload_tasks, reloads, sharing_tasks
+from qlik_tasks_mcp.sandbox import qalyptus, qalyptus_contract, qalyptus_seed, reload_tasks, reloads, sharing_tasks
 from qlik_tasks_mcp.sandbox import tasks as workflow_tasks
 from qlik_tasks_mcp.sandbox.core import Sandbox
 from qlik_tasks_mcp.sandbox.schedule import next_occurrence, wall_clock, zone_of
@@ -45,6 +46,8 @@ class Cases:
     twice: list[tuple[str, str]] = field(default_factory=list)
     # Tasks that ran at every occurrence of the last day.
     ran: list[tuple[str, str]] = field(default_factory=list)
+    # Tasks with several time schedules (Qalyptus triggers) that ran at each time of every one.
+    several_schedules: list[tuple[str, str]] = field(default_factory=list)
 
 
 def cases(sandbox: Sandbox) -> Cases:
@@ -262,12 +265,73 @@ def _sharing(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> 
                 sharing_tasks.start_execution(sandbox, task, at=at, seconds=20)
 
 
+# The Qalyptus cases, by task name (qalyptus_seed): a second schedule, every 6 h from midnight in Tokyo, on two of
+# them, so each has times in any last day whatever the hour.
+QALYPTUS_CASES = {
+    "Daily Finance Pack": "two schedules",
+    "Executive KPIs Hourly": "missed",
+    "Weekly Ops Scorecard": "inactive",
+}
+SECOND_SCHEDULE = {"name": "Every 6 hours", "zone": "Asia/Tokyo", "frequency": "Hourly", "everyHours": 6}
+
+
+def _trigger_runs(trigger: dict[str, Any], since: datetime, until: datetime) -> list[datetime]:
+    runs: list[datetime] = []
+    cursor = since
+    while (
+        len(runs) < MAX_RUNS and (found := qalyptus_contract.next_run(trigger, cursor)) is not None and found <= until
+    ):
+        runs.append(found)
+        cursor = found
+    return runs
+
+
+def _qalyptus(sandbox: Sandbox, since: datetime, now: datetime, found: Cases) -> None:
+    """Qalyptus executions true to every active schedule trigger of each task (a task may have several, each with
+    its own zone), in place of the seed's two days: one made inactive three days ago stopped running then; one
+    missed its last run of the last day, saying nothing."""
+    rng = random.Random(sandbox.seed * 9157)
+    for org in qalyptus.tables(sandbox).orgs.values():
+        org.executions.clear()
+        for task_id, task in sorted(org.tasks.items()):
+            case = QALYPTUS_CASES.get(task["name"])
+            triggers = org.triggers.setdefault(task_id, [])
+            if case in ("two schedules", "inactive"):
+                triggers.append(qalyptus_seed.schedule(sandbox, now, **SECOND_SCHEDULE))
+            until = now
+            if case == "inactive":
+                task["isActive"] = False
+                until = now - timedelta(days=3)
+            if not task["isActive"] and case is None:
+                continue
+            active = [t for t in triggers if t["type"] == "Schedule" and t.get("isActive")]
+            runs = sorted({run for t in active for run in _trigger_runs(t, since, now)})
+            last = [t for t in runs if now - timedelta(hours=23) <= t <= now - SETTLED]
+            key = ("qalyptus", task_id)
+            if case == "inactive" and last:
+                found.missed[key] = "inactive"
+            elif case == "missed" and last:
+                found.missed[key] = None
+            elif last:
+                found.ran.append(key)
+                if len(active) > 1:
+                    found.several_schedules.append(key)
+            for due in runs:
+                at = due + timedelta(seconds=rng.randint(1, 40))
+                if due > until or at > now or (case == "missed" and last and due == last[-1]):
+                    continue
+                qalyptus.start_run(
+                    sandbox, org, task, at=at.astimezone(UTC), by="Schedule", seconds=rng.randint(20, 400)
+                )
+
+
 def seed(sandbox: Sandbox, days: int = DAYS) -> Cases:
     now = sandbox.clock.now().replace(microsecond=0)
     since = now - timedelta(days=days)
     _clear(sandbox)
     found = Cases()
     _sharing(sandbox, since, now, found)
+    _qalyptus(sandbox, since, now, found)
     plans = _plans(sandbox, since, now, found)
     _choose_cases(sandbox, plans, now, found)
     found.slowed_apps = _slowed(sandbox, plans, now)

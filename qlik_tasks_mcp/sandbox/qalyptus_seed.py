@@ -22,7 +22,8 @@ from qlik_tasks_mcp.sandbox.qalyptus import (
 )
 
 
-def _schedule(sandbox: Sandbox, now: datetime, name: str, zone: str, **timing: Any) -> dict[str, Any]:
+def schedule(sandbox: Sandbox, now: datetime, name: str, zone: str, **timing: Any) -> dict[str, Any]:
+    """A schedule trigger as Qalyptus stores one, started 90 days ago (the history seed adds some too)."""
     start = (now - timedelta(days=90)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     body: dict[str, Any] = {"name": name, "timeZone": zone, "startDate": contract.api_date(start, zone)}
     active = timing.pop("isActive", True)
@@ -94,7 +95,7 @@ def _seed_org(sandbox: Sandbox, org: Org, now: datetime, specs: list[dict[str, A
             {"id": p.id, "type": "User", "name": p.name, "email": p.email} for p in people[: 2 + index % 3]
         ] + [{"id": group_of[f"{report['project']['name']} managers"]["id"], "type": "Group", "email": None}]
         org.emails[task["id"]] = default_email(task) | {"subject": f"{spec['report']}: your copy"}
-        triggers = [_schedule(sandbox, now, **s) for s in spec.get("schedules", [])]
+        triggers = [schedule(sandbox, now, **s) for s in spec.get("schedules", [])]
         for event in spec.get("events", []):
             apps = list(sandbox.apps.values())
             triggers.append(

@@ -5,8 +5,10 @@ Every family whose tasks the ops tools reach implements `TaskSource` (in its own
 find its failures in a window within a budget. Optional, found by name: `all_tasks(budget)` (list tenant-wide),
 `delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own (with
 `handover(tasks, owner_id)` where their owners are their own users, matched to Qlik's), and
-`runs_since(info, since, may_read)` for kinds whose runs are not app reloads. The ops tools see only sources of the
-toolsets being served.
+`runs_since(info, since, may_read)` for kinds whose runs are not app reloads, read task by task; for kinds whose
+listing does not carry their schedules or whose runs are read for many tasks at once (Qalyptus: triggers, one
+status list per organization), `schedules_of(infos, budget)` and `runs_of(infos, since, budget)`. The ops tools see
+only sources of the toolsets being served.
 """
 
 import re
@@ -52,6 +54,9 @@ class TaskInfo:
     # The schedule read whole (client.schedule.read_schedule), for kinds whose schedule is not RRULE lines alone
     # (tasks: interval, cron, multi-line recurrences); None: read from recurrence/time_zone/start/end when asked.
     schedule: Schedule | None = None
+    # Every time schedule, each read whole, for kinds whose task has several with their own start, zone and end
+    # (Qalyptus schedule triggers): run_times expands them all; empty: the one of `timing`.
+    schedules: list[Schedule] = field(default_factory=list)
     # (task id, outcome or None for any): the runs whose end starts this task.
     after: list[tuple[str, str | None]] = field(default_factory=list)
     next_run: str | None = None
@@ -306,6 +311,23 @@ def runs_reader(source: TaskSource) -> RunsSince | None:
     return getattr(source, "runs_since", None)
 
 
+# (tasks, since, budget) -> (start, status) of each task's runs since then, oldest first, by task id; a task left out:
+# its runs were not all read back to `since` (the budget named what it did not read).
+RunsOf = Callable[[list[TaskInfo], datetime, Budget], Awaitable[dict[str, list[tuple[datetime, str]]]]]
+# (tasks, budget) -> each task's time schedules, by task id; a task left out was not read (the budget says why).
+SchedulesOf = Callable[[list[TaskInfo], Budget], Awaitable[dict[str, list[Schedule]]]]
+
+
+def many_runs_reader(source: TaskSource) -> RunsOf | None:
+    """The source's optional `runs_of`: for kinds that read many tasks' runs in one listing (Qalyptus statuses)."""
+    return getattr(source, "runs_of", None)
+
+
+def schedules_reader(source: TaskSource) -> SchedulesOf | None:
+    """The source's optional `schedules_of`: for kinds whose listing does not carry their schedules (Qalyptus)."""
+    return getattr(source, "schedules_of", None)
+
+
 def first_error_line(text: str) -> str | None:
     lines = text.splitlines()
     for index, line in enumerate(lines):
@@ -385,14 +407,27 @@ async def run_times(
     even_if_disabled: bool = False,
     strict: bool = False,
 ) -> list[datetime]:
-    """The next runs, worked out off the event loop within `budget` (one per tool call, shared by its tasks).
+    """The next runs of every readable time schedule of the task, merged, worked out off the event loop within
+    `budget` (one per tool call, shared by its tasks).
 
     `strict`: a rule with no run in the horizon is InvalidInput, so an empty list means the schedule ended."""
-    schedule = timing(info)
-    if schedule is None or not schedule.readable or not (info.enabled or even_if_disabled):
+    schedules = [s for s in timings(info) if s.readable]
+    if not schedules or not (info.enabled or even_if_disabled):
         return []
-    work = partial(schedule.next_runs, now, count, budget=budget, strict=strict)
-    return await anyio.to_thread.run_sync(work)
+    runs: set[datetime] = set()
+    for schedule in schedules:
+        work = partial(schedule.next_runs, now, count, budget=budget, strict=strict)
+        runs.update(await anyio.to_thread.run_sync(work))
+    # Aware times compare as instants: two schedules due at one moment are one run.
+    return sorted(runs)[:count]
+
+
+def timings(info: TaskInfo) -> list[Schedule]:
+    """Every time schedule of the task: its several (`schedules`), else its one (`timing`), else none."""
+    if info.schedules:
+        return list(info.schedules)
+    schedule = timing(info)
+    return [schedule] if schedule is not None else []
 
 
 def schedule_line(info: TaskInfo) -> str | None:

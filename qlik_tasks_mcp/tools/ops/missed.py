@@ -1,11 +1,13 @@
 """find_missed_runs (served by the ops toolset): every time schedule of the served kinds whose runs it can read
-(reload tasks and tasks: app reloads; sharing tasks: executions) expanded over a window and joined with the runs
-that happened: what should have run and did not, ran late, or ran twice, with the reason where the tenant gives one.
+(reload tasks and tasks: app reloads; sharing tasks: executions; Qalyptus tasks: the status list) expanded over a
+window and joined with the runs that happened: what should have run and did not, ran late, or ran twice, with the
+reason where the tenant gives one.
 
 A reload task's or task's runs are its app's reloads that name it (resourceType reload-tasks / tasks); a kind
-whose runs are not reloads reads them through its source's `runs_since`. A miss is concluded only for a task whose
-runs were read back to the window's start; others are named as not checked. Imported at the end of tools.py,
-whose helpers it reads when called.
+whose runs are not reloads reads them through its source's `runs_since` (task by task) or `runs_of` (many at once),
+and a kind whose listing does not carry its schedules reads them through `schedules_of`, within the budget. A miss
+is concluded only for a task whose runs were read back to the window's start; others are named as not checked.
+Imported at the end of tools.py, whose helpers it reads when called.
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, R
 from qlik_tasks_mcp.tools.ops.selection import spending, unique_tasks, unless_unavailable
 from qlik_tasks_mcp.tools.sources import (
     Budget,
+    RunsOf,
     RunsSince,
     TaskInfo,
     all_tasks,
     gather,
+    many_runs_reader,
     parse_time,
     run_times,
     runs_reader,
     scan_now,
+    schedules_reader,
     short_time,
-    timing,
+    timings,
 )
 
 MISSED_REQUESTS = 400
@@ -80,8 +85,8 @@ class _Joined:
 
 
 def _timed(info: TaskInfo) -> bool:
-    schedule = timing(info)
-    return schedule is not None and schedule.readable
+    schedules = timings(info)
+    return bool(schedules) and all(s.readable for s in schedules)
 
 
 def _join(due: list[datetime], runs: list[tuple[datetime, str]], tolerance: timedelta) -> _Joined:
@@ -106,6 +111,8 @@ def _join(due: list[datetime], runs: list[tuple[datetime, str]], tolerance: time
 def _reason(info: TaskInfo, app_has_tasks: bool, gone_owner: str | None) -> str | None:
     if not info.enabled:
         code = info.disabled_reason or "disabled"
+        if code == "inactive":  # a Qalyptus task's isActive false
+            return code
         if "OWNER-DISABLED" in code:
             return "owner disabled (OWNER-DISABLED)"
         return code if code.startswith("disabled") else f"disabled ({code})"
@@ -185,11 +192,33 @@ async def _reloads_by_task(
     return {(i.kind, i.id): by_resource.get((RESOURCE[i.kind], i.id), []) for i in tasks if window.covers(i.app_id)}
 
 
+async def _read_schedules(sources: RunSources, infos: list[TaskInfo], kinds: list[str], budget: Budget) -> None:
+    """Every time schedule of the tasks of kinds whose listing does not carry them (Qalyptus triggers); a task not
+    read keeps none and is not checked (the budget names it)."""
+    for kind in kinds:
+        reader = schedules_reader(sources.of(kind))
+        mine = [i for i in infos if i.kind == kind]
+        if reader is not None and mine:
+            read = await reader(mine, budget)
+            for info in mine:
+                info.schedules = read.get(info.id, [])
+
+
 async def _runs_by_task(
-    scheduled: list[TaskInfo], readers: dict[str, RunsSince], since: datetime, budget: Budget
+    scheduled: list[TaskInfo],
+    readers: dict[str, RunsSince],
+    many: dict[str, RunsOf],
+    since: datetime,
+    budget: Budget,
 ) -> dict[tuple[str, str], list[tuple[datetime, str]]]:
-    """The runs of the tasks of kinds that read their own (sharing executions), one listing per task."""
+    """The runs of the tasks of kinds that read their own: one listing per task (sharing executions), or one for
+    many tasks (Qalyptus statuses, one per organization)."""
     found: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+    for kind, reader in many.items():
+        mine = [i for i in scheduled if i.kind == kind]
+        if mine:
+            read = await reader(mine, since - EARLY, budget)
+            found |= {(kind, task_id): runs for task_id, runs in read.items()}
 
     async def one(info: TaskInfo) -> None:
         try:
@@ -204,9 +233,15 @@ async def _runs_by_task(
     return found
 
 
+def _qlik_owner(info: TaskInfo) -> str | None:
+    """The task's owner as a Qlik user, who runs it; a Qalyptus task's owner is a Qalyptus user, and whether a gone
+    Qlik user stops its runs is not documented."""
+    return owner_of(info) if info.kind != "qalyptus" else None
+
+
 async def _gone_owners(sources: RunSources, infos: list[TaskInfo]) -> dict[str, str]:
     """Owners who can no longer run anything (disabled, deleted), by id: the look-up degrades to none."""
-    owners = {o for o in map(owner_of, infos) if o}
+    owners = {o for o in map(_qlik_owner, infos) if o}
     users = await sources.names.users(owners) if owners else {}
     return {i: u.status for i, u in users.items() if u.gone}
 
@@ -244,11 +279,14 @@ async def find_missed_runs(
     late_after_minutes: Annotated[int, Field(ge=1, le=720)] = 15,
     app_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None,
 ) -> MissedReport:
-    """What should have run in a window (every time schedule of reload tasks, tasks and sharing tasks) but did not,
-    ran late or ran twice, with the tenant's reason; a task that ran is never a miss."""
+    """What should have run in a window (every time schedule of tasks, reload, sharing and Qalyptus tasks) but did
+    not, ran late or ran twice, with the tenant's reason; a task that ran is never a miss."""
     by_reloads = [kind for kind in RESOURCE if kind in sources.by_kind and sources.reloads is not None]
     by_runs = {k: read for k, found in sources.by_kind.items() if k not in RESOURCE and (read := runs_reader(found))}
-    kinds = by_reloads + list(by_runs)
+    by_many = {
+        k: read for k, found in sources.by_kind.items() if k not in RESOURCE and (read := many_runs_reader(found))
+    }
+    kinds = by_reloads + list(by_runs) + list(by_many)
     if not kinds:
         raise InvalidInput(
             f"no kind served here ({sources.available}) has runs this tool reads: serve reload or tasks with reloads"
@@ -262,11 +300,18 @@ async def find_missed_runs(
     with spending(budget):  # every listing page read spends one of the budget's requests
         infos = await _tasks(sources, kinds, app_id, budget, notes)
     listing_cut = bool(budget.skipped)
-    # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a sharing
-    # task's statusCode DELETING) no longer runs.
-    scheduled = [i for i in infos if _timed(i) and i.state.upper() != "DELETING"]
-    runs = await _reloads_by_task(sources, scheduled, by_reloads, since, app_id, budget, notes)
-    runs |= await _runs_by_task(scheduled, by_runs, since, budget)
+
+    def timed() -> list[TaskInfo]:
+        # Every form of time schedule (RRULE, interval, cron) through the one reader; a task being deleted (a
+        # sharing task's statusCode DELETING) no longer runs.
+        return [i for i in infos if _timed(i) and i.state.upper() != "DELETING"]
+
+    runs = await _reloads_by_task(sources, timed(), by_reloads, since, app_id, budget, notes)
+    # Reads of one task each come after the reloads, which cover many tasks a request: a big Qalyptus
+    # organization does not leave the reloads unread.
+    await _read_schedules(sources, infos, kinds, budget)
+    scheduled = timed()
+    runs |= await _runs_by_task(scheduled, by_runs, by_many, since, budget)
     with_tasks = {i.app_id for i in infos if i.kind == "task" and i.app_id}
     gone = await _gone_owners(sources, scheduled)
     expansion = ExpansionBudget()
@@ -285,7 +330,7 @@ async def find_missed_runs(
             continue
         due = [t.astimezone(UTC) for t in due if t.astimezone(UTC) <= now - tolerance]
         expected += len(due)
-        reason = _reason(info, info.app_id in with_tasks, gone.get(owner_of(info) or ""))
+        reason = _reason(info, info.app_id in with_tasks, gone.get(_qlik_owner(info) or ""))
         rows += _rows(info, _join(due, found, tolerance), reason)
     order = {"missed": 0, "late": 1, "twice": 2}
     rows.sort(key=lambda r: (order[r.what], r.due[0] if r.due else "", r.task_id))

@@ -5,6 +5,7 @@ triggers; runs; ondemand: on-demand requests) are named here too, so the catalog
 """
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -12,7 +13,7 @@ from pydantic import Field
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, QalyptusTaskDoc, StatusDoc
-from qlik_tasks_mcp.client.schedule import time_zone
+from qlik_tasks_mcp.client.schedule import Schedule, time_zone
 from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -626,6 +627,79 @@ class QalyptusTaskSource:
             except ApiError as exc:
                 failure.error = f"(log not readable: HTTP {exc.status})"
         return failure
+
+    async def schedules_of(self, infos: list[TaskInfo], budget: Budget) -> dict[str, list[Schedule]]:
+        """Every active time schedule of each task (its schedule triggers, each with its own start, zone and end;
+        a Qlik event is no time), read whole: one request per task, and, with several organizations, one per
+        organization to find which holds it. A task left out was not read; the budget names those it stopped."""
+        wanted = {i.id for i in infos}
+        found: dict[str, list[Schedule]] = {}
+        several = len(self.orgs.names) > 1
+        for name in self.orgs.names:
+            client = self.orgs.get(name)
+            if not wanted or (several and not budget.spend(scan_now(), f"Qalyptus tasks of {name}")):
+                continue
+            try:
+                mine = sorted(wanted & {doc.id for doc in await client.tasks()} if several else wanted)
+            except ApiError as exc:
+                budget.skipped.append(f"Qalyptus tasks of {name} (HTTP {exc.status}): their schedules")
+                continue
+            wanted -= set(mine)
+
+            async def one(task_id: str, client: QalyptusClient = client) -> None:
+                if not budget.spend(scan_now(), f"schedules of Qalyptus task {task_id}"):
+                    return
+                try:
+                    triggers = await client.triggers(task_id)
+                except ApiError as exc:
+                    budget.skipped.append(f"schedules of Qalyptus task {task_id} (HTTP {exc.status})")
+                    return
+                active = [sched.schedule_of(t.wire()) for t in triggers if t.is_active is not False]
+                found[task_id] = [s for s in active if s is not None]
+
+            await gather(mine, one)
+        return found
+
+    async def runs_of(
+        self, infos: list[TaskInfo], since: datetime, budget: Budget
+    ) -> dict[str, list[tuple[datetime, str]]]:
+        """(start, status) of each task's executions since `since`, from each organization's status list, read
+        once. Whether that list holds every execution or each task's latest is not documented, so a task's runs
+        count as read back to `since` only when the list shows one of its runs started before then, or shows none
+        of its runs and itself reaches back before then (every entry naming its task and time); other tasks are
+        left out. A run on demand, or one that failed, still ran."""
+        wanted = {i.id for i in infos}
+        runs: dict[str, list[tuple[datetime, str]]] = {}
+        earlier: set[str] = set()
+        doubtful: set[str] = set()
+        # Every organization's list was read, names each entry's task and time, and reaches back before `since`.
+        reaches = True
+        for name in self.orgs.names:
+            if not budget.spend(scan_now(), f"Qalyptus statuses of {name}"):
+                reaches = False
+                continue
+            try:
+                statuses = await self.orgs.get(name).statuses()
+            except ApiError as exc:
+                budget.skipped.append(f"Qalyptus statuses of {name} (HTTP {exc.status})")
+                reaches = False
+                continue
+            oldest: datetime | None = None
+            for run in statuses:
+                at = parse_time(run.sort_time)
+                if at is None or not run.task_id:
+                    reaches = False
+                    doubtful |= {run.task_id} if run.task_id else set()
+                    continue
+                oldest = at if oldest is None else min(oldest, at)
+                if run.task_id in wanted:
+                    if at < since:
+                        earlier.add(run.task_id)
+                    else:
+                        runs.setdefault(run.task_id, []).append((at, run.status))
+            reaches = reaches and oldest is not None and oldest < since
+        read = {t for t in wanted - doubtful if t in earlier or (t not in runs and reaches)}
+        return {task: sorted(runs.get(task, [])) for task in read}
 
 
 def _known(user: UserName | None) -> bool:
