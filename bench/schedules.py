@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -22,7 +23,8 @@ from typing import Any
 
 import anyio
 import httpx
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from qlik_tasks_mcp.client import schedule
 from qlik_tasks_mcp.client.tasks import TaskDoc, scim_filter
@@ -40,13 +42,21 @@ JANUARY = "2026-01-01T00:00:00"
 
 @contextmanager
 def first_start() -> Iterator[None]:
-    """Rules expanded from their first start, as before the anchor (the reference figure)."""
-    kept = schedule._anchored
+    """Rules walked by dateutil from their first start, as before the anchor (the reference figure)."""
+    kept = schedule._anchored, schedule._simple_rule
     schedule._anchored = lambda rule, after, shift=0: rule  # pyright: ignore[reportAttributeAccessIssue]
+    schedule._simple_rule = lambda parts, dtstart: None  # pyright: ignore[reportAttributeAccessIssue]
     try:
         yield
     finally:
-        schedule._anchored = kept
+        schedule._anchored, schedule._simple_rule = kept
+
+
+def forget_schedules() -> None:
+    """As on a server's first read of these rules: no runs kept, no rule or schedule read before."""
+    schedule._AHEAD.clear()
+    schedule._parse.cache_clear()
+    schedule._read.cache_clear()
 
 
 def hourly_tasks(sandbox: Any) -> str:
@@ -110,7 +120,7 @@ async def measure(quick: bool = False) -> list[str]:
 
         def cold(fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
             async def call() -> Any:
-                schedule._AHEAD.clear()  # no runs kept from an earlier call: every rule is expanded
+                forget_schedules()  # every rule is read and expanded
                 return await fn()
 
             return call
@@ -137,6 +147,7 @@ async def measure(quick: bool = False) -> list[str]:
         parts = await _parts(mcp, app_id, n, listed_call=list_call, http_call=http_call)
     await raw.aclose()
     await backend.aclose()
+    stdio = await over_stdio(n)
     header = (
         "| next runs worked out | list_tasks | get_task | HTTP | next runs | list / get | list / HTTP | "
         "next runs / HTTP | goal |\n|---|---|---|---|---|---|---|---|---|"
@@ -148,6 +159,9 @@ async def measure(quick: bool = False) -> list[str]:
         "checking the result against the tool's output schema. Next runs worked out once are kept until the first "
         "of them passes (Schedule.known_runs): the first row reads a listing again, the other two expand every rule.",
         "\n".join([header, *rows]),
+        f"The same two calls over stdio (the server in its own process, as a desktop host runs it; runs kept from "
+        f"the last call), p50 ms of {n} calls each:",
+        stdio,
         "Where a list_tasks(20) call goes, runs kept (p50 ms; the MCP part is the rest: the in-process client and "
         "server, argument checks, the result's JSON and the client's output-schema check):",
         parts,
@@ -186,7 +200,49 @@ async def _parts(
     return head + "\n| " + " | ".join(f"{v:.2f}" for v in figures.values()) + " |"
 
 
+def serve() -> None:
+    """The sandbox server over stdio, with the hourly tasks added (`python -m bench.schedules --serve`)."""
+    mcp, backend = build_server(Settings(sandbox=True))
+    assert backend.sandbox is not None
+    backend.sandbox.rate_limits = False
+    hourly_tasks(backend.sandbox)
+    mcp.run("stdio")
+
+
+async def over_stdio(n: int) -> str:
+    """list_tasks(20) beside get_task, p50 over stdio: the way a desktop host calls the server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QLIK_")}
+    root = Path(__file__).parent.parent
+    args = ["-m", "bench.schedules", "--serve"]
+    params = StdioServerParameters(command=sys.executable, args=args, cwd=str(root), env=env)
+    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
+        async with Client(stdio_client(params, errlog=devnull)) as client:
+            first = (await client.call_tool("list_tasks", {"limit": ROWS})).structured_content
+            assert first is not None
+            rows = [t for t in first["tasks"] if t["name"].startswith("hourly")]
+            assert len(rows) == ROWS, "the hourly tasks are listed first"
+            app_id = rows[0].get("app_id") or next(iter(first.get("app_ids", {}).values()))
+
+            async def list_call() -> None:
+                await client.call_tool("list_tasks", {"resource_id": app_id, "limit": ROWS})
+
+            async def get_call() -> None:
+                await client.call_tool("get_task", {"task_id": rows[0]["id"]})
+
+            for fn in (list_call, get_call):
+                await p50(fn, 5)  # warm
+            listed_ms, get_ms = await p50(list_call, n), await p50(get_call, n)
+    met = "met" if listed_ms / get_ms <= GOAL else "not met"
+    return (
+        "| list_tasks | get_task | list / get | goal |\n|---|---|---|---|\n"
+        f"| {listed_ms:.1f} | {get_ms:.1f} | {listed_ms / get_ms:.1f}x | {met} (goal <= {GOAL:g}x) |"
+    )
+
+
 if __name__ == "__main__":
+    if "--serve" in sys.argv:
+        serve()
+        sys.exit(0)
     report = "\n\n".join(anyio.run(measure)) + "\n"
     print(report)
     (Path(__file__).parent / "schedules.md").write_text(

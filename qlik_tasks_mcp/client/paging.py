@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -85,6 +86,12 @@ def next_cursor(
     token = token if isinstance(token, str) and token else None
     if not href and not token:
         return None
+    query = _own_query(base, path, href) if isinstance(href, str) else None
+    if query is not None:
+        carries = any(name in CURSOR_NAMES and value for name, value in parse_qsl(query, keep_blank_values=True))
+        if carries or not token:
+            return query or None
+        return str(_without_cursor(current or httpx.QueryParams()).set(cursor_param, token))
     page_url = base.join(path.lstrip("/"))
     if isinstance(href, str) and href:
         target = check_same_origin(base, href, page_url)
@@ -96,6 +103,21 @@ def next_cursor(
     if token is None:
         return None
     return str(_without_cursor(current or httpx.QueryParams()).set(cursor_param, token))
+
+
+def _own_query(base: httpx.URL, path: str, href: str) -> str | None:
+    """The query of `href` when it plainly names the page's own endpoint on the tenant (the tenant's origin and the
+    path, or the path alone, then `?` or nothing): what tenants send, read without parsing a URL. None for any other
+    form, which check_same_origin() reads whole."""
+    for prefix in (_page_prefix(base, path), path):
+        if href == prefix or href.startswith(prefix + "?"):
+            return href[len(prefix) + 1 :].partition("#")[0]
+    return None
+
+
+@lru_cache(maxsize=256)
+def _page_prefix(base: httpx.URL, path: str) -> str:
+    return str(base.join(path.lstrip("/")).copy_with(query=None, fragment=None))
 
 
 def cursor_params(cursor: str) -> httpx.QueryParams:

@@ -19,7 +19,7 @@ class Doc(BaseModel):
     @classmethod
     def _nulls_are_absent(cls, data: Any) -> Any:
         # Tenants send null for "not set": the field's default says the same, and a null list stays iterable.
-        if isinstance(data, dict):
+        if isinstance(data, dict) and None in data.values():
             return {k: v for k, v in data.items() if v is not None}
         return data
 

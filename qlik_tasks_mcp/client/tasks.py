@@ -20,6 +20,7 @@ from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.qlik import QlikClient
 from qlik_tasks_mcp.client.ratelimit import Tier
 from qlik_tasks_mcp.client.resource import Doc, Listing, listing
+from qlik_tasks_mcp.client.schedule import Schedule, read_schedule
 from qlik_tasks_mcp.client.workflow import Trigger, dataset_triggers, reload_targets, triggers
 
 ApiSetting = Literal["auto", "scheduling", "v1"]
@@ -89,6 +90,19 @@ class ScheduleDoc(Doc):
     def zone(self) -> str:
         return self.timezone or "UTC"
 
+    def read(self, created: str | None) -> Schedule | None:
+        """The schedule read whole, whatever its form (a bare duration counts from `created`, the task's making)."""
+        cron = self.cron
+        return read_schedule(
+            recurrence=self.recurrence,
+            interval=None if self.recurrence else self.interval,
+            cron_expression=None if self.recurrence or self.interval else self.cron_expression,
+            zone=self.timezone,
+            start=self.start_date_time,
+            end=(cron.valid_until if isinstance(cron, CronDoc) else None) or self.end_date_time,
+            created=created,
+        )
+
 
 class StartDoc(Doc):
     # The API also takes a bare interval string, read as one in UTC.
@@ -149,6 +163,12 @@ class TaskDoc(Doc):
         if isinstance(stored, str):
             return ScheduleDoc(interval=stored, timezone="UTC")
         return stored
+
+    @functools.cached_property
+    def timing(self) -> Schedule | None:
+        """The start schedule read whole (read once: a row asks for it several times); None without one."""
+        schedule = self.schedule
+        return schedule.read(self.metadata.created_at) if schedule else None
 
     @property
     def disabled_code(self) -> str | None:

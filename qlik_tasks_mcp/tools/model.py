@@ -1,5 +1,6 @@
 """Tool models: inputs that refuse what they do not know, results that serialize compactly."""
 
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -30,13 +31,16 @@ class Compact(BaseModel):
     @model_serializer(mode="wrap")
     def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        fields = type(self).model_fields
+        required = _required(type(self))
         # Required fields stay even when empty ("tasks": [] says there are none); optional empties go.
-        return {
-            k: v
-            for k, v in data.items()
-            if (k in fields and fields[k].is_required()) or (v is not None and v != [] and v != {})
-        }
+        return {k: v for k, v in data.items() if k in required or (v is not None and v != [] and v != {})}
+
+
+@cache
+def _required(model: type[BaseModel]) -> frozenset[str]:
+    """The model's required fields, by name and alias (read once per model: every row of every result asks)."""
+    fields = model.model_fields.items()
+    return frozenset(key for name, info in fields if info.is_required() for key in (name, info.alias) if key)
 
 
 class Deleted(Compact):

@@ -355,7 +355,12 @@ def short_time(value: str | None) -> str | None:
     parsed = parse_time(value)
     if parsed is None:
         return value or None
-    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+    return short_utc(parsed)
+
+
+def short_utc(value: datetime) -> str:
+    """short_time() of a time already read."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 async def gather(items: list[T], work: Callable[[T], Awaitable[None]]) -> None:

@@ -23,15 +23,12 @@ from qlik_tasks_mcp.client.schedule import (
     Schedule,
     end_after_change,
     local_and_utc,
-    read_schedule,
     rrule_lines,
     start_after_change,
     time_zone,
-    utc_z,
 )
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
-    CronDoc,
     GraphDoc,
     GraphKind,
     RunDoc,
@@ -75,6 +72,7 @@ from qlik_tasks_mcp.tools.sources import (
     read_each,
     scan_now,
     short_time,
+    short_utc,
     stale_reports_note,
     timing,
     will_not_run,
@@ -185,7 +183,7 @@ _FROM = re.compile(r",? from \d{4}-\d{2}-\d{2}(?: \d{2}:\d{2})?")
 def trigger_words(task: TaskDoc, *, listed: bool = False) -> str | None:
     """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers.
     `listed`: without a start that has passed (get_task says it)."""
-    schedule = task_schedule(task)
+    schedule = task.timing
     words = [schedule.shown] if schedule is not None else []
     counted = schedule is not None and " times" in schedule.words  # a COUNT runs out counted from its start
     if listed and schedule is not None and schedule.readable and schedule.start is not None and not counted:
@@ -249,11 +247,10 @@ class TaskRow(Compact):
     @classmethod
     def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
         why_not = runs.why_not.get(task.id) or _owner_off(task, names, short=True)
-        # Built from the tenant's validated document and our own words: not validated again, row by row.
         # A list row leaves to get_task what costs tokens on every row and rarely answers a question: when it was
         # changed (the default sort says the order), a start that has passed, a run it will not make, its
         # description (tenant text that would need a fence of its own).
-        return cls.model_construct(
+        return cls(
             **_task_fields(task, names),
             trigger=trigger_words(task, listed=True),
             next_run=None if why_not else runs.first.get(task.id),
@@ -274,7 +271,7 @@ class TaskDetail(TaskRow):
     @classmethod
     def of(cls, task: TaskDoc, names: RowNames | None = None, runs: "NextRuns | None" = None) -> "TaskDetail":
         creator = task.metadata.created_by
-        schedule = task_schedule(task)
+        schedule = task.timing
         return cls(
             **_task_fields(task, names),
             trigger=trigger_words(task),
@@ -358,7 +355,7 @@ async def next_runs(tasks: list[TaskDoc], count: int = 1, *, shown: bool = False
             found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
             return
         if runs:
-            found.first[task.id] = short_time(utc_z(runs[0])) or ""
+            found.first[task.id] = short_utc(runs[0])
             if shown:  # each in its zone and UTC: for a task read whole, not for every row of a list
                 found.shown[task.id] = [local_and_utc(run) for run in runs]
         reason = will_not_run(info, runs, now=now)
@@ -733,7 +730,7 @@ def _schedule_change(current: TaskDoc, schedule: ScheduleIn, scheduling: bool) -
 def _schedule_lines(current: TaskDoc, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """A schedule change in words: the timing as a person reads it, and the start and end when they change."""
     created = current.metadata.created_at
-    before, after = (schedule_of(ScheduleDoc.model_validate(doc), created) for doc in (old, new))
+    before, after = (ScheduleDoc.model_validate(doc).read(created) for doc in (old, new))
     words_before = before.shown if before else "(none)"
     words_after = after.shown if after else "(none)"
     lines = [f"schedule: {words_before} -> {words_after}"] if words_before != words_after else []
@@ -1070,24 +1067,6 @@ async def get_task_run_log(
     return sink.result(task_id, run_id)
 
 
-def task_schedule(task: TaskDoc) -> Schedule | None:
-    """The task's start schedule read whole, whatever its form (client.schedule.read_schedule)."""
-    return schedule_of(task.schedule, task.metadata.created_at) if task.schedule else None
-
-
-def schedule_of(schedule: ScheduleDoc, created: str | None) -> Schedule | None:
-    cron = schedule.cron
-    return read_schedule(
-        recurrence=schedule.recurrence,
-        interval=None if schedule.recurrence else schedule.interval,
-        cron_expression=None if schedule.recurrence or schedule.interval else schedule.cron_expression,
-        zone=schedule.timezone,
-        start=schedule.start_date_time,
-        end=(cron.valid_until if isinstance(cron, CronDoc) else None) or schedule.end_date_time,
-        created=created,
-    )
-
-
 # More ids than this are found in the tenant-wide list (100 a page) instead of one GET each: 5,000 GETs would
 # spend tier 1 (1,000 a minute) and earn the tenant's 429.
 BULK_READ_FROM = 20
@@ -1119,7 +1098,7 @@ class WorkflowTaskSource:
             after=[(t.task_id, t.status) for t in task.triggers],
             owner_before_put=task.metadata.owner_id or "unknown",
             owner_id=task.metadata.owner_id or None,
-            schedule=task_schedule(task),
+            schedule=task.timing,
         )
 
     async def get(self, task_id: str) -> TaskInfo:
