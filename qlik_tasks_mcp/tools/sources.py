@@ -610,9 +610,13 @@ async def stale_note(
     lines = await sender_lines(names, senders)
     shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
     subscriptions = sum(1 for i in senders if i.kind == "sharing")
-    qalyptus = len(senders) - subscriptions
+    # A Qalyptus task with a time schedule of its own still runs on it, with the data of the app's last reload.
+    timed = sum(1 for i in senders if i.kind != "sharing" and timings(i))
+    qalyptus = len(senders) - subscriptions - timed
     what = [f"{subscriptions} subscription(s) keep sending data as of its last reload"] if subscriptions else []
     what += [f"{qalyptus} Qalyptus task(s) started by its reload no longer run"] if qalyptus else []
+    if timed:
+        what.append(f"{timed} Qalyptus task(s) started by its reload run only on their own schedules, with that data")
     lead = "After this, nothing" if leaving else "Nothing"
     note = (
         f"{lead} scheduled reloads app {app_id}: {' and '.join(what)}. Who stops getting fresh reports: the "
