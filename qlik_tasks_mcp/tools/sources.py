@@ -395,7 +395,8 @@ async def read_each(task_ids: list[str], get: Callable[[str], Awaitable[TaskInfo
 
 
 def timing(info: TaskInfo) -> Schedule | None:
-    """The task's schedule read whole, whatever its form; None when it has no time schedule."""
+    """The one schedule of a kind that has one, read whole, whatever its form; None when it has no time schedule.
+    A kind whose task can have several (Qalyptus) fills `schedules` only: code that may see one reads `timings`."""
     if info.schedule is not None:
         return info.schedule
     if not info.recurrence:
@@ -436,9 +437,18 @@ def timings(info: TaskInfo) -> list[Schedule]:
 
 
 def schedule_line(info: TaskInfo) -> str | None:
-    """The schedule in words (one that cannot be read: raw, with why), or what else starts the task."""
-    schedule = timing(info)
-    return schedule.shown if schedule is not None else info.schedule_text
+    """Every time schedule in words (one that cannot be read: raw, with why), then what else starts the task; or,
+    without one, what starts it."""
+    schedules = timings(info)
+    if not schedules:
+        return info.schedule_text
+    words = "; ".join(s.shown for s in schedules)
+    return f"{words}. {info.also}" if info.also else words
+
+
+def ended(schedules: list[Schedule], after: datetime) -> str:
+    """Why readable schedules with no run after `after` have none (Schedule.ended), each reason once."""
+    return "; ".join(dict.fromkeys(s.ended(after) for s in schedules if s.readable))
 
 
 # Why a scheduled task will not run, as Qlik gives the reason (disabledCode) or the schedule says it.
@@ -482,17 +492,19 @@ def why_off(info: TaskInfo, *, app_has_tasks: bool = False) -> str | None:
 
 
 def will_not_run(info: TaskInfo, runs: list[datetime], *, now: datetime, app_has_tasks: bool = False) -> str | None:
-    """Why a task with a time schedule will not run on it, or None when it will (or has no schedule)."""
-    schedule = timing(info)
-    if schedule is None:
+    """Why a task with time schedules will not run on them, or None when it will (or has none). `runs`: those of
+    every schedule, merged (run_times)."""
+    schedules = timings(info)
+    if not schedules:
         return None
     turned_off = why_off(info, app_has_tasks=app_has_tasks)
     if turned_off:
         return turned_off
-    if not schedule.readable:
-        return f"its schedule could not be read ({schedule.problem})"
+    if not any(s.readable for s in schedules):
+        problems = "; ".join(dict.fromkeys(s.problem or "" for s in schedules))
+        return f"its schedule{'s' if len(schedules) > 1 else ''} could not be read ({problems})"
     if not runs:
-        return schedule.ended(now)
+        return ended(schedules, now)
     return None
 
 
@@ -554,7 +566,7 @@ def runs_it(info: TaskInfo, app_has_tasks: bool) -> bool:
     an owner not known to be gone. Qlik turns reload tasks off while the app has tasks (changelog 135): those do
     not count then."""
     off = info.owner_gone or (info.kind == "reload" and app_has_tasks)
-    return info.enabled and bool(timing(info) or info.after) and not off
+    return info.enabled and bool(timings(info) or info.after) and not off
 
 
 async def stale_reports_note(
@@ -603,9 +615,13 @@ async def stale_note(
     lines = await sender_lines(names, senders)
     shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
     subscriptions = sum(1 for i in senders if i.kind == "sharing")
-    qalyptus = len(senders) - subscriptions
+    # A Qalyptus task with a time schedule of its own still runs on it, with the data of the app's last reload.
+    timed = sum(1 for i in senders if i.kind != "sharing" and timings(i))
+    qalyptus = len(senders) - subscriptions - timed
     what = [f"{subscriptions} subscription(s) keep sending data as of its last reload"] if subscriptions else []
     what += [f"{qalyptus} Qalyptus task(s) started by its reload no longer run"] if qalyptus else []
+    if timed:
+        what.append(f"{timed} Qalyptus task(s) started by its reload run only on their own schedules, with that data")
     lead = "After this, nothing" if leaving else "Nothing"
     note = (
         f"{lead} scheduled reloads app {app_id}: {' and '.join(what)}. Who stops getting fresh reports: the "

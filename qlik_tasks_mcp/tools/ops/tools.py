@@ -57,6 +57,7 @@ from qlik_tasks_mcp.tools.sources import (
     KindUnavailable,
     TaskInfo,
     TaskSource,
+    ended,
     gather,
     run_times,
     runs_it,
@@ -64,7 +65,7 @@ from qlik_tasks_mcp.tools.sources import (
     schedule_line,
     stale_note,
     stale_reports_notes,
-    timing,
+    timings,
     why_off,
     will_not_run,
 )
@@ -209,19 +210,22 @@ async def explain_schedule(
     else:
         # Checking the rules expands them (bounded): in a worker thread, so other sessions never wait on it.
         info, hint = await anyio.to_thread.run_sync(_proposed, recurrence, interval, time_zone, start, end)
-    schedule = timing(info)
-    if schedule is None:
+    schedules = timings(info)
+    if not schedules:
         what = info.schedule_text or "no time schedule (it runs on demand or when another task ends)"
         return ScheduleExplained(description=what, time_zone=info.time_zone or "UTC", next_runs=[], task=label)
-    if not schedule.readable:
+    # Several schedules (a Qalyptus task's triggers): each in words, their runs merged, each in its own zone.
+    description = "; ".join(s.shown for s in schedules)
+    zones = ", ".join(dict.fromkeys(s.zone for s in schedules))
+    readable = [s for s in schedules if s.readable]
+    if not readable:
         note = "This schedule could not be read, so its runs are not shown; it is shown as stored."
-        return ScheduleExplained(
-            description=schedule.shown, time_zone=schedule.zone, next_runs=[], task=label, note=note
-        )
-    if schedule.start and schedule.end and schedule.end <= schedule.start:
-        raise InvalidInput(
-            f"end {schedule.end:%Y-%m-%dT%H:%M:%S} must be after start {schedule.start:%Y-%m-%dT%H:%M:%S}"
-        )
+        return ScheduleExplained(description=description, time_zone=zones, next_runs=[], task=label, note=note)
+    for schedule in readable:
+        if schedule.start and schedule.end and schedule.end <= schedule.start:
+            raise InvalidInput(
+                f"end {schedule.end:%Y-%m-%dT%H:%M:%S} must be after start {schedule.start:%Y-%m-%dT%H:%M:%S}"
+            )
     now = datetime.now(UTC)
     runs = await run_times(info, count=count, now=now, budget=ExpansionBudget(), even_if_disabled=True, strict=True)
     has_tasks = bool(info.kind == "reload" and info.app_id and await _has_tasks(sources, info.app_id, None))
@@ -229,13 +233,16 @@ async def explain_schedule(
     off = why_off(info, app_has_tasks=has_tasks)
     why_not = f"These runs happen only once that changes: {off}." if off and runs else off
     if not runs:
-        why_not = "; ".join(filter(None, [schedule.ended(now), off])) + "."
+        why_not = "; ".join(filter(None, [ended(readable, now), off])) + "."
+    unread = len(schedules) - len(readable)
+    skipped = f"{unread} of its schedules could not be read: their runs are not shown." if unread else None
+    notes = [info.also, why_not, skipped, *dict.fromkeys(s.note for s in readable), hint]
     return ScheduleExplained(
-        description=schedule.shown,
-        time_zone=schedule.zone,
+        description=description,
+        time_zone=zones,
         next_runs=[RunTime(local=r.strftime("%Y-%m-%d %H:%M %Z (%a)"), utc=utc_z(r)) for r in runs],
         task=label,
-        note=" ".join(filter(None, [info.also, why_not, schedule.note, hint])) or None,
+        note=" ".join(filter(None, notes)) or None,
     )
 
 

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
-from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, QalyptusTaskDoc, StatusDoc
-from qlik_tasks_mcp.client.schedule import Schedule, time_zone
+from qlik_tasks_mcp.client.qalyptus import UPDATE_FIELDS, QalyptusClient, QalyptusTaskDoc, StatusDoc, TriggerDoc
+from qlik_tasks_mcp.client.schedule import Schedule
 from qlik_tasks_mcp.tools.fence import tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
@@ -362,35 +362,30 @@ class QalyptusTaskSource:
         )
 
     async def get(self, task_id: str) -> TaskInfo:
-        """The task with its first schedule as a recurrence; a task run only by Qlik events says so in words."""
+        """The task with every active schedule trigger; a task run only by Qlik events says so in words."""
         client, doc = await self._find(task_id)
-        info = self.info(doc)
-        triggers = await client.triggers(task_id)
-        schedules = [t.wire() for t in triggers if sched.frequency_of(t.frequency)]
+        return await self._timed(self.info(doc), await client.triggers(task_id))
+
+    @staticmethod
+    def time_schedules(triggers: list[TriggerDoc]) -> list[Schedule]:
+        """Every active schedule trigger read whole (schedule_of): an inactive one is no due time, an event no
+        time."""
+        found = [sched.schedule_of(t.wire()) for t in triggers if t.is_active is not False]
+        return [s for s in found if s is not None]
+
+    async def _timed(self, info: TaskInfo, triggers: list[TriggerDoc]) -> TaskInfo:
+        """`info` with its time schedules (`schedules`) and, in words, what else starts it (`also`); without an
+        active schedule, what starts it (`schedule_text`), and that its schedules are inactive where it has some."""
+        info.schedules = self.time_schedules(triggers)
         events = [t for t in triggers if not t.scheduled and t.is_active is not False]
-        if schedules:
-            first = schedules[0]
-            zone = first.get("timeZone") or "UTC"
-            try:
-                start = (
-                    sched.parse_date(first["startDate"], time_zone(zone), "startDate")
-                    if first.get("startDate")
-                    else None
-                )
-                info.recurrence = sched.rrule_of(first, start)
-                info.start = start.strftime("%Y-%m-%dT%H:%M:%S") if start else None
-            except InvalidInput:
-                info.recurrence = []
-            info.time_zone = zone
-            more = f" (+{len(schedules) - 1} more)" if len(schedules) > 1 else ""
-            info.schedule_text = sched.describe(first) + more
-        if events:
-            labels = await self.orgs.app_labels([e.app_id for e in events if e.app_id])
-            words = "; ".join(filter(None, (event_words(e, labels) for e in events)))
-            if schedules:
-                info.also = f"Also runs {words[0].lower()}{words[1:]}."
-            else:
-                info.schedule_text = words
+        labels = await self.orgs.app_labels([e.app_id for e in events if e.app_id]) if events else {}
+        words = "; ".join(filter(None, (event_words(e, labels) for e in events)))
+        if info.schedules:
+            info.also = f"Also runs {words[0].lower()}{words[1:]}." if words else None
+            return info
+        paused = sum(1 for t in triggers if t.scheduled and t.is_active is False)
+        idle = f"no active schedule ({paused} inactive schedule trigger{'s' if paused > 1 else ''})" if paused else ""
+        info.schedule_text = "; ".join(filter(None, [words, idle])) or None
         return info
 
     async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
@@ -404,13 +399,11 @@ class QalyptusTaskSource:
             client = self.orgs.get(name)
 
             async def one(doc: QalyptusTaskDoc, client: QalyptusClient = client) -> None:
-                events = [t for t in await client.triggers(doc.id) if not t.scheduled and t.app_id == app_id]
-                if events:
+                triggers = await client.triggers(doc.id)
+                if any(not t.scheduled and t.app_id == app_id and t.is_active is not False for t in triggers):
                     info = self.info(doc)
                     info.app_id = app_id
-                    labels = await self.orgs.app_labels([app_id])
-                    info.schedule_text = "; ".join(filter(None, (event_words(e, labels) for e in events)))
-                    found.append(info)
+                    found.append(await self._timed(info, triggers))
 
             await gather(await client.tasks(), one)
         return sorted(found, key=lambda t: (t.name.casefold(), t.id))
@@ -654,8 +647,7 @@ class QalyptusTaskSource:
                 except ApiError as exc:
                     budget.skipped.append(f"schedules of Qalyptus task {task_id} (HTTP {exc.status})")
                     return
-                active = [sched.schedule_of(t.wire()) for t in triggers if t.is_active is not False]
-                found[task_id] = [s for s in active if s is not None]
+                found[task_id] = self.time_schedules(triggers)
 
             await gather(mine, one)
         return found
