@@ -411,6 +411,12 @@ def recurrence_zone(lines: Iterable[str], default: str) -> str:
 
 def parse_recurrence(lines: Iterable[str], zone: ZoneInfo) -> Recurrence:
     """Every line of a recurrence read, or InvalidInput naming the line that cannot be."""
+    return _recurrence(tuple(lines), zone)
+
+
+@lru_cache(maxsize=1024)
+def _recurrence(lines: tuple[str, ...], zone: ZoneInfo) -> Recurrence:
+    # Read once per recurrence: reading a schedule reads it, and every expansion of it again.
     rules: list[str] = []
     exrules: list[str] = []
     rdates: list[datetime] = []
@@ -503,13 +509,13 @@ def _occurrences(
     parts = parse_recurrence(lines, zone)
     after_local = after.astimezone(zone).replace(tzinfo=None)
     dtstart = parts.dtstart or start or after_local.replace(second=0, microsecond=0)
-    parts = replace(parts, anchor=dtstart)
     simple = _simple_rule(parts, dtstart) if anchored else None
     if simple is not None:
         try:
             return _placed(_simple_runs(simple, after_local, budget), zone, count, end)
         except _TooSparse:
             pass  # runs too far apart for counting periods: dateutil's search, with its horizon, decides
+    parts = replace(parts, anchor=dtstart)
     shift = _window_shift(max(after_local, dtstart))
     rules: list[rrule.rrule] = []
     # A line given twice costs twice and adds no run.
@@ -576,6 +582,7 @@ class _Simple:
     until: datetime | None
 
 
+@lru_cache(maxsize=1024)
 def _simple_rule(parts: Recurrence, dtstart: datetime) -> _Simple | None:
     """The recurrence as a _Simple rule, when it is one rule of that shape and nothing else; else None."""
     if len(set(parts.rules)) != 1 or parts.exrules or parts.rdates or parts.exdates or parts.exdays:
