@@ -145,7 +145,7 @@ async def test_missed_runs_read_sharing_deliveries(seeded: Harness) -> None:
     missed_at = (top - timedelta(hours=3)).strftime("%Y-%m-%d %H:%MZ")
     assert mine == [
         {"what": "missed", "kind": "sharing", "task_id": task["id"], "name": mine[0]["name"]}
-        | {"app_id": task["appId"], "due": [missed_at], "count": 1}
+        | {"app_id": task["appId"], "app": "Sales Dashboard", "due": [missed_at], "count": 1}
     ]
 
 

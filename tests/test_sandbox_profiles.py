@@ -95,3 +95,20 @@ def test_the_profile_is_a_setting_and_a_flag(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("QLIK_MCP_SANDBOX_PROFILE", "root")
     with pytest.raises(Exception, match="QLIK_MCP_SANDBOX_PROFILE"):
         checked_settings(parse_args(["--sandbox"]))
+
+
+def test_two_weeks_of_history_is_a_flag_of_the_sandbox_only() -> None:
+    from qlik_tasks_mcp.sandbox import reloads as sandbox_reloads
+    from qlik_tasks_mcp.server.app import build_server
+    from qlik_tasks_mcp.server.cli import checked_settings, parse_args
+    from qlik_tasks_mcp.server.settings import ConfigError
+
+    def reloads(args: list[str]) -> int:
+        _, backend = build_server(checked_settings(parse_args(args)))
+        assert backend.sandbox is not None
+        return len(sandbox_reloads.tables(backend.sandbox).reloads)
+
+    # Runs true to every schedule for two weeks: far more reloads than the default seed's few days.
+    assert reloads(["--sandbox", "--sandbox-history"]) > 2 * reloads(["--sandbox"])
+    with pytest.raises(ConfigError, match="add --sandbox"):
+        checked_settings(parse_args(["--sandbox-history"]))

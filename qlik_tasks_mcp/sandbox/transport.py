@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 BuildTenant = Callable[[], tuple["Sandbox", ASGIApp]]
 
 
-def default_tenant(profile: str = "admin") -> tuple[Sandbox, ASGIApp]:
+def default_tenant(profile: str = "admin", *, history: bool = False) -> tuple[Sandbox, ASGIApp]:
     # Imported on first use, not with this module: the simulated tenant's modules, its seed data and its spec
     # validators (jsonschema) are most of a `--sandbox` start, and tools/list needs none of them.
     from qlik_tasks_mcp.sandbox.app import build_sandbox
 
-    return build_sandbox(profile=profile)
+    return build_sandbox(profile=profile, history=history)
 
 
 class OnDemandTenant:

@@ -203,7 +203,7 @@ def build_server(
 
         # One in-process tenant plays Qlik Cloud and Qalyptus: every client goes over its transport. Built on
         # the first request, since tools/list needs no tenant and building it is most of a sandbox start.
-        tenant = OnDemandTenant(lambda: default_tenant(settings.sandbox_profile))
+        tenant = OnDemandTenant(lambda: default_tenant(settings.sandbox_profile, history=settings.sandbox_history))
         transport = SandboxTransport(tenant)
     store = make_store(settings)
     qlik = make_qlik_client(settings, transport, store)

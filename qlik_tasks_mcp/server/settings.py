@@ -262,6 +262,13 @@ class Settings(BaseModel):
         "retired (`retired`)",
         flag="--sandbox-profile",
     )
+    sandbox_history: bool = setting(
+        False,
+        "QLIK_MCP_SANDBOX_HISTORY",
+        "seed the sandbox with two weeks of runs (slowed apps, missed, late and doubled runs) for "
+        "`get_reload_stats` and `find_missed_runs`; the first call takes about half a second longer",
+        flag="--sandbox-history",
+    )
     read_only: bool = setting(False, "QLIK_MCP_READ_ONLY", "list and run no tool that writes", flag="--read-only")
     toolsets: str = setting(
         ",".join(TOOLSETS),
@@ -508,6 +515,11 @@ class Settings(BaseModel):
         """Refuse to start against no tenant, or one reached without TLS; never fall back to the sandbox."""
         if self.sandbox:
             return
+        if self.sandbox_history or self.sandbox_profile != "admin":
+            raise ConfigError(
+                "--sandbox-history and --sandbox-profile shape the built-in sandbox: add --sandbox, or leave them out "
+                "for a real tenant"
+            )
         needed = (("QLIK_TENANT_URL", self.tenant_url),)
         if self.auth == "apikey":
             needed += (("QLIK_API_KEY", self.api_key),)

@@ -22,7 +22,7 @@ from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
 from qlik_tasks_mcp.client.schedule import ExpansionBudget
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.model import Compact
-from qlik_tasks_mcp.tools.names import owner_of
+from qlik_tasks_mcp.tools.names import owner_of, row_names
 from qlik_tasks_mcp.tools.operation import read
 from qlik_tasks_mcp.tools.ops.reload_window import SCAN_SECONDS, ReloadWindow, RunSources, read_window
 from qlik_tasks_mcp.tools.ops.selection import spending, unique_tasks, unless_unavailable
@@ -60,6 +60,7 @@ class MissedRun(Compact):
     task_id: str
     name: str
     app_id: str | None = None
+    app: str | None = None
     due: list[str] = Field(description="Scheduled times concerned (UTC), oldest first, at most 10.")
     count: int
     late_min: int | None = Field(default=None, description="late: the longest delay, minutes.")
@@ -334,6 +335,9 @@ async def find_missed_runs(
         rows += _rows(info, _join(due, found, tolerance), reason)
     order = {"missed": 0, "late": 1, "twice": 2}
     rows.sort(key=lambda r: (order[r.what], r.due[0] if r.due else "", r.task_id))
+    names = await row_names(sources.names, (r.app_id for r in rows), [])
+    for row in rows:
+        row.app = names.app(row.app_id)
     if listing_cut:
         notes.append("The task listing stopped early: tasks it did not reach were not checked.")
     skipped_kinds = sorted(set(sources.by_kind) - set(kinds) - {"app"})
@@ -346,5 +350,5 @@ async def find_missed_runs(
         checked={"tasks": len(scheduled) - len(unread), "runs due": expected, "tasks not checked": len(unread)},
         stopped_early=bool(budget.skipped),
         not_checked=(unread + budget.skipped)[:20],
-        note=" ".join(filter(None, [*notes, tenant_text_note(["name"]) if rows else None])) or None,
+        note=" ".join(filter(None, [*notes, tenant_text_note(["name", "app"]) if rows else None])) or None,
     )
