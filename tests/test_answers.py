@@ -225,7 +225,9 @@ async def test_a_qalyptus_organization_without_the_new_owner_keeps_its_tasks(two
             f"{len(kept)} Qalyptus tasks left as they are: 'Cleo Controller' (user {heir.id}) is not a user of "
             f"Qalyptus organization sandbox-eu (none has their id or e-mail): {', '.join(kept)}"
         )
-        assert preview["action"].startswith(f"Give {len(moved)} tasks ({len(moved)} qalyptus)")
+        assert preview["action"].startswith(
+            f"Give {len(moved)} task{'s' if len(moved) != 1 else ''} ({len(moved)} qalyptus)"
+        )
         done = data(await client.call_tool("change_tasks_owner", args | {"confirm_token": preview["confirm_token"]}))
     assert done["result"] == {"changed": len(moved), "already": 0}
     assert all(main.tasks[i]["owner"] == heir.id for i in moved)
@@ -275,6 +277,8 @@ async def test_qalyptus_users_that_cannot_be_read_keep_their_tasks_and_the_shari
     async with harness.client() as client:
         preview = data(await client.call_tool("change_tasks_owner", args))
         assert preview["action"].startswith(f"Give {len(theirs)} tasks ({len(theirs)} sharing)")
+        # What another key's listing leaves out is not said to be absent.
+        assert any(n.startswith("Sharing tasks are those this key can access") for n in preview["notes"])
         assert (
             "Qalyptus organization sandbox's users could not be read (HTTP 404): only its tasks owned by id "
             f"{leaver.id} are theirs." in preview["notes"]
@@ -294,7 +298,7 @@ async def test_qalyptus_tasks_that_cannot_be_listed_are_left_and_named(harness: 
     refs = [{"kind": "sharing", "id": shared}, {"kind": "qalyptus", "id": report}]
     async with harness.client() as client:
         preview = data(await client.call_tool("change_tasks_owner", {"new_owner": heir.id, "tasks": refs}))
-    assert preview["action"].startswith("Give 1 tasks (1 sharing)")
+    assert preview["action"].startswith("Give 1 task (1 sharing)")
     assert (
         "1 Qalyptus tasks left as they are: Qalyptus organization sandbox's tasks could not be read (HTTP 404): "
         f"{report}" in preview["notes"]

@@ -51,6 +51,10 @@ def _per_kind(tasks: list[TaskInfo]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
+def _tasks(tasks: list[TaskInfo]) -> str:
+    return f"{len(tasks)} task" + ("s" if len(tasks) != 1 else "")
+
+
 def _being_deleted(task: TaskInfo) -> bool:
     # A sharing task being deleted (statusCode DELETING) takes no change: it is going anyway.
     return task.state.upper() == "DELETING"
@@ -104,7 +108,7 @@ async def _delete_plan(
     notes += await stale_reports_notes(sources.by_kind, sources.names, todo, deleting=True)
     app = filter.app_id if filter else None
     return Plan(
-        action=f"Delete {len(todo)} tasks ({_per_kind(todo)})" + (f" of app {app}" if app else ""),
+        action=f"Delete {_tasks(todo)} ({_per_kind(todo)})" + (f" of app {app}" if app else ""),
         changes=await preview_page(sources.names, todo, page, "deleted"),
         state=sorted((t.kind, t.id) for t in targets),
         notes=notes,
@@ -200,7 +204,7 @@ async def _give_plan(
         )
     notes += ["Each then runs with the new owner's access: content they cannot see fails to send.", ONE_BY_ONE]
     return Plan(
-        action=f"Give {len(todo)} tasks ({_per_kind(todo)}) to {label}",
+        action=f"Give {_tasks(todo)} ({_per_kind(todo)}) to {label}",
         changes=await preview_page(sources.names, todo, page, f"owner {label}"),
         state=(owner_id, sorted((t.kind, t.id, owner_of(t) or "") for t in targets), given.state),
         notes=notes,

@@ -963,6 +963,12 @@ class SharingTaskSource:
 
     async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo]:
         """Every sharing task, a page of LISTING_ROWS per request while `budget` allows (find_orphans)."""
+        if narrow is not None and narrow.owner_id:
+            # sharing-tasks.json: the list holds the tasks accessible to the user; TenantAdmin/AnalyticsAdmin see all.
+            budget.notes.append(
+                "Sharing tasks are those this key can access: a TenantAdmin or AnalyticsAdmin key sees every one, "
+                "another key only those it may access."
+            )
         found: list[TaskInfo] = []
         cursor: str | None = None
         pages = 0
