@@ -122,6 +122,21 @@ async def test_missed_runs_never_conclude_from_reloads_left_unread(
     assert report["rows"] == [] and report["stopped_early"] and report["not_checked"]
 
 
+async def test_missed_runs_never_conclude_from_reloads_a_key_may_not_see() -> None:
+    """A space member's key reads reloads app by app, and the reloads listed to a key are those it has access to:
+    an app outside its spaces is not compared, even where the tenant lists its tasks."""
+    harness = make_harness(sandbox_profile="user", sandbox_options={"history": True})
+    member = harness.sandbox.member_spaces
+    hidden = {a.id for a in harness.sandbox.apps.values() if a.space_id not in member}
+    # The sandbox lists no reload of those apps to this key, as none it has access to: that is no miss.
+    async with harness.client() as client:
+        report = data(await client.call_tool("find_missed_runs", {}))
+    await harness.backend.aclose()
+    assert hidden and not [r for r in report["rows"] if r.get("app_id") in hidden and r["kind"] in ("reload", "task")]
+    assert "Not compared: the tasks of" in report["note"] and "this key cannot see" in report["note"]
+    assert any("its runs were not all read" in n for n in report["not_checked"])
+
+
 async def test_missed_runs_read_sharing_deliveries(seeded: Harness) -> None:
     table = sandbox_sharing.tables(seeded.sandbox)
     task = next(
@@ -370,6 +385,8 @@ async def test_a_bulk_delete_says_what_failed(harness: Harness) -> None:
 async def test_reload_stats_read_app_by_app_for_a_caller_who_is_not_an_admin(seeded: Harness) -> None:
     seeded.sandbox.caller_id = next(u.id for u in seeded.sandbox.users.values() if not u.admin)
     slowed = history.cases(seeded.sandbox).slowed_apps
+    # A member of the slowed apps' spaces: the reloads listed to a key are those it has access to.
+    seeded.sandbox.member_spaces = {seeded.sandbox.apps[a].space_id for a in slowed}
     async with seeded.client() as client:
         report = data(await client.call_tool("get_reload_stats", {}))
     assert "app by app" in report["note"]

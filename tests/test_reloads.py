@@ -191,6 +191,9 @@ async def test_list_reloads_by_status_window_tenant_wide_and_per_app(h: Harness)
         h.sandbox.caller().admin = False
         refused = error_text(await client.call_tool("list_reloads", {}))
         assert "HTTP 403" in refused and "give app_id" in refused
+        # The reloads listed to a key are those it has access to: none of an app outside its spaces.
+        assert not data(await client.call_tool("list_reloads", {"app_id": failing}))["reloads"]
+        h.sandbox.member_spaces = {h.sandbox.apps[failing].space_id}
         assert data(await client.call_tool("list_reloads", {"app_id": failing}))["reloads"]
     filters = [x.query for x in h.recorder.exchanges if x.path == "/api/v1/reloads" and "filter" in x.query]
     assert any("status+eq+%22FAILED%22+or+status+eq+%22SUCCEEDED%22" in q for q in filters)

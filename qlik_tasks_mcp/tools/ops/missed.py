@@ -190,7 +190,24 @@ async def _reloads_by_task(
     if window.note:
         notes.append(window.note)
     by_resource = _runs_of(window)
-    return {(i.kind, i.id): by_resource.get((RESOURCE[i.kind], i.id), []) for i in tasks if window.covers(i.app_id)}
+    hidden = set() if window.tenant_wide else await _hidden_apps(sources, apps)
+    if hidden:
+        notes.append(
+            f"Not compared: the tasks of {len(hidden)} apps this key cannot see, as the reloads listed to a key are "
+            "those it has access to (reloads.json)."
+        )
+    return {
+        (i.kind, i.id): by_resource.get((RESOURCE[i.kind], i.id), [])
+        for i in tasks
+        if window.covers(i.app_id) and i.app_id not in hidden
+    }
+
+
+async def _hidden_apps(sources: RunSources, apps: set[str]) -> set[str]:
+    """Apps the tenant's items answer left out for this key: their reloads, read app by app, may be hidden from it
+    too, so none read is no miss. Apps whose names could not be read at all are not counted as hidden."""
+    found = await sources.names.apps(apps)
+    return {a for a in apps if a not in found}
 
 
 async def _read_schedules(sources: RunSources, infos: list[TaskInfo], kinds: list[str], budget: Budget) -> None:
