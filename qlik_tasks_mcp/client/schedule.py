@@ -1,6 +1,7 @@
 """Schedules and time zones: the one reader of every schedule form Qlik allows (RFC 5545 recurrences, single- or
 multi-line; ISO 8601 repeating intervals and bare durations; cron), validation before sending, and expansion into
-next runs with dateutil, from a recent anchor rather than a rule's first start.
+next runs: minutely, hourly and daily rules (weekly ones every week) by counting whole periods to the moment asked
+about, every other rule with dateutil from a recent anchor rather than its first start.
 
 Pure functions for the tools; the sandbox has its own reader (sandbox/schedule.py).
 """
@@ -169,7 +170,9 @@ def rrule_lines(lines: Sequence[str]) -> list[str]:
 
 
 def _checked_lines(lines: Sequence[str], budget: ExpansionBudget) -> list[str]:
-    now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    # Today's midnight, as the syntax check's start is one: whether an INTERVAL reaches its BYHOUR depends on the
+    # start's hour, and a check that moved with the clock would accept a rule at 02:00 and refuse it at 03:00.
+    now = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
     clean: list[str] = []
     for index, raw in enumerate(lines):
         line = raw.strip()
@@ -199,7 +202,7 @@ def _checked_lines(lines: Sequence[str], budget: ExpansionBudget) -> list[str]:
 
 
 def _never_runs(line: str, now: datetime) -> str:
-    until = _until(_parse(line, now))
+    until = _until(_started(line, now))
     if until is not None and until < _years_later(now, HORIZON_YEARS):
         return f"this rule has no occurrence before its UNTIL ({until:%Y-%m-%d})"
     return (
@@ -210,7 +213,7 @@ def _never_runs(line: str, now: datetime) -> str:
 
 def _runs_within_horizon(line: str, now: datetime, budget: ExpansionBudget) -> bool:
     shift = _window_shift(now)
-    rules = [_shifted(_parse(line, now), now, shift)]
+    rules = [_shifted(_started(line, now), now, shift)]
     limit = _years_later(now, HORIZON_YEARS + shift)
     return any(run <= limit for run in _runs(rules, _years_later(now, shift), budget))
 
@@ -437,8 +440,8 @@ def _recurrence(lines: tuple[str, ...], zone: ZoneInfo) -> Recurrence:
             try:
                 _parse(text, datetime(2000, 1, 1))
             except (ValueError, TypeError) as exc:
-                # Whether an INTERVAL reaches its BY values depends on the start: _started() decides that.
-                if "empty set" not in str(exc):
+                # Whether an RRULE's INTERVAL reaches its BY values depends on the start: _started() decides that.
+                if name != "RRULE" or "empty set" not in str(exc):
                     raise InvalidInput(f"{where} {line[:80]!r} is not a valid RRULE: {exc}") from exc
             (rules if name == "RRULE" else exrules).append(text)
         elif name in ("DTSTART", "RDATE", "EXDATE"):
@@ -483,8 +486,10 @@ def occurrences(
 
     `lines` is a recurrence as parse_recurrence() reads it (its DTSTART, when it has one, is the start). Expansion
     happens in local wall-clock time and is then placed in the zone, so "06:00 every day" stays 06:00 across DST
-    changes, as Qlik and RFC 5545 intend. Each rule is expanded from a recent start (anchor_for), not its first;
-    `anchored=False` expands from the first start (the reference the tests compare with). The work is bounded:
+    changes, as Qlik and RFC 5545 intend. A rule of the shapes _simple_rule() reads is counted period by period
+    from the moment asked about; any other is expanded from a recent start (anchor_for), not its first;
+    `anchored=False` walks every rule with dateutil from its first start (the reference the tests compare with).
+    The work is bounded:
     runs are looked for at least HORIZON_YEARS ahead and for at most the `budget`'s work (then InvalidInput).
     With `strict`, a rule that could still run but has no run in the horizon is InvalidInput too, rather than an
     empty list (which otherwise means the schedule has ended). One `budget` may be shared by many calls, e.g.
@@ -626,14 +631,16 @@ def _by(rule: rrule.rrule, name: str) -> frozenset[int] | None:
 
 def _simple_runs(rule: _Simple, after: datetime, budget: ExpansionBudget) -> Iterator[datetime]:
     """The rule's wall-clock runs after `after`, in order, from the period `after` falls in; _TooSparse once
-    _SPARSE_PERIODS periods in a row have none."""
+    _SPARSE_PERIODS periods in a row have none, or the next period would pass the horizon (dateutil's search,
+    shifted, decides near the calendar's end)."""
     skipped = max(0, (after - rule.first) // rule.period) if after > rule.first else 0
     begin = rule.first + rule.period * skipped
+    horizon = _years_later(max(after, rule.start), HORIZON_YEARS) if after.year + HORIZON_YEARS < 9999 else after
     empty = 0
     for read in itertools.count():
         if read % 64 == 0:
             budget.check()
-        if empty >= _SPARSE_PERIODS:
+        if empty >= _SPARSE_PERIODS or begin > horizon:
             raise _TooSparse
         runs = _period_runs(rule, begin)
         for run in runs:
