@@ -88,9 +88,10 @@ def next_cursor(
         return None
     query = _own_query(base, path, href) if isinstance(href, str) else None
     if query is not None:
-        carries = any(name in CURSOR_NAMES and value for name, value in parse_qsl(query, keep_blank_values=True))
-        if carries or not token:
-            return query or None
+        # Read and written as the slow path's URL does: the first value of each name, the query percent-encoded.
+        params = httpx.QueryParams(query)
+        if any(params.get(name) for name in CURSOR_NAMES) or not token:
+            return str(params) or None
         return str(_without_cursor(current or httpx.QueryParams()).set(cursor_param, token))
     page_url = base.join(path.lstrip("/"))
     if isinstance(href, str) and href:

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from qlik_tasks_mcp.client.errors import InvalidInput
-from qlik_tasks_mcp.client.schedule import LOCAL_FORMAT, Schedule, occurrences, read_schedule, time_zone, unreadable
+from qlik_tasks_mcp.client.schedule import LOCAL_FORMAT, Schedule, read_schedule, time_zone, unreadable
 
 FREQUENCIES = ("Once", "Hourly", "Daily", "Weekly", "Monthly", "Yearly")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -204,17 +204,14 @@ def rrule_of(body: dict[str, Any], start: datetime | None) -> list[str]:
 
 
 def next_runs(body: dict[str, Any], after: datetime, count: int = 1) -> list[datetime]:
-    """The next runs after `after` (aware), in the schedule's zone; empty when it never runs again."""
-    zone = time_zone(body.get("timeZone") or "")
-    start = parse_date(body["startDate"], zone, "startDate") if body.get("startDate") else None
-    end = parse_date(body["endDate"], zone, "endDate") if body.get("endDate") else None
-    if frequency_of(body.get("frequency")) == "Once":
-        if start is None:
-            return []
-        when = start.replace(tzinfo=zone)
-        return [when] if when > after and (end is None or start <= end) else []
-    lines = rrule_of(body, start)
-    return occurrences(lines, zone, start, after=after, count=count, end=end) if lines else []
+    """The next runs after `after` (aware), in the schedule's zone, as schedule_of() reads it; empty when it never
+    runs again (or is a Qlik event); InvalidInput saying why when it cannot be read."""
+    schedule = schedule_of(body)
+    if schedule is None:
+        return []
+    if not schedule.readable:
+        raise InvalidInput(schedule.problem or "the schedule cannot be read")
+    return schedule.next_runs(after, count)
 
 
 def schedule_of(body: dict[str, Any]) -> Schedule | None:
