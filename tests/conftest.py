@@ -84,6 +84,16 @@ async def harness() -> AsyncIterator[Harness]:
     assert not h.recorder.problems, "\n".join(h.recorder.problems)
 
 
+@pytest.fixture
+async def seeded() -> AsyncIterator[Harness]:
+    """A server on the history sandbox (sandbox/history.py): two weeks of runs with known slowdowns, misses and
+    doubles, as `--sandbox-history` serves it."""
+    h = make_harness(sandbox_options={"history": True})
+    yield h
+    await h.backend.aclose()
+    assert not h.recorder.problems, "\n".join(h.recorder.problems)
+
+
 def data(result: CallToolResult) -> dict[str, Any]:
     assert not result.is_error, result.content
     assert result.structured_content is not None

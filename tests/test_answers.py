@@ -23,14 +23,6 @@ from tests.conftest import Harness, data, error_text, make_harness
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def seeded() -> AsyncIterator[Harness]:
-    h = make_harness(sandbox_options={"history": True})
-    yield h
-    await h.backend.aclose()
-    assert not h.recorder.problems, "\n".join(h.recorder.problems)
-
-
 SANDBOX_ORGS = server_app.sandbox_organizations()
 
 
@@ -178,6 +170,14 @@ def test_join_tells_missed_late_twice_and_quota_apart() -> None:
     joined = missed_module._join(due, runs, timedelta(minutes=15))
     assert joined.missed == [t0 + 3 * day] and joined.quota == [t0 + 4 * day]
     assert joined.late == [(t0 + day, 50)] and joined.twice == [t0 + 2 * day]
+    # The next time, not judged yet (within the tolerance of now), ran on time: its run is not the last one's.
+    following = t0 + 5 * day
+    joined = missed_module._join(due, [*runs, (following + timedelta(seconds=3), "SUCCEEDED")], timedelta(minutes=15))
+    assert joined.quota == [] and joined.late[-1] == (t0 + 4 * day, 1440)
+    joined = missed_module._join(
+        due, [*runs, (following + timedelta(seconds=3), "SUCCEEDED")], timedelta(minutes=15), following
+    )
+    assert joined.quota == [t0 + 4 * day] and joined.late == [(t0 + day, 50)]
 
 
 async def test_a_leavers_sharing_and_qalyptus_tasks_move_to_another_owner_with_one_yes(two_orgs: Harness) -> None:

@@ -4,7 +4,6 @@ read from each organization's status list once, and no miss concluded from a lis
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,17 +15,9 @@ from qlik_tasks_mcp.sandbox import history, qalyptus
 from qlik_tasks_mcp.tools.qalyptus.models import QalyptusOrgs
 from qlik_tasks_mcp.tools.qalyptus.tools import QalyptusTaskSource
 from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, run_times
-from tests.conftest import Harness, data, make_harness
+from tests.conftest import Harness, data
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def seeded() -> AsyncIterator[Harness]:
-    h = make_harness(sandbox_options={"history": True})
-    yield h
-    await h.backend.aclose()
-    assert not h.recorder.problems, "\n".join(h.recorder.problems)
 
 
 def _org(h: Harness) -> qalyptus.Org:

@@ -3,7 +3,6 @@ trigger: each in words, their runs merged so the next run is the earliest of the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,21 +14,11 @@ from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.qalyptus.models import QalyptusOrgs
 from qlik_tasks_mcp.tools.qalyptus.tools import QalyptusTaskSource
 from qlik_tasks_mcp.tools.sources import TaskInfo, schedule_line, will_not_run
-from tests.conftest import Harness, data, make_harness
+from tests.conftest import Harness, data
 
 pytestmark = pytest.mark.anyio
 
 TWO_SCHEDULES = "Daily Finance Pack"
-
-
-@pytest.fixture
-async def seeded() -> AsyncIterator[Harness]:
-    """The history sandbox: "Daily Finance Pack" runs every morning in New York and every 6 h in Tokyo, and when
-    a Qlik app reloads."""
-    h = make_harness(sandbox_options={"history": True})
-    yield h
-    await h.backend.aclose()
-    assert not h.recorder.problems, "\n".join(h.recorder.problems)
 
 
 def _org(h: Harness) -> qalyptus.Org:

@@ -90,12 +90,16 @@ def _timed(info: TaskInfo) -> bool:
     return bool(schedules) and all(s.readable for s in schedules)
 
 
-def _join(due: list[datetime], runs: list[tuple[datetime, str]], tolerance: timedelta) -> _Joined:
-    """Each scheduled time against the runs from just before it to the next one: none is a miss (a run that ended
-    over quota counts as none), the first after `tolerance` is late, two within it ran twice."""
+def _join(
+    due: list[datetime], runs: list[tuple[datetime, str]], tolerance: timedelta, following: datetime | None = None
+) -> _Joined:
+    """Each scheduled time against the runs from just before it to the next one (after the last, `following`, the
+    next time not judged yet, whose own run is not the last one's late run): none is a miss (a run that ended over
+    quota counts as none), the first after `tolerance` is late, two within it ran twice."""
     joined = _Joined()
-    for index, at in enumerate(due):
-        until = due[index + 1] - EARLY if index + 1 < len(due) else None
+    bounds = [*due[1:], following] if due else []
+    for at, bound in zip(due, bounds, strict=True):
+        until = bound - EARLY if bound is not None else None
         mine = [(t, s) for t, s in runs if t >= at - EARLY and (until is None or t < until)]
         ran = [t for t, s in mine if s != QUOTA]
         if not ran:
@@ -346,10 +350,13 @@ async def find_missed_runs(
         except InvalidInput as exc:
             unread.append(f"{info.kind} {info.id}: {exc}")
             continue
-        due = [t.astimezone(UTC) for t in due if t.astimezone(UTC) <= now - tolerance]
-        expected += len(due)
+        times = [t.astimezone(UTC) for t in due]
+        # A time within `tolerance` of now is not judged yet, but its run is its own, not the time before's.
+        judged = [t for t in times if t <= now - tolerance]
+        following = times[len(judged)] if len(judged) < len(times) else None
+        expected += len(judged)
         reason = _reason(info, info.app_id in with_tasks, gone.get(_qlik_owner(info) or ""))
-        rows += _rows(info, _join(due, found, tolerance), reason)
+        rows += _rows(info, _join(judged, found, tolerance, following), reason)
     order = {"missed": 0, "late": 1, "twice": 2}
     rows.sort(key=lambda r: (order[r.what], r.due[0] if r.due else "", r.task_id))
     names = await row_names(sources.names, (r.app_id for r in rows), [])
