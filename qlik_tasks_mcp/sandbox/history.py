@@ -152,11 +152,24 @@ def _last_day(plan: _Plan, now: datetime) -> list[datetime]:
     return [t for t in plan.runs if now - timedelta(hours=23) <= t <= now - SETTLED]
 
 
+def _owner(task: dict[str, Any]) -> str | None:
+    """The owner's id, wherever the task's family keeps it (tasks: metadata.ownerId; reload tasks: ownerId)."""
+    metadata = task.get("metadata")
+    owner = metadata.get("ownerId") if isinstance(metadata, dict) else None
+    return owner or task.get("ownerId") or task.get("owner")
+
+
 def _choose_cases(sandbox: Sandbox, plans: list[_Plan], now: datetime, found: Cases) -> None:
     """The last day's cases, on enabled tasks with a run then, chain heads left alone (their followers would
     inherit the case); what is left of them ran every time."""
     heads = _heads(sandbox)
-    able = [p for p in plans if p.until == now and _last_day(p, now) and p.task["id"] not in heads]
+    # A task whose owner is disabled or deleted has a reason of its own for every miss: no case goes to one.
+    gone = {u.id for u in sandbox.users.values() if u.status != "active"}
+    able = [
+        p
+        for p in plans
+        if p.until == now and _last_day(p, now) and p.task["id"] not in heads and _owner(p.task) not in gone
+    ]
     able.sort(key=lambda p: (p.kind != "task", p.task["id"]))
     leaver = next((u for u in sandbox.users.values() if u.status == "disabled"), None)
     chosen = ["missed", "quota", "owner", "late", "twice"] if leaver else ["missed", "quota", "late", "twice"]
