@@ -31,8 +31,9 @@ from qlik_tasks_mcp.client.tasks import TaskDoc, scim_filter
 from qlik_tasks_mcp.sandbox.core import SANDBOX_API_KEY, SANDBOX_URL
 from qlik_tasks_mcp.server.app import build_server
 from qlik_tasks_mcp.server.settings import Settings
+from qlik_tasks_mcp.tools.tasks import models as tasks_models
 from qlik_tasks_mcp.tools.tasks import tools as tasks_tools
-from qlik_tasks_mcp.tools.tasks.tools import next_runs
+from qlik_tasks_mcp.tools.tasks.models import next_runs
 
 ROWS = 20
 GOAL = 3.0
@@ -188,19 +189,19 @@ async def _parts(
         return await service.api.list(resource_id=app_id, sort="-updatedAt", limit=ROWS, scim=scim)
 
     docs = (await request()).items
-    names = await tasks_tools.task_names(service.names, docs)
+    names = await tasks_models.task_names(service.names, docs)
     runs = await next_runs(docs)
 
     async def rows() -> None:
-        listed = [tasks_tools.TaskRow.listed(t, names, runs) for t in docs]
-        tasks_tools.ids_once(listed, "app_id", "app")
-        tasks_tools.TaskPage(tasks=listed, next_cursor=None).model_dump(mode="json")
+        listed = [tasks_models.TaskRow.listed(t, names, runs) for t in docs]
+        tasks_models.ids_once(listed, "app_id", "app")
+        tasks_models.TaskPage(tasks=listed, next_cursor=None).model_dump(mode="json")
 
     parts = {
         "list_tasks": listed_call,
         "HTTP": http_call,
         "request (our client)": request,
-        "names": lambda: tasks_tools.task_names(service.names, docs),
+        "names": lambda: tasks_models.task_names(service.names, docs),
         "next runs": lambda: next_runs(docs),
         "rows": rows,
     }

@@ -13,7 +13,7 @@ from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.client.schedule import ExpansionBudget
 from qlik_tasks_mcp.sandbox import history, qalyptus
 from qlik_tasks_mcp.tools.qalyptus.models import QalyptusOrgs
-from qlik_tasks_mcp.tools.qalyptus.tools import QalyptusTaskSource
+from qlik_tasks_mcp.tools.qalyptus.source import QalyptusTaskSource
 from qlik_tasks_mcp.tools.sources import Budget, TaskInfo, run_times
 from tests.conftest import Harness, data
 

@@ -12,7 +12,7 @@ from qlik_tasks_mcp.client import qalyptus_schedule as sched
 from qlik_tasks_mcp.sandbox import qalyptus, qalyptus_contract, qalyptus_seed
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.tools.qalyptus.models import QalyptusOrgs
-from qlik_tasks_mcp.tools.qalyptus.tools import QalyptusTaskSource
+from qlik_tasks_mcp.tools.qalyptus.source import QalyptusTaskSource
 from qlik_tasks_mcp.tools.sources import TaskInfo, schedule_line, will_not_run
 from tests.conftest import Harness, data
 

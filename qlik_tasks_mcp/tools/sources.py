@@ -1,6 +1,6 @@
 """One view of a scheduled task whatever its kind, so the ops tools treat every family alike.
 
-Every family whose tasks the ops tools reach implements `TaskSource` (in its own tools module, made by its
+Every family whose tasks the ops tools reach implements `TaskSource` (in tools/<family>/source.py, made by its
 `source(clients)` factory): how to read a task into `TaskInfo`, list an app's tasks, enable or disable one, and
 find its failures in a window within a budget. Optional, found by name: `all_tasks(budget)` (list tenant-wide),
 `delete(info)`, `change_owner(info, owner_id)` for kinds whose owner is a field of their own (with

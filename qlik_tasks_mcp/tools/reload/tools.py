@@ -4,14 +4,14 @@ Qlik deprecated the API (removal on or after 2026-09-29): the client turns the r
 ApiRetired, whose message every tool shows; migrated reload tasks are shown with the task that replaced them.
 """
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from qlik_tasks_mcp.client.errors import ClientError, InvalidInput
-from qlik_tasks_mcp.client.reload_tasks import ApiRetired, ReloadTaskDoc, ReloadTasksApi, ReplacementDoc
+from qlik_tasks_mcp.client.reload_tasks import ReloadTaskDoc, ReloadTasksApi
 from qlik_tasks_mcp.client.schedule import end_after_change, read_schedule, rrule_lines, start_after_change, time_zone
 from qlik_tasks_mcp.tools.fence import one_line, tenant_text_note
 from qlik_tasks_mcp.tools.gate import Plan
@@ -20,28 +20,22 @@ from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Cursor, Limit
-from qlik_tasks_mcp.tools.sources import (
-    Failure,
-    FailureScan,
-    KindUnavailable,
-    TaskInfo,
-    TaskSource,
-    gather,
-    parse_time,
-    read_each,
-    short_time,
-    stale_reports_note,
-    why_off,
+from qlik_tasks_mcp.tools.reload.models import (
+    RULE_135,
+    AppTasks,
+    app_tasks,
+    migrated_note,
+    refuse_migrated,
+    tasks_by_app,
 )
+from qlik_tasks_mcp.tools.reload.source import ReloadTaskSource
+from qlik_tasks_mcp.tools.sources import TaskSource, short_time, stale_reports_note, why_off
 
 TOOLSET = "reload"
 NOTE = (
     "Qlik deprecated /api/v1/reload-tasks (removal on or after 2026-09-29) in favour of tasks; "
     "migrate_reload_tasks moves them while it is still served."
 )
-RETIRED_NOTE = "reload tasks: API retired on this tenant"
-RULE_135 = "Qlik turns an app's reload tasks off once the app has one or more tasks (changelog 135)"
-T = TypeVar("T")
 
 TaskId = Annotated[str, Field(min_length=1, max_length=128, description="Reload task id.")]
 AppId = Annotated[str, Field(min_length=1, max_length=128, description="App id.")]
@@ -199,61 +193,6 @@ async def task_names(names: Names, docs: list[ReloadTaskDoc]) -> RowNames:
     return await row_names(names, [d.app_id for d in docs], [d.user_id for d in docs])
 
 
-@dataclass
-class AppTasks:
-    """What an app's tasks say about its reload tasks: which task replaced which, and that it has tasks at all."""
-
-    app_id: str
-    count: int = 0
-    by_reload_task: dict[str, ReplacementDoc] = field(default_factory=dict)
-    problem: str | None = None
-
-    def replacement(self, reload_task_id: str) -> ReplacementDoc | None:
-        return self.by_reload_task.get(reload_task_id)
-
-    def note(self, doc: ReloadTaskDoc) -> str | None:
-        if doc.migrated:
-            return migrated_note(doc, self)
-        if self.count:
-            return f"App {self.app_id} has {self.count} task(s): {RULE_135}, so expect this one not to run."
-        return None
-
-
-def where_to_find(doc: ReloadTaskDoc) -> str:
-    return f"find it with list_tasks (resource_id {doc.app_id}): the task whose metadata.migratedFrom is {doc.id}"
-
-
-def migrated_note(doc: ReloadTaskDoc, app: AppTasks | None) -> str:
-    replacement = app.replacement(doc.id) if app else None
-    if replacement:
-        return (
-            f"Migrated to task {replacement.id} ({'enabled' if replacement.enabled else 'disabled'}), which runs "
-            "this schedule now: change that task (update_task), not this one."
-        )
-    why = f" (its tasks could not be read: {app.problem})" if app and app.problem else ""
-    return f"Migrated to a task{why}; {where_to_find(doc)}."
-
-
-async def app_tasks(api: ReloadTasksApi, app_id: str) -> AppTasks:
-    """The app's tasks as AppTasks; a tenant that will not list them gives a note, not an error."""
-    try:
-        tasks = await api.tasks_of_app(app_id)
-    except ClientError as exc:
-        return AppTasks(app_id, problem=str(exc)[:300])
-    found = {t.metadata.migrated_from: t for t in tasks if t.metadata.migrated_from}
-    return AppTasks(app_id, count=len(tasks), by_reload_task=found)
-
-
-async def tasks_by_app(api: ReloadTasksApi, app_ids: set[str]) -> dict[str, AppTasks]:
-    found: dict[str, AppTasks] = {}
-
-    async def one(app_id: str) -> None:
-        found[app_id] = await app_tasks(api, app_id)
-
-    await gather(sorted(app_ids), one)
-    return found
-
-
 def schedule_words(doc: ReloadTaskDoc) -> str | None:
     """The reload task's recurrence in words (client.schedule.read_schedule), or raw with why it cannot be read."""
     found = read_schedule(
@@ -336,13 +275,6 @@ async def create_reload_task(
     body = {"appId": app_id, "partial": partial, **schedule.to_api()}
     doc = await api.create(body)
     return ReloadTaskResult(task=ReloadTask.of(doc, await app_tasks(api, doc.app_id)))
-
-
-async def refuse_migrated(api: ReloadTasksApi, doc: ReloadTaskDoc) -> None:
-    """A migrated reload task is never changed: a PUT would switch it back on beside its task (two reloads)."""
-    if doc.migrated:
-        note = migrated_note(doc, await app_tasks(api, doc.app_id))
-        raise InvalidInput(f"reload task {doc.id} was migrated and is left as it is. {note}")
 
 
 async def plan_update(
@@ -559,118 +491,6 @@ async def migrate_reload_tasks(
         )
     result.note = migration_summary(result, len(work.todo))
     return result
-
-
-# More ids than this: read the whole list once instead of one GET each.
-BULK_SCAN_FROM = 20
-
-
-async def answering(call: Awaitable[T]) -> T:
-    """`call`'s answer; a retired API becomes KindUnavailable, which the ops tools turn into a skipped note."""
-    try:
-        return await call
-    except ApiRetired as exc:
-        raise KindUnavailable(RETIRED_NOTE) from exc
-
-
-class ReloadTaskSource:
-    """Reload tasks as the ops tools see them; a failing task is one disabled after consecutive failures."""
-
-    kind = "reload"
-    chains = False
-
-    def __init__(self, api: ReloadTasksApi) -> None:
-        self.api = api
-
-    @staticmethod
-    def info(doc: ReloadTaskDoc) -> TaskInfo:
-        if doc.migrated:
-            return TaskInfo(
-                kind="reload",
-                id=doc.id,
-                name=f"reload of app {doc.app_id}",
-                enabled=False,
-                app_id=doc.app_id,
-                state="migrated",
-                disabled_reason=f"migrated: {where_to_find(doc)}; that task runs instead",
-                schedule_text="migrated to a task, which holds the schedule now",
-                owner_id=doc.user_id or None,
-            )
-        return TaskInfo(
-            kind="reload",
-            id=doc.id,
-            name=f"reload of app {doc.app_id}",
-            enabled=doc.enabled,
-            app_id=doc.app_id,
-            state=doc.state,
-            disabled_reason=None if doc.enabled else (doc.disabled_code or "Disabled"),
-            recurrence=list(doc.recurrence),
-            time_zone=doc.time_zone or None,
-            start=doc.start_date_time or None,
-            end=doc.end_date_time or None,
-            next_run=doc.next_execution_time or None,
-            owner_before_put=doc.user_id or "unknown",
-            owner_id=doc.user_id or None,
-        )
-
-    async def has_tasks(self, app_id: str) -> bool | None:
-        """Whether the app has tasks (Qlik then turns its reload tasks off); None when that cannot be read."""
-        found = await app_tasks(self.api, app_id)
-        return None if found.problem else found.count > 0
-
-    async def _all(self, app_id: str | None = None) -> list[ReloadTaskDoc]:
-        return [doc async for doc in self.api.all(app_id=app_id)]
-
-    async def get(self, task_id: str) -> TaskInfo:
-        return self.info(await answering(self.api.get(task_id)))
-
-    async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
-        if len(task_ids) <= BULK_SCAN_FROM:
-            return await read_each(task_ids, self.get)
-        wanted = set(task_ids)
-        return {doc.id: self.info(doc) for doc in await answering(self._all()) if doc.id in wanted}
-
-    async def of_app(self, app_id: str) -> list[TaskInfo]:
-        return [self.info(doc) for doc in await answering(self._all(app_id))]
-
-    async def app_ids(self) -> set[str]:
-        return {doc.app_id for doc in await answering(self._all()) if doc.app_id}
-
-    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
-        current = await answering(self.api.get(info.id))
-        await refuse_migrated(self.api, current)
-        body = current.put_body()
-        body["state"] = "Enabled" if enabled else "Disabled"
-        await answering(self.api.replace(info.id, body))
-
-    async def delete(self, info: TaskInfo) -> None:
-        await answering(self.api.delete(info.id))
-
-    async def failures(self, scan: FailureScan) -> None:
-        """Every failed run in the window: each reload a reload task started names it, so its failed reloads (read
-        by the scan) count one failure each; a task disabled after consecutive failures whose failed reloads the
-        scan did not read counts once, with the reason the listing gives."""
-        by_reloads = scan.reloads.claim("reload-tasks")
-        for task_id, reloads in by_reloads.items():
-            for reload in reloads:
-                error = f"Reload error: {reload.error}" if reload.error else None
-                name = f"reload of app {reload.app_id}"
-                scan.found.append(
-                    Failure("reload", task_id, name, reload.app_id, reload.at, reload.id, error, ref_kind="reload")
-                )
-        count = 0
-        for doc in await answering(self._all()):
-            count += 1
-            scan.apps.add(doc.app_id)
-            last = parse_time(doc.last_execution_time)
-            failed = doc.disabled_code == "CONSECUTIVE-FAILURES" and (last is None or last >= scan.since)
-            if failed and doc.id not in by_reloads:
-                error = doc.log or "disabled after consecutive failures"
-                name = f"reload of app {doc.app_id}"
-                scan.found.append(
-                    Failure("reload", doc.id, name, doc.app_id, doc.last_execution_time or None, error=error)
-                )
-        scan.checked["reload"] = count
 
 
 def source(clients: Deps) -> ReloadTaskSource:

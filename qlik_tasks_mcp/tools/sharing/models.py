@@ -37,6 +37,8 @@ ROW_TEXT = ("name", "app", "owner")
 ROW_TEXT_NOTE = tenant_text_note(ROW_TEXT) + f' Names longer than {NAME_CHARS} characters end with "…".'
 DETAIL_TEXT_NOTE = tenant_text_note((*ROW_TEXT, "recipient names")) + f' Names longer than {NAME_CHARS} end with "…".'
 EXECUTION_TEXT_NOTE = tenant_text_note(["recipient_name"])
+# Where a send, or a failure the listing does not show, is followed up.
+CHECK_WITH = "list_sharing_task_executions"
 
 
 class Recipients(Input):

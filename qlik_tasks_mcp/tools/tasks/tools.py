@@ -3,30 +3,17 @@ lacks it): list, get, create, update, delete, start (and wait), dependencies, ru
 
 import functools
 import json
-import re
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import anyio
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from qlik_tasks_mcp.client.errors import ApiError, InvalidInput
+from qlik_tasks_mcp.client.errors import InvalidInput
 from qlik_tasks_mcp.client.paths import path_segment
 from qlik_tasks_mcp.client.resource import Listing
-from qlik_tasks_mcp.client.schedule import (
-    ExpansionBudget,
-    Schedule,
-    end_after_change,
-    local_and_utc,
-    rrule_lines,
-    start_after_change,
-    time_zone,
-)
 from qlik_tasks_mcp.client.tasks import (
     WRITABLE,
     GraphDoc,
@@ -37,46 +24,41 @@ from qlik_tasks_mcp.client.tasks import (
     TasksApi,
     scim_filter,
 )
-from qlik_tasks_mcp.client.workflow import (
-    Interval,
-    check_workflow,
-    interval_rrule,
-    reload_after_task,
-    repeating_interval,
-    scheduled_reload,
-    task_name,
-)
-from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted, untrusted_fields
-from qlik_tasks_mcp.tools.follow import FailedTail, Followed, RunWatch, WaitSeconds, follow
+from qlik_tasks_mcp.client.workflow import check_workflow, reload_after_task, scheduled_reload, task_name
+from qlik_tasks_mcp.tools.fence import one_line, quoted, tenant_text_note, untrusted_fields
+from qlik_tasks_mcp.tools.follow import FailedTail, RunWatch, WaitSeconds, follow
 from qlik_tasks_mcp.tools.gate import Plan, field_diff
 from qlik_tasks_mcp.tools.inventory import Deps
 from qlik_tasks_mcp.tools.logs import GREP_MAX, LogSink, RunLog, compile_grep
-from qlik_tasks_mcp.tools.model import Compact, Deleted, Input
+from qlik_tasks_mcp.tools.model import Deleted
 from qlik_tasks_mcp.tools.names import Names, RowNames, owner_change_note, row_names, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive, read, write
 from qlik_tasks_mcp.tools.params import Cursor, Limit
-from qlik_tasks_mcp.tools.sources import (
-    OWNER_OFF,
-    Budget,
-    FailedReload,
-    Failure,
-    FailureScan,
-    Narrow,
-    TaskInfo,
-    TaskSource,
-    first_error_line,
-    first_line,
-    gather,
-    owner_off_reason,
-    parse_time,
-    read_each,
-    scan_now,
-    short_time,
-    short_utc,
-    stale_reports_note,
-    timing,
-    will_not_run,
+from qlik_tasks_mcp.tools.sources import TaskSource, stale_reports_note
+from qlik_tasks_mcp.tools.tasks.models import (
+    DETAIL_NAMES_NOTE,
+    NAMES_NOTE,
+    OWNER_OFF_NOTE,
+    RUN_NAMES_NOTE,
+    AfterTaskIn,
+    Dependencies,
+    Dependency,
+    LastRun,
+    Run,
+    RunDetail,
+    RunPage,
+    ScheduleIn,
+    StartResult,
+    TaskDetail,
+    TaskPage,
+    TaskResult,
+    TaskRow,
+    ids_once,
+    next_runs,
+    task_names,
+    trigger_words,
 )
+from qlik_tasks_mcp.tools.tasks.source import WorkflowTaskSource
 
 # A status filter reads at most this many pages to fill one answer.
 MAX_SCAN_PAGES = 5
@@ -98,369 +80,9 @@ Workflow = Annotated[
 ]
 
 
-class ScheduleIn(Input):
-    """When a scheduled task runs: RRULE lines from a local start, or an ISO 8601 repeating interval, in a zone."""
-
-    interval: str | None = Field(
-        None, max_length=80, description="ISO 8601, e.g. R/2026-02-01T06:00:00/P1D (daily 06:00)."
-    )
-    recurrence: list[str] | None = Field(
-        None,
-        max_length=10,
-        description="RRULE lines (RRULE:FREQ=...); not with interval.",
-    )
-    start: str | None = Field(
-        None, max_length=40, description="Local start of a recurrence; default now (update: kept)."
-    )
-    time_zone: str | None = Field(None, max_length=64, description="IANA zone; default UTC (update: kept).")
-    end: str | None = Field(None, max_length=40, description='Local; default never (update: kept, "" clears).')
-
-    def to_api(self, current: ScheduleDoc | None = None) -> tuple[Interval, str, str]:
-        """The interval, zone and end ("" for never); on an update, `current` (the stored schedule) supplies the
-        zone and end the caller left out. The interval carries its own start."""
-        if not self.interval or self.recurrence:
-            raise InvalidInput("give schedule.interval, or schedule.recurrence (RRULE lines), not both or neither")
-        interval = repeating_interval(self.interval)
-        zone = self.time_zone or (current.zone if current else "UTC")
-        stored_end = current.end_date_time if current else None
-        end = end_after_change(self.end, stored_end, interval.local_start(zone), time_zone(zone))
-        return interval, zone, end
-
-    def v1_fields(self, current: ScheduleDoc) -> dict[str, Any]:
-        """The v1 `schedule` object (a PUT): the interval replaces the timing (cron, recurrence); the zone, the
-        start and the end stay as stored unless given."""
-        interval, zone, end = self.to_api(current)
-        start = start_after_change(self.start, current.start_date_time, None)
-        fields: dict[str, Any] = {"interval": interval.text, "timezone": zone}
-        return fields | ({"startDateTime": start} if start else {}) | ({"endDateTime": end} if end else {})
-
-    def schedule_fields(self, current: ScheduleDoc | None = None) -> dict[str, Any]:
-        """The Task `schedule` object on the scheduling API: an interval becomes an RRULE from its own start, so
-        both forms are one recurrence with startDateTime; zone, start and end kept from `current` unless given."""
-        if self.interval and self.recurrence:
-            raise InvalidInput("give schedule.interval or schedule.recurrence (RRULE lines), not both")
-        zone = self.time_zone or (current.zone if current else "UTC")
-        stored_start = current.start_date_time if current else None
-        if self.recurrence:
-            lines = rrule_lines(self.recurrence)
-            start = start_after_change(self.start, stored_start, None)
-        elif self.interval:
-            interval = repeating_interval(self.interval)
-            lines, start = [interval_rrule(interval)], interval.local_start(zone)
-        else:
-            raise InvalidInput("give schedule.recurrence (RRULE lines) or schedule.interval")
-        stored_end = current.end_date_time if current else None
-        end = end_after_change(self.end, stored_end, start, time_zone(zone))
-        fields: dict[str, Any] = {"recurrence": "\n".join(lines), "timezone": zone}
-        return fields | ({"startDateTime": start} if start else {}) | ({"endDateTime": end} if end else {})
-
-
-class AfterTaskIn(Input):
-    """Start when a run of another task finishes."""
-
-    task_id: str = Field(min_length=1, max_length=128)
-    status: Literal["SUCCEEDED", "FAILED", "any"] = Field("SUCCEEDED", description="Which outcome starts it.")
-
-
 def _short(value: Any, width: int = 120) -> str:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value is not None else "(none)"
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _other_triggers(task: TaskDoc) -> list[str]:
-    own = f"appId {task.app_id}"
-    parts = [f"when a dataset is updated ({'its app' if what == own else what})" for what in task.dataset_updates]
-    for trigger in task.triggers:
-        outcome = {"SUCCEEDED": "succeeds", "FAILED": "fails"}.get(trigger.status or "", "finishes")
-        parts.append(f"when task {trigger.task_id} {outcome}")
-    return parts
-
-
-# A schedule's start, as its words give it ("from 2026-01-02 00:30"): a list row leaves out one that has passed.
-_FROM = re.compile(r",? from \d{4}-\d{2}-\d{2}(?: \d{2}:\d{2})?")
-
-
-def trigger_words(task: TaskDoc, *, listed: bool = False) -> str | None:
-    """What starts the task: its schedule in words (one that cannot be read: raw, with why), and other triggers.
-    `listed`: without a start that has passed (get_task says it)."""
-    schedule = task.timing
-    words = [schedule.shown] if schedule is not None else []
-    counted = schedule is not None and " times" in schedule.words  # a COUNT runs out counted from its start
-    if listed and schedule is not None and schedule.readable and schedule.start is not None and not counted:
-        if schedule.start.replace(tzinfo=time_zone(schedule.zone)) <= datetime.now(UTC):
-            words = [_FROM.sub("", schedule.shown, count=1)]
-    return "; ".join(words + _other_triggers(task)) or None
-
-
-# Fields of task and run rows that hold tenant text besides the fenced ones.
-NAMES_NOTE = tenant_text_note(["name", "app", "owner"])
-# Said once per page, so each row's will_not_run can be two words.
-OWNER_OFF_NOTE = "will_not_run 'owner ...': Qlik runs a task as its owner."
-DISABLED = "it is disabled"
-DETAIL_NAMES_NOTE = tenant_text_note(["app", "owner", "creator"])
-RUN_NAMES_NOTE = tenant_text_note(["task_name", "app"])
-
-
-def _task_fields(task: TaskDoc, names: RowNames | None) -> dict[str, Any]:
-    targets = task.targets
-    owner = task.metadata.owner_id
-    return {
-        "last_status": task.last_status,
-        "id": task.id,
-        "name": one_line(task.name, 200),
-        "enabled": task.enabled,
-        "app_id": task.app_id,
-        "app": names.app(task.app_id) if names else None,
-        # Only a partial reload is worth a field: full is what a reload is unless told.
-        "partial": True if targets and targets[0][1] else None,
-        "disabled_code": task.disabled_code,
-        "owner_id": owner,
-        "owner": names.user(owner) if names else None,
-    }
-
-
-def _owner_off(task: TaskDoc, names: RowNames | None, *, short: bool = False) -> str | None:
-    """Why a scheduled, enabled task will not run though the tenant still shows it enabled: its owner, by the
-    tenant's own status for that user, is disabled or deleted (`short`: "owner deleted", see OWNER_OFF_NOTE)."""
-    user = names.users.get(task.metadata.owner_id or "") if names else None
-    if task.schedule is None or not task.enabled or user is None or user.status not in OWNER_OFF:
-        return None
-    return f"owner {user.status}" if short else owner_off_reason(user.status)
-
-
-class TaskRow(Compact):
-    id: str
-    name: str
-    enabled: bool
-    app_id: str | None = None
-    app: str | None = None
-    partial: bool | None = None
-    trigger: str | None = None
-    next_run: str | None = Field(None, description="UTC, worked out from the schedule.")
-    will_not_run: str | None = Field(None, description="Why its schedule will not run it.")
-    disabled_code: str | None = None
-    owner_id: str | None = None
-    owner: str | None = None
-    updated_at: str | None = None
-    last_status: str | None = None
-
-    @classmethod
-    def listed(cls, task: TaskDoc, names: RowNames, runs: "NextRuns") -> "TaskRow":
-        why_not = runs.why_not.get(task.id) or _owner_off(task, names, short=True)
-        # A list row leaves to get_task what costs tokens on every row and rarely answers a question: when it was
-        # changed (the default sort says the order), a start that has passed, a run it will not make, its
-        # description (tenant text that would need a fence of its own).
-        return cls(
-            **_task_fields(task, names),
-            trigger=trigger_words(task, listed=True),
-            next_run=None if why_not else runs.first.get(task.id),
-            # "enabled": false says it already.
-            will_not_run=None if not task.enabled and why_not == DISABLED else why_not,
-        )
-
-
-class TaskDetail(TaskRow):
-    next_runs: list[str] = Field(default_factory=list, description="Local time in the schedule's zone = UTC.")
-    schedule_note: str | None = None
-    description: str | None = None
-    created_at: str | None = None
-    created_by: str | None = None
-    creator: str | None = None
-    workflow: dict[str, Any] = Field(default_factory=dict, description="start, events, states as the API has them.")
-
-    @classmethod
-    def of(cls, task: TaskDoc, names: RowNames | None = None, runs: "NextRuns | None" = None) -> "TaskDetail":
-        creator = task.metadata.created_by
-        schedule = task.timing
-        return cls(
-            **_task_fields(task, names),
-            trigger=trigger_words(task),
-            next_run=runs.first.get(task.id) if runs else None,
-            next_runs=runs.shown.get(task.id, []) if runs else [],
-            will_not_run=(runs.why_not.get(task.id) if runs else None) or _owner_off(task, names),
-            schedule_note=schedule.note if schedule else None,
-            updated_at=task.metadata.updated_at,
-            description=task.description or None,
-            created_at=task.metadata.created_at,
-            created_by=creator,
-            creator=names.user(creator) if names else None,
-            workflow=task.workflow(),
-        )
-
-
-class TaskPage(Compact):
-    tasks: list[TaskRow]
-    next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
-    app_ids: dict[str, str] = Field(default_factory=dict, description="App -> id, for rows naming only the app.")
-    owner_ids: dict[str, str] = Field(default_factory=dict, description="Owner -> id, for rows naming only the owner.")
-    note: str | None = None
-
-
-def ids_once(rows: list[Any], id_field: str, name_field: str) -> dict[str, str]:
-    """Name -> id for the ids several rows share under a name no other id has; those rows keep the name alone
-    (their `id_field` emptied), so each id is said once per page. Rows without a name keep their id."""
-    ids_of: dict[str, set[str]] = {}
-    uses: Counter[str] = Counter()
-    for row in rows:
-        name, ident = getattr(row, name_field), getattr(row, id_field)
-        if name and ident and not name.startswith("("):  # "(not visible to this key)" names no one
-            ids_of.setdefault(name, set()).add(ident)
-            uses[ident] += 1
-    shared = {name: next(iter(ids)) for name, ids in ids_of.items() if len(ids) == 1 and uses[next(iter(ids))] > 1}
-    for row in rows:
-        if getattr(row, name_field) in shared:
-            setattr(row, id_field, None)
-    return shared
-
-
-class TaskResult(Compact):
-    task: TaskDetail
-    note: str | None = None
-
-
-async def task_names(names: Names, tasks: list[TaskDoc]) -> RowNames:
-    """The apps and owners (and creators) of these tasks: one apps and one users request for the lot."""
-    users = [t.metadata.owner_id for t in tasks] + [t.metadata.created_by for t in tasks]
-    return await row_names(names, [t.app_id for t in tasks], users)
-
-
-@dataclass
-class NextRuns:
-    """Tasks' next runs: the first (short UTC) of each, all of them shown, and why a scheduled one will not run."""
-
-    first: dict[str, str] = dc_field(default_factory=dict)
-    shown: dict[str, list[str]] = dc_field(default_factory=dict)
-    why_not: dict[str, str] = dc_field(default_factory=dict)
-
-
-async def next_runs(tasks: list[TaskDoc], count: int = 1, *, shown: bool = False) -> NextRuns:
-    """The next runs of each scheduled task, all within one expansion budget; the rules not expanded before (see
-    Schedule.known_runs) in one trip off the event loop. A schedule whose runs cannot be worked out in time has
-    none, and says so."""
-    now, budget = datetime.now(UTC), ExpansionBudget()
-    found = NextRuns()
-    read = [(task, info, timing(info)) for task in tasks for info in [WorkflowTaskSource.info(task)]]
-    known = {
-        task.id: runs
-        for task, info, schedule in read
-        if schedule is not None and info.enabled and (runs := schedule.known_runs(now, count)) is not None
-    }
-
-    def one(task: TaskDoc, info: TaskInfo, schedule: Schedule | None) -> None:
-        try:
-            runs = known.get(task.id)
-            if runs is None:
-                runs = schedule.next_runs(now, count, budget=budget) if schedule and info.enabled else []
-        except InvalidInput as exc:
-            found.why_not[task.id] = f"its next runs could not be worked out: {exc}"
-            return
-        if runs:
-            found.first[task.id] = short_utc(runs[0])
-            if shown:  # each in its zone and UTC: for a task read whole, not for every row of a list
-                found.shown[task.id] = [local_and_utc(run) for run in runs]
-        reason = will_not_run(info, runs, now=now)
-        if reason:
-            found.why_not[task.id] = reason
-
-    def work() -> None:
-        for entry in read:
-            one(*entry)
-
-    expand = any(s is not None and i.enabled and t.id not in known for t, i, s in read)
-    if expand:
-        await anyio.to_thread.run_sync(work)
-    else:
-        work()  # nothing left to expand: no trip off the loop
-    return found
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    try:
-        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 1)
-    except ValueError:
-        return None
-
-
-class Run(Compact):
-    id: str
-    task_id: str
-    task_name: str | None = None
-    status: str
-    started_at: str | None = Field(None, description="UTC, to the minute.")
-    ended_at: str | None = None
-    seconds: float | None = None
-    triggered_by: str | None = None
-    app_id: str | None = None
-    app: str | None = None
-
-    @classmethod
-    def fields_of(cls, run: RunDoc, names: RowNames | None = None) -> dict[str, Any]:
-        return {
-            "id": run.id,
-            "task_id": run.task_id,
-            "task_name": one_line(run.task_name, 100) if run.task_name else None,
-            "status": run.status,
-            "started_at": short_time(run.started_at),
-            "ended_at": short_time(run.ended_at),
-            "seconds": _seconds(run.started_at, run.ended_at),
-            "triggered_by": run.triggered_by,
-            "app_id": run.resource_id,
-            "app": names.app(run.resource_id) if names else None,
-        }
-
-    @classmethod
-    def of(cls, run: RunDoc, names: RowNames | None = None) -> "Run":
-        return cls(**cls.fields_of(run, names))
-
-
-class RunDetail(Run):
-    message: str | None = None
-
-    @classmethod
-    def of(cls, run: RunDoc, names: RowNames | None = None) -> "RunDetail":
-        message = untrusted(run.log, "run message") if run.log else None
-        return cls(**cls.fields_of(run, names), message=message)
-
-
-class RunPage(Compact):
-    runs: list[Run]
-    next_cursor: str | None = Field(None, description="Pass as cursor for more; absent on the last page.")
-    scanned: int | None = Field(default=None, description="Runs read to find these (status filter).")
-    note: str | None = None
-
-
-class LastRun(Compact):
-    run: RunDetail | None = None
-    note: str | None = None
-
-
-class StartResult(Compact):
-    task_id: str
-    started: bool
-    run: RunDetail | None = None
-    waited_seconds: float | None = None
-    wait_ended: Literal["finished", "timeout"] | None = None
-    log_tail: str | None = None
-    note: str | None = None
-    downstream: str | None = Field(default=None, description="Tasks chained after this one, which its run starts.")
-
-    @classmethod
-    def of(cls, task_id: str, followed: Followed[RunDoc], tail: FailedTail[RunDoc]) -> "StartResult":
-        waited = followed.waited_seconds is not None
-        note = followed.note
-        if followed.log_tail is not None and not note:
-            note = f"{tail.returned}; get_task_run_log reads more."
-        return cls(
-            task_id=task_id,
-            started=True,
-            run=RunDetail.of(followed.run) if followed.run else None,
-            waited_seconds=followed.waited_seconds,
-            wait_ended=("finished" if followed.finished else "timeout") if waited else None,
-            log_tail=followed.log_tail,
-            note=note,
-        )
 
 
 async def describe(names: Names, task: TaskDoc) -> str:
@@ -854,26 +476,6 @@ async def delete_task(tasks: Tasks, plan: Plan, task_id: TaskId) -> Deleted:
     return Deleted(id=task_id, deleted=True)
 
 
-class Dependency(Compact):
-    id: str
-    side: Literal["upstream", "downstream"] = Field(description="upstream: leads to this task; downstream: after it.")
-    name: str | None = None
-    enabled: bool | None = None
-    last_status: str | None = None
-    app_id: str | None = None
-    app: str | None = None
-    depth: int | None = None
-
-
-class Dependencies(Compact):
-    task_id: str
-    direction: str
-    tasks: list[Dependency]
-    edges: list[str] = Field(default_factory=list, description="child -> parent, as the graph gives them.")
-    names: str | None = Field(None, description="The tasks' names, tenant text in one fence.")
-    note: str | None = None
-
-
 DOWN = ("children", "descendants")
 
 
@@ -1065,271 +667,6 @@ async def get_task_run_log(
     sink = await tasks.api.read_log(task_id, run_id, LogSink(lines=lines, grep=grep, offset=offset))
     assert isinstance(sink, LogSink)
     return sink.result(task_id, run_id)
-
-
-# More ids than this are found in the tenant-wide list (100 a page) instead of one GET each: 5,000 GETs would
-# spend tier 1 (1,000 a minute) and earn the tenant's 429.
-BULK_READ_FROM = 20
-# v1 has no tenant-wide list: each id is one GET of its 600-a-minute tier, so more than this are refused up front.
-V1_READS = 200
-LIST_PAGE = 100
-
-
-class WorkflowTaskSource:
-    """Tasks as the ops tools see them: the scheduling API lists them tenant-wide with a SCIM filter, v1 only app
-    by app; they can chain."""
-
-    kind = "task"
-    chains = True
-
-    def __init__(self, api: TasksApi) -> None:
-        self.api = api
-
-    @staticmethod
-    def info(task: TaskDoc) -> TaskInfo:
-        return TaskInfo(
-            kind="task",
-            id=task.id,
-            name=task.name,
-            enabled=task.enabled,
-            app_id=task.app_id,
-            state="enabled" if task.enabled else "disabled",
-            disabled_reason=None if task.enabled else (task.disabled_code or "disabled"),
-            after=[(t.task_id, t.status) for t in task.triggers],
-            owner_before_put=task.metadata.owner_id or "unknown",
-            owner_id=task.metadata.owner_id or None,
-            schedule=task.timing,
-        )
-
-    async def get(self, task_id: str) -> TaskInfo:
-        return self.info(await self.api.get(task_id))
-
-    async def many(self, task_ids: list[str]) -> dict[str, TaskInfo]:
-        """Those of `task_ids` that exist. A few: one GET each. More (scheduling API): the tenant-wide list, read
-        in pages of 100 and matched here, as its SCIM filter takes no `id` (scheduling-tasks.json names name,
-        enabled, resourceId, ownerId, spaceId, times, statuses and triggerType only); the few ids it lacks are then
-        read one by one, so a task is "not found" only where the tenant answered 404 for it. v1 lists only per
-        app, so there each id is read, up to V1_READS (its tier allows 600 a minute)."""
-        if len(task_ids) <= BULK_READ_FROM:
-            return await read_each(task_ids, self.get)
-        if not (await self.api.endpoint()).scheduling:
-            if len(task_ids) > V1_READS:
-                raise InvalidInput(
-                    f"{len(task_ids)} task ids: /api/v1/tasks is read one task at a time (no tenant-wide list), at "
-                    f"most {V1_READS} per call; select them with app_id instead, or name fewer"
-                )
-            return await read_each(task_ids, self.get)
-        wanted = set(task_ids)
-        found = {task.id: self.info(task) async for task in self.api.all(resource_id=None) if task.id in wanted}
-        missing = [i for i in task_ids if i not in found]
-        if len(missing) > BULK_READ_FROM:
-            raise InvalidInput(
-                f"{len(missing)} of the task ids are not in the tenant's task list for this key (first: "
-                f"{', '.join(missing[:5])}); nothing was changed: check the ids"
-            )
-        for task_id in missing:
-            try:
-                found[task_id] = await self.get(task_id)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-        return found
-
-    async def of_app(self, app_id: str) -> list[TaskInfo]:
-        return [self.info(task) async for task in self.api.all(resource_id=app_id)]
-
-    async def all_tasks(self, budget: Budget, narrow: Narrow | None = None) -> list[TaskInfo] | None:
-        """Every task tenant-wide (scheduling API), those `narrow` selects sent as the list's SCIM filter (`eq`
-        terms on resourceId, ownerId, enabled), a page of 100 per request of `budget`; a page the budget refuses
-        is recorded there, so a cut listing is never taken for the whole. None on v1, which lists per app only."""
-        if not (await self.api.endpoint()).scheduling:
-            return None
-        narrow = narrow or Narrow()
-        scim = scim_filter(app_id=narrow.app_id, owner_id=narrow.owner_id, enabled=narrow.enabled, last_status=None)
-        found: list[TaskInfo] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        while budget.spend(scan_now(), f"tasks listing, page {len(seen) + 1}" + (" on" if seen else "")):
-            page = await self.api.list(resource_id=None, sort="+createdAt", limit=LIST_PAGE, cursor=cursor, scim=scim)
-            found += [self.info(task) for task in page.items]
-            if not page.next_cursor:
-                break
-            if page.next_cursor in seen:
-                budget.skipped.append(f"tasks listing after page {len(seen) + 1} (its next link came round)")
-                break
-            seen.add(page.next_cursor)
-            cursor = page.next_cursor
-        return found
-
-    async def app_ids(self) -> set[str]:
-        """Every app with a task, from the tenant-wide list; v1 lists only per app, so none there."""
-        if not (await self.api.endpoint()).scheduling:
-            return set()
-        return {task.app_id async for task in self.api.all(resource_id=None) if task.app_id}
-
-    async def set_enabled(self, info: TaskInfo, enabled: bool) -> None:
-        # Only `enabled` changes: a patch on the scheduling API, a PUT of the whole document on v1.
-        current = await self.api.get(info.id)
-        body = current.put_body() | {"enabled": enabled}
-        await self.api.change(current, [{"op": "replace", "path": "/enabled", "value": enabled}], body)
-
-    async def delete(self, info: TaskInfo) -> None:
-        await self.api.delete(info.id)
-
-    async def failures(self, scan: FailureScan) -> None:
-        """Every failed run in the window. Scheduling API: the tasks whose last run failed (one filtered listing,
-        newest first); each run's reload names its task, so failed runs come from the failed reloads the scan read,
-        and only tasks with none there have their runs read. v1 (listed per app only): the runs of the apps the
-        scan knows. Apps the caller named are read app by app either way."""
-        scheduling = (await self.api.endpoint()).scheduling
-        failing = await self._last_failed(scan) if scheduling else {}
-        runs = _RunFailures(scan)
-        claimed = scan.reloads.claim("tasks")
-        named = await self._starters(scan, [t for t in claimed if t not in failing])
-        for task_id, reloads in claimed.items():
-            task = failing.get(task_id) or named.get(task_id)
-            runs.from_reloads(task_id, task, reloads, gone=task_id in named and named[task_id] is None)
-        for task in failing.values():
-            if task.id not in runs.tasks and scan.spend(f"runs of task {task.id}"):
-                page = await self.api.runs(task.id, sort="-startedAt", limit=100)
-                runs.add_runs(task.app_id, page.items)
-        apps = sorted(scan.asked_apps | (set() if scheduling else scan.apps))
-        await gather(apps, lambda app_id: self._app_runs(app_id, runs))
-        await runs.read_first_errors(self.api)
-        scan.found.extend(runs.found)
-        scan.checked["task"] = len(failing) if scheduling else len(runs.tasks)
-        scan.checked["task runs from reloads"] = runs.from_reload_count
-        scan.checked["task apps"] = len(apps)
-
-    async def _starters(self, scan: FailureScan, task_ids: list[str]) -> dict[str, TaskDoc | None]:
-        """The tasks that started failed reloads, read by id within the scan's budget, so a failure is named after
-        its task; None for an id the tenant answers 404 for (no task of that id visible to this key)."""
-        found: dict[str, TaskDoc | None] = {}
-
-        async def one(task_id: str) -> None:
-            if not scan.spend(f"name of task {task_id}"):
-                return
-            try:
-                found[task_id] = await self.api.get(task_id)
-            except ApiError as exc:
-                if exc.status == 404:
-                    found[task_id] = None
-
-        await gather(task_ids, one)
-        return found
-
-    async def _last_failed(self, scan: FailureScan) -> dict[str, TaskDoc]:
-        """Tasks whose last run failed in the window: `lastStatus eq "FAILED"` sorted by their last run's end,
-        read until one ended before the window (the notes confirm no operator but eq, so no range filter)."""
-        found: dict[str, TaskDoc] = {}
-        cursor: str | None = None
-        while scan.spend("tasks whose last run failed" + (", a further page" if cursor else "")):
-            page = await self.api.list(
-                resource_id=None, sort="-lastEndedAt", limit=100, cursor=cursor, scim='lastStatus eq "FAILED"'
-            )
-            for task in page.items:
-                ended = parse_time(_last_ended(task))
-                if ended is not None and ended < scan.since:
-                    return found
-                found[task.id] = task
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
-        return found
-
-    async def _app_runs(self, app_id: str, runs: "_RunFailures") -> None:
-        """An app's failed runs in the window, newest first, every page while the budget allows."""
-        cursor: str | None = None
-        try:
-            while runs.scan.spend(f"task runs of app {app_id}"):
-                page = await self.api.resource_runs(app_id, sort="-startedAt", limit=100, cursor=cursor)
-                if not runs.add_runs(app_id, page.items) or not page.next_cursor:
-                    return
-                cursor = page.next_cursor
-        except ApiError as exc:
-            runs.scan.budget.skipped.append(f"task runs of app {app_id} (HTTP {exc.status})")
-
-
-def _last_ended(task: TaskDoc) -> str | None:
-    attrs = task.metadata.orchestration.attrs if task.metadata.orchestration else {}
-    value = attrs.get("last_run_endedAt") or attrs.get("lastEndedAt")
-    return value if isinstance(value, str) else None
-
-
-@dataclass
-class _RunFailures:
-    """The failed task runs of one scan, each counted once (by run or reload id), newest first per task."""
-
-    scan: FailureScan
-    found: list[Failure] = dc_field(default_factory=list)
-    tasks: set[str] = dc_field(default_factory=set)
-    seen: set[str] = dc_field(default_factory=set)
-    from_reload_count: int = 0
-    # Tasks whose failed runs were counted from their reloads: their runs are not counted again.
-    by_reloads: set[str] = dc_field(default_factory=set)
-
-    def from_reloads(self, task_id: str, task: TaskDoc | None, reloads: list[FailedReload], gone: bool = False) -> None:
-        """The failed reloads a task started (the reloads name it); `gone`: the tenant answered 404 for its id."""
-        self.tasks.add(task_id)
-        self.by_reloads.add(task_id)
-        why = "no task of this id is visible to this key" if gone else "its name was not read"
-        label = task.name if task else f"task {task_id} ({why})"
-        for reload in sorted(reloads, key=lambda r: r.at or "", reverse=True):
-            self.from_reload_count += 1
-            self.found.append(
-                Failure(
-                    "task",
-                    task_id,
-                    label,
-                    reload.app_id,
-                    reload.at,
-                    ref=reload.id,
-                    error=f"Reload error: {reload.error}" if reload.error else None,
-                    ref_kind="reload",
-                )
-            )
-
-    def add_runs(self, app_id: str | None, page: list[RunDoc]) -> bool:
-        """Adds the page's failed runs in the window; False once a run started before it (no need to read on)."""
-        for run in page:
-            started = parse_time(run.started_at)
-            if started is not None and started < self.scan.since:
-                return False
-            if run.status.upper() != "FAILED" or run.id in self.seen or run.task_id in self.by_reloads:
-                continue
-            self.seen.add(run.id)
-            self.tasks.add(run.task_id)
-            error = first_error_line(run.log) or first_line(run.log) if run.log else None
-            self.found.append(_failure(app_id or run.resource_id, run, error))
-        return True
-
-    async def read_first_errors(self, api: TasksApi) -> None:
-        """The newest failed run of each task without an error line gets one from its log, within the budget."""
-        newest: dict[str, Failure] = {}
-        for failure in self.found:
-            if failure.task_id not in newest or (failure.at or "") > (newest[failure.task_id].at or ""):
-                newest[failure.task_id] = failure
-        for failure in newest.values():
-            if failure.error or not failure.ref or failure.ref not in self.seen:
-                continue
-            if self.scan.spend(f"log of run {failure.ref}"):
-                try:
-                    failure.error = first_error_line(await api.run_log(failure.task_id, failure.ref))
-                except ApiError as exc:
-                    failure.error = f"(log not readable: HTTP {exc.status})"
-
-
-def _failure(app_id: str | None, run: RunDoc, error: str | None) -> Failure:
-    return Failure(
-        kind="task",
-        task_id=run.task_id,
-        name=run.task_name or run.task_id,
-        app_id=app_id,
-        at=run.ended_at or run.started_at,
-        ref=run.id or None,
-        error=error,
-        ref_kind="run" if run.id else None,
-    )
 
 
 def source(clients: Deps) -> WorkflowTaskSource:
