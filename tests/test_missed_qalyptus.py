@@ -104,6 +104,17 @@ async def test_a_status_list_not_reaching_the_windows_start_concludes_nothing(se
         assert _not_checked(report, task), task
 
 
+async def test_run_times_without_a_zone_conclude_nothing(seeded: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Statuses in the organization's wall-clock time, with no zone: read as UTC they would move every run.
+    monkeypatch.setattr(qalyptus, "stamp", lambda when: when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    report = await _missed(seeded)
+    assert not [r for r in report["rows"] if r["kind"] == "qalyptus"]
+    assert "run times without a time zone" in report["note"]
+    cases = history.cases(seeded.sandbox)
+    for task in _served(seeded, list(cases.missed) + cases.ran):
+        assert _not_checked(report, task), task
+
+
 async def test_schedules_left_unread_by_the_budget_are_named(seeded: Harness) -> None:
     source = QalyptusTaskSource(QalyptusOrgs(seeded.backend.qalyptus))
     infos = [TaskInfo("qalyptus", task, "-", True) for task in sorted(_org(seeded).tasks)]

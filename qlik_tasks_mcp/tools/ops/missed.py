@@ -374,5 +374,6 @@ async def find_missed_runs(
         checked={"tasks": len(scheduled) - len(unread), "runs due": expected, "tasks not checked": len(unread)},
         stopped_early=bool(budget.skipped),
         not_checked=(unread + budget.skipped)[:20],
-        note=" ".join(filter(None, [*notes, tenant_text_note(["name", "app"]) if rows else None])) or None,
+        note=" ".join(filter(None, [*notes, *budget.notes, tenant_text_note(["name", "app"]) if rows else None]))
+        or None,
     )

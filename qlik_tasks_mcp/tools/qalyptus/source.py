@@ -1,6 +1,7 @@
 """Qalyptus report tasks of every configured organization as the ops tools see them (`QalyptusTaskSource`): read,
 listed with their owners and triggers, enabled, deleted, handed over, and their failed runs found in a window."""
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -242,8 +243,12 @@ class QalyptusTaskSource:
                 why = (
                     f"{unread[0]}, so which of its users is {user_label(person)} is not known"
                     if unread
-                    else f"{user_label(person)} is not a user of Qalyptus organization {name} (none has their id or "
-                    "e-mail)"
+                    else f"{user_label(person)} is not a user of Qalyptus organization {name} ("
+                    + (
+                        "none has their id or e-mail)"
+                        if person.email
+                        else "none has their id; their e-mail is not known"
+                    )
                 )
                 given.notes.append(f"{len(infos)} Qalyptus tasks left as they are: {why}: {_listed(infos)}")
                 continue
@@ -403,9 +408,12 @@ class QalyptusTaskSource:
                 reaches = False
                 continue
             oldest: datetime | None = None
+            zoneless = 0
             for run in statuses:
-                at = parse_time(run.sort_time)
+                at = _stated_time(run.sort_time)
                 if at is None or not run.task_id:
+                    # A time without a zone may be the organization's wall clock: read as UTC, it would move runs.
+                    zoneless += parse_time(run.sort_time) is not None
                     reaches = False
                     doubtful |= {run.task_id} if run.task_id else set()
                     continue
@@ -416,8 +424,22 @@ class QalyptusTaskSource:
                     else:
                         runs.setdefault(run.task_id, []).append((at, run.status))
             reaches = reaches and oldest is not None and oldest < since
+            if zoneless:
+                budget.notes.append(
+                    f"Qalyptus organization {name} gave {zoneless} run times without a time zone: the tasks they "
+                    "name were not compared."
+                )
         read = {t for t in wanted - doubtful if t in earlier or (t not in runs and reaches)}
         return {task: sorted(runs.get(task, [])) for task in read}
+
+
+# A date-time that says where it is: ends in Z or an offset (+01:00, -0500).
+_ZONED = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})$")
+
+
+def _stated_time(value: str | None) -> datetime | None:
+    """A run's time when it states its zone; None for one that does not (or cannot be read)."""
+    return parse_time(value) if value and _ZONED.search(value.strip()) else None
 
 
 def _known(user: UserName | None) -> bool:
