@@ -247,7 +247,7 @@ class QalyptusTaskSource:
                     + (
                         "none has their id or e-mail)"
                         if person.email
-                        else "none has their id; their e-mail is not known"
+                        else "none has their id; their e-mail is not known)"
                     )
                 )
                 given.notes.append(f"{len(infos)} Qalyptus tasks left as they are: {why}: {_listed(infos)}")
