@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from qlik_tasks_mcp.client import paging
 from qlik_tasks_mcp.client.errors import ApiError, InvalidInput, ProbablyDone, UnsafeLinkError, error_from_response
 from qlik_tasks_mcp.client.http import RetryPolicy, collecting_notices, retry_after_seconds
 from qlik_tasks_mcp.client.lines import LinesFrom, MatchingLines, TailLines
@@ -695,3 +696,36 @@ async def test_a_deprecation_header_that_is_no_date_says_only_that_it_is_depreca
     with collecting_notices() as notices:
         await qlik.json("GET", "/api/v1/reload-tasks", tier=Tier.T1)
     assert notices == ["Qlik Cloud marks /api/v1/reload-tasks deprecated"]
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        f"{BASE}/api/v1/tasks?next=abc&limit=5",
+        "/api/v1/tasks?next=a b&limit=5",
+        f"{BASE}/api/v1/tasks?next=%C3%A4",
+        "/api/v1/tasks?next=&next=x",
+        f"{BASE}/api/v1/tasks?limit=5",
+        f"{BASE}/api/v1/tasks#frag",
+        "https://tenant.eu.qlikcloud.com.evil.example.com/api/v1/tasks?next=x",
+        "https://tenant.eu.qlikcloud.com@evil.example.com/api/v1/tasks?next=x",
+        f"{BASE}/api/v1/tasks/../users?next=x",
+        f"{BASE}/api/v1/users?next=x",
+    ],
+)
+def test_a_pages_own_link_is_read_alike_with_and_without_parsing_it(href: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """next_cursor reads a link naming the page's own endpoint on the tenant without parsing a URL: it must give
+    what parsing it gives (the same parameters, or the same refusal), and take nothing off the tenant."""
+    body = {"links": {"next": {"href": href, "token": "TOK"}}}
+    current = httpx.QueryParams({"limit": 5})
+
+    def read() -> httpx.QueryParams | str:
+        try:
+            found = paging.next_cursor(httpx.URL(BASE), "/api/v1/tasks", body, current, "next")
+        except UnsafeLinkError as exc:
+            return type(exc).__name__
+        return httpx.QueryParams(found or "")
+
+    fast = read()
+    monkeypatch.setattr(paging, "_own_query", lambda base, path, href: None)
+    assert fast == read()
