@@ -41,7 +41,12 @@ def since(h: Harness, start: int, prefix: str = "") -> list[Any]:
 
 
 async def test_a_key_that_may_not_list_users_reads_and_previews_with_ids_and_one_note(user: Harness) -> None:
-    task = next(t for t in tasks_table(user).values() if t["metadata"]["ownerId"] != user.sandbox.caller_id)
+    # Someone else's task this key has access to (its app is in one of the key's spaces): listed, read, previewed.
+    task = next(
+        t
+        for t in tasks_table(user).values()
+        if t["metadata"]["ownerId"] != user.sandbox.caller_id and sandbox_tasks.accessible(user.sandbox, t)
+    )
     async with user.client() as client:
         listed = await client.call_tool("list_tasks", {"limit": 100})
         one = await client.call_tool("get_task", {"task_id": task["id"]})
