@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from qlik_tasks_mcp.client.qalyptus_orgs import QalyptusOrg
 from qlik_tasks_mcp.sandbox import history, qalyptus
+from qlik_tasks_mcp.sandbox import reload_tasks as sandbox_reload_tasks
 from qlik_tasks_mcp.sandbox import sharing_tasks as sandbox_sharing
 from qlik_tasks_mcp.sandbox import tasks as sandbox_tasks
 from qlik_tasks_mcp.server import app as server_app
@@ -116,16 +117,24 @@ async def test_missed_runs_never_conclude_from_reloads_left_unread(
 
 async def test_missed_runs_never_conclude_from_reloads_a_key_may_not_see() -> None:
     """A space member's key reads reloads app by app, and the reloads listed to a key are those it has access to:
-    an app outside its spaces is not compared, even where the tenant lists its tasks."""
+    an app outside its spaces is not compared, even where the tenant lists its tasks (the key owns them)."""
     harness = make_harness(sandbox_profile="user", sandbox_options={"history": True})
-    member = harness.sandbox.member_spaces
-    hidden = {a.id for a in harness.sandbox.apps.values() if a.space_id not in member}
+    sandbox = harness.sandbox
+    member = sandbox.member_spaces
+    hidden = {a.id for a in sandbox.apps.values() if a.space_id not in member}
+    # Tasks the key owns on apps outside its spaces (it left the space, say): listed to it, their apps' reloads not.
+    owned = [t for t in sandbox_tasks.tables(sandbox).tasks.values() if t["resourceId"] in hidden][:2]
+    for task in owned:
+        task["metadata"]["ownerId"] = sandbox.caller_id
+    reload_task = next(t for t in sandbox_reload_tasks.tasks(sandbox).values() if t["appId"] in hidden)
+    reload_task["userId"] = sandbox.caller_id
     # The sandbox lists no reload of those apps to this key, as none it has access to: that is no miss.
     async with harness.client() as client:
         report = data(await client.call_tool("find_missed_runs", {}))
     await harness.backend.aclose()
     assert hidden and not [r for r in report["rows"] if r.get("app_id") in hidden and r["kind"] in ("reload", "task")]
-    assert "Not compared: the tasks of" in report["note"] and "this key cannot see" in report["note"]
+    assert owned and "Not compared: the tasks of 2 apps this key cannot see" in report["note"]
+    assert not {t["id"] for t in owned} & {r.get("task_id") for r in report["rows"]}
     assert any("its runs were not all read" in n for n in report["not_checked"])
 
 

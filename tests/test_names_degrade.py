@@ -41,13 +41,27 @@ def since(h: Harness, start: int, prefix: str = "") -> list[Any]:
 
 
 async def test_a_key_that_may_not_list_users_reads_and_previews_with_ids_and_one_note(user: Harness) -> None:
-    task = next(t for t in tasks_table(user).values() if t["metadata"]["ownerId"] != user.sandbox.caller_id)
+    # Someone else's task this key has access to (its app is in one of the key's spaces): listed, read, previewed.
+    task = next(
+        t
+        for t in tasks_table(user).values()
+        if t["metadata"]["ownerId"] != user.sandbox.caller_id and sandbox_tasks.accessible(user.sandbox, t)
+    )
+    # A task the key owns on an app outside its spaces: listed to it, its app's item not (no name to show).
+    sandbox = user.sandbox
+    mine = next(t for t in tasks_table(user).values() if not sandbox.sees_task(t["resourceId"], "", ""))
+    mine["metadata"]["ownerId"] = sandbox.caller_id
     async with user.client() as client:
         listed = await client.call_tool("list_tasks", {"limit": 100})
         one = await client.call_tool("get_task", {"task_id": task["id"]})
         preview = data(await client.call_tool("delete_task", {"task_id": task["id"]}))
     rows = data(listed)["tasks"]
     assert rows and all(r["owner_id"] and "owner" not in r for r in rows)
+    assert {r["id"] for r in rows} == {
+        t["id"] for t in tasks_table(user).values() if sandbox_tasks.accessible(sandbox, t)
+    }
+    assert [r["app"] for r in rows if r["id"] == mine["id"]] == ["(not visible to this key)"]
+    assert all(r["app"] != "(not visible to this key)" for r in rows if r["id"] != mine["id"])
     for result in (listed, one):
         assert text_of(result).count(NOTE) == 1
         assert "POST /api/v1/users/actions/filter -> HTTP 403" in data(result)["note"]

@@ -201,6 +201,10 @@ def seed(sandbox: Sandbox, per_app: int = 1) -> None:
             table[task_id] = task
 
 
+def accessible(sandbox: Sandbox, task: dict[str, Any]) -> bool:
+    return sandbox.sees_task(task["appId"], task.get("userId", ""), task.get("spaceId", ""))
+
+
 def _public(request: Request, task: dict[str, Any], sandbox: Sandbox) -> dict[str, Any]:
     out = {k: v for k, v in task.items() if not k.startswith("_")}
     out["links"] = self_link(request, f"{BASE}/{task['id']}")
@@ -235,7 +239,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         limit = parse_limit(q.get("limit"), 10, 100)
         if limit is None:
             return err(400, "limit must be an integer between 1 and 100")
-        items = sorted(tasks(sandbox).values(), key=lambda t: t["id"])
+        # "The tasks that the user has access to", chosen before paging so every page and cursor agrees.
+        items = sorted((t for t in tasks(sandbox).values() if accessible(sandbox, t)), key=lambda t: t["id"])
         if q.get("appId"):
             items = [t for t in items if t["appId"] == q["appId"]]
         if q.get("partial") is not None:
@@ -275,6 +280,8 @@ def routes(sandbox: Sandbox) -> list[Route]:
         task = tasks(sandbox).get(request.path_params["taskId"])
         if task is None:
             return err(404, "task not found")
+        if not accessible(sandbox, task):
+            return err(403, "the caller may not read this task: its app is in a space the caller is not a member of")
         return JSONResponse(_public(request, task, sandbox))
 
     async def put_one(request: Request) -> Response:

@@ -32,6 +32,7 @@ from qlik_tasks_mcp.sandbox.tasks import (
     WRITABLE,
     Refused,
     TasksApi,
+    accessible,
     build_task,
     chain_to_running,
     guarded_api,
@@ -111,7 +112,9 @@ def listed(sandbox: Sandbox, request: Request, api: TasksApi) -> Response:
     # The last-run fields come from the runs (public_task); the others are stored. A tenant of thousands of tasks
     # is shown page by page, so only a filter or sort on a last-run field makes every task's public view first.
     by_runs = any(name.startswith("last") for name, _ in terms) or sort[1:].startswith("last")
-    shown = [public_task(sandbox, t) for t in st.tasks.values()] if by_runs else list(st.tasks.values())
+    # "The tasks the requesting user has access to", chosen before paging so every page and token agrees.
+    reachable = [t for t in st.tasks.values() if accessible(sandbox, t)]
+    shown = [public_task(sandbox, t) for t in reachable] if by_runs else reachable
     items = [t for t in shown if (not resource_id or t["resourceId"] == resource_id) and matches(t, terms)]
     items = sorted(items, key=lambda t: (str(field_of(t, sort[1:]) or ""), t["id"]), reverse=sort.startswith("-"))
     keep = {"resourceId": resource_id, "sort": sort, "filter": q.get("filter")}

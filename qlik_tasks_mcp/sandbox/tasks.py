@@ -581,6 +581,12 @@ def seed(sandbox: Sandbox) -> None:
                 start_run(sandbox, task, at=at, triggered_by="time-schedule", seconds=sandbox.rng.randint(40, 600))
 
 
+def accessible(sandbox: Sandbox, task: dict[str, Any]) -> bool:
+    """Whether the caller has access to the task (tasks.json and scheduling-tasks.json list only those)."""
+    meta = task["metadata"]
+    return sandbox.sees_task(task["resourceId"], meta.get("ownerId", ""), meta.get("spaceId", ""))
+
+
 def last_run_of(st: TaskTables, task_id: str, now: datetime) -> dict[str, Any] | None:
     runs = [r for r in st.task_runs(task_id) if run_status(r, now) is not None]
     return max(runs, key=lambda r: r["_start"]) if runs else None
@@ -655,6 +661,8 @@ def family_routes(sandbox: Sandbox, api: TasksApi) -> list[Route]:
         task = task_of(request)
         if task is None:
             return err(404, "task not found")
+        if not accessible(sandbox, task):
+            return err(403, "the caller may not read this task: its app is in a space the caller is not a member of")
         return JSONResponse(public_task(sandbox, task))
 
     async def put_one(request: Request) -> Response:
