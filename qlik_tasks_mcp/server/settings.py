@@ -258,8 +258,8 @@ class Settings(BaseModel):
         "admin",
         "QLIK_MCP_SANDBOX_PROFILE",
         "whose key the sandbox answers: a tenant admin's (`admin`), a space member's (`user`: the users filter "
-        "answers 403, items are the key's spaces'), or an admin's on a tenant whose `/api/v1/reload-tasks` is "
-        "retired (`retired`)",
+        "answers 403; items, tasks and reloads are those of the key's spaces and its own), or an admin's on a "
+        "tenant whose `/api/v1/reload-tasks` is retired (`retired`)",
         flag="--sandbox-profile",
     )
     sandbox_history: bool = setting(
