@@ -49,6 +49,8 @@ RULE_SETS: list[tuple[list[str], datetime | None]] = [
     # Periods that run past the calendar's end before a weekday matches, or one run in centuries.
     (["RRULE:FREQ=DAILY;INTERVAL=714;BYDAY=TU;BYHOUR=6;BYMINUTE=0;BYSECOND=0"], datetime(2026, 1, 5)),
     (["RRULE:FREQ=DAILY;INTERVAL=100000"], datetime(2026, 1, 5)),
+    # A start near the calendar's end, and (with the anchor's after of 29 February 2060) no 29 February in 2100.
+    (["RRULE:FREQ=DAILY;BYDAY=MO;BYHOUR=6"], datetime(9985, 1, 1)),
     (
         [
             "DTSTART;TZID=Europe/Zurich:20260301T020000",
@@ -65,7 +67,15 @@ RULE_SETS: list[tuple[list[str], datetime | None]] = [
 
 
 @pytest.mark.parametrize(("lines", "start"), RULE_SETS)
-@pytest.mark.parametrize("after", [AFTER, datetime(2027, 3, 28, 0, 10, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)])
+@pytest.mark.parametrize(
+    "after",
+    [
+        AFTER,
+        datetime(2027, 3, 28, 0, 10, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2060, 2, 29, 12, tzinfo=UTC),
+    ],
+)
 def test_runs_from_a_recent_anchor_are_the_runs_from_the_first_start(
     lines: list[str], start: datetime | None, after: datetime
 ) -> None:

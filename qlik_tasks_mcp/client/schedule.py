@@ -635,7 +635,9 @@ def _simple_runs(rule: _Simple, after: datetime, budget: ExpansionBudget) -> Ite
     shifted, decides near the calendar's end)."""
     skipped = max(0, (after - rule.first) // rule.period) if after > rule.first else 0
     begin = rule.first + rule.period * skipped
-    horizon = _years_later(max(after, rule.start), HORIZON_YEARS) if after.year + HORIZON_YEARS < 9999 else after
+    base = max(after, rule.start)
+    # Days, not years: a 29 February plus 40 years may be no date, and the calendar ends at year 9999.
+    horizon = base + min(datetime.max - base, timedelta(days=366 * HORIZON_YEARS))
     empty = 0
     for read in itertools.count():
         if read % 64 == 0:
