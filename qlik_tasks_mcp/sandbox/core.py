@@ -154,6 +154,10 @@ class Sandbox:
             return True
         return space_id in self.member_spaces if space_id else owner_id == self.caller_id
 
+    def sees_app(self, app: App) -> bool:
+        """Whether the caller sees the app: as what lives in its space (or, personal, is its owner's)."""
+        return self.sees(app.space_id, app.owner_id)
+
     def sees_task(self, app_id: str, owner_id: str, space_id: str = "") -> bool:
         """Whether the caller has access to a task of `app_id` owned by `owner_id`: the task lists answer those
         (reload-tasks.json, tasks.json, scheduling-tasks.json). A TenantAdmin has all; anyone else the tasks they
@@ -162,7 +166,7 @@ class Sandbox:
         if owner_id and owner_id == self.caller_id:
             return True
         app = self.apps.get(app_id)
-        return self.sees(app.space_id, app.owner_id) if app is not None else self.sees(space_id, "")
+        return self.sees_app(app) if app is not None else self.sees(space_id, "")
 
     def digest(self) -> str:
         """A hash of every family's tables: the same before and after means nothing changed (copies cost more).

@@ -121,7 +121,7 @@ def routes(sandbox: Sandbox) -> list[Route]:
         app = sandbox.apps.get(request.path_params["appId"])
         if app is None or app.deleted:
             return apps_err(404, "app not found")
-        if not sandbox.sees(app.space_id, app.owner_id):
+        if not sandbox.sees_app(app):
             return apps_err(403, "the caller may not read this app")
         attributes = {"id": app.id, "name": app.name, "ownerId": app.owner_id, "usage": "ANALYTICS"}
         return JSONResponse({"attributes": attributes, "privileges": ["read", "reload"], "create": []})

@@ -360,7 +360,7 @@ def _selected(sandbox: Sandbox, request: Request, now: datetime) -> list[dict[st
     st = tables(sandbox)
     ids = st.by_app.get(q["appId"], []) if q.get("appId") else list(st.reloads)
     app = sandbox.apps.get(q.get("appId") or "")
-    if app is not None and not sandbox.sees(app.space_id, app.owner_id):
+    if app is not None and not sandbox.sees_app(app):
         ids = []  # reloads.json: the list holds the reloads the user has access to
     # A chained task run's reload is stored ahead, like the run: it shows once it is created.
     rows = [(status_at(st.reloads[i], now), st.reloads[i]) for i in ids if st.reloads[i]["_created"] <= now]

@@ -17,6 +17,7 @@ from qlik_tasks_mcp.tools.names import owner_of, user_id_of
 from qlik_tasks_mcp.tools.operation import destructive
 from qlik_tasks_mcp.tools.ops.selection import (
     MAX_TARGETS,
+    ONE_BY_ONE,
     PREVIEW_LINES,
     BulkFailure,
     BulkResult,
@@ -38,7 +39,6 @@ from qlik_tasks_mcp.tools.sources import (
     stale_reports_notes,
 )
 
-ONE_BY_ONE = "Tasks are changed one by one; if some fail, the result lists what changed and what did not."
 Tasks = Annotated[list[TaskRef] | None, Field(max_length=MAX_TARGETS)]
 Filter = Annotated[TaskFilter | None, Field(description="Or the tasks matching all of these.")]
 Page = Annotated[int, Field(ge=1, le=MAX_TARGETS // PREVIEW_LINES, description="Preview page.")]

@@ -37,6 +37,8 @@ PREVIEW_LINES = 100
 SELECT_REQUESTS = 400
 MAX_TARGETS = 5000
 KindName = Literal["reload", "task", "sharing", "qalyptus"]
+# Every bulk change acts task by task: what a preview says of the outcome.
+ONE_BY_ONE = "Tasks are changed one by one; if some fail, the result lists what changed and what did not."
 T = TypeVar("T")
 
 

@@ -33,6 +33,7 @@ from qlik_tasks_mcp.tools.operation import destructive, read
 from qlik_tasks_mcp.tools.ops import bulk, missed, orphans, stats
 from qlik_tasks_mcp.tools.ops.selection import (
     MAX_TARGETS,
+    ONE_BY_ONE,
     PREVIEW_LINES,
     BulkFailure,
     BulkResult,
@@ -418,7 +419,7 @@ def _report(
 
 async def _bulk_notes(names: Names, targets: list[TaskInfo], todo: list[TaskInfo], state_word: str) -> list[str]:
     notes = [f"{len(targets) - len(todo)} already {state_word}: left as they are"] if len(todo) < len(targets) else []
-    notes.append("Tasks are changed one by one; if some fail, the result lists what changed and what did not.")
+    notes.append(ONE_BY_ONE)
     put = [t.owner_before_put for t in todo if t.owner_before_put]
     note = await owner_change_note(names, put) if put else ""
     if note:
